@@ -1,0 +1,78 @@
+"""compress(): CompressionConfig -> Candidate (a pruned, fine-tuned, quantized, exported ONNX file)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from lepton_search.compress import export, finetune, prune, quantize
+from lepton_search.space import CompressionConfig, FinetuneSettings
+from lepton_search.workloads import Workload
+
+
+@dataclass(frozen=True)
+class Candidate:
+    config: CompressionConfig
+    onnx_path: Path
+    size_mb: float
+    macs: int
+    params: int
+    macs_ratio: float  # pruned / base
+    params_ratio: float
+    weight_sparsity: float
+    finetune_seconds: float
+    finetune_samples: int
+    bn_batches: int
+    compress_seconds: float
+    exporter: str = export.EXPORTER
+
+
+def calibration_batches(workload: Workload, n: int, seed: int) -> list[np.ndarray]:
+    """`n` single-sample batches from the train split for INT8 calibration (never the validation split)."""
+    return [xb.numpy().astype(np.float32) for xb, _ in workload.loader("train", batch_size=1, subset=n, seed=seed + 1)]
+
+
+def compress(
+    workload: Workload, config: CompressionConfig, out_path: str | Path, *, settings: FinetuneSettings,
+    teacher: nn.Module | None = None, seed: int = 0,
+) -> Candidate:
+    """Prune -> re-estimate BN -> distil for `finetune_epochs` -> export -> quantize; write `out_path`."""
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    x = workload.example_input
+    base = workload.model.eval()
+    teacher = teacher or finetune.frozen_copy(base)
+    macs_base, params_base = prune.count(base, x)
+    model = prune.prune(base, x, config.prune_ratio, config.prune_method)
+
+    train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=settings.subset_size, seed=seed)
+    bn_batches = finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
+    ft_seconds = finetune.distill(
+        model, teacher, train, epochs=config.finetune_epochs, lr=settings.lr,
+        temperature=settings.temperature, distill_weight=settings.distill_weight, desc=f"fine-tune {config.label()}",
+    )
+    if config.finetune_epochs > 0:
+        # Weights moved: BN statistics follow the final weights, not a running mix over training.
+        finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
+    model = prune.bake_masks(model, x)
+    macs, params = prune.count(model, x)
+
+    out_path = Path(out_path)
+    graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"))
+    calib = calibration_batches(workload, settings.calibration_size, seed) if config.bits == 8 else []
+    graph = quantize.quantize(graph, config.bits, calib)
+    onnx.save(graph, str(out_path))
+    out_path.with_suffix(".fp32.onnx").unlink(missing_ok=True)
+    return Candidate(
+        config=config, onnx_path=out_path, size_mb=out_path.stat().st_size / 1e6,
+        macs=macs, params=params, macs_ratio=macs / max(macs_base, 1), params_ratio=params / max(params_base, 1),
+        weight_sparsity=prune.weight_sparsity(model), finetune_seconds=ft_seconds,
+        finetune_samples=len(train.dataset) * config.finetune_epochs, bn_batches=bn_batches,
+        compress_seconds=time.perf_counter() - start,
+    )

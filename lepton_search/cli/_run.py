@@ -1,0 +1,114 @@
+"""run / report / export / targets / list."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from lepton_search.errors import ConfigError
+
+STORAGE_HELP = "Optuna storage URL (default: sqlite:///lepton_search.db in the current folder)."
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+
+
+def _workload(spec: str | None, data_dir: str | None):  # noqa: ANN202
+    from lepton_search import workloads
+
+    if spec is None:
+        return workloads.get("fashion-mnist-cnn", data_dir=data_dir)
+    if ":" in spec:
+        return workloads.load_factory(spec)()
+    return workloads.get(spec) if data_dir is None else workloads.get(spec, data_dir=data_dir)
+
+
+@click.command("run")
+@click.argument("space", required=False, type=click.Path(dir_okay=False))
+@click.option("--storage", default=None, help=STORAGE_HELP)
+@click.option("--study", "study_name", default=None, help="Study name (default: the workload's name). Same name resumes.")
+@click.option("--trials", type=int, default=None, help="Total COMPLETE trials the study should reach.")
+@click.option("--workload", default=None, help="Built-in name (see `list`) or package.module:factory.")
+@click.option("--target", default="host-cpu", show_default=True, help="Latency target (see `targets`).")
+@click.option("--data-dir", default=None, help="Folder with the Fashion-MNIST *-ubyte.gz files.")
+@click.option("--artifacts", default=None, help="Artifact folder (default: beside the SQLite file).")
+def run_cmd(space: str | None, storage: str | None, study_name: str | None, trials: int | None,
+            workload: str | None, target: str, data_dir: str | None, artifacts: str | None) -> None:
+    """Run (or resume) a search. With no SPACE, the embedded default on Fashion-MNIST."""
+    from lepton_search import SearchSpace, default_space, search
+    from lepton_search.report import front_table
+    from lepton_search.result import artifact_store_for
+    from lepton_search.study import DEFAULT_STORAGE, make_target
+
+    _quiet_optuna()
+    space_obj = SearchSpace.from_yaml(space) if space else default_space()
+    if trials is not None and trials < 1:
+        raise ConfigError("--trials", trials, "must be >= 1")
+    make_target(target, space_obj)  # unknown target fails before any data is loaded
+    wl = _workload(workload, data_dir)
+    result = search(wl, space_obj, target=target, n_trials=trials, storage=storage, study_name=study_name,
+                    artifacts=artifacts)
+    click.echo(front_table(result))
+    store = artifact_store_for(storage or DEFAULT_STORAGE, artifacts)
+    click.echo(f"\nstudy {result.study.study_name!r} in {storage or DEFAULT_STORAGE}; artifacts in {Path(store._base_path).resolve()}")
+    click.echo(f"next: lepton-search report --study {result.study.study_name}   |   "
+               f"lepton-search export --study {result.study.study_name} --trial N --out DIR")
+
+
+@click.command("report")
+@click.option("--storage", default=None, help=STORAGE_HELP)
+@click.option("--study", "study_name", required=True, help="Study name.")
+@click.option("--all", "show_all", is_flag=True, help="Show every trial, not only the Pareto front.")
+def report_cmd(storage: str | None, study_name: str, show_all: bool) -> None:
+    """Print the Pareto front (or all trials) of a stored study."""
+    from lepton_search import load
+    from lepton_search.report import front_table
+    from lepton_search.study import DEFAULT_STORAGE
+
+    result = load(storage or DEFAULT_STORAGE, study_name)
+    click.echo(front_table(result))
+    trials = result.trials()
+    counts = trials["state"].value_counts().to_dict()
+    click.echo("trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())))
+    failed = trials[trials["state"] == "FAIL"]
+    for reason, n in failed["fail_reason"].fillna("unknown").value_counts().items():
+        click.echo(f"  failed x{n}: {reason}")
+    if show_all:
+        click.echo(trials.to_string(index=False))
+
+
+@click.command("export")
+@click.option("--storage", default=None, help=STORAGE_HELP)
+@click.option("--study", "study_name", required=True, help="Study name.")
+@click.option("--trial", type=int, required=True, help="Trial number (see `report`).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+def export_cmd(storage: str | None, study_name: str, trial: int, out_dir: str) -> None:
+    """Write model.onnx and config.json of one trial."""
+    from lepton_search import load
+    from lepton_search.study import DEFAULT_STORAGE
+
+    path = load(storage or DEFAULT_STORAGE, study_name).export(trial, out_dir)
+    click.echo(f"wrote {path} and {Path(out_dir) / 'config.json'}")
+
+
+@click.command("targets")
+def targets_cmd() -> None:
+    """List latency targets."""
+    from lepton_search import list_targets
+
+    for name in list_targets():
+        click.echo(name)
+
+
+@click.command("list")
+def list_cmd() -> None:
+    """List built-in workloads."""
+    from lepton_search import list_workloads
+
+    for name in list_workloads():
+        click.echo(name)

@@ -1,0 +1,42 @@
+"""Export a torch model to ONNX (the deployable artifact every measurement is taken on)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from lepton_search.errors import ConfigError
+
+# torch.onnx's TorchScript ("legacy") exporter: it folds eval-mode BatchNorm into the preceding
+# convolution, which the INT8 path needs so that ONNX Runtime fuses QLinearConv kernels.
+# torch 2.14's default dynamo exporter needs onnxscript and gives no speed benefit here.
+EXPORTER = "torch.onnx legacy (TorchScript) exporter"
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> onnx.ModelProto:
+    """Write `model` (eval mode, dynamic batch axis) to `path` and return the loaded graph."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (example_input,), str(path), dynamo=False, opset_version=OPSET,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+    except Exception as exc:  # noqa: BLE001 - exporter errors come in many types
+        raise ConfigError("model", type(model).__name__, f"cannot be exported to ONNX ({str(exc).splitlines()[0]})") from None
+    return onnx.load(str(path))
+
+
+def check_traceable(model: nn.Module, example_input: torch.Tensor, tmp_dir: str | Path) -> None:
+    """Fail early, before training anything, when a model cannot be exported."""
+    to_onnx(model, example_input, Path(tmp_dir) / "trace_check.onnx")

@@ -1,0 +1,114 @@
+"""Pruning: structured (torch-pruning's DepGraph; the graph shrinks) or unstructured (NNCF masks).
+
+The classifier (the last layer producing the logits) is always left whole, so the output keeps its
+number of classes.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+
+@dataclass(frozen=True)
+class PruneStats:
+    macs_base: int
+    macs: int
+    params_base: int
+    params: int
+    weight_sparsity: float  # share of exactly-zero weights in conv/linear layers after pruning
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs / max(self.macs_base, 1)
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params / max(self.params_base, 1)
+
+
+class _Wrapped(nn.Module):
+    """NNCF's tracer needs a top-level module that is not a bare nn.Sequential."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def classifier_layers(model: nn.Module) -> list[nn.Module]:
+    """The last conv/linear layer in registration order: its output channels are the classes."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    return layers[-1:]
+
+
+def count(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
+    macs, params = tp.utils.count_ops_and_params(model, example_input)
+    return int(macs), int(params)
+
+
+def weight_sparsity(model: nn.Module) -> float:
+    total = zeros = 0
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            total += m.weight.numel()
+            zeros += int((m.weight == 0).sum())
+    return zeros / max(total, 1)
+
+
+def prune_structured(model: nn.Module, example_input: torch.Tensor, ratio: float) -> nn.Module:
+    """Remove `ratio` of the output channels of every prunable layer (L1 magnitude), in place on a copy."""
+    model = copy.deepcopy(model).eval()
+    if ratio <= 0:
+        return model
+    pruner = tp.pruner.MagnitudePruner(
+        model, example_input, importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=ratio, ignored_layers=classifier_layers(model), global_pruning=False,
+    )
+    pruner.step()
+    return model
+
+
+def prune_unstructured(model: nn.Module, example_input: torch.Tensor, ratio: float) -> nn.Module:
+    """Zero `ratio` of each layer's weights by magnitude with `nncf.prune`; masks stay during fine-tuning.
+
+    The graph keeps its shape: dense kernels run no faster. The value is a smaller compressed file and
+    speed on sparse-capable targets. Call `bake_masks` before export.
+    """
+    import nncf
+
+    model = copy.deepcopy(model).eval()
+    if ratio <= 0:
+        return model
+    wrapped = _Wrapped(model)
+    pruned = nncf.prune(wrapped, nncf.PruneMode.UNSTRUCTURED_MAGNITUDE_LOCAL, ratio=ratio, examples_inputs=example_input)
+    # Keep the classifier whole: NNCF names its hooks "<module path with ':'>:weight__0".
+    keep = {f"inner:{name}:weight".replace(".", ":") for name, m in model.named_modules() if m in classifier_layers(model)}
+    for name, module in pruned.named_modules():
+        if type(module).__name__ == "UnstructuredPruningMask" and any(k in name for k in keep):
+            module.binary_mask.fill_(True)
+    return pruned
+
+
+def bake_masks(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
+    """Multiply NNCF masks into the weights and drop the hooks (no-op for plain modules)."""
+    import nncf
+
+    if not any(type(m).__name__ == "UnstructuredPruningMask" for m in model.modules()):
+        return model
+    stripped = nncf.strip(model, do_copy=True, strip_format=nncf.StripFormat.IN_PLACE, example_input=example_input)
+    return stripped.inner if isinstance(stripped, _Wrapped) else stripped
+
+
+def prune(model: nn.Module, example_input: torch.Tensor, ratio: float, method: str = "structured") -> nn.Module:
+    if method == "structured":
+        return prune_structured(model, example_input, ratio)
+    if method == "unstructured":
+        return prune_unstructured(model, example_input, ratio)
+    raise ValueError(f"prune_method must be 'structured' or 'unstructured', got {method!r}")

@@ -1,0 +1,43 @@
+"""Measurement: what one Candidate scored on a target (accuracy, latency, size)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lepton_search.candidate import Candidate
+from lepton_search.evaluate.accuracy import onnx_accuracy
+from lepton_search.latency import LatencyModel
+from lepton_search.workloads import Workload
+
+
+@dataclass(frozen=True)
+class Measurement:
+    accuracy: float
+    val_correct: int | None
+    val_total: int
+    latency_ms: float  # p50
+    latency_p90_ms: float
+    latency_cv: float | None
+    latency_source: str
+    latency_expected_error_pct: float | None
+    threads: int | None
+    batch_size: int
+    size_mb: float
+    load_avg_1min: float | None = None
+    test_accuracy: float | None = None
+
+    def objective(self, name: str) -> float:
+        return float(getattr(self, name))
+
+
+def evaluate(candidate: Candidate, workload: Workload, target: LatencyModel, *, with_test: bool = False) -> Measurement:
+    """Run the exported file for accuracy, then time it on `target`."""
+    acc = onnx_accuracy(candidate.onnx_path, workload, "val")
+    test = onnx_accuracy(candidate.onnx_path, workload, "test").accuracy if with_test and workload.test is not None else None
+    lat = target.latency(candidate.onnx_path, tuple(workload.example_input.shape))
+    return Measurement(
+        accuracy=acc.accuracy, val_correct=acc.correct, val_total=acc.total,
+        latency_ms=lat.p50_ms, latency_p90_ms=lat.p90_ms, latency_cv=lat.cv, latency_source=lat.source,
+        latency_expected_error_pct=lat.expected_error_pct, threads=lat.threads, batch_size=lat.batch_size,
+        size_mb=candidate.size_mb, load_avg_1min=lat.details.get("load_avg_1min"), test_accuracy=test,
+    )

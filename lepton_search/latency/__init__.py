@@ -1,0 +1,27 @@
+"""Latency targets by name. A target is a `LatencyModel`; `host-cpu` measures with ONNX Runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lepton_search.errors import ConfigError, did_you_mean
+from lepton_search.latency._base import LatencyEstimate, LatencyModel
+from lepton_search.latency.host_cpu import HostCpuLatency
+
+__all__ = ["LatencyEstimate", "LatencyModel", "HostCpuLatency", "get_target", "list_targets", "register_target"]
+
+_TARGETS: dict[str, Callable[..., LatencyModel]] = {"host-cpu": HostCpuLatency}
+
+
+def register_target(name: str, factory: Callable[..., LatencyModel]) -> None:
+    _TARGETS[name] = factory
+
+
+def list_targets() -> list[str]:
+    return sorted(_TARGETS)
+
+
+def get_target(name: str, **kwargs: object) -> LatencyModel:
+    if name not in _TARGETS:
+        raise ConfigError("target", name, f"unknown target; {did_you_mean(name, _TARGETS)}")
+    return _TARGETS[name](**kwargs)

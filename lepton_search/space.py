@@ -1,0 +1,282 @@
+"""SearchSpace (what may be sampled) and CompressionConfig (one sampled point).
+
+A space comes from YAML (`SearchSpace.from_yaml`) or keyword arguments and is validated on
+construction, so a typo fails in milliseconds rather than after the base model has trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lepton_search.errors import ConfigError, did_you_mean
+
+SUPPORTED_BITS = (32, 16, 8, 4)
+PRUNE_METHODS = ("structured", "unstructured")
+OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
+SAMPLERS = ("tpe", "nsga2", "random")
+DEFAULT_SPACE_PATH = Path(__file__).resolve().parents[1] / "search_spaces" / "default.yaml"
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """One point of the space: what `compress` turns into a Candidate."""
+
+    prune_ratio: float
+    bits: int
+    finetune_epochs: int
+    prune_method: str = "structured"
+
+    def key(self) -> tuple[float, int, int, str]:
+        """Identity used to spot an already-evaluated config."""
+        return (round(self.prune_ratio, 6), self.bits, self.finetune_epochs, self.prune_method)
+
+    def label(self) -> str:
+        return f"{self.prune_method[0]}{self.prune_ratio:.2f}/int{self.bits}/ft{self.finetune_epochs}".replace(
+            "int32", "fp32"
+        ).replace("int16", "fp16")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How each candidate is fine-tuned (distillation from the unpruned base)."""
+
+    subset_size: int = 8000
+    batch_size: int = 128
+    lr: float = 0.01
+    temperature: float = 4.0
+    distill_weight: float = 0.7
+    bn_batches: int = 20
+    calibration_size: int = 300
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    threads: int = 1
+    batch_size: int = 1
+    warmup: int = 10
+    runs: int = 50
+    max_cv: float = 0.05
+    max_repeats: int = 3
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The knobs a study samples, plus its objectives, constraints and sampler.
+
+    Example:
+        >>> space = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 8), finetune_epochs=(0, 1))
+        >>> space.n_configs
+        12
+    """
+
+    prune_ratio: tuple[float, float, float] = (0.0, 0.75, 0.25)
+    prune_method: str = "structured"
+    bits: tuple[int, ...] = (32, 8)
+    finetune_epochs: tuple[int, int] = (0, 2)
+    objectives: tuple[str, ...] = ("accuracy", "latency_ms")
+    max_accuracy_drop_pts: float | None = None
+    sampler: str = "tpe"
+    trials: int = 12
+    seed: int = 0
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    latency: LatencySettings = field(default_factory=LatencySettings)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prune_ratio", tuple(float(v) for v in _seq("prune_ratio", self.prune_ratio, 3)))
+        object.__setattr__(self, "bits", tuple(_seq("bits", self.bits, None)))
+        object.__setattr__(self, "finetune_epochs", tuple(_seq("finetune_epochs", self.finetune_epochs, 2)))
+        object.__setattr__(self, "objectives", tuple(_seq("objectives", self.objectives, None)))
+        _validate(self)
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SearchSpace:
+        """Read a space from a YAML file (see `search_spaces/default.yaml`)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("space", str(path), "pass the path of an existing YAML file")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path.name}{where}", getattr(exc, "problem", str(exc)), "fix the YAML syntax") from None
+        return cls.from_dict(data or {}, source=path.name)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "space") -> SearchSpace:
+        if not isinstance(data, dict):
+            raise ConfigError(source, type(data).__name__, "the top level must be a mapping of keys to values")
+        _check_keys(source, data, {"knobs", "objectives", "constraints", "sampler", "trials", "seed", "finetune", "latency"})
+        knobs = data.get("knobs", {}) or {}
+        _check_keys("knobs", knobs, {"prune_ratio", "prune_method", "bits", "finetune_epochs"})
+        kwargs: dict[str, Any] = {}
+        if "prune_ratio" in knobs:
+            kwargs["prune_ratio"] = _range("knobs.prune_ratio", knobs["prune_ratio"], ("low", "high", "step"))
+        if "finetune_epochs" in knobs:
+            kwargs["finetune_epochs"] = _range("knobs.finetune_epochs", knobs["finetune_epochs"], ("low", "high"))
+        for name in ("prune_method", "bits"):
+            if name in knobs:
+                kwargs[name] = knobs[name]
+        constraints = data.get("constraints", {}) or {}
+        _check_keys("constraints", constraints, {"max_accuracy_drop_pts"})
+        if "max_accuracy_drop_pts" in constraints:
+            kwargs["max_accuracy_drop_pts"] = constraints["max_accuracy_drop_pts"]
+        for name in ("objectives", "sampler", "trials", "seed"):
+            if name in data:
+                kwargs[name] = data[name]
+        for name, settings_cls in (("finetune", FinetuneSettings), ("latency", LatencySettings)):
+            if name in data:
+                section = data[name] or {}
+                _check_keys(name, section, {f.name for f in dataclasses.fields(settings_cls)})
+                kwargs[name] = settings_cls(**section)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML-shaped form, stored with each study so a resumed study can be checked."""
+        low, high, step = self.prune_ratio
+        return {
+            "knobs": {
+                "prune_ratio": {"low": low, "high": high, "step": step},
+                "prune_method": self.prune_method,
+                "bits": list(self.bits),
+                "finetune_epochs": {"low": self.finetune_epochs[0], "high": self.finetune_epochs[1]},
+            },
+            "objectives": list(self.objectives),
+            "constraints": {"max_accuracy_drop_pts": self.max_accuracy_drop_pts},
+            "sampler": self.sampler,
+            "trials": self.trials,
+            "seed": self.seed,
+            "finetune": dataclasses.asdict(self.finetune),
+            "latency": dataclasses.asdict(self.latency),
+        }
+
+    # ---- sampling -----------------------------------------------------------------------
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+    @property
+    def prune_ratios(self) -> list[float]:
+        low, high, step = self.prune_ratio
+        n = int(math.floor((high - low) / step + 1e-9)) + 1
+        return [round(low + i * step, 6) for i in range(n)]
+
+    @property
+    def n_configs(self) -> int:
+        return len(self.prune_ratios) * len(self.bits) * (self.finetune_epochs[1] - self.finetune_epochs[0] + 1)
+
+    def suggest(self, trial: Any) -> CompressionConfig:
+        """Sample one CompressionConfig from an Optuna trial."""
+        low, high, step = self.prune_ratio
+        ratio = trial.suggest_float("prune_ratio", low, high, step=step) if high > low else low
+        bits = trial.suggest_categorical("bits", list(self.bits)) if len(self.bits) > 1 else self.bits[0]
+        e_low, e_high = self.finetune_epochs
+        epochs = trial.suggest_int("finetune_epochs", e_low, e_high) if e_high > e_low else e_low
+        return CompressionConfig(round(float(ratio), 6), int(bits), int(epochs), self.prune_method)
+
+
+def default_space() -> SearchSpace:
+    return SearchSpace.from_yaml(DEFAULT_SPACE_PATH)
+
+
+# ---- validation helpers -----------------------------------------------------------------
+def _seq(name: str, value: Any, length: int | None) -> list[Any]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        value = [value] if length is None else value
+    if not hasattr(value, "__iter__") or isinstance(value, (str, bytes)):
+        raise ConfigError(name, value, f"give a list of {length} numbers")
+    value = list(value)
+    if length is not None and name == "prune_ratio" and len(value) == 2:
+        value = [*value, 0.05]
+    if length is not None and len(value) != length:
+        raise ConfigError(name, value, f"give {length} numbers ({'low, high, step' if length == 3 else 'low, high'})")
+    return value
+
+
+def _range(name: str, value: Any, keys: tuple[str, ...]) -> list[Any]:
+    if isinstance(value, dict):
+        _check_keys(name, value, set(keys))
+        missing = [k for k in keys[:2] if k not in value]
+        if missing:
+            raise ConfigError(name, value, f"add {' and '.join(missing)} (keys: {', '.join(keys)})")
+        return [value[k] for k in keys if k in value]
+    if isinstance(value, (int, float)):
+        return [value, value] + ([1.0] if len(keys) == 3 else [])
+    return _seq(name, value, len(keys))
+
+
+def _check_keys(section: str, data: Any, allowed: set[str]) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(section, data, "must be a mapping of keys to values")
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"{section}.{key}", data[key], f"unknown key; {did_you_mean(key, allowed)}")
+
+
+def _number(name: str, value: Any, kind: type) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        ok = ok and float(value).is_integer()
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        raise ConfigError(name, value, f"must be {'an integer' if kind is int else 'a number'}")
+
+
+def _validate(space: SearchSpace) -> None:
+    low, high, step = space.prune_ratio
+    for v in space.prune_ratio:
+        _number("prune_ratio", v, float)
+    if not (0.0 <= low <= high < 1.0):
+        raise ConfigError("prune_ratio", [low, high], "need 0 <= low <= high < 1 (share of channels removed)")
+    if step <= 0:
+        raise ConfigError("prune_ratio.step", step, "must be > 0, e.g. 0.05")
+    if space.prune_method not in PRUNE_METHODS:
+        raise ConfigError("prune_method", space.prune_method, f"unknown method; {did_you_mean(space.prune_method, PRUNE_METHODS)}")
+    if not space.bits:
+        raise ConfigError("bits", [], f"give at least one of {list(SUPPORTED_BITS)}")
+    for b in space.bits:
+        if b not in SUPPORTED_BITS or isinstance(b, bool):
+            raise ConfigError("bits", b, f"unsupported bit width; choose from {list(SUPPORTED_BITS)}")
+    if len(set(space.bits)) != len(space.bits):
+        raise ConfigError("bits", list(space.bits), "remove the repeated bit widths")
+    e_low, e_high = space.finetune_epochs
+    for v in (e_low, e_high):
+        _number("finetune_epochs", v, int)
+    if not (0 <= e_low <= e_high):
+        raise ConfigError("finetune_epochs", [e_low, e_high], "need 0 <= low <= high (whole epochs)")
+    if not space.objectives:
+        raise ConfigError("objectives", [], f"name at least one of {sorted(OBJECTIVES)}")
+    for o in space.objectives:
+        if o not in OBJECTIVES:
+            raise ConfigError("objectives", o, f"unknown objective; {did_you_mean(o, OBJECTIVES)}")
+    if len(set(space.objectives)) != len(space.objectives):
+        raise ConfigError("objectives", list(space.objectives), "remove the repeated objectives")
+    if space.max_accuracy_drop_pts is not None:
+        _number("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts, float)
+        if space.max_accuracy_drop_pts < 0:
+            raise ConfigError("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts, "must be >= 0 (points)")
+    if space.sampler not in SAMPLERS:
+        raise ConfigError("sampler", space.sampler, f"unknown sampler; {did_you_mean(space.sampler, SAMPLERS)}")
+    _number("trials", space.trials, int)
+    if space.trials < 1:
+        raise ConfigError("trials", space.trials, "must be >= 1")
+    _number("seed", space.seed, int)
+    ft, lat = space.finetune, space.latency
+    for name in ("subset_size", "batch_size", "bn_batches", "calibration_size"):
+        _number(f"finetune.{name}", getattr(ft, name), int)
+        if getattr(ft, name) < 1:
+            raise ConfigError(f"finetune.{name}", getattr(ft, name), "must be >= 1")
+    if not (isinstance(ft.lr, (int, float)) and ft.lr > 0):
+        raise ConfigError("finetune.lr", ft.lr, "must be a number > 0, e.g. 0.01")
+    for name in ("threads", "batch_size", "runs", "max_repeats"):
+        _number(f"latency.{name}", getattr(lat, name), int)
+        if getattr(lat, name) < 1:
+            raise ConfigError(f"latency.{name}", getattr(lat, name), "must be >= 1")
+    if lat.runs < 20:
+        raise ConfigError("latency.runs", lat.runs, "use at least 20 timed runs for a stable median")

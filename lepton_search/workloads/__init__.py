@@ -1,0 +1,59 @@
+"""Built-in workloads by name, registered lazily (nothing is imported or trained until `get`).
+
+Example:
+    >>> from lepton_search import workloads
+    >>> "digits-mlp" in workloads.list_workloads()
+    True
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Callable
+
+from lepton_search.errors import ConfigError, did_you_mean
+from lepton_search.workloads._base import Workload, top1_accuracy
+
+__all__ = ["Workload", "top1_accuracy", "get", "list_workloads", "register", "load_factory"]
+
+# name -> "module:function"; a factory returns a ready (trained) Workload.
+_REGISTRY: dict[str, str | Callable[..., Workload]] = {
+    "fashion-mnist-cnn": "lepton_search.workloads.fashion_mnist:fashion_mnist_cnn",
+    "digits-mlp": "lepton_search.workloads.digits:digits_mlp",
+    "digits-cnn": "lepton_search.workloads.digits:digits_cnn",
+}
+
+
+def register(name: str, factory: Callable[..., Workload] | str) -> None:
+    """Register a workload factory (a callable or a 'module:function' string) under `name`."""
+    _REGISTRY[name] = factory
+
+
+def list_workloads(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get(name: str, **kwargs: object) -> Workload:
+    """Build a registered workload; an unknown name lists the known ones and the closest match."""
+    if name not in _REGISTRY:
+        raise ConfigError("workload", name, f"unknown workload; {did_you_mean(name, _REGISTRY)}")
+    factory = _REGISTRY[name]
+    if isinstance(factory, str):
+        factory = load_factory(factory, field="workload")
+    return factory(**kwargs)
+
+
+def load_factory(spec: str, *, field: str = "--workload") -> Callable[..., Workload]:
+    """Import 'package.module:function' (an import, never eval)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr.isidentifier():
+        raise ConfigError(field, spec, "use the form package.module:factory")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(field, spec, f"module {module_name!r} cannot be imported ({exc})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(field, spec, f"{module_name} has no callable {attr!r}")
+    return factory

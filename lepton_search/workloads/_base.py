@@ -1,0 +1,104 @@
+"""Workload: a trained model, its data splits, an example input and a metric."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from lepton_search.errors import ConfigError
+
+DataLike = Union[DataLoader, tuple[torch.Tensor, torch.Tensor], Dataset]
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose arg-max equals the label (a fraction in [0, 1])."""
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+@dataclass
+class Workload:
+    """A user's model and data. Tensors, Datasets or DataLoaders are accepted for each split.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+        >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> wl = Workload("toy", model, train=(x, y), val=(x, y), example_input=x[:1])
+        >>> wl.validate()
+    """
+
+    name: str
+    model: nn.Module
+    train: DataLike
+    val: DataLike
+    example_input: torch.Tensor
+    test: DataLike | None = None
+    metric: Metric | None = None
+    batch_size: int = 256
+    info: dict = field(default_factory=dict)
+
+    # ---- data access --------------------------------------------------------------------
+    def dataset(self, split: str) -> Dataset:
+        data = getattr(self, split)
+        if data is None:
+            raise ConfigError(f"workload.{split}", None, f"this workload has no {split} split")
+        if isinstance(data, DataLoader):
+            return data.dataset
+        if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+            return TensorDataset(data[0], data[1])
+        if isinstance(data, Dataset):
+            return data
+        raise ConfigError(f"workload.{split}", type(data).__name__, "pass a DataLoader, a Dataset or (inputs, labels) tensors")
+
+    def loader(
+        self, split: str, *, batch_size: int | None = None, shuffle: bool = False,
+        subset: int | None = None, seed: int = 0,
+    ) -> DataLoader:
+        """A DataLoader over `split`, optionally a seeded random `subset` of it."""
+        ds = self.dataset(split)
+        if subset is not None and subset < len(ds):
+            idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:subset]
+            ds = Subset(ds, idx.tolist())
+        gen = torch.Generator().manual_seed(seed)
+        return DataLoader(ds, batch_size=batch_size or self.batch_size, shuffle=shuffle, generator=gen)
+
+    def batches(self, split: str, batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for xb, yb in self.loader(split, batch_size=batch_size):
+            yield xb, yb
+
+    def score(self, logits: np.ndarray, labels: np.ndarray) -> float:
+        return (self.metric or top1_accuracy)(logits, labels)
+
+    # ---- validation ---------------------------------------------------------------------
+    def validate(self) -> None:
+        """Cheap checks before any heavy compute: types, non-empty splits, example input runs."""
+        if not isinstance(self.model, nn.Module):
+            raise ConfigError("workload.model", type(self.model).__name__, "pass a torch.nn.Module")
+        if not isinstance(self.example_input, torch.Tensor):
+            raise ConfigError("workload.example_input", type(self.example_input).__name__, "pass a torch.Tensor batch")
+        for split in ("train", "val") + (("test",) if self.test is not None else ()):
+            n = len(self.dataset(split))
+            if n == 0:
+                raise ConfigError(f"workload.{split}", "0 samples", "pass a non-empty split")
+        xb, _ = self.dataset("val")[0]
+        if tuple(xb.shape) != tuple(self.example_input.shape[1:]):
+            raise ConfigError(
+                "workload.example_input", tuple(self.example_input.shape),
+                f"must be a batch of the data's sample shape {tuple(xb.shape)}, e.g. x[:1]",
+            )
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model(self.example_input)
+        except Exception as exc:  # noqa: BLE001 - any failure here is the user's model
+            raise ConfigError("workload.model", type(exc).__name__, f"the model must run on example_input ({exc})") from None
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            raise ConfigError("workload.model", getattr(out, "shape", type(out).__name__), "must return (batch, classes) logits")
