@@ -2,21 +2,40 @@
 
 SearchSpace --suggest--> CompressionConfig --compress--> Candidate --evaluate--> Measurement
 --> Optuna trial --> SearchResult (Pareto front, plots, export).
+
+Names are imported lazily so that light entry points (`lepton-search measure` on a device with only
+onnxruntime and numpy, the latency predictor) never import torch.
 """
 
-from lepton_search import workloads
-from lepton_search.candidate import Candidate, compress
-from lepton_search.errors import ConfigError, LeptonError
-from lepton_search.evaluate import Measurement, evaluate
-from lepton_search.latency import LatencyEstimate, LatencyModel, get_target, list_targets, register_target
-from lepton_search.result import SearchResult, load
-from lepton_search.space import CompressionConfig, SearchSpace, default_space
-from lepton_search.study import search
-from lepton_search.workloads import Workload, list_workloads
+from __future__ import annotations
 
-__all__ = [
-    "Candidate", "CompressionConfig", "ConfigError", "LatencyEstimate", "LatencyModel", "LeptonError", "Measurement",
-    "SearchResult", "SearchSpace", "Workload", "compress", "default_space", "evaluate", "get_target", "list_targets",
-    "list_workloads", "load", "register_target", "search", "workloads",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Candidate": "lepton_search.candidate", "compress": "lepton_search.candidate",
+    "ConfigError": "lepton_search.errors", "LeptonError": "lepton_search.errors",
+    "Measurement": "lepton_search.evaluate", "evaluate": "lepton_search.evaluate",
+    "LatencyEstimate": "lepton_search.latency", "LatencyModel": "lepton_search.latency",
+    "get_target": "lepton_search.latency", "list_targets": "lepton_search.latency",
+    "register_target": "lepton_search.latency",
+    "SearchResult": "lepton_search.result", "load": "lepton_search.result",
+    "CompressionConfig": "lepton_search.space", "SearchSpace": "lepton_search.space",
+    "default_space": "lepton_search.space",
+    "search": "lepton_search.study",
+    "Workload": "lepton_search.workloads", "list_workloads": "lepton_search.workloads",
+}
+__all__ = sorted([*_EXPORTS, "workloads"])
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "workloads":
+        return importlib.import_module("lepton_search.workloads")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lepton_search' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
