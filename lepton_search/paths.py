@@ -1,0 +1,50 @@
+"""Keep file outputs inside their folder.
+
+A relative output path must stay inside the folder it is relative to (the current folder by default):
+`../x` or `a/../../x` is refused. An absolute path is an explicit choice and is taken as given. Names
+that become file or folder names (study names, trial files) may not contain separators at all.
+
+Example:
+    >>> confined_dir("--out", "exports/best", root="/tmp").as_posix()
+    '/tmp/exports/best'
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lepton_search.errors import ConfigError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def safe_name(field: str, name: str) -> str:
+    """A name that is safe as one path component: letters, digits, '_', '-', '.'; no '..' or separators."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise ConfigError(field, name, "use letters, digits, '_', '-', '.' only (no path separators or '..')")
+    return name
+
+
+def confined_dir(field: str, path: str | Path, *, root: str | Path | None = None) -> Path:
+    """`path` resolved; a relative one must stay under `root` (default: the current folder)."""
+    raw = Path(path)
+    if str(path).strip() == "":
+        raise ConfigError(field, str(path), "give a folder name")
+    if raw.is_absolute():
+        return raw
+    base = Path(root).resolve() if root is not None else Path.cwd().resolve()
+    resolved = (base / raw).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise ConfigError(field, str(path), f"leaves {base}; give a folder inside it, or an absolute path "
+                          "to write elsewhere on purpose")
+    return resolved
+
+
+def confined_file(field: str, folder: str | Path, name: str) -> Path:
+    """`folder / name` where `name` must not climb out of `folder`."""
+    folder = Path(folder).resolve()
+    target = (folder / name).resolve()
+    if folder not in target.parents:
+        raise ConfigError(field, name, f"must stay inside {folder}; use a plain file name")
+    return target

@@ -1,0 +1,146 @@
+"""Where a study lives: SQLite on one machine (the default), PostgreSQL for many workers.
+
+Both go through Optuna's `RDBStorage` with heartbeats, so a worker killed mid-trial leaves a trial
+that the next worker marks FAIL and re-queues with the same knobs (`RetryHeartbeatStaleTrialCallback`,
+at most `max_retry` times: a trial that kills its process every time must not loop forever).
+
+Example:
+    >>> storage = open_storage("sqlite:///:memory:")
+    >>> storage.heartbeat_interval
+    20
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from lepton_search.errors import ConfigError
+
+# SQLAlchemy backend names Optuna's RDBStorage supports.
+SCHEMES = ("sqlite", "postgresql", "mysql")
+URL_FIX = "use sqlite:///FILE.db (one machine) or postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB (many workers)"
+SQLITE_MANY_WRITERS = (
+    "note: SQLite serves one writer at a time, so several workers on one SQLite file wait on each other "
+    "and may hit 'database is locked'; for more than one worker use PostgreSQL: "
+    "--storage postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB (see docs/scale_out.md)"
+)
+
+
+@dataclass(frozen=True)
+class HeartbeatSettings:
+    """How often a running trial proves it is alive, and how a silent one is retried.
+
+    A trial whose last heartbeat is older than `grace_period_s` is stale: the next worker that starts
+    a trial marks it FAIL and queues a copy with the same params, up to `max_retry` times.
+    """
+
+    interval_s: int = 20
+    grace_period_s: int = 60
+    max_retry: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("interval_s", "grace_period_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"heartbeat.{name}", value, "must be a whole number of seconds >= 1")
+        if self.grace_period_s <= self.interval_s:
+            raise ConfigError("heartbeat.grace_period_s", self.grace_period_s,
+                              f"must exceed the heartbeat interval ({self.interval_s} s), e.g. 3x it")
+        if isinstance(self.max_retry, bool) or not isinstance(self.max_retry, int) or self.max_retry < 0:
+            raise ConfigError("heartbeat.max_retry", self.max_retry, "must be an integer >= 0")
+
+
+def backend(url: str) -> str:
+    """The database kind of a storage URL ('sqlite', 'postgresql', ...); ConfigError when it is not one."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError("storage", url, URL_FIX)
+    try:
+        name = make_url(url).get_backend_name()
+    except (ArgumentError, ValueError):
+        raise ConfigError("storage", url, URL_FIX) from None
+    if name not in SCHEMES:
+        raise ConfigError("storage", redact(url), f"unsupported database {name!r}; {URL_FIX}")
+    return name
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse has no password to hide
+        return url
+
+
+def is_sqlite(url: str) -> bool:
+    return isinstance(url, str) and url.startswith("sqlite:")
+
+
+def open_storage(url: str, heartbeat: HeartbeatSettings | None = None) -> RDBStorage:
+    """An `RDBStorage` with heartbeats and stale-trial retry; a one-line ConfigError when unreachable."""
+    heartbeat = heartbeat or HeartbeatSettings()
+    kind = backend(url)
+    if kind == "sqlite":
+        # Wait for the write lock instead of failing at once when another process holds it.
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+        if kind == "postgresql":
+            engine_kwargs["connect_args"] = {"connect_timeout": 10}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url, engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat.interval_s, grace_period=heartbeat.grace_period_s,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry),
+            )
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy / driver errors come in many types
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise ConfigError("storage", redact(url), f"cannot open it ({type(exc).__name__}: {first}); "
+                          "check host, port, user, password, database name and that the server runs") from None
+
+
+def open_artifact_store(spec: str | Path | None, storage_url: str) -> Any:
+    """Where ONNX files and the base model go: a folder every worker reaches, or `s3://BUCKET`.
+
+    S3 (or an S3-compatible store: set `AWS_ENDPOINT_URL`) goes through Optuna's `Boto3ArtifactStore`
+    and needs `pip install boto3`; credentials come from the usual AWS environment.
+    """
+    from lepton_search.result import artifact_store_for
+
+    if isinstance(spec, str) and spec.startswith("s3://"):
+        bucket = spec.removeprefix("s3://").strip("/")
+        if not bucket or "/" in bucket:
+            raise ConfigError("--artifacts", spec, "give a bucket only: s3://BUCKET (no key prefix)")
+        try:
+            import boto3  # noqa: F401
+        except ImportError:
+            raise ConfigError("--artifacts", spec, "S3 artifacts need boto3: pip install boto3") from None
+        return optuna.artifacts.Boto3ArtifactStore(bucket)
+    if spec is not None:
+        from lepton_search.paths import confined_dir
+
+        spec = confined_dir("--artifacts", spec)
+    return artifact_store_for(storage_url, spec)
+
+
+def describe_artifact_store(store: Any) -> str:
+    """A path or bucket to print, so a user knows where the files went."""
+    base = getattr(store, "_base_path", None)
+    if base is not None:
+        return str(Path(base).resolve())
+    bucket = getattr(store, "bucket", None) or getattr(store, "_bucket", None)
+    return f"s3://{bucket}" if bucket else type(store).__name__
