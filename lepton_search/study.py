@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import re
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from lepton_search.evaluate import evaluate, onnx_accuracy
 from lepton_search.latency import LatencyModel, get_target
 from lepton_search.result import SearchResult, artifact_store_for
 from lepton_search.space import CompressionConfig, SearchSpace, default_space
+from lepton_search.storage import open_storage, redact
 from lepton_search.workloads import Workload
 
 DEFAULT_STORAGE = "sqlite:///lepton_search.db"
@@ -56,17 +59,19 @@ def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True)
 
 
-def open_study(storage: str, study_name: str, space: SearchSpace, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, space: SearchSpace,
+               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     """Create or resume the study; refuse to resume one created with a different search space."""
     if not _NAME_RE.match(study_name):
         raise ConfigError("study_name", study_name, "use letters, digits, '_', '-', '.' (no path separators)")
+    storage_obj = open_storage(storage) if isinstance(storage, str) else storage  # heartbeats + retry
     try:
-        study = optuna.create_study(storage=storage, study_name=study_name, directions=space.directions,
+        study = optuna.create_study(storage=storage_obj, study_name=study_name, directions=space.directions,
                                     sampler=sampler, load_if_exists=True)
     except ValueError as exc:  # directions of an existing study differ
         raise ConfigError("study_name", study_name, f"exists with other objectives ({exc}); pick a new --study") from None
     except Exception as exc:  # noqa: BLE001 - sqlalchemy / driver errors
-        raise ConfigError("storage", storage, f"cannot open it ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+        raise ConfigError("storage", redact(str(storage)), f"cannot open it ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     stored = study.user_attrs.get("space")
     if stored is not None and stored != space.to_dict():
         raise ConfigError("study_name", study_name, "was created with a different search space; use a new --study name")
@@ -100,10 +105,11 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
     return base
 
 
-def find_duplicate(study: optuna.Study, config: CompressionConfig, number: int) -> int | None:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+def find_duplicate(study: optuna.Study, config: CompressionConfig, number: int, ignore: Collection[int] = ()) -> int | None:
+    """The number of another trial with this config that is done, running or queued; `ignore`: retried ancestors."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
     for t in study.get_trials(deepcopy=False, states=states):
-        if t.number == number or t.user_attrs.get("config_key") is None:
+        if t.number == number or t.number in ignore or t.user_attrs.get("config_key") is None:
             continue
         if tuple(t.user_attrs["config_key"]) == config.key():
             return t.number
@@ -122,7 +128,8 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         config = self.space.suggest(trial)
         trial.set_user_attr("prune_method", config.prune_method)
-        dup = find_duplicate(self.study, config, trial.number)
+        # A heartbeat retry copies its stale ancestor's attrs (config_key too): not a duplicate of it.
+        dup = find_duplicate(self.study, config, trial.number, ignore=trial.system_attrs.get("retry_history", ()))
         if dup is not None:
             trial.set_user_attr("duplicate_of", dup)
             raise optuna.TrialPruned(f"config {config.label()} already evaluated in trial {dup}")
@@ -155,7 +162,10 @@ class Objective:
             print(f"trial {trial.number:3d} {config.label():<22} acc {meas.accuracy:.4f} (drop {drop_pts:+.2f} pt) "
                   f"p50 {meas.latency_ms:.3f} ms x{self.base['latency_ms'] / meas.latency_ms:.2f} "
                   f"{meas.size_mb:.3f} MB ft {cand.finetune_seconds:.0f}s", file=sys.stderr)
-        return tuple(meas.objective(o) for o in self.space.objectives)
+        values = tuple(meas.objective(o) for o in self.space.objectives)
+        if not all(math.isfinite(v) for v in values):
+            raise FloatingPointError(f"objective values {values} are not finite")
+        return values
 
 
 def _trial_attrs(cand: Candidate, meas: Any, base: dict, drop_pts: float, seed: int, space: SearchSpace) -> dict:

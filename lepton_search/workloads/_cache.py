@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
 # Set by `provided_weights`: a worker joining a study uses the study's base model, never trains one.
 _PROVIDED: ContextVar[dict | None] = ContextVar("lepton_search_base_state", default=None)
 
