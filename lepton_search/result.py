@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -88,24 +86,38 @@ class SearchResult:
 
         return pareto_figure(self)
 
-    def export(self, trial: int, out_dir: str | Path) -> Path:
-        """Write `model.onnx` and `config.json` of trial `trial` into `out_dir`; return the ONNX path."""
-        frozen = self._trial(trial)
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        onnx_path = out / "model.onnx"
-        artifact_id = frozen.user_attrs.get("onnx_artifact_id")
-        if artifact_id is None:
-            raise ConfigError("trial", trial, "has no stored ONNX artifact (only COMPLETE trials do)")
-        with self.artifact_store.open_reader(artifact_id) as reader, open(onnx_path, "wb") as fh:
-            shutil.copyfileobj(reader, fh)
-        config = {
-            "study": self.study.study_name, "trial": frozen.number, "params": frozen.params,
-            "values": dict(zip(self.objectives, frozen.values or [])), "metrics": frozen.user_attrs,
-            "base": self.base, "space": self.study.user_attrs.get("space"),
-        }
-        (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        return onnx_path
+    def export(self, trial: int, out_dir: str | Path, *, workload: Any = None) -> Path:
+        """Write `model.onnx`, `config.json` and `MODEL_CARD.md` of `trial`; re-check it in ORT when a
+        `workload` is given. Returns the ONNX path (see `lepton_search.release.export_trial`)."""
+        from lepton_search.release import export_trial
+
+        return export_trial(self, trial, out_dir, workload=workload)
+
+    def recommend(self, *, max_accuracy_drop_pts: float | None = None, max_latency_ms: float | None = None,
+                  max_size_mb: float | None = None) -> Any:
+        """The fastest feasible config within every given limit (see `lepton_search.pick.recommend`)."""
+        from lepton_search.pick import recommend
+
+        return recommend(self, max_accuracy_drop_pts=max_accuracy_drop_pts, max_latency_ms=max_latency_ms,
+                         max_size_mb=max_size_mb)
+
+    def knee(self) -> Any:
+        """The Pareto point nearest the ideal corner (see `lepton_search.pick.knee`)."""
+        from lepton_search.pick import knee
+
+        return knee(self)
+
+    def hypervolume(self, *, max_accuracy_drop_pts: float | None = None) -> float:
+        """Hypervolume of the front against (base accuracy - allowed drop, base latency)."""
+        from lepton_search.pick import hypervolume
+
+        return hypervolume(self, max_accuracy_drop_pts=max_accuracy_drop_pts)
+
+    def roles(self) -> dict[int, list[str]]:
+        """Pareto trial number -> its roles (fastest within 0.5/1/2 pt, knee, smallest)."""
+        from lepton_search.pick import roles
+
+        return roles(self)
 
     def _trial(self, number: int) -> optuna.trial.FrozenTrial:
         trials = self.study.get_trials(deepcopy=False)

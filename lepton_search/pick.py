@@ -1,0 +1,203 @@
+"""Picking a deployment config from a finished study, as plain data (no plotly, no optuna-dashboard).
+
+`recommend` answers "the fastest model within my limits", `knee` "the best balance", `hypervolume`
+"how good is this front as a whole", and `roles` labels each Pareto trial with the questions it answers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from lepton_search.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lepton_search.result import SearchResult
+
+ROLE_DROPS_PTS = (0.5, 1.0, 2.0)
+DEFAULT_HV_DROP_PTS = 1.0  # reference drop for hypervolume when the study has no accuracy constraint
+_LIMIT_COLUMNS = {"max_accuracy_drop_pts": "accuracy_drop_pts", "max_latency_ms": "latency_ms", "max_size_mb": "size_mb"}
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One recommended trial: its knobs and measured figures."""
+
+    trial: int
+    prune_ratio: float
+    bits: int
+    finetune_epochs: int
+    prune_method: str
+    accuracy: float
+    accuracy_drop_pts: float
+    latency_ms: float
+    size_mb: float
+    speedup: float
+
+    def label(self) -> str:
+        return (f"trial {self.trial}: prune {self.prune_ratio:g} {self.prune_method}, {self.bits} bit, "
+                f"{self.finetune_epochs} ep -> acc {self.accuracy:.4f} (drop {self.accuracy_drop_pts:+.2f} pt), "
+                f"{self.latency_ms:.4g} ms (x{self.speedup:.2f}), {self.size_mb:.4g} MB")
+
+
+def candidates(result: SearchResult) -> pd.DataFrame:
+    """COMPLETE, feasible trials, one row per distinct config (first trial of each), knobs filled in."""
+    df = result._fill_fixed_knobs(result.trials())
+    df = df[(df["state"] == "COMPLETE") & df["feasible"]]
+    df = df.drop_duplicates(subset=["prune_ratio", "bits", "finetune_epochs", "prune_method"], keep="first")
+    base_acc = result.base.get("accuracy")
+    if df["accuracy_drop_pts"].isna().any() and base_acc is not None:
+        df["accuracy_drop_pts"] = df["accuracy_drop_pts"].fillna((base_acc - df["accuracy"]) * 100)
+    return df.reset_index(drop=True)
+
+
+def _to_pick(row: pd.Series) -> Pick:
+    return Pick(trial=int(row["number"]), prune_ratio=float(row["prune_ratio"]), bits=int(row["bits"]),
+                finetune_epochs=int(row["finetune_epochs"]), prune_method=str(row["prune_method"] or "structured"),
+                accuracy=float(row["accuracy"]), accuracy_drop_pts=float(row["accuracy_drop_pts"]),
+                latency_ms=float(row["latency_ms"]), size_mb=float(row["size_mb"]), speedup=float(row["speedup"]))
+
+
+def _check_limits(limits: dict[str, float | None]) -> dict[str, float]:
+    out = {}
+    for name, value in limits.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(name, value, "must be a finite number (or None for no limit)")
+        if name != "max_accuracy_drop_pts" and value <= 0:
+            raise ConfigError(name, value, "must be > 0")
+        out[name] = float(value)
+    return out
+
+
+def recommend(result: SearchResult, *, max_accuracy_drop_pts: float | None = None,
+              max_latency_ms: float | None = None, max_size_mb: float | None = None) -> Pick:
+    """The fastest COMPLETE feasible config within every given limit; ties go to the more accurate one.
+
+    When no config fits, raises ConfigError naming the closest miss (smallest total excess, each limit's
+    excess measured in units of that column's spread over the trials).
+
+    Example:
+        >>> recommend(result, max_accuracy_drop_pts=1.0).trial  # doctest: +SKIP
+        7
+    """
+    limits = _check_limits({"max_accuracy_drop_pts": max_accuracy_drop_pts, "max_latency_ms": max_latency_ms,
+                            "max_size_mb": max_size_mb})
+    df = candidates(result)
+    if df.empty:
+        raise ConfigError("study", result.study.study_name, "has no COMPLETE feasible trial yet; run more trials")
+    fits = np.ones(len(df), dtype=bool)
+    for name, limit in limits.items():
+        fits &= (df[_LIMIT_COLUMNS[name]] <= limit).to_numpy()
+    if fits.any():
+        ok = df[fits].sort_values(["latency_ms", "accuracy", "size_mb", "number"], ascending=[True, False, True, True])
+        return _to_pick(ok.iloc[0])
+    excess = np.zeros(len(df))
+    for name, limit in limits.items():
+        col = df[_LIMIT_COLUMNS[name]].astype(float)
+        spread = float(col.max() - col.min()) or max(abs(limit), 1e-12)
+        excess += np.clip(col.to_numpy() - limit, 0, None) / spread
+    row = df.iloc[int(np.argmin(excess))]
+    missed = [(n, lim) for n, lim in limits.items() if row[_LIMIT_COLUMNS[n]] > lim]
+    detail = ", ".join(f"{_LIMIT_COLUMNS[n]} {row[_LIMIT_COLUMNS[n]]:.4g} > {lim:g}" for n, lim in missed)
+    field, value = missed[0]
+    raise ConfigError(field, value, f"no feasible trial fits every limit; closest miss is trial {int(row['number'])} "
+                                    f"({detail}); loosen that limit or run more trials")
+
+
+def knee(result: SearchResult) -> Pick:
+    """The Pareto point nearest the ideal corner once each objective is scaled to the front's range [0, 1]."""
+    front = result.pareto()
+    if front.empty:
+        raise ConfigError("study", result.study.study_name, "has no Pareto front yet; run more trials")
+    dist = np.zeros(len(front))
+    for name, direction in zip(result.objectives, result.study.directions):
+        col = front[name].to_numpy(dtype=float)
+        span = col.max() - col.min()
+        norm = (col - col.min()) / span if span > 0 else np.zeros_like(col)
+        gap = 1.0 - norm if direction.name == "MAXIMIZE" else norm
+        dist += gap**2
+    front = front.assign(_dist=dist).sort_values(["_dist", "latency_ms", "number"])
+    return _to_pick(_with_drop(front.iloc[0], result))
+
+
+def _with_drop(row: pd.Series, result: SearchResult) -> pd.Series:
+    if pd.isna(row.get("accuracy_drop_pts")):
+        row = row.copy()
+        row["accuracy_drop_pts"] = (result.base["accuracy"] - row["accuracy"]) * 100
+    return row
+
+
+def hypervolume_min(points: np.ndarray, ref: np.ndarray) -> float:
+    """Exact hypervolume dominated by `points` (all objectives minimised) inside the box bounded by `ref`.
+
+    Slices along the last axis and recurses (fine for the tens of points a study has).
+
+    Example:
+        >>> hypervolume_min(np.array([[1.0, 2.0], [2.0, 1.0]]), np.array([3.0, 3.0]))
+        3.0
+    """
+    pts = np.asarray(points, dtype=float).reshape(-1, len(ref))
+    ref = np.asarray(ref, dtype=float)
+    pts = pts[(pts < ref).all(axis=1)]  # points on or past the reference add nothing
+    if len(pts) == 0:
+        return 0.0
+    if pts.shape[1] == 1:
+        return float(ref[0] - pts[:, 0].min())
+    pts = pts[np.argsort(pts[:, -1], kind="stable")]
+    volume = 0.0
+    for i in range(len(pts)):
+        upper = pts[i + 1, -1] if i + 1 < len(pts) else ref[-1]
+        if upper > pts[i, -1]:
+            volume += (upper - pts[i, -1]) * hypervolume_min(pts[: i + 1, :-1], ref[:-1])
+    return float(volume)
+
+
+def hypervolume(result: SearchResult, *, max_accuracy_drop_pts: float | None = None) -> float:
+    """Hypervolume of the front, accuracy in points (maximised) x latency in ms (minimised) [x size in MB].
+
+    Reference point: (base accuracy - allowed drop, base latency [, base size]). The allowed drop is
+    `max_accuracy_drop_pts`, else the study's constraint, else 1 point. Larger is better; 0 means no
+    front point is both within the drop and faster than the base.
+    """
+    drop = max_accuracy_drop_pts
+    if drop is None:
+        drop = (result.study.user_attrs.get("space") or {}).get("constraints", {}).get("max_accuracy_drop_pts")
+    drop = DEFAULT_HV_DROP_PTS if drop is None else _check_limits({"max_accuracy_drop_pts": drop})["max_accuracy_drop_pts"]
+    base = result.base
+    if not base:
+        raise ConfigError("study", result.study.study_name, "has no base metrics yet; run the search first")
+    front = result.pareto()
+    cols, ref = ["accuracy", "latency_ms"], [-(base["accuracy"] * 100 - drop), base["latency_ms"]]
+    if "size_mb" in result.objectives:
+        cols.append("size_mb")
+        ref.append(base["size_mb"])
+    if front.empty:
+        return 0.0
+    pts = front[cols].to_numpy(dtype=float)
+    pts[:, 0] = -pts[:, 0] * 100  # accuracy in points, negated so that every column is minimised
+    return hypervolume_min(pts, np.array(ref))
+
+
+def roles(result: SearchResult) -> dict[int, list[str]]:
+    """Pareto trial number -> the roles it plays ("fastest within 1 pt of base", "knee", "smallest")."""
+    front = result.pareto()
+    out: dict[int, list[str]] = {int(n): [] for n in front["number"]}
+    if front.empty:
+        return out
+    for drop in ROLE_DROPS_PTS:
+        try:
+            pick = recommend(result, max_accuracy_drop_pts=drop)
+        except ConfigError:
+            continue
+        if pick.trial in out:
+            out[pick.trial].append(f"fastest within {drop:g} pt of base")
+    out[knee(result).trial].append("knee")
+    smallest = front.sort_values(["size_mb", "latency_ms", "number"]).iloc[0]
+    out[int(smallest["number"])].append("smallest")
+    return out

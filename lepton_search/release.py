@@ -1,0 +1,96 @@
+"""Export one trial for deployment: `model.onnx`, `config.json`, `MODEL_CARD.md`, and a re-check in ORT.
+
+The re-check runs the exported file on the workload's validation split and compares the number of
+correct answers with the one stored when the trial was measured; a mismatch is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lepton_search.card import model_card, trial_config
+from lepton_search.errors import ConfigError, LeptonError
+from lepton_search.paths import confined_file
+
+if TYPE_CHECKING:
+    from lepton_search.result import SearchResult
+    from lepton_search.workloads import Workload
+
+FILES = ("model.onnx", "config.json", "MODEL_CARD.md")
+
+
+class RecheckError(LeptonError):
+    """The exported model does not reproduce the accuracy stored with its trial."""
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def recheck(onnx_path: Path, metrics: dict, workload: Workload) -> dict[str, Any]:
+    """Run `onnx_path` in ORT on the validation split; compare with the stored `val_correct` (or accuracy)."""
+    from lepton_search.evaluate import onnx_accuracy
+
+    acc = onnx_accuracy(onnx_path, workload, "val")
+    stored_correct, stored_acc = metrics.get("val_correct"), metrics.get("accuracy")
+    if stored_correct is not None and acc.correct is not None:
+        same = acc.correct == stored_correct and acc.total == metrics.get("val_total", acc.total)
+        detail = f"{acc.correct}/{acc.total} correct in ONNX Runtime, {stored_correct}/{metrics.get('val_total')} stored"
+    else:  # a custom metric has no correct-answer count
+        same = stored_acc is not None and abs(acc.accuracy - stored_acc) <= 1e-9
+        detail = f"metric {acc.accuracy:.6f} in ONNX Runtime, {stored_acc} stored"
+    return {"status": "passed" if same else "FAILED", "detail": detail, "val_correct": acc.correct,
+            "val_total": acc.total, "accuracy": acc.accuracy, "workload": workload.name}
+
+
+def export_trial(result: SearchResult, trial: int, out_dir: str | Path, *, workload: Workload | None = None) -> Path:
+    """Write the three files of `trial` into `out_dir`; re-check in ORT when `workload` is given.
+
+    Returns the path of `model.onnx`. Raises RecheckError (after writing the files, so they can be
+    inspected) when the exported model does not reproduce the stored number of correct answers.
+
+    Example:
+        >>> export_trial(result, 7, "deploy/", workload=workloads.get("digits-cnn"))  # doctest: +SKIP
+    """
+    frozen = result._trial(trial)
+    artifact_id = frozen.user_attrs.get("onnx_artifact_id")
+    if artifact_id is None:
+        raise ConfigError("trial", trial, "has no stored ONNX artifact (only COMPLETE trials do)")
+    base = result.base
+    if workload is not None and base.get("workload") not in (None, workload.name):
+        raise ConfigError("workload", workload.name, f"this study was run on {base.get('workload')!r}; pass that one")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path, config_path, card_path = (confined_file("out_dir", out, n) for n in FILES)
+    with result.artifact_store.open_reader(artifact_id) as reader, open(onnx_path, "wb") as fh:
+        shutil.copyfileobj(reader, fh)
+    config = trial_config(study_name=result.study.study_name, number=frozen.number, params=frozen.params,
+                          user_attrs=frozen.user_attrs, base=base, space=result.study.user_attrs.get("space"),
+                          values=dict(zip(result.objectives, frozen.values or [])))
+    config["onnx_sha256"] = sha256(onnx_path)
+    checked = recheck(onnx_path, frozen.user_attrs, workload) if workload is not None else {
+        "status": "skipped", "detail": "no workload given; pass workload= (CLI: --workload) to re-run it in ORT"}
+    config["recheck"] = checked
+    config_path.write_text(json.dumps(config, indent=2, default=str))
+    card_path.write_text(model_card(config, recheck=checked))
+    if checked["status"] == "FAILED":
+        raise RecheckError(f"trial {trial}: exported model does not reproduce its stored accuracy ({checked['detail']})")
+    return onnx_path
+
+
+def builtin_workload(result: SearchResult, *, data_dir: str | None = None) -> Workload | None:
+    """The study's workload when it is a built-in one (its name is stored in the study), else None."""
+    from lepton_search import workloads
+
+    name = result.base.get("workload")
+    if name not in workloads.list_workloads():
+        return None
+    return workloads.get(name) if data_dir is None else workloads.get(name, data_dir=data_dir)
