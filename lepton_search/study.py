@@ -23,7 +23,7 @@ from lepton_search.evaluate import evaluate, onnx_accuracy
 from lepton_search.latency import LatencyModel, get_target
 from lepton_search.result import SearchResult, artifact_store_for
 from lepton_search.space import CompressionConfig, SearchSpace, default_space
-from lepton_search.storage import open_storage, redact
+from lepton_search.storage import open_storage, redact, retry_history
 from lepton_search.workloads import Workload
 
 DEFAULT_STORAGE = "sqlite:///lepton_search.db"
@@ -129,7 +129,7 @@ class Objective:
         config = self.space.suggest(trial)
         trial.set_user_attr("prune_method", config.prune_method)
         # A heartbeat retry copies its stale ancestor's attrs (config_key too): not a duplicate of it.
-        dup = find_duplicate(self.study, config, trial.number, ignore=trial.system_attrs.get("retry_history", ()))
+        dup = find_duplicate(self.study, config, trial.number, ignore=retry_history(trial))
         if dup is not None:
             trial.set_user_attr("duplicate_of", dup)
             raise optuna.TrialPruned(f"config {config.label()} already evaluated in trial {dup}")
