@@ -10,6 +10,7 @@ import sys
 import click
 
 from lepton_search.cli._run import export_cmd, list_cmd, report_cmd, run_cmd, targets_cmd
+from lepton_search.cli._workers import init_cmd, worker_cmd
 from lepton_search.errors import LeptonError
 
 
@@ -20,6 +21,8 @@ def cli() -> None:
 
 
 for command in (run_cmd, report_cmd, export_cmd, targets_cmd, list_cmd):
+    cli.add_command(command)
+for command in (init_cmd, worker_cmd):
     cli.add_command(command)
 
 

@@ -1,0 +1,242 @@
+"""One study, many workers: `init_study` makes the base model once; `run_worker` joins from any process.
+
+    init:    space + workload spec + target -> study user attrs; base metrics (`measure_base`) and the
+             base model's state_dict -> study artifacts.
+    worker:  state_dict artifact -> the workload's model (never trained here) -> trials, until this
+             worker has completed N of them.
+
+Every worker reaches the same Optuna RDB storage (PostgreSQL for many; SQLite on one machine) and the
+same artifact store (a shared folder or an S3 bucket). Heartbeats (see `storage.py`) turn a worker that
+died mid-trial into a FAIL plus a queued retry with the same params.
+
+Example:
+    >>> init_study("sqlite:///s.db", "demo", SearchSpace(bits=(32, 8)), workload="digits-mlp")  # doctest: +SKIP
+    >>> run_worker("sqlite:///s.db", "demo", n_trials=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from lepton_search import workloads
+from lepton_search.compress import export
+from lepton_search.errors import ConfigError, did_you_mean
+from lepton_search.space import SearchSpace
+from lepton_search.storage import (
+    HeartbeatSettings,
+    describe_artifact_store,
+    open_artifact_store,
+    open_storage,
+    redact,
+    retry_history,
+)
+from lepton_search.workloads import Workload
+from lepton_search.workloads._cache import provided_weights
+
+BASE_STATE_ATTR = "base_state_artifact_id"
+DONE = (optuna.trial.TrialState.COMPLETE,)
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """How every worker rebuilds the same workload: a built-in name or `package.module:factory`."""
+
+    name: str = "fashion-mnist-cnn"
+    data_dir: str | None = None
+
+    def build(self) -> Workload:
+        if ":" in self.name:
+            return workloads.load_factory(self.name)()
+        if self.data_dir is not None:
+            return workloads.get(self.name, data_dir=self.data_dir)
+        return workloads.get(self.name)
+
+    def check(self) -> None:
+        """Cheap: the name resolves (a factory imports), before any data is read or model trained."""
+        if ":" in self.name:
+            workloads.load_factory(self.name)
+        elif self.name not in workloads.list_workloads():
+            raise ConfigError("--workload", self.name, f"unknown workload; {did_you_mean(self.name, workloads.list_workloads())}")
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """What one worker did: trial numbers by final state, and wall time."""
+
+    completed: list[int] = field(default_factory=list)
+    pruned: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    retried: list[int] = field(default_factory=list)  # trials this worker ran as a retry of a stale one
+    seconds: float = 0.0
+
+
+def init_study(
+    storage: str, study_name: str, space: SearchSpace, *, workload: str = "fashion-mnist-cnn",
+    data_dir: str | None = None, target: str = "host-cpu", artifacts: str | Path | None = None,
+    verbose: bool = True,
+) -> optuna.Study:
+    """Create the study and its base model once (idempotent: a second call checks and returns)."""
+    from lepton_search.paths import safe_name
+    from lepton_search.study import make_sampler, make_target, measure_base, open_study
+
+    safe_name("--study", study_name)
+    spec = WorkloadSpec(workload, data_dir)
+    spec.check()
+    latency_model = make_target(target, space)
+    storage_obj = open_storage(storage)
+    store = open_artifact_store(artifacts, storage)
+    wl = spec.build()
+    wl.validate()
+    with tempfile.TemporaryDirectory(prefix="lepton_init_") as tmp:
+        work_dir = Path(tmp)
+        export.check_traceable(wl.model, wl.example_input, work_dir)
+        study = open_study(storage_obj, study_name, space, make_sampler(space, space.seed))
+        attrs = study.user_attrs
+        if BASE_STATE_ATTR in attrs:
+            if attrs.get("workload") != asdict(spec) or attrs.get("target") != target:
+                raise ConfigError("--study", study_name, f"was initialised with workload {attrs.get('workload')} "
+                                  f"and target {attrs.get('target')!r}; use a new --study name")
+            _log(verbose, f"init: study {study_name!r} already initialised; start workers")
+            return study
+        study.set_user_attr("workload", asdict(spec))
+        study.set_user_attr("target", target)
+        study.set_user_attr("artifacts", describe_artifact_store(store))
+        base = measure_base(study, wl, latency_model, store, work_dir)
+        state_path = work_dir / "base_state_dict.pt"
+        torch.save(wl.model.state_dict(), state_path)
+        artifact_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(state_path),
+                                                       artifact_store=store, storage=storage_obj)
+        study.set_user_attr(BASE_STATE_ATTR, artifact_id)  # last: its presence means "initialised"
+    _log(verbose, f"init: study {study_name!r} in {redact(storage)}: base accuracy {base['accuracy']:.4f}, "
+                  f"p50 {base['latency_ms']:.3f} ms; base model stored as artifact {artifact_id} in "
+                  f"{describe_artifact_store(store)}")
+    return study
+
+
+def load_base_state(study: optuna.Study, store: Any) -> dict[str, torch.Tensor]:
+    """The base model's state_dict, read from the study's artifact with `weights_only=True`."""
+    artifact_id = study.user_attrs[BASE_STATE_ATTR]
+    with tempfile.TemporaryDirectory(prefix="lepton_base_") as tmp:
+        path = Path(tmp) / "base_state_dict.pt"
+        try:
+            optuna.artifacts.download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(path))
+        except Exception as exc:  # noqa: BLE001 - missing file / bucket / permissions
+            raise ConfigError("--artifacts", describe_artifact_store(store),
+                              f"base model artifact {artifact_id} not found there ({type(exc).__name__}); "
+                              "pass the store `init` used (a shared folder or s3://BUCKET)") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def join_study(storage_obj: optuna.storages.BaseStorage, storage: str, study_name: str,
+               sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Load an initialised study; a one-line error names the study and the fix when it is not one."""
+    from lepton_search.paths import safe_name
+
+    safe_name("--study", study_name)
+    names = [s.study_name for s in storage_obj.get_all_studies()]
+    if study_name not in names:
+        raise ConfigError("--study", study_name, f"no such study in {redact(storage)}; run `lepton-search init` "
+                          f"first ({did_you_mean(study_name, names)})")
+    study = optuna.load_study(study_name=study_name, storage=storage_obj, sampler=sampler)
+    if BASE_STATE_ATTR not in study.user_attrs:
+        raise ConfigError("--study", study_name, "was not made by `lepton-search init` (no base model stored); "
+                          "run `lepton-search init` for it, or use `lepton-search run`")
+    return study
+
+
+def run_worker(
+    storage: str, study_name: str, *, n_trials: int | None = None, artifacts: str | Path | None = None,
+    data_dir: str | None = None, seed: int | None = None, heartbeat: HeartbeatSettings | None = None,
+    verbose: bool = True,
+) -> WorkerReport:
+    """Join an initialised study and complete `n_trials` trials in this process (None: until the study
+    has the space's `trials` complete). Duplicated configs are PRUNED and do not count."""
+    from lepton_search.study import Objective, make_target
+
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
+        raise ConfigError("--trials", n_trials, "must be an integer >= 1")
+    storage_obj = open_storage(storage, heartbeat)
+    study = join_study(storage_obj, storage, study_name)
+    attrs = study.user_attrs
+    space = SearchSpace.from_dict(attrs["space"], source="study space")
+    seed = secrets.randbits(31) if seed is None else seed  # sampler only: workers must not propose in lockstep
+    study.sampler = worker_sampler(space, seed)
+    spec = WorkloadSpec(**attrs["workload"])
+    if data_dir is not None:
+        spec = WorkloadSpec(spec.name, data_dir)
+    spec.check()
+    latency_model = make_target(attrs["target"], space)
+    store = open_artifact_store(artifacts if artifacts is not None else attrs.get("artifacts"), storage)
+    state = load_base_state(study, store)
+    with provided_weights(state):
+        wl = spec.build()
+    wl.model.load_state_dict(state)  # also for user factories that do not go through the cache
+    wl.model.eval()
+    wl.validate()
+    if verbose and storage.startswith("sqlite:"):
+        from lepton_search.storage import SQLITE_MANY_WRITERS
+
+        print(SQLITE_MANY_WRITERS, file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="lepton_worker_") as tmp:
+        objective = Objective(study, wl, space, latency_model, attrs["base"], store, Path(tmp), space.seed, verbose)
+        return _work(study, objective, space, n_trials, verbose)
+
+
+def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler, made safe for parallel workers (TPE with constant liar)."""
+    from lepton_search.study import make_sampler
+
+    if space.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True, constant_liar=True)
+    return make_sampler(space, seed)
+
+
+def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int | None, verbose: bool) -> WorkerReport:
+    report = WorkerReport()
+    start = time.perf_counter()
+    study_goal = min(space.trials, space.n_configs)
+    goal = n_trials if n_trials is not None else study_goal
+    max_attempts = 4 * goal + 20
+    pid = os.getpid()
+
+    def traced(trial: optuna.Trial) -> Any:
+        history = retry_history(trial)
+        retry_of = history[0] if history else None
+        if retry_of is not None:
+            report.retried.append(trial.number)
+        _log(verbose, f"worker {pid}: trial {trial.number} start" + (f" (retry of {retry_of})" if retry_of is not None else ""))
+        return objective(trial)
+
+    def record(_: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        by_state = {optuna.trial.TrialState.COMPLETE: report.completed, optuna.trial.TrialState.PRUNED: report.pruned}
+        by_state.get(frozen.state, report.failed).append(frozen.number)
+        _log(verbose, f"worker {pid}: trial {frozen.number} {frozen.state.name.lower()} {frozen.params}")
+
+    for _ in range(max_attempts):
+        if len(report.completed) >= goal:
+            break
+        if len(study.get_trials(deepcopy=False, states=DONE)) >= space.n_configs:
+            _log(verbose, f"worker {pid}: every one of the space's {space.n_configs} configs is evaluated; stopping")
+            break
+        if n_trials is None and len(study.get_trials(deepcopy=False, states=DONE)) >= study_goal:
+            break
+        study.optimize(traced, n_trials=1, catch=(Exception,), callbacks=[record], gc_after_trial=True)
+    seconds = time.perf_counter() - start
+    _log(verbose, f"worker {pid}: {len(report.completed)} complete, {len(report.pruned)} pruned, "
+                  f"{len(report.failed)} failed in {seconds:.0f}s")
+    return WorkerReport(report.completed, report.pruned, report.failed, report.retried, seconds)
+
+
+def _log(verbose: bool, message: str) -> None:
+    if verbose:
+        print(message, file=sys.stderr, flush=True)
