@@ -53,21 +53,21 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
     rows = [
         ("validation accuracy", _fmt(base_acc, ".4f"), _fmt(acc, ".4f"),
          _fmt(m.get("accuracy_drop_pts"), "+.2f", " pt drop")),
-        ("latency p50", _fmt(base_lat, ".4g", " ms"), _fmt(lat, ".4g", " ms"), ratio(base_lat, lat) + " faster"),
+        ("latency p50", _fmt(base_lat, ".4g", " ms"), _fmt(lat, ".4g", " ms"), "speed-up " + ratio(base_lat, lat)),
         ("latency p90", _fmt(b.get("latency_p90_ms"), ".4g", " ms"), _fmt(m.get("latency_p90_ms"), ".4g", " ms"), ""),
-        ("size", _fmt(base_size, ".4g", " MB"), _fmt(size, ".4g", " MB"), ratio(base_size, size) + " smaller"),
-        ("fine-tune time", "0 s (trained model)", _fmt(m.get("finetune_seconds"), ".1f", " s"),
+        ("size", _fmt(base_size, ".4g", " MB"), _fmt(size, ".4g", " MB"), "size " + ratio(size, base_size) + " of base"),
+        ("fine-tune time", "0 s (trained model)", _fmt(m.get("finetune_seconds"), ".2f", " s"),
          f"{k.get('finetune_epochs')} epoch(s) of distillation"),
     ]
     bits = k.get("bits")
     precision = {32: "FP32", 16: "FP16", 8: "INT8 (NNCF, static)", 4: "INT4 weights"}.get(bits, f"{bits} bit")
     lines = [
         f"# Model card: {config['study']} trial {config['trial']}", "",
-        (f"Workload `{config.get('workload')}`; {k.get('prune_method')} pruning of {_fmt(k.get('prune_ratio'), 'g')} "
+        (f"Workload `{config.get('workload')}`; {k.get('prune_method')} pruning of {_fmt(k.get('prune_ratio'), '.0%')} "
          f"of channels, {precision}, {k.get('finetune_epochs')} fine-tune epoch(s); seed {config.get('seed')}."), "",
         "| | before (base FP32) | after (this model) | change |", "|---|---|---|---|",
         *[f"| {a} | {bb} | {c} | {d} |" for a, bb, c, d in rows], "",
-        (f"Latency: {m.get('latency_source', 'n/a')}, target `{config.get('target')}`, "
+        (f"Latency: {m.get('latency_source', 'n/a')}, target `{_target(config.get('target'))}`, "
          f"batch {m.get('batch_size', 'n/a')}, {m.get('threads', 'n/a')} thread(s)."),
         f"Accuracy: ONNX Runtime on the validation split ({m.get('val_correct', 'n/a')}/{m.get('val_total', 'n/a')} correct).",
     ]
@@ -77,6 +77,12 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
     if versions:
         lines += ["", "Versions: " + ", ".join(f"{n} {v}" for n, v in sorted(versions.items())) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _target(target: Any) -> str:
+    if isinstance(target, dict):  # e.g. {"name": "host-cpu", "runtime": "onnxruntime 1.32.0 CPU", "cpu": ...}
+        return " / ".join(str(target[k]) for k in ("name", "runtime", "cpu") if target.get(k))
+    return str(target)
 
 
 def upload_trial_files(trial: optuna.Trial, store: Any, base: dict, work_dir: Path) -> None:

@@ -179,7 +179,7 @@ def hypervolume(result: SearchResult, *, max_accuracy_drop_pts: float | None = N
         ref.append(base["size_mb"])
     if front.empty:
         return 0.0
-    pts = front[cols].to_numpy(dtype=float)
+    pts = front[cols].to_numpy(dtype=float, copy=True)
     pts[:, 0] = -pts[:, 0] * 100  # accuracy in points, negated so that every column is minimised
     return hypervolume_min(pts, np.array(ref))
 

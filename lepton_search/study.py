@@ -17,10 +17,12 @@ import optuna
 
 from lepton_search import workloads
 from lepton_search.candidate import Candidate, compress
+from lepton_search.card import save_role_notes, upload_trial_files
 from lepton_search.compress import export, finetune, prune
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, onnx_accuracy
 from lepton_search.latency import LatencyModel, get_target
+from lepton_search.progress import progress
 from lepton_search.result import SearchResult, artifact_store_for
 from lepton_search.space import CompressionConfig, SearchSpace, default_space
 from lepton_search.storage import open_storage, redact, retry_history
@@ -157,6 +159,7 @@ class Objective:
         artifact_id = optuna.artifacts.upload_artifact(study_or_trial=trial, file_path=str(cand.onnx_path),
                                                        artifact_store=self.store)
         trial.set_user_attr("onnx_artifact_id", artifact_id)
+        upload_trial_files(trial, self.store, self.base, self.work_dir)  # config.json + MODEL_CARD.md
         cand.onnx_path.unlink(missing_ok=True)
         if self.verbose:
             print(f"trial {trial.number:3d} {config.label():<22} acc {meas.accuracy:.4f} (drop {drop_pts:+.2f} pt) "
@@ -231,9 +234,15 @@ def _optimize(study: optuna.Study, objective: Objective, n_trials: int, n_config
     target = min(n_trials, n_configs)
     attempts, max_attempts = 0, 4 * n_trials + 20
     start = time.perf_counter()
+    bar, done = progress(total=target, desc="trials"), n_complete()
+    bar.update(done)
     while n_complete() < target and attempts < max_attempts:
         attempts += 1
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        save_role_notes(SearchResult(study, objective.store))  # dashboard notes follow the front
+        bar.update(n_complete() - done)
+        done = n_complete()
+    bar.close()
     if objective.verbose:
         print(f"search: {n_complete()} complete trials in study {study.study_name!r} "
               f"({time.perf_counter() - start:.0f}s this run)", file=sys.stderr)
