@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from lepton_search.result import SearchResult
 
 TABLE_COLUMNS = ["number", "prune_ratio", "bits", "finetune_epochs", "accuracy", "accuracy_drop_pts",
-                 "latency_ms", "latency_p90_ms", "speedup", "size_mb", "finetune_seconds", "latency_source"]
+                 "latency_ms", "latency_p90_ms", "speedup", "slower_than_base", "size_mb", "finetune_seconds",
+                 "latency_source", "latency_expected_error_pct", "usd_per_million_inferences"]
 
 
 def pareto_plot_data(result: SearchResult) -> dict[str, Any]:
@@ -62,6 +63,6 @@ def front_table(result: SearchResult) -> str:
              f"size {base.get('size_mb', float('nan')):.3f} MB  ({base.get('latency_source', '?')})"]
     if front.empty:
         return "\n".join([*lines, "no complete feasible trials yet"])
-    cols = [c for c in TABLE_COLUMNS if c in front]
+    cols = [c for c in TABLE_COLUMNS if c in front and front[c].notna().any()]
     lines.append(front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return "\n".join(lines)

@@ -13,7 +13,8 @@ from lepton_search.pareto import non_dominated
 
 KNOBS = ("prune_ratio", "bits", "finetune_epochs", "prune_method")
 METRICS = ("accuracy", "accuracy_drop_pts", "latency_ms", "latency_p90_ms", "size_mb", "speedup",
-           "macs_ratio", "finetune_seconds", "latency_source", "slower_than_base")
+           "macs_ratio", "finetune_seconds", "latency_source", "slower_than_base", "latency_expected_error_pct",
+           "usd_per_million_inferences")
 
 
 def artifact_store_for(storage: str, artifacts: str | Path | None = None) -> optuna.artifacts.FileSystemArtifactStore:

@@ -18,7 +18,8 @@ from lepton_search.errors import ConfigError, did_you_mean
 
 SUPPORTED_BITS = (32, 16, 8, 4)
 PRUNE_METHODS = ("structured", "unstructured")
-OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
+OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize",
+              "usd_per_million_inferences": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random")
 DEFAULT_SPACE_PATH = Path(__file__).resolve().parents[1] / "search_spaces" / "default.yaml"
 

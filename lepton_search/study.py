@@ -100,6 +100,7 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
     base = {
         "accuracy": acc.accuracy, "val_correct": acc.correct, "val_total": acc.total, "test_accuracy": test,
         "latency_ms": lat.p50_ms, "latency_p90_ms": lat.p90_ms, "latency_cv": lat.cv, "latency_source": lat.source,
+        "latency_expected_error_pct": lat.expected_error_pct, "usd_per_million_inferences": lat.usd_per_million_inferences,
         "size_mb": path.stat().st_size / 1e6, "macs": macs, "params": params, "onnx_artifact_id": artifact_id,
         "target": target.describe(), "workload": workload.name, "workload_info": workload.info,
     }
@@ -187,6 +188,7 @@ def _trial_attrs(cand: Candidate, meas: Any, base: dict, drop_pts: float, seed: 
         "compress_seconds": cand.compress_seconds, "exporter": cand.exporter, "seed": seed,
         "versions": library_versions(),
         "slower_than_base": meas.latency_ms > 0.95 * base["latency_ms"],
+        "usd_per_million_inferences": meas.usd_per_million_inferences,
     }
 
 
@@ -211,6 +213,9 @@ def search(
     if not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError("n_trials", n_trials, "must be an integer >= 1")
     latency_model = make_target(target, space)
+    if "usd_per_million_inferences" in space.objectives and latency_model.describe().get("usd_per_hour") is None:
+        raise ConfigError("target", latency_model.name, "has no usd_per_hour; pick a priced target (see `targets`) "
+                          "or drop the usd_per_million_inferences objective")
     storage = storage or DEFAULT_STORAGE
     store = artifact_store_for(storage, artifacts)
     if isinstance(workload, str):

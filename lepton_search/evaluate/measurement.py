@@ -25,9 +25,15 @@ class Measurement:
     size_mb: float
     load_avg_1min: float | None = None
     test_accuracy: float | None = None
+    usd_per_million_inferences: float | None = None  # None unless the target has a price per hour
 
     def objective(self, name: str) -> float:
-        return float(getattr(self, name))
+        value = getattr(self, name)
+        if value is None:
+            from lepton_search.errors import ConfigError
+
+            raise ConfigError("objectives", name, "this target gives no value for it (a price needs usd_per_hour)")
+        return float(value)
 
 
 def evaluate(candidate: Candidate, workload: Workload, target: LatencyModel, *, with_test: bool = False) -> Measurement:
@@ -40,4 +46,5 @@ def evaluate(candidate: Candidate, workload: Workload, target: LatencyModel, *, 
         latency_ms=lat.p50_ms, latency_p90_ms=lat.p90_ms, latency_cv=lat.cv, latency_source=lat.source,
         latency_expected_error_pct=lat.expected_error_pct, threads=lat.threads, batch_size=lat.batch_size,
         size_mb=candidate.size_mb, load_avg_1min=lat.details.get("load_avg_1min"), test_accuracy=test,
+        usd_per_million_inferences=lat.usd_per_million_inferences,
     )

@@ -17,11 +17,25 @@ def register_target(name: str, factory: Callable[..., LatencyModel]) -> None:
     _TARGETS[name] = factory
 
 
+def _register_profiles() -> None:
+    """Every profile YAML (built-in or in the user profile folder) is a predicted target; read on demand."""
+    from lepton_search.latency.predicted import profile_factory
+    from lepton_search.latency.profile import profile_paths
+
+    for name in profile_paths():
+        if name not in _TARGETS or getattr(_TARGETS[name], "from_profile", False):
+            factory = profile_factory(name)
+            factory.from_profile = True  # type: ignore[attr-defined]
+            _TARGETS[name] = factory
+
+
 def list_targets() -> list[str]:
+    _register_profiles()
     return sorted(_TARGETS)
 
 
 def get_target(name: str, **kwargs: object) -> LatencyModel:
+    _register_profiles()
     if name not in _TARGETS:
         raise ConfigError("target", name, f"unknown target; {did_you_mean(name, _TARGETS)}")
     return _TARGETS[name](**kwargs)

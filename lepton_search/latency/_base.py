@@ -21,6 +21,17 @@ class LatencyEstimate:
     batch_size: int = 1
     details: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def usd_per_million_inferences(self) -> float | None:
+        """Cost of a million sequential inferences on a rented target (`details["usd_per_hour"]`), else None."""
+        price = self.details.get("usd_per_hour")
+        return None if price is None else usd_per_million_inferences(float(price), self.p50_ms)
+
+
+def usd_per_million_inferences(usd_per_hour: float, latency_ms: float) -> float:
+    """usd_per_hour / (3600 s / latency_s) * 1e6: the price of the machine time a million runs take."""
+    return usd_per_hour / (3600.0 / (latency_ms / 1e3)) * 1e6
+
 
 class LatencyModel(abc.ABC):
     """Subclass, set `name` and `source`, implement `latency`; register with `register_target`."""
