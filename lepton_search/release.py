@@ -94,3 +94,11 @@ def builtin_workload(result: SearchResult, *, data_dir: str | None = None) -> Wo
     if name not in workloads.list_workloads():
         return None
     return workloads.get(name) if data_dir is None else workloads.get(name, data_dir=data_dir)
+
+
+def describe_export(out_dir: str | Path) -> str:
+    """One line for the CLI: what was written and how the re-check went."""
+    out = Path(out_dir)
+    checked = json.loads((out / "config.json").read_text()).get("recheck", {})
+    return (f"wrote {', '.join(FILES)} in {out}\nre-check in ONNX Runtime: {checked.get('status', 'n/a')} "
+            f"({checked.get('detail', '')})")

@@ -9,7 +9,9 @@ import sys
 
 import click
 
-from lepton_search.cli._run import export_cmd, list_cmd, report_cmd, run_cmd, targets_cmd
+from lepton_search.cli._dashboard import dashboard_cmd
+from lepton_search.cli._run import export_cmd, list_cmd, report_cmd, run_cmd
+from lepton_search.cli._targets import calibrate_cmd, measure_cmd, retarget_cmd, targets_cmd
 from lepton_search.cli._workers import init_cmd, worker_cmd
 from lepton_search.errors import LeptonError
 
@@ -24,6 +26,9 @@ for command in (run_cmd, report_cmd, export_cmd, targets_cmd, list_cmd):
     cli.add_command(command)
 for command in (init_cmd, worker_cmd):
     cli.add_command(command)
+for command in (measure_cmd, calibrate_cmd, retarget_cmd):
+    cli.add_command(command)
+cli.add_command(dashboard_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,8 +64,13 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
 @click.option("--storage", default=None, help=STORAGE_HELP)
 @click.option("--study", "study_name", required=True, help="Study name.")
 @click.option("--all", "show_all", is_flag=True, help="Show every trial, not only the Pareto front.")
-def report_cmd(storage: str | None, study_name: str, show_all: bool) -> None:
-    """Print the Pareto front (or all trials) of a stored study."""
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write a self-contained HTML report (plot, table, recommended configs).")
+@click.option("--png", "png_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write the Pareto plot as PNG (kaleido + system Chromium).")
+def report_cmd(storage: str | None, study_name: str, show_all: bool, html_path: str | None,
+               png_path: str | None) -> None:
+    """Print the Pareto front (or all trials) of a stored study; optionally write HTML / PNG."""
     from lepton_search import load
     from lepton_search.report import front_table
     from lepton_search.study import DEFAULT_STORAGE
@@ -80,6 +85,13 @@ def report_cmd(storage: str | None, study_name: str, show_all: bool) -> None:
         click.echo(f"  failed x{n}: {reason}")
     if show_all:
         click.echo(trials.to_string(index=False))
+    if html_path or png_path:
+        from lepton_search.report_html import save_png, write_html
+
+        if html_path:
+            click.echo(f"wrote {write_html(result, html_path)}")
+        if png_path:
+            click.echo(f"wrote {save_png(result.plot_pareto(), png_path)}")
 
 
 @click.command("export")
@@ -87,13 +99,21 @@ def report_cmd(storage: str | None, study_name: str, show_all: bool) -> None:
 @click.option("--study", "study_name", required=True, help="Study name.")
 @click.option("--trial", type=int, required=True, help="Trial number (see `report`).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def export_cmd(storage: str | None, study_name: str, trial: int, out_dir: str) -> None:
-    """Write model.onnx and config.json of one trial."""
+@click.option("--workload", default=None, help="Workload for the ORT re-check (default: the study's, if built-in).")
+@click.option("--data-dir", default=None, help="Folder with the Fashion-MNIST *-ubyte.gz files.")
+def export_cmd(storage: str | None, study_name: str, trial: int, out_dir: str, workload: str | None,
+               data_dir: str | None) -> None:
+    """Write model.onnx, config.json and MODEL_CARD.md of one trial; re-check its accuracy in ORT."""
     from lepton_search import load
+    from lepton_search.paths import confined_dir
+    from lepton_search.release import builtin_workload, describe_export
     from lepton_search.study import DEFAULT_STORAGE
 
-    path = load(storage or DEFAULT_STORAGE, study_name).export(trial, out_dir)
-    click.echo(f"wrote {path} and {Path(out_dir) / 'config.json'}")
+    out = confined_dir("--out", out_dir)
+    result = load(storage or DEFAULT_STORAGE, study_name)
+    wl = _workload(workload, data_dir) if workload else builtin_workload(result, data_dir=data_dir)
+    result.export(trial, out, workload=wl)
+    click.echo(describe_export(out))
 
 
 @click.command("targets")
