@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny real workloads (scikit-learn digits) and throwaway storage."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+# Base models trained by tests go to a throwaway cache, never the user's ~/.cache.
+os.environ.setdefault("LEPTON_SEARCH_CACHE", tempfile.mkdtemp(prefix="lepton_test_cache_"))
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def digits_cnn():
+    from lepton_search import workloads
+
+    return workloads.get("digits-cnn")
+
+
+@pytest.fixture(scope="session")
+def digits_mlp():
+    from lepton_search import workloads
+
+    return workloads.get("digits-mlp")
+
+
+@pytest.fixture()
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'study.db'}"
