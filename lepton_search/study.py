@@ -75,7 +75,7 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
     except Exception as exc:  # noqa: BLE001 - sqlalchemy / driver errors
         raise ConfigError("storage", redact(str(storage)), f"cannot open it ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     stored = study.user_attrs.get("space")
-    if stored is not None and stored != space.to_dict():
+    if stored is not None and _identity(stored) != _identity(space.to_dict()):
         raise ConfigError("study_name", study_name, "was created with a different search space; use a new --study name")
     if stored is None:
         study.set_user_attr("space", space.to_dict())
@@ -83,6 +83,11 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
             warnings.simplefilter("ignore")  # set_metric_names is marked experimental
             study.set_metric_names(list(space.objectives))
     return study
+
+
+def _identity(space: dict) -> dict:
+    """What must match to resume a study: everything but the trial budget."""
+    return {k: v for k, v in space.items() if k != "trials"}
 
 
 def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, store: Any, work_dir: Path) -> dict:
