@@ -1,0 +1,113 @@
+"""targets / measure / calibrate / retarget: latency targets, their calibration, re-scoring a study.
+
+Top-level imports are click and the standard library only: `measure` must run on a device that has
+onnxruntime and numpy but no torch.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import click
+
+from lepton_search.errors import ConfigError
+
+STORAGE_HELP = "Optuna storage URL (default: sqlite:///lepton_search.db in the current folder)."
+
+
+@click.command("targets")
+def targets_cmd() -> None:
+    """List latency targets: where their latency comes from, expected error, price."""
+    from lepton_search.latency import get_target, list_targets
+
+    click.echo(f"{'target':<28} {'source':<10} {'error':>7} {'usd/h':>7}  device")
+    for name in list_targets():
+        try:
+            info = get_target(name).describe()
+        except ConfigError as exc:
+            click.echo(f"{name:<28} broken profile: {exc}")
+            continue
+        err = info.get("expected_error_pct")
+        price = info.get("usd_per_hour")
+        device = info.get("device") or info.get("cpu", "")
+        click.echo(f"{name:<28} {info.get('source', '?'):<10} {'-' if err is None else f'{err:.0f}%':>7} "
+                   f"{'-' if price is None else f'{price:.3f}':>7}  {device}")
+
+
+@click.command("measure")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True))
+@click.option("--out", "out_csv", required=True, type=click.Path(dir_okay=False), help="CSV to write.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=int, default=1, show_default=True)
+@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per file (>= 20).")
+def measure_cmd(folder: str, out_csv: str, threads: int, batch_size: int, runs: int) -> None:
+    """Time every *.onnx in FOLDER here with ONNX Runtime; write a CSV for `calibrate --csv`."""
+    from lepton_search.latency.measure import measure_dir
+
+    for name, value in (("--threads", threads), ("--batch-size", batch_size)):
+        if value < 1:
+            raise ConfigError(name, value, "must be >= 1")
+    if runs < 20:
+        raise ConfigError("--runs", runs, "use at least 20 timed runs for a stable median")
+    try:
+        rows = measure_dir(folder, out_csv, threads=threads, batch_size=batch_size, runs=runs)
+    except FileNotFoundError:
+        raise ConfigError("FOLDER", folder, "holds no *.onnx files") from None
+    click.echo(f"wrote {len(rows)} measurements to {out_csv}")
+
+
+@click.command("calibrate")
+@click.option("--target", required=True, help="Profile to calibrate (see `targets`).")
+@click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False),
+              help="Measurements from `lepton-search measure` run on the device (else measured here, for this host).")
+@click.option("--graphs", default=None, type=click.Path(file_okay=False),
+              help="Folder of the measured ONNX files (default: build the built-in calibration set).")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Calibrated profile to write (default: <profile dir>/<target>-calibrated.yaml).")
+def calibrate_cmd(target: str, csv_path: str | None, graphs: str | None, out: str | None) -> None:
+    """Fit a profile's efficiency factors to measured latencies; report the held-out error."""
+    from lepton_search.latency.calibrate import calibrate_profile, read_measurements
+    from lepton_search.latency.profile import load_profile
+
+    profile = load_profile(target)
+    if csv_path is not None and graphs is None:
+        raise ConfigError("--graphs", None, "pass the folder of ONNX files the CSV was measured on")
+    if csv_path is None and not profile.raw.get("measure_here", False):
+        raise ConfigError("--csv", None, f"{target} is not this machine: run `lepton-search measure DIR --out CSV` "
+                          "on the device and pass --csv CSV --graphs DIR")
+    with tempfile.TemporaryDirectory(prefix="lepton_calib_") as tmp:
+        if graphs is None:
+            from lepton_search.latency.calibration_set import build_set
+
+            graphs = str(Path(tmp) / "graphs")
+            click.echo(f"building the calibration set in {graphs} ...", err=True)
+            build_set(graphs)
+        if csv_path is None:
+            from lepton_search.latency.measure import measure_dir
+
+            csv_path = str(Path(tmp) / "measured.csv")
+            measure_dir(graphs, csv_path, threads=profile.threads or 1)
+        fit = calibrate_profile(profile, graphs_dir=graphs, measured=read_measurements(csv_path), out=out)
+    h = fit.heldout
+    click.echo(f"held-out ({h['scheme']}, {h['n']} graphs): {h['within_10pct']:.0%} within +-10%, "
+               f"Spearman {h['spearman']:.3f}, MAPE {h['mape_pct']:.1f}%")
+    click.echo(f"wrote {fit.profile_path} (target {fit.profile_path.stem})")
+
+
+@click.command("retarget")
+@click.option("--storage", default=None, help=STORAGE_HELP)
+@click.option("--study", "study_name", required=True, help="Finished study to re-score.")
+@click.option("--target", required=True, help="Target to re-score on (see `targets`).")
+@click.option("--new-study", default=None, help="Name of the new study (default: <study>.<target>).")
+@click.option("--artifacts", default=None, help="Artifact folder (default: beside the SQLite file).")
+def retarget_cmd(storage: str | None, study_name: str, target: str, new_study: str | None, artifacts: str | None) -> None:
+    """Re-score a study's stored ONNX files on another target into a new study (no retraining)."""
+    from lepton_search.latency.retarget import retarget
+    from lepton_search.report import front_table
+    from lepton_search.study import DEFAULT_STORAGE
+
+    result = retarget(storage or DEFAULT_STORAGE, study_name, target, new_study=new_study, artifacts=artifacts,
+                      verbose=True)
+    click.echo(front_table(result))
+    click.echo(f"\nnew study {result.study.study_name!r}; next: lepton-search report --study {result.study.study_name}")

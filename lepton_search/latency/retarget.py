@@ -1,0 +1,116 @@
+"""Re-target a finished study: re-score its stored ONNX artifacts on another latency target.
+
+Nothing is retrained or re-quantized: accuracy and size are copied from the source trials, latency
+(and price) are re-scored on the new target, and the results go into a new study that shares the
+source's artifact store, so `report` / `export` work on it as on any study.
+
+Example:
+    >>> result = retarget("sqlite:///lepton_search.db", "fashion-mnist-cnn", "nvidia-t4")  # doctest: +SKIP
+    >>> result.pareto()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from lepton_search.errors import ConfigError
+from lepton_search.latency import LatencyEstimate, LatencyModel, get_target
+from lepton_search.result import SearchResult, load
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+LATENCY_KEYS = ("latency_ms", "latency_p90_ms", "latency_cv", "latency_source", "latency_expected_error_pct",
+                "threads", "batch_size", "load_avg_1min", "usd_per_million_inferences")
+
+
+def target_for_space(target: str | LatencyModel, space: dict[str, Any]) -> LatencyModel:
+    """`host-cpu` with the study's timing settings; any other target by name."""
+    if isinstance(target, LatencyModel):
+        return target
+    if target == "host-cpu":
+        return get_target(target, **(space.get("latency") or {}))
+    return get_target(target)
+
+
+def onnx_input_shape(path: Path) -> tuple[int, ...]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    inp = next(i for i in graph.input if i.name not in inits)
+    return tuple(d.dim_value if d.HasField("dim_value") else 1 for d in inp.type.tensor_type.shape.dim)
+
+
+def _score(store: Any, artifact_id: str, model: LatencyModel, tmp: Path) -> LatencyEstimate:
+    path = tmp / f"{artifact_id}.onnx"
+    optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
+    try:
+        return model.latency(path, onnx_input_shape(path))
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _latency_attrs(lat: LatencyEstimate) -> dict[str, Any]:
+    return {"latency_ms": lat.p50_ms, "latency_p90_ms": lat.p90_ms, "latency_cv": lat.cv,
+            "latency_source": lat.source, "latency_expected_error_pct": lat.expected_error_pct,
+            "threads": lat.threads, "batch_size": lat.batch_size, "load_avg_1min": lat.details.get("load_avg_1min"),
+            "usd_per_million_inferences": lat.usd_per_million_inferences}
+
+
+def _new_study(storage: str, name: str, src: optuna.Study) -> optuna.Study:
+    if not _NAME_RE.match(name):
+        raise ConfigError("--new-study", name, "use letters, digits, '_', '-', '.' (no path separators)")
+    if name in optuna.get_all_study_names(storage=storage):
+        raise ConfigError("--new-study", name, "exists already; pick another name")
+    study = optuna.create_study(storage=storage, study_name=name, directions=src.directions)
+    for key, value in src.user_attrs.items():
+        if key != "base":
+            study.set_user_attr(key, value)
+    if src.metric_names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # set_metric_names is marked experimental
+            study.set_metric_names(list(src.metric_names))
+    return study
+
+
+def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_study: str | None = None,
+             artifacts: str | Path | None = None, verbose: bool = False) -> SearchResult:
+    """Copy `study_name` into a new study (default `<study>.<target>`) with latency re-scored on `target`."""
+    src = load(storage, study_name, artifacts=artifacts)
+    space = src.study.user_attrs.get("space") or {}
+    model = target_for_space(target, space)
+    objectives = src.objectives
+    if "usd_per_million_inferences" in objectives and model.describe().get("usd_per_hour") is None:
+        raise ConfigError("--target", model.name, "has no usd_per_hour, but the study minimises a price")
+    base = dict(src.base)
+    if "onnx_artifact_id" not in base:
+        raise ConfigError("--study", study_name, "has no stored base model; run a search first")
+    dst = _new_study(storage, new_study or f"{study_name}.{model.name}", src.study)
+    with tempfile.TemporaryDirectory(prefix="lepton_retarget_") as tmp:
+        base.update(_latency_attrs(_score(src.artifact_store, base["onnx_artifact_id"], model, Path(tmp))))
+        base["target"] = model.describe()
+        base["retargeted_from"] = {"study": study_name, "target": src.base.get("target")}
+        dst.set_user_attr("base", base)
+        for t in src.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if "onnx_artifact_id" not in t.user_attrs:
+                continue
+            attrs = {**t.user_attrs, **_latency_attrs(_score(src.artifact_store, t.user_attrs["onnx_artifact_id"],
+                                                             model, Path(tmp)))}
+            attrs["speedup"] = base["latency_ms"] / attrs["latency_ms"]
+            attrs["slower_than_base"] = attrs["latency_ms"] > 0.95 * base["latency_ms"]
+            attrs["retargeted_from"] = {"study": study_name, "trial": t.number}
+            values = [float(attrs[o]) for o in objectives]
+            dst.add_trial(optuna.trial.create_trial(
+                params=t.params, distributions=t.distributions, values=values, user_attrs=attrs,
+                system_attrs={k: v for k, v in t.system_attrs.items() if k == "constraints"},
+                constraints=dict(t.constraints) or None))
+            if verbose:
+                print(f"trial {t.number:3d}: {t.user_attrs.get('latency_ms', float('nan')):.4f} ms -> "
+                      f"{attrs['latency_ms']:.4f} ms ({attrs['latency_source']})", file=sys.stderr)
+    return SearchResult(dst, src.artifact_store)
