@@ -75,6 +75,11 @@ def _check_limits(limits: dict[str, float | None]) -> dict[str, float]:
     return out
 
 
+def _slack(limit: float) -> float:
+    # (base - acc) * 100 is not exact in floating point: a 1.0000000000000009 pt drop is "within 1 pt".
+    return 1e-9 * max(1.0, abs(limit))
+
+
 def recommend(result: SearchResult, *, max_accuracy_drop_pts: float | None = None,
               max_latency_ms: float | None = None, max_size_mb: float | None = None) -> Pick:
     """The fastest COMPLETE feasible config within every given limit; ties go to the more accurate one.
@@ -93,7 +98,7 @@ def recommend(result: SearchResult, *, max_accuracy_drop_pts: float | None = Non
         raise ConfigError("study", result.study.study_name, "has no COMPLETE feasible trial yet; run more trials")
     fits = np.ones(len(df), dtype=bool)
     for name, limit in limits.items():
-        fits &= (df[_LIMIT_COLUMNS[name]] <= limit).to_numpy()
+        fits &= (df[_LIMIT_COLUMNS[name]] <= limit + _slack(limit)).to_numpy()
     if fits.any():
         ok = df[fits].sort_values(["latency_ms", "accuracy", "size_mb", "number"], ascending=[True, False, True, True])
         return _to_pick(ok.iloc[0])
@@ -103,7 +108,7 @@ def recommend(result: SearchResult, *, max_accuracy_drop_pts: float | None = Non
         spread = float(col.max() - col.min()) or max(abs(limit), 1e-12)
         excess += np.clip(col.to_numpy() - limit, 0, None) / spread
     row = df.iloc[int(np.argmin(excess))]
-    missed = [(n, lim) for n, lim in limits.items() if row[_LIMIT_COLUMNS[n]] > lim]
+    missed = [(n, lim) for n, lim in limits.items() if row[_LIMIT_COLUMNS[n]] > lim + _slack(lim)]
     detail = ", ".join(f"{_LIMIT_COLUMNS[n]} {row[_LIMIT_COLUMNS[n]]:.4g} > {lim:g}" for n, lim in missed)
     field, value = missed[0]
     raise ConfigError(field, value, f"no feasible trial fits every limit; closest miss is trial {int(row['number'])} "
