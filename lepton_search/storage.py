@@ -45,15 +45,15 @@ class HeartbeatSettings:
     max_retry: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("interval_s", "grace_period_s"):
+        for name, flag in (("interval_s", "--heartbeat-interval"), ("grace_period_s", "--grace-period")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"heartbeat.{name}", value, "must be a whole number of seconds >= 1")
+                raise ConfigError(flag, value, "must be a whole number of seconds >= 1")
         if self.grace_period_s <= self.interval_s:
-            raise ConfigError("heartbeat.grace_period_s", self.grace_period_s,
+            raise ConfigError("--grace-period", self.grace_period_s,
                               f"must exceed the heartbeat interval ({self.interval_s} s), e.g. 3x it")
         if isinstance(self.max_retry, bool) or not isinstance(self.max_retry, int) or self.max_retry < 0:
-            raise ConfigError("heartbeat.max_retry", self.max_retry, "must be an integer >= 0")
+            raise ConfigError("--max-retry", self.max_retry, "must be an integer >= 0")
 
 
 def backend(url: str) -> str:

@@ -1,0 +1,1 @@
+"""Helpers for tests and experiments (not needed at run time)."""

@@ -1,0 +1,80 @@
+"""Workload factories that are wrong on purpose (bad-input corpus, failing-candidate tests).
+
+Imported by `--workload failing_workloads:NAME` with this folder on sys.path.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lepton_search.workloads import Workload
+
+FEATURES, CLASSES = 64, 10
+
+
+def _data(n: int = 240, seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, FEATURES, generator=g), torch.randint(0, CLASSES, (n,), generator=g)
+    return {"train": (x[:160], y[:160]), "val": (x[160:], y[160:])}
+
+
+def _mlp(middle: nn.Module | None = None) -> nn.Sequential:
+    layers = [nn.Linear(FEATURES, 32), nn.ReLU()] + ([middle] if middle is not None else []) + [nn.Linear(32, CLASSES)]
+    return nn.Sequential(*layers).eval()
+
+
+def _workload(name: str, model: nn.Module, **kw: object) -> Workload:
+    d = _data()
+    args = {"train": d["train"], "val": d["val"], "example_input": d["val"][0][:1].clone()}
+    args.update(kw)
+    return Workload(name, model, **args)
+
+
+def empty_data() -> Workload:
+    return _workload("empty-data", _mlp(), train=(torch.empty(0, FEATURES), torch.empty(0, dtype=torch.int64)))
+
+
+def wrong_input_shape() -> Workload:
+    return _workload("wrong-shape", _mlp(), example_input=torch.randn(1, 32))
+
+
+class _NoOnnx(nn.Module):
+    """Runs in eager PyTorch, but ONNX has no exporter for `special_i1e`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.special.i1e(x)
+
+
+def untraceable() -> Workload:
+    return _workload("untraceable", _mlp(_NoOnnx()))
+
+
+class NanWhenNarrow(nn.Module):
+    """Identity at full width; adds sqrt(negative) = NaN once pruning has removed channels."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.sqrt(torch.tensor(float(x.shape[1] - self.width)))
+
+
+class FixedScale(nn.Module):
+    """A per-channel buffer pruning does not know about: any pruned width breaks the forward pass."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def nan_when_pruned() -> Workload:
+    return _workload("nan-when-pruned", _mlp(NanWhenNarrow(32)))
+
+
+def breaks_when_pruned() -> Workload:
+    return _workload("breaks-when-pruned", _mlp(FixedScale(32)))
