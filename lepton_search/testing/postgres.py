@@ -46,7 +46,7 @@ def throwaway_cluster(db: str = "lepton", *, max_connections: int = 100) -> Iter
         shutil.chown(root, user="postgres", group="postgres")
 
     def run(*args: str) -> None:
-        proc = subprocess.run([*as_pg, *args], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([*as_pg, *args], check=False, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"{Path(args[0]).name} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
 
@@ -62,5 +62,5 @@ def throwaway_cluster(db: str = "lepton", *, max_connections: int = 100) -> Iter
     finally:
         if started:
             subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                           capture_output=True, timeout=60)
+                           check=False, capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
