@@ -88,7 +88,7 @@ def test_predictor_runs_without_onnxruntime_or_torch(tmp_path):
         assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
         print(est.p50_ms)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.strip()) > 0
 

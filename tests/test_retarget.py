@@ -17,7 +17,7 @@ def test_retarget_rescores_without_training(digits_mlp, sqlite_url, monkeypatch)
     def no_training(*args, **kwargs):
         raise AssertionError("retarget must not train")
 
-    import lepton_search.compress.finetune as finetune
+    from lepton_search.compress import finetune
 
     monkeypatch.setattr(finetune, "distill", no_training)
     monkeypatch.setattr(finetune, "train_classifier", no_training)

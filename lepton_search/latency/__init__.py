@@ -8,7 +8,7 @@ from lepton_search.errors import ConfigError, did_you_mean
 from lepton_search.latency._base import LatencyEstimate, LatencyModel
 from lepton_search.latency.host_cpu import HostCpuLatency
 
-__all__ = ["LatencyEstimate", "LatencyModel", "HostCpuLatency", "get_target", "list_targets", "register_target"]
+__all__ = ["HostCpuLatency", "LatencyEstimate", "LatencyModel", "get_target", "list_targets", "register_target"]
 
 _TARGETS: dict[str, Callable[..., LatencyModel]] = {"host-cpu": HostCpuLatency}
 

@@ -105,7 +105,7 @@ def scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     rel = predicted / measured - 1
     rank_p, rank_m = np.argsort(np.argsort(predicted)), np.argsort(np.argsort(measured))
     spearman = float(np.corrcoef(rank_p, rank_m)[0, 1]) if len(measured) > 1 else float("nan")
-    return {"n": int(len(measured)), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
+    return {"n": len(measured), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
             "spearman": spearman, "mape_pct": float(np.mean(np.abs(rel)) * 100)}
 
 

@@ -35,7 +35,8 @@ class NodeCost:
     """What one node costs, before a device profile turns it into time.
 
     `op_class` is conv, dwconv, gemm or other; `precision` is fp32, fp16, int8 (weights and
-    activations, an integer kernel), int8w (INT8 weights of an op left in FP32) or int4 (weights). `weight_elems` counts the weights a runtime must
+    activations, an integer kernel), int8w (INT8 weights of an op left in FP32) or int4 (weights).
+    `weight_elems` counts the weights a runtime must
     dequantize when it cannot run `precision` natively.
     """
 

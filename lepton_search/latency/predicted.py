@@ -134,7 +134,7 @@ class PredictedLatency(LatencyModel):
                 "usd_per_hour": p.usd_per_hour, "note": note, "unverified_figures": p.unverified}
 
 
-def profile_factory(name: str):  # noqa: ANN201 - returns a target factory for register_target
+def profile_factory(name: str):
     """A `register_target` factory for the profile called `name` (loaded when the target is built)."""
 
     def factory(**kwargs: Any) -> PredictedLatency:

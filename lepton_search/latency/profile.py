@@ -132,7 +132,7 @@ def parse(data: dict[str, Any], *, name: str) -> Profile:
 def load_profile(name_or_path: str | Path) -> Profile:
     """A profile by target name (see `profile_paths`) or by YAML path."""
     path = Path(name_or_path)
-    if not path.suffix == ".yaml":
+    if path.suffix != ".yaml":
         paths = profile_paths()
         if str(name_or_path) not in paths:
             from lepton_search.errors import did_you_mean

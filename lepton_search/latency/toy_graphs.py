@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def mlp_net(widths: tuple[int, ...], *, seed: int = 0) -> onnx.ModelProto:
     """Gemm + ReLU layers of `widths` (first entry: input features)."""
     rng = np.random.default_rng(seed)
     nodes, inits, prev = [], [], "input"
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
         w = numpy_helper.from_array(rng.standard_normal((b, a)).astype(np.float32), f"w{i}")
         bias = numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")
         inits += [w, bias]

@@ -1,0 +1,84 @@
+"""How well does the predicted latency model match measurements on architectures it never saw?
+
+Builds 96 graphs (4 architectures x 2 sizes x prune 0/25/50% x FP32/FP16/INT8/INT4; random weights),
+times each on this host with ONNX Runtime (`host-cpu`: 1 thread; the median of 3 interleaved rounds,
+taking the lowest round, so a burst of load from another process on this shared machine does not
+count), then, for each architecture in turn, fits the `host-cpu-model` profile on the other three and
+scores the held-out one. Writes experiments/results/latency_model_accuracy.json and prints a table.
+
+    .venv/bin/python experiments/latency_model_accuracy.py [--graphs DIR] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lepton_search.latency.calibrate import heldout_predictions, load_samples, scores
+from lepton_search.latency.calibration_set import MANIFEST, build_set
+from lepton_search.latency.host_cpu import HostCpuLatency
+from lepton_search.latency.measure import input_shape
+from lepton_search.latency.predicted import params_of, predict_ms
+from lepton_search.latency.profile import load_profile
+
+OUT = Path(__file__).parent / "results" / "latency_model_accuracy.json"
+
+
+def measure(graphs: Path, rounds: int) -> dict[str, float]:
+    timer = HostCpuLatency(threads=1, runs=60, warmup=10)
+    files = sorted(graphs.glob("*.onnx"))
+    best: dict[str, float] = {}
+    for r in range(rounds):
+        for path in files:
+            ms = timer.latency(path, input_shape(path, 1)).p50_ms
+            best[path.name] = min(ms, best.get(path.name, float("inf")))
+        print(f"round {r + 1}/{rounds} measured {len(files)} graphs")
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--graphs", default=None, help="reuse a folder built by a previous run")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    graphs = Path(args.graphs or tempfile.mkdtemp(prefix="lepton_latency_acc_"))
+    if not (graphs / MANIFEST).is_file():
+        build_set(graphs)
+    measured = measure(graphs, args.rounds)
+    profile = load_profile("host-cpu-model")
+    samples = load_samples(graphs, measured, profile)
+    pred, groups = heldout_predictions(samples, profile)
+    meas = np.array([s.measured_ms for s in samples])
+    uncal = np.array([predict_ms(s.items, params_of(profile), profile.memory_gbps) for s in samples])
+    per_group = {}
+    for g in groups:
+        idx = [i for i, s in enumerate(samples) if s.group == g]
+        per_group[g] = scores(pred[idx], meas[idx])
+    result = {
+        "host": HostCpuLatency().describe(), "n_graphs": len(samples), "groups": groups,
+        "scheme": "leave-one-architecture-out: fit host-cpu-model on 3 architectures, score the 4th",
+        "heldout_overall": scores(pred, meas), "heldout_by_architecture": per_group,
+        "uncalibrated_overall": scores(uncal, meas),
+        "bar": {"within_10pct": 0.90, "spearman": 0.95},
+        "graphs": [{"file": s.file, "group": s.group, "measured_ms": s.measured_ms, "heldout_predicted_ms": float(p),
+                    "uncalibrated_ms": float(u)} for s, p, u in zip(samples, pred, uncal)],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2))
+    print(f"\n{'held-out architecture':<22} {'n':>3} {'within 10%':>11} {'Spearman':>9} {'MAPE %':>7}")
+    rows = [*per_group.items(), ("all (held-out)", result["heldout_overall"]),
+            ("all (uncalibrated)", result["uncalibrated_overall"])]
+    for name, s in rows:
+        print(f"{name:<22} {s['n']:>3} {s['within_10pct']:>11.0%} {s['spearman']:>9.3f} {s['mape_pct']:>7.1f}")
+    print(f"\nwrote {OUT} ({result['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
