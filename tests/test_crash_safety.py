@@ -27,13 +27,15 @@ def test_stale_trial_is_retried_with_same_params_at_most_max_retry_times(tmp_pat
     storage = open_storage(f"sqlite:///{tmp_path / 'h.db'}", HeartbeatSettings(interval_s=1, grace_period_s=2, max_retry=1))
     study = optuna.create_study(storage=storage, study_name="h")
     first = _start(study)
-    time.sleep(2.5)
+    time.sleep(3.5)  # SQLite timestamps have whole seconds
     optuna.storages.fail_stale_trials(study)
+    assert study.get_trials()[0].state == optuna.trial.TrialState.FAIL
+    assert study.get_trials()[1].state == optuna.trial.TrialState.WAITING
 
     retry = _start(study)  # ask() pops the queued retry
     assert retry.params == first.params
     assert storage.get_trial_system_attrs(retry._trial_id)["retry_history"] == [first.number]
-    time.sleep(2.5)
+    time.sleep(3.5)  # SQLite timestamps have whole seconds
     optuna.storages.fail_stale_trials(study)
 
     states = [t.state for t in study.get_trials()]
