@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import onnx
 import torch
 from torch import nn
 
-from lepton_search.compress import export, finetune, prune, quantize
+from lepton_search.compress import export, finetune, prune, qat, quantize
 from lepton_search.space import CompressionConfig, FinetuneSettings
 from lepton_search.workloads import Workload
 
@@ -30,6 +31,7 @@ class Candidate:
     finetune_samples: int
     bn_batches: int
     compress_seconds: float
+    quantization_aware: bool = False
     exporter: str = export.EXPORTER
 
 
@@ -53,10 +55,13 @@ def compress(
 
     train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=settings.subset_size, seed=seed)
     bn_batches = finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
-    ft_seconds = finetune.distill(
-        model, teacher, train, epochs=config.finetune_epochs, lr=settings.lr,
-        temperature=settings.temperature, distill_weight=settings.distill_weight, desc=f"fine-tune {config.label()}",
-    )
+    quant_aware = config.bits == 8 and config.finetune_epochs > 0
+    with qat.simulate_int8(model) if quant_aware else contextlib.nullcontext():
+        ft_seconds = finetune.distill(
+            model, teacher, train, epochs=config.finetune_epochs, lr=settings.lr,
+            temperature=settings.temperature, distill_weight=settings.distill_weight,
+            desc=f"fine-tune {config.label()}",
+        )
     if config.finetune_epochs > 0:
         # Weights moved: BN statistics follow the final weights, not a running mix over training.
         finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
@@ -74,5 +79,5 @@ def compress(
         macs=macs, params=params, macs_ratio=macs / max(macs_base, 1), params_ratio=params / max(params_base, 1),
         weight_sparsity=prune.weight_sparsity(model), finetune_seconds=ft_seconds,
         finetune_samples=len(train.dataset) * config.finetune_epochs, bn_batches=bn_batches,
-        compress_seconds=time.perf_counter() - start,
+        compress_seconds=time.perf_counter() - start, quantization_aware=quant_aware,
     )

@@ -190,7 +190,7 @@ def _trial_attrs(cand: Candidate, meas: Any, base: dict, drop_pts: float, seed: 
         "finetune_subset": min(space.finetune.subset_size, cand.finetune_samples // max(cand.config.finetune_epochs, 1))
         if cand.config.finetune_epochs else 0,
         "finetune_samples": cand.finetune_samples, "bn_batches": cand.bn_batches,
-        "compress_seconds": cand.compress_seconds, "exporter": cand.exporter, "seed": seed,
+        "compress_seconds": cand.compress_seconds, "quantization_aware": cand.quantization_aware, "exporter": cand.exporter, "seed": seed,
         "versions": library_versions(),
         "slower_than_base": meas.latency_ms > 0.95 * base["latency_ms"],
         "usd_per_million_inferences": meas.usd_per_million_inferences,

@@ -159,3 +159,24 @@ def test_untraceable_model_fails_with_one_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         export.to_onnx(NoOnnxOp(), torch.ones(1, 4), tmp_path / "w.onnx")
     assert err.value.field == "model" and "\n" not in str(err.value)
+
+
+def test_quantization_aware_context_rounds_weights_and_restores_the_module(digits_cnn):
+    from torch.nn.utils import parametrize
+
+    from lepton_search.compress import qat
+
+    model = prune.prune_structured(digits_cnn.model, digits_cnn.example_input, 0.25)
+    conv = model.features[0]
+    raw = conv.weight.detach().clone()
+    with qat.simulate_int8(model):
+        assert parametrize.is_parametrized(conv, "weight")
+        w = conv.weight.detach()
+        scale = raw.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
+        steps = w / scale
+        assert torch.allclose(steps, steps.round(), atol=1e-3)  # on the INT8 grid
+        assert not torch.equal(w, raw)
+        model(digits_cnn.example_input)
+    assert not parametrize.is_parametrized(conv, "weight")
+    assert torch.equal(conv.weight.detach(), raw)  # float weights back, no hooks left
+    assert not conv._forward_pre_hooks
