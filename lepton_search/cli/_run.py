@@ -116,15 +116,6 @@ def export_cmd(storage: str | None, study_name: str, trial: int, out_dir: str, w
     click.echo(describe_export(out))
 
 
-@click.command("targets")
-def targets_cmd() -> None:
-    """List latency targets."""
-    from lepton_search import list_targets
-
-    for name in list_targets():
-        click.echo(name)
-
-
 @click.command("list")
 def list_cmd() -> None:
     """List built-in workloads."""
