@@ -45,6 +45,7 @@ from lepton_search.workloads._cache import provided_weights
 
 BASE_STATE_ATTR = "base_state_artifact_id"
 DONE = (optuna.trial.TrialState.COMPLETE,)
+TRIAL_DELAY_ENV = "LEPTON_SEARCH_TRIAL_DELAY_S"  # seconds each trial waits after it starts (crash drills)
 
 
 @dataclass(frozen=True)
@@ -208,13 +209,19 @@ def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int
     goal = n_trials if n_trials is not None else study_goal
     max_attempts = 4 * goal + 20
     pid = os.getpid()
+    # Crash drills and tests: hold each trial open this long, so a kill lands mid-trial for sure.
+    delay_s = float(os.environ.get(TRIAL_DELAY_ENV, "0") or 0)
 
     def traced(trial: optuna.Trial) -> Any:
         history = retry_history(trial)
         retry_of = history[0] if history else None
         if retry_of is not None:
             report.retried.append(trial.number)
-        _log(verbose, f"worker {pid}: trial {trial.number} start" + (f" (retry of {retry_of})" if retry_of is not None else ""))
+        config = space.suggest(trial)  # the objective's own suggest returns the same values
+        _log(verbose, f"worker {pid}: trial {trial.number} start {config.label()}"
+                      + (f" (retry of {retry_of})" if retry_of is not None else ""))
+        if delay_s:
+            time.sleep(delay_s)
         return objective(trial)
 
     def record(_: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
