@@ -4,9 +4,12 @@ Builds 96 graphs (4 architectures x 2 sizes x prune 0/25/50% x FP32/FP16/INT8/IN
 times each on this host with ONNX Runtime (`host-cpu`: 1 thread; the median of 3 interleaved rounds,
 taking the lowest round, so a burst of load from another process on this shared machine does not
 count), then, for each architecture in turn, fits the `host-cpu-model` profile on the other three and
-scores the held-out one. Writes experiments/results/latency_model_accuracy.json and prints a table.
+scores the held-out one. Also scores the kernel-table predictor (`kernel_model`): a table of kernels
+timed in random synthetic graphs (never these architectures; `--kernel-table`, else swept now and
+cached in experiments/results/host_kernel_table.csv), so every architecture is held out from it.
+Writes experiments/results/latency_model_accuracy.json and prints a table.
 
-    .venv/bin/python experiments/latency_model_accuracy.py [--graphs DIR] [--rounds 3]
+    .venv/bin/python experiments/latency_model_accuracy.py [--graphs DIR] [--rounds 3] [--kernel-table CSV]
 """
 
 from __future__ import annotations
@@ -22,11 +25,24 @@ import numpy as np
 from lepton_search.latency.calibrate import heldout_predictions, load_samples, scores
 from lepton_search.latency.calibration_set import MANIFEST, build_set
 from lepton_search.latency.host_cpu import HostCpuLatency
+from lepton_search.latency.kernel_model import KernelTable
 from lepton_search.latency.measure import input_shape
 from lepton_search.latency.predicted import params_of, predict_ms
 from lepton_search.latency.profile import load_profile
 
 OUT = Path(__file__).parent / "results" / "latency_model_accuracy.json"
+TABLE = Path(__file__).parent / "results" / "host_kernel_table.csv"
+
+
+def kernel_table(path: Path) -> KernelTable:
+    if not path.is_file():
+        from lepton_search.latency.kernel_sweep import sweep, write_table
+
+        t0 = time.perf_counter()
+        rows, graphs = sweep(n_graphs=70, seed=0, runs=40)
+        write_table(rows, graphs, path, meta={"n_graphs": 70, "seed": 0, "runs": 40,
+                                              "seconds": round(time.perf_counter() - t0, 1)})
+    return KernelTable.load(path)
 
 
 def measure(graphs: Path, rounds: int) -> dict[str, float]:
@@ -45,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--graphs", default=None, help="reuse a folder built by a previous run")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--kernel-table", default=str(TABLE), help="kernel table CSV (swept here when missing)")
     args = parser.parse_args()
     start = time.perf_counter()
     graphs = Path(args.graphs or tempfile.mkdtemp(prefix="lepton_latency_acc_"))
@@ -56,27 +73,36 @@ def main() -> None:
     pred, groups = heldout_predictions(samples, profile)
     meas = np.array([s.measured_ms for s in samples])
     uncal = np.array([predict_ms(s.items, params_of(profile), profile.memory_gbps) for s in samples])
-    per_group = {}
+    table = kernel_table(Path(args.kernel_table))
+    kern = np.array([table.predict_ms(graphs / s.file) for s in samples])
+    per_group, kern_group = {}, {}
     for g in groups:
         idx = [i for i, s in enumerate(samples) if s.group == g]
         per_group[g] = scores(pred[idx], meas[idx])
+        kern_group[g] = scores(kern[idx], meas[idx])
     result = {
         "host": HostCpuLatency().describe(), "n_graphs": len(samples), "groups": groups,
         "scheme": "leave-one-architecture-out: fit host-cpu-model on 3 architectures, score the 4th",
         "heldout_overall": scores(pred, meas), "heldout_by_architecture": per_group,
         "uncalibrated_overall": scores(uncal, meas),
+        "kernel_table": {"scheme": "kernel table from random synthetic graphs; no architecture used for fitting",
+                         "table": str(args.kernel_table), "overall": scores(kern, meas), "by_architecture": kern_group,
+                         "per_call_us": table.per_call_us, "per_kernel_us": table.per_kernel_us},
         "bar": {"within_10pct": 0.90, "spearman": 0.95},
         "graphs": [{"file": s.file, "group": s.group, "measured_ms": s.measured_ms, "heldout_predicted_ms": float(p),
-                    "uncalibrated_ms": float(u)} for s, p, u in zip(samples, pred, uncal)],
+                    "uncalibrated_ms": float(u), "kernel_table_ms": float(k)}
+                   for s, p, u, k in zip(samples, pred, uncal, kern)],
         "seconds": round(time.perf_counter() - start, 1),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2))
-    print(f"\n{'held-out architecture':<22} {'n':>3} {'within 10%':>11} {'Spearman':>9} {'MAPE %':>7}")
+    print(f"\n{'held-out architecture':<34} {'n':>3} {'within 10%':>11} {'Spearman':>9} {'MAPE %':>7}")
     rows = [*per_group.items(), ("all (held-out)", result["heldout_overall"]),
-            ("all (uncalibrated)", result["uncalibrated_overall"])]
+            ("all (uncalibrated)", result["uncalibrated_overall"]),
+            *((f"kernel table: {g}", v) for g, v in kern_group.items()),
+            ("kernel table: all", result["kernel_table"]["overall"])]
     for name, s in rows:
-        print(f"{name:<22} {s['n']:>3} {s['within_10pct']:>11.0%} {s['spearman']:>9.3f} {s['mape_pct']:>7.1f}")
+        print(f"{name:<34} {s['n']:>3} {s['within_10pct']:>11.0%} {s['spearman']:>9.3f} {s['mape_pct']:>7.1f}")
     print(f"\nwrote {OUT} ({result['seconds']:.0f} s)")
 
 

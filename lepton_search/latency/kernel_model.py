@@ -1,0 +1,122 @@
+"""Kernel-table latency: split a graph into the kernels ORT runs, look each up among measured kernels, sum.
+
+    latency = per_call_us + per_kernel_us * n_kernels + sum over kernels of t(kernel)
+    t(kernel) = size * exp(weighted mean over the k nearest measured kernels of the same class of log(us / size))
+
+`size` is MACs for conv/gemm classes and elements moved for the others; nearness is Euclidean in
+log2 features (`Kernel.features`). per_call_us and per_kernel_us are fitted on the sweep graphs
+(whole-call time minus the profiled kernel times). Reads the table CSV written by `kernel_sweep`;
+imports neither torch nor onnxruntime.
+
+Example:
+    >>> table = KernelTable.load("experiments/results/host_kernel_table.csv")  # doctest: +SKIP
+    >>> table.predict_ms("model.onnx")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lepton_search.errors import ConfigError
+from lepton_search.latency._base import LatencyEstimate, LatencyModel
+from lepton_search.latency.kernels import MAC_CLASSES, Kernel, emulate
+
+NEIGHBOURS = 4
+
+
+def _size(k: Kernel) -> float:
+    return max(k.macs, 1.0) if k.cls in MAC_CLASSES else float(k.in_elems + k.out_elems + 1)
+
+
+@dataclass(frozen=True)
+class _ClassTable:
+    features: np.ndarray  # (n, d)
+    log_us_per_size: np.ndarray  # (n,)
+
+
+class KernelTable:
+    """Measured kernels by class, plus the per-call and per-kernel overheads of the runtime."""
+
+    def __init__(self, kernels: list[Kernel], us: list[float], *, per_call_us: float, per_kernel_us: float,
+                 neighbours: int = NEIGHBOURS) -> None:
+        self.per_call_us, self.per_kernel_us, self.neighbours = per_call_us, per_kernel_us, neighbours
+        by_cls: dict[str, tuple[list, list]] = {}
+        for k, t in zip(kernels, us):
+            f, y = by_cls.setdefault(k.cls, ([], []))
+            f.append(k.features())
+            y.append(np.log(max(t, 0.05) / _size(k)))
+        self.classes = {c: _ClassTable(np.array(f), np.array(y)) for c, (f, y) in by_cls.items()}
+
+    @classmethod
+    def load(cls, path: str | Path) -> KernelTable:
+        """A table written by `kernel_sweep.write_table` (kernels CSV + `.graphs.csv` beside it)."""
+        path = Path(path)
+        graphs_path = path.with_suffix(".graphs.csv")
+        if not path.is_file() or not graphs_path.is_file():
+            raise ConfigError("kernel table", str(path), "run the kernel sweep first (`lepton-search calibrate "
+                                                         "--target host-cpu-model --kernels`)")
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        with open(graphs_path, newline="") as fh:
+            graphs = list(csv.DictReader(fh))
+        kernels = [Kernel(r["cls"], float(r["macs"]), int(float(r["in_elems"])), int(float(r["out_elems"])),
+                          int(float(r["w_elems"])), int(float(r["k"]))) for r in rows]
+        per_call, per_kernel = fit_overheads(graphs)
+        return cls(kernels, [float(r["us"]) for r in rows], per_call_us=per_call, per_kernel_us=per_kernel)
+
+    def kernel_us(self, k: Kernel) -> float:
+        """Predicted time of one kernel; a class never measured counts as its per-kernel overhead only."""
+        table = self.classes.get(k.cls)
+        if table is None:
+            return 0.0
+        d = np.linalg.norm(table.features - k.features(), axis=1)
+        idx = np.argsort(d)[: self.neighbours]
+        w = 1.0 / (d[idx] + 0.25)
+        return float(_size(k) * np.exp(np.sum(w * table.log_us_per_size[idx]) / w.sum()))
+
+    def predict_us(self, kernels: list[Kernel]) -> float:
+        return self.per_call_us + self.per_kernel_us * len(kernels) + sum(self.kernel_us(k) for k in kernels)
+
+    def predict_ms(self, onnx_path: str | Path, *, batch_size: int = 1) -> float:
+        return self.predict_us(emulate(onnx_path, batch_size=batch_size)) / 1e3
+
+
+def fit_overheads(graphs: list[dict[str, Any]]) -> tuple[float, float]:
+    """(per-call us, per-kernel us): least squares of whole-call minus profiled-kernel time on kernel count."""
+    if len(graphs) < 2:
+        raise ConfigError("kernel table", len(graphs), "needs at least 2 fully emulated sweep graphs")
+    n = np.array([float(g["n_kernels"]) for g in graphs])
+    gap = np.array([float(g["total_us"]) - float(g["kernel_sum_us"]) for g in graphs])
+    # relative errors matter: weight each graph by 1 / its total time
+    w = 1.0 / np.array([float(g["total_us"]) for g in graphs])
+    a = np.stack([np.ones_like(n), n], axis=1) * w[:, None]
+    coef, *_ = np.linalg.lstsq(a, gap * w, rcond=None)
+    return float(max(coef[0], 0.0)), float(coef[1])
+
+
+class KernelLatency(LatencyModel):
+    """`host-cpu` predicted from a kernel table measured on this host (`source` calibrated)."""
+
+    name = "host-cpu-kernels"
+    source = "calibrated"
+
+    def __init__(self, *, table: str | Path | KernelTable, expected_error_pct: float | None = None) -> None:
+        self.table = table if isinstance(table, KernelTable) else KernelTable.load(table)
+        self.expected_error_pct = expected_error_pct
+
+    def latency(self, onnx_path: str | Path, input_shape: tuple[int, ...]) -> LatencyEstimate:
+        batch = int(input_shape[0]) if input_shape else 1
+        kernels = emulate(onnx_path, batch_size=batch)
+        ms = self.table.predict_us(kernels) / 1e3
+        err = self.expected_error_pct
+        by_cls: dict[str, float] = {}
+        for k in kernels:
+            by_cls[k.cls] = by_cls.get(k.cls, 0.0) + self.table.kernel_us(k) / 1e3
+        return LatencyEstimate(p50_ms=ms, p90_ms=ms * (1 + (err or 0) / 100), source=self.source,
+                               expected_error_pct=err, threads=1, batch_size=batch,
+                               details={"kernels": len(kernels), "ms_by_class": by_cls})

@@ -1,0 +1,378 @@
+"""The kernels ONNX Runtime (CPU EP, 1 thread, all optimizations) runs for an ONNX graph, emulated.
+
+Reads only the graph (`onnx` + numpy), never a runtime, so a kernel-table prediction works where
+onnxruntime is absent. It mirrors what ORT 1.2x does on x86 (checked against its
+`optimized_model_filepath` output by `tests/test_kernel_model.py`):
+
+- constants: Cast/Identity of initializers are folded; DequantizeLinear of a constant is *not* folded
+  (it runs every call) unless a fused integer kernel absorbs it;
+- INT8 QDQ: DQ -> Conv/Gemm/MatMul/Add/GlobalAveragePool -> [Relu|Clip] -> Q becomes one integer kernel
+  (QLinearConv in NHWC, QGemm, QLinearAdd, ...) when every activation input comes from DQ (MaxPool and
+  reshapes pass DQ through) and a Relu/Clip in between is covered by the Q range; the other Q/DQ nodes run;
+- FP32 Conv with constant weights runs in NCHWc (channels padded to blocks of 16) with Relu/Clip and
+  a residual Add fused in; pools stay NCHWc only on whole blocks; ReorderInput/ReorderOutput at the edges;
+- Conv on run-time weights (INT4, unfused INT8) runs as NCHW FusedConv; NHWC integer regions get
+  Transposes at their edges.
+
+Example:
+    >>> [k.cls for k in emulate("model.onnx")]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from lepton_search.latency.graph_cost import fix_batch
+
+BLOCK = 16  # NCHWc block on AVX-512; ORT pads channels to it
+MAC_CLASSES = ("conv_nchwc", "dwconv_nchwc", "conv", "dwconv", "qconv", "qdwconv", "gemm", "qgemm")
+ELEM_CLASSES = ("dq", "q", "layout", "pool", "qpool", "gap", "qgap", "add", "qadd", "eltwise", "reshape")
+RESHAPES = {"Flatten", "Reshape", "Squeeze", "Unsqueeze"}
+ACTS = {"Relu", "Clip"}
+DQ_TRANSPARENT = {"MaxPool", *RESHAPES}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel ORT runs: its class and sizes (elements; MACs for conv/gemm; k = kernel height)."""
+
+    cls: str
+    macs: float
+    in_elems: int
+    out_elems: int
+    w_elems: int = 0
+    k: int = 1
+
+    def features(self) -> np.ndarray:
+        """What the kernel table matches on: log sizes (MAC kernels) or log element counts."""
+        if self.cls in MAC_CLASSES:
+            return np.log2([self.macs + 1, self.out_elems + 1, self.w_elems + 1, self.in_elems + 1, self.k + 1])
+        return np.log2([self.in_elems + 1, self.out_elems + 1])
+
+
+def _pad(c: int) -> int:
+    return -(-c // BLOCK) * BLOCK
+
+
+class _G:
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.g = model.graph
+        self.inits = {i.name: i for i in self.g.initializer}
+        self.prod = {o: n for n in self.g.node for o in n.output}
+        self.cons: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.g.node:
+            for i in n.input:
+                self.cons.setdefault(i, []).append(n)
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for vi in [*self.g.input, *self.g.value_info, *self.g.output]:
+            dims = vi.type.tensor_type.shape.dim
+            if all(d.HasField("dim_value") for d in dims):
+                self.shapes[vi.name] = tuple(d.dim_value for d in dims)
+        for name, init in self.inits.items():
+            self.shapes[name] = tuple(init.dims)
+        self.outputs = {o.name for o in self.g.output}
+
+    def op(self, name: str) -> str:
+        node = self.prod.get(name)
+        return node.op_type if node is not None else ""
+
+    def const(self, name: str) -> bool:
+        """Folded constant: initializer or Constant, through Cast/Identity (not through DequantizeLinear)."""
+        if name in self.inits or name == "":
+            return True
+        node = self.prod.get(name)
+        return node is not None and (node.op_type == "Constant" or (
+            node.op_type in {"Cast", "Identity"} and self.const(node.input[0])))
+
+    def const_dq(self, name: str) -> bool:
+        node = self.prod.get(name)
+        return node is not None and node.op_type == "DequantizeLinear" and self.const(node.input[0])
+
+    def numel(self, name: str) -> int:
+        s = self.shapes.get(name)
+        return int(np.prod(s)) if s is not None else 0
+
+    def one_consumer(self, name: str) -> onnx.NodeProto | None:
+        cons = self.cons.get(name, [])
+        return cons[0] if len(cons) == 1 and name not in self.outputs else None
+
+    def from_dq(self, name: str) -> bool:
+        """Activation produced by DequantizeLinear, possibly through MaxPool / reshapes (QDQ propagation)."""
+        node = self.prod.get(name)
+        while node is not None and node.op_type in DQ_TRANSPARENT | {"Identity"}:
+            node = self.prod.get(node.input[0])
+        return node is not None and node.op_type == "DequantizeLinear" and not self.const(node.input[0])
+
+    def value(self, name: str) -> np.ndarray | None:
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        node = self.prod.get(name)
+        if node is not None and node.op_type == "Constant":
+            return numpy_helper.to_array(node.attribute[0].t)
+        if node is not None and node.op_type in {"Identity", "Cast"}:
+            return self.value(node.input[0])
+        return None
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _act_removable(g: _G, act: onnx.NodeProto, q: onnx.NodeProto) -> bool:
+    """ORT drops Relu/Clip before QuantizeLinear when the Q range lies inside the clip range."""
+    scale = g.value(q.input[1])
+    zp = g.value(q.input[2]) if len(q.input) > 2 and q.input[2] else np.zeros((), np.uint8)
+    if scale is None or zp is None or scale.size != 1:
+        return False
+    info = np.iinfo(zp.dtype)
+    lower = float(scale) * (info.min - int(zp))
+    upper = float(scale) * (info.max - int(zp))
+    lo, hi = 0.0, float("inf")
+    if act.op_type == "Clip":
+        a = _attrs(act)
+        lo, hi = a.get("min", -np.inf), a.get("max", np.inf)
+        if len(act.input) > 1 and act.input[1]:
+            v = g.value(act.input[1])
+            lo = -np.inf if v is None else float(v)
+        if len(act.input) > 2 and act.input[2]:
+            v = g.value(act.input[2])
+            hi = np.inf if v is None else float(v)
+    eps = float(np.finfo(np.float32).eps)
+    return lo - lower <= eps and upper - hi <= eps
+
+
+def _dq_of(g: _G, name: str) -> onnx.NodeProto:
+    node = g.prod[name]
+    while node.op_type != "DequantizeLinear":
+        node = g.prod[node.input[0]]
+    return node
+
+
+def _scalar_q(g: _G, node: onnx.NodeProto) -> bool:
+    """Integer kernels take per-tensor activation scales only (per-channel Q/DQ stays unfused)."""
+    scale = g.value(node.input[1])
+    return scale is not None and scale.size == 1
+
+
+def _int8_fused(g: _G, node: onnx.NodeProto) -> list[str]:
+    """Names of the nodes absorbed when `node` runs as an integer kernel, else []."""
+    acts = [i for i in node.input if i and not g.const(i) and not g.const_dq(i)]
+    if not acts or not all(g.from_dq(i) and _scalar_q(g, _dq_of(g, i)) for i in acts):
+        return []
+    weights = [i for i in node.input[1:2] if node.op_type in {"Conv", "Gemm", "MatMul"}]
+    if weights and not g.const_dq(weights[0]):
+        return []
+    nxt = g.one_consumer(node.output[0])
+    absorbed = [node.output[0]]
+    if nxt is not None and nxt.op_type in ACTS:
+        q = g.one_consumer(nxt.output[0])
+        if q is None or q.op_type != "QuantizeLinear" or not _act_removable(g, nxt, q):
+            return []
+        absorbed.append(nxt.output[0])
+        nxt = q
+    if nxt is None or nxt.op_type != "QuantizeLinear" or not _scalar_q(g, nxt):
+        return []
+    return [*absorbed, nxt.output[0]]
+
+
+def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list[Kernel]:
+    """The kernels ORT runs for `model`, in graph order (see the module docstring for the rules)."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
+    g = _G(fix_batch(model, batch_size))
+    out: list[Kernel] = []
+    skip: set[str] = set()  # outputs of nodes fused away
+    layout: dict[str, str] = {i.name: "nchw" for i in g.g.input}  # nchw | nchwc | nhwc
+    fusions = {n.output[0]: f for n in g.g.node
+               if n.op_type in {"Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool"} and (f := _int8_fused(g, n))}
+    int8_outs = {o for f in fusions.values() for o in f}
+
+    def absorbed(name: str) -> bool:
+        """An activation DQ read only by integer kernels (through MaxPool / reshapes)."""
+        cons = g.cons.get(name, [])
+        return bool(cons) and name not in g.outputs and all(
+            c.output[0] in int8_outs or (c.op_type in DQ_TRANSPARENT and absorbed(c.output[0])) for c in cons)
+
+    def need(name: str, want: str) -> None:
+        have = layout.get(name, "nchw")
+        if have == want or len(g.shapes.get(name, ())) != 4:
+            return
+        n = g.numel(name)
+        if "nchwc" in (have, want):
+            c = g.shapes[name][1]
+            padded = n // c * _pad(c)
+            out.append(Kernel("layout", 0.0, padded if have == "nchwc" else n, n if have == "nchwc" else padded))
+        else:
+            out.append(Kernel("layout", 0.0, n, n))
+        layout[name] = want
+
+    for node in g.g.node:
+        op, y = node.op_type, node.output[0]
+        if y in skip or op in {"Constant", "Identity", "Shape", "Gather", "ConstantOfShape"} or (
+                op in {"Cast"} and g.const(node.input[0])):
+            if y not in skip:
+                layout[y] = layout.get(node.input[0], "nchw") if node.input else "nchw"
+            continue
+        x = node.input[0]
+        lay = layout.get(x, "nchw")
+        if op == "DequantizeLinear":
+            if g.const(x) or absorbed(y):
+                layout[y] = lay
+                continue  # weights: costed by their consumer; activations: absorbed by integer kernels
+            out.append(Kernel("dq", 0.0, g.numel(x), g.numel(y)))
+            layout[y] = lay
+            continue
+        if op == "QuantizeLinear":
+            out.append(Kernel("q", 0.0, g.numel(x), g.numel(y)))
+            layout[y] = lay
+            continue
+        if op in RESHAPES:
+            if g.from_dq(x) and absorbed(y):  # reshapes between integer kernels stay integer
+                out.append(Kernel("reshape", 0.0, g.numel(x), g.numel(y)))
+                layout[y] = lay
+                continue
+            need(x, "nchw")
+            out.append(Kernel("reshape", 0.0, g.numel(x), g.numel(y)))
+            layout[y] = "nchw"
+            continue
+        fused = fusions.get(y)
+        if fused:
+            skip.update(fused[1:])
+            int8_outs.update(fused)
+            final = fused[-1]
+            _int8_kernel(g, node, final, out, need, layout)
+            continue
+        if op == "MaxPool" and g.from_dq(x):
+            need(x, "nhwc")
+            out.append(Kernel("qpool", 0.0, g.numel(x), g.numel(y)))
+            layout[y] = "nhwc"
+            continue
+        if op in {"Conv", "Gemm", "MatMul"}:
+            _float_mac(g, node, out, need, layout, skip)
+            continue
+        if op in {"MaxPool", "AveragePool", "GlobalAveragePool"}:
+            c = g.shapes.get(x, (0, 0))[1]
+            stay = c % BLOCK == 0 and (lay == "nchwc" or op != "GlobalAveragePool")
+            need(x, "nchwc" if stay else "nchw")
+            out.append(Kernel("gap" if op == "GlobalAveragePool" else "pool", 0.0, g.numel(x), g.numel(y)))
+            layout[y] = "nchwc" if stay else "nchw"
+            continue
+        if op in {"Add", "Mul", "Sub"}:
+            lays = {layout.get(i, "nchw") for i in node.input if not g.const(i)}
+            want = lays.pop() if len(lays) == 1 else "nchw"
+            for i in node.input:
+                if not g.const(i):
+                    need(i, want)
+            out.append(Kernel("add", 0.0, g.numel(x), g.numel(y)))
+            layout[y] = want
+            continue
+        out.append(Kernel("eltwise", 0.0, g.numel(x), g.numel(y)))
+        layout[y] = lay
+    for o in g.outputs:
+        need(o, "nchw")
+    return out
+
+
+def _conv_dims(g: _G, node: onnx.NodeProto, w_name: str) -> tuple[int, int, int, int, int]:
+    """(cin, cout, kernel h, kernel w, group) of a Conv from its weight shape."""
+    w = g.shapes.get(w_name) or g.shapes.get(g.prod[w_name].input[0]) if w_name in g.prod else g.shapes.get(w_name)
+    group = int(_attrs(node).get("group", 1))
+    cout, cin_g, kh, kw = w if w and len(w) == 4 else (g.shapes[node.output[0]][1], 1, 1, 1)
+    return cin_g * group, cout, kh, kw, group
+
+
+def _mac_kernel(cls: str, cin: int, cout: int, kh: int, kw: int, group: int, out_hw: int, in_hw: int) -> Kernel:
+    per_out = (cin // group) * kh * kw
+    return Kernel(cls, float(cout * out_hw * per_out), cin * in_hw, cout * out_hw, cout * per_out, kh)
+
+
+def _hw(g: _G, name: str) -> int:
+    s = g.shapes.get(name, (1, 1))
+    return int(np.prod(s[2:])) if len(s) > 2 else 1
+
+
+def _gemm(g: _G, node: onnx.NodeProto, cls: str, y: str) -> Kernel:
+    a = g.shapes.get(node.input[0], (1, 1))
+    k = a[0] if node.op_type == "Gemm" and _attrs(node).get("transA", 0) else a[-1]
+    n_out = g.numel(y)
+    return Kernel(cls, float(n_out * k), g.numel(node.input[0]), n_out, k * (g.shapes.get(y, (1, 1))[-1]))
+
+
+def _float_mac(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, skip: set) -> None:  # noqa: ANN001
+    x, y = node.input[0], node.output[0]
+    w = node.input[1]
+    final, residual = y, ""
+    nxt = g.one_consumer(y)
+    if node.op_type == "Conv" and nxt is not None and nxt.op_type == "Add":
+        # Conv + residual Add (+ Relu/Clip) run as one kernel
+        residual = next((i for i in nxt.input if i != y), "")
+        skip.add(final := nxt.output[0])
+        nxt = g.one_consumer(final)
+    if nxt is not None and nxt.op_type in ACTS:
+        skip.add(final := nxt.output[0])
+    if g.const_dq(w):
+        out.append(Kernel("dq", 0.0, g.numel(w), g.numel(w)))
+    if node.op_type != "Conv":
+        need(x, "nchw")
+        out.append(_gemm(g, node, "gemm", y))
+        layout[final] = "nchw"
+        return
+    cin, cout, kh, kw, group = _conv_dims(g, node, w)
+    dw = group > 1 and group == cin
+    if g.const(w) and (group == 1 or dw):
+        small_in = group == 1 and cin < BLOCK and layout.get(x, "nchw") != "nchwc"
+        if not small_in and layout.get(x, "nchw") != "nchwc" and cin % 4:
+            return _plain_conv(g, node, out, need, layout, final, residual, (cin, cout, kh, kw, group))
+        if not small_in:
+            need(x, "nchwc")
+        ci = cin if small_in else _pad(cin)
+        if residual and not g.const(residual):
+            need(residual, "nchwc")
+        out.append(_mac_kernel("dwconv_nchwc" if dw else "conv_nchwc", _pad(cin) if dw else ci, _pad(cout), kh, kw,
+                               _pad(cin) if dw else 1, _hw(g, y), _hw(g, x)))
+        layout[final] = "nchwc"
+        return
+    _plain_conv(g, node, out, need, layout, final, residual, (cin, cout, kh, kw, group))
+
+
+def _plain_conv(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, final: str,  # noqa: ANN001
+                residual: str, dims: tuple[int, int, int, int, int]) -> None:
+    """NCHW Conv / FusedConv (im2col + GEMM, or the depthwise kernel)."""
+    x, y = node.input[0], node.output[0]
+    cin, cout, kh, kw, group = dims
+    dw = group > 1 and group == cin
+    need(x, "nchw")
+    if residual and not g.const(residual):
+        need(residual, "nchw")
+    out.append(_mac_kernel("dwconv" if dw else "conv", cin, cout, kh, kw, group, _hw(g, y), _hw(g, x)))
+    layout[final] = "nchw"
+
+
+def _int8_kernel(g: _G, node: onnx.NodeProto, final: str, out: list[Kernel], need, layout: dict) -> None:  # noqa: ANN001
+    op, x, y = node.op_type, node.input[0], node.output[0]
+    if op == "Conv":
+        w = g.prod[node.input[1]].input[0]
+        cin, cout, kh, kw, group = _conv_dims(g, node, w)
+        need(x, "nhwc")
+        dw = group > 1 and group == cin
+        out.append(_mac_kernel("qdwconv" if dw else "qconv", cin, cout, kh, kw, group, _hw(g, y), _hw(g, x)))
+        layout[final] = "nhwc"
+    elif op in {"Gemm", "MatMul"}:
+        need(x, "nchw")
+        out.append(_gemm(g, node, "qgemm", y))
+        layout[final] = "nchw"
+    elif op == "Add":
+        lays = {layout.get(i, "nchw") for i in node.input}
+        want = lays.pop() if len(lays) == 1 else "nhwc"
+        for i in node.input:
+            need(i, want)
+        out.append(Kernel("qadd", 0.0, g.numel(x), g.numel(y)))
+        layout[final] = want
+    else:  # GlobalAveragePool
+        out.append(Kernel("qgap", 0.0, g.numel(x), g.numel(y)))
+        layout[final] = layout.get(x, "nchw")
