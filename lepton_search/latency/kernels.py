@@ -303,7 +303,7 @@ def _gemm(g: _G, node: onnx.NodeProto, cls: str, y: str) -> Kernel:
     return Kernel(cls, float(n_out * k), g.numel(node.input[0]), n_out, k * (g.shapes.get(y, (1, 1))[-1]))
 
 
-def _float_mac(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, skip: set) -> None:  # noqa: ANN001
+def _float_mac(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, skip: set) -> None:
     x, y = node.input[0], node.output[0]
     w = node.input[1]
     final, residual = y, ""
@@ -340,7 +340,7 @@ def _float_mac(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dic
     _plain_conv(g, node, out, need, layout, final, residual, (cin, cout, kh, kw, group))
 
 
-def _plain_conv(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, final: str,  # noqa: ANN001
+def _plain_conv(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, final: str,
                 residual: str, dims: tuple[int, int, int, int, int]) -> None:
     """NCHW Conv / FusedConv (im2col + GEMM, or the depthwise kernel)."""
     x, y = node.input[0], node.output[0]
@@ -353,7 +353,7 @@ def _plain_conv(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: di
     layout[final] = "nchw"
 
 
-def _int8_kernel(g: _G, node: onnx.NodeProto, final: str, out: list[Kernel], need, layout: dict) -> None:  # noqa: ANN001
+def _int8_kernel(g: _G, node: onnx.NodeProto, final: str, out: list[Kernel], need, layout: dict) -> None:
     op, x, y = node.op_type, node.input[0], node.output[0]
     if op == "Conv":
         w = g.prod[node.input[1]].input[0]
