@@ -9,7 +9,9 @@ from typing import Union
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import (
+    BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset, TensorDataset,
+)
 
 from lepton_search.errors import ConfigError
 
@@ -64,11 +66,20 @@ class Workload:
     ) -> DataLoader:
         """A DataLoader over `split`, optionally a seeded random `subset` of it."""
         ds = self.dataset(split)
+        idx = None
         if subset is not None and subset < len(ds):
             idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:subset]
-            ds = Subset(ds, idx.tolist())
         gen = torch.Generator().manual_seed(seed)
-        return DataLoader(ds, batch_size=batch_size or self.batch_size, shuffle=shuffle, generator=gen)
+        bs = batch_size or self.batch_size
+        if isinstance(ds, TensorDataset):
+            # Index whole batches at once: per-sample indexing + collate costs more than a small CNN step.
+            if idx is not None:
+                ds = TensorDataset(*(t[idx] for t in ds.tensors))
+            base = RandomSampler(ds, generator=gen) if shuffle else SequentialSampler(ds)
+            return DataLoader(ds, sampler=BatchSampler(base, bs, drop_last=False), batch_size=None)
+        if idx is not None:
+            ds = Subset(ds, idx.tolist())
+        return DataLoader(ds, batch_size=bs, shuffle=shuffle, generator=gen)
 
     def batches(self, split: str, batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for xb, yb in self.loader(split, batch_size=batch_size):

@@ -81,15 +81,13 @@ def fashion_mnist_cnn(
 
     def _train(model: nn.Module) -> nn.Module:
         torch.manual_seed(seed)
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(*train), batch_size=128, shuffle=True,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        loader = wl.loader("train", batch_size=128, shuffle=True, seed=seed)
         return train_classifier(model, loader, epochs=base_epochs, lr=0.1, desc="train base")
 
     torch.manual_seed(seed)
-    model = cached_model(f"fashion-cnn-w{width}-e{base_epochs}-v{val_size}-s{seed}", FashionCNN(width), _train, verbose=verbose)
-    return Workload(
-        "fashion-mnist-cnn", model, train=train, val=val, test=(x_test, y_test),
+    wl = Workload(
+        "fashion-mnist-cnn", FashionCNN(width), train=train, val=val, test=(x_test, y_test),
         example_input=x[:1].clone(), info={"dataset": "Fashion-MNIST", "train": len(train_idx), "val": val_size, "test": len(x_test)},
     )
+    wl.model = cached_model(f"fashion-cnn-w{width}-e{base_epochs}-v{val_size}-s{seed}", wl.model, _train, verbose=verbose)
+    return wl
