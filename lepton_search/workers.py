@@ -190,7 +190,13 @@ def run_worker(
         print(SQLITE_MANY_WRITERS, file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="lepton_worker_") as tmp:
         objective = Objective(study, wl, space, latency_model, attrs["base"], store, Path(tmp), space.seed, verbose)
-        return _work(study, objective, space, n_trials, verbose)
+        try:
+            return _work(study, objective, space, n_trials, verbose)
+        except Exception as exc:
+            if "database is locked" in str(exc):  # sqlite3.OperationalError through SQLAlchemy
+                raise ConfigError("--storage", redact(storage), "SQLite stayed locked by other writers for 60 s; "
+                                  "run several workers on PostgreSQL (docs/scale_out.md)") from None
+            raise
 
 
 def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
