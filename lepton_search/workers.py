@@ -96,12 +96,9 @@ def init_study(
     latency_model = make_target(target, space)
     storage_obj = open_storage(storage)
     store = open_artifact_store(artifacts, storage)
-    wl = spec.build()
-    wl.validate()
-    with tempfile.TemporaryDirectory(prefix="lepton_init_") as tmp:
-        work_dir = Path(tmp)
-        export.check_traceable(wl.model, wl.example_input, work_dir)
-        study = open_study(storage_obj, study_name, space, make_sampler(space, space.seed))
+    names = {s.study_name for s in storage_obj.get_all_studies()}
+    if study_name in names:  # checked before any data is read or model built
+        study = open_study(storage_obj, study_name, space, make_sampler(space, space.seed))  # refuses another space
         attrs = study.user_attrs
         if BASE_STATE_ATTR in attrs:
             if attrs.get("workload") != asdict(spec) or attrs.get("target") != target:
@@ -109,6 +106,12 @@ def init_study(
                                   f"and target {attrs.get('target')!r}; use a new --study name")
             _log(verbose, f"init: study {study_name!r} already initialised; start workers")
             return study
+    wl = spec.build()
+    wl.validate()
+    with tempfile.TemporaryDirectory(prefix="lepton_init_") as tmp:
+        work_dir = Path(tmp)
+        export.check_traceable(wl.model, wl.example_input, work_dir)
+        study = open_study(storage_obj, study_name, space, make_sampler(space, space.seed))
         study.set_user_attr("workload", asdict(spec))
         study.set_user_attr("target", target)
         study.set_user_attr("artifacts", describe_artifact_store(store))
