@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -25,7 +29,7 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_stdout():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model, (example_input,), str(path), dynamo=False, opset_version=OPSET,
@@ -35,6 +39,21 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path) -> 
     except Exception as exc:  # noqa: BLE001 - exporter errors come in many types
         raise ConfigError("model", type(model).__name__, f"cannot be exported to ONNX ({str(exc).splitlines()[0]})") from None
     return onnx.load(str(path))
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Silence file descriptor 1: on failure torch's C++ side dumps whole graphs there."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def check_traceable(model: nn.Module, example_input: torch.Tensor, tmp_dir: str | Path) -> None:
