@@ -26,7 +26,7 @@ def targets_cmd() -> None:
         try:
             info = get_target(name).describe()
         except ConfigError as exc:
-            click.echo(f"{name:<28} broken profile: {exc}")
+            click.echo(f"{name:<28} unavailable: {exc}")
             continue
         err = info.get("expected_error_pct")
         price = info.get("usd_per_hour")
@@ -41,7 +41,9 @@ def targets_cmd() -> None:
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--batch-size", type=int, default=1, show_default=True)
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per file (>= 20).")
-def measure_cmd(folder: str, out_csv: str, threads: int, batch_size: int, runs: int) -> None:
+@click.option("--kernels", is_flag=True, help="Also profile every kernel into <out stem>.kernels.csv "
+              "(for `calibrate --kernels`).")
+def measure_cmd(folder: str, out_csv: str, threads: int, batch_size: int, runs: int, kernels: bool) -> None:
     """Time every *.onnx in FOLDER here with ONNX Runtime; write a CSV for `calibrate --csv`."""
     from lepton_search.latency.measure import measure_dir
 
@@ -51,22 +53,35 @@ def measure_cmd(folder: str, out_csv: str, threads: int, batch_size: int, runs: 
     if runs < 20:
         raise ConfigError("--runs", runs, "use at least 20 timed runs for a stable median")
     try:
-        rows = measure_dir(folder, out_csv, threads=threads, batch_size=batch_size, runs=runs)
+        rows = measure_dir(folder, out_csv, threads=threads, batch_size=batch_size, runs=runs, kernels=kernels)
     except FileNotFoundError:
         raise ConfigError("FOLDER", folder, "holds no *.onnx files") from None
     click.echo(f"wrote {len(rows)} measurements to {out_csv}")
 
 
 @click.command("calibrate")
-@click.option("--target", required=True, help="Profile to calibrate (see `targets`).")
+@click.option("--target", default=None, help="Profile to calibrate (see `targets`); with --kernels the device "
+              "name [default: host-cpu].")
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False),
               help="Measurements from `lepton-search measure` run on the device (else measured here, for this host).")
 @click.option("--graphs", default=None, type=click.Path(file_okay=False),
               help="Folder of the measured ONNX files (default: build the built-in calibration set).")
-@click.option("--out", default=None, type=click.Path(dir_okay=False),
-              help="Calibrated profile to write (default: <profile dir>/<target>-calibrated.yaml).")
-def calibrate_cmd(target: str, csv_path: str | None, graphs: str | None, out: str | None) -> None:
-    """Fit a profile's efficiency factors to measured latencies; report the held-out error."""
+@click.option("--out", default=None, type=click.Path(),
+              help="Calibrated profile to write (default: <profile dir>/<target>-calibrated.yaml); with --kernels "
+              "a table CSV or a folder (default: <profile dir>/<target>-kernels.csv).")
+@click.option("--kernels", is_flag=True, help="Build a kernel table (target <target>-kernels) instead of fitting "
+              "a profile: time ORT's kernels in synthetic sweep graphs.")
+@click.option("--write-graphs", default=None, type=click.Path(file_okay=False),
+              help="With --kernels: only write the sweep graphs to this folder, to measure on a remote device.")
+@click.option("--n-graphs", type=int, default=70, show_default=True, help="With --kernels: sweep graphs (x4 widths).")
+def calibrate_cmd(target: str | None, csv_path: str | None, graphs: str | None, out: str | None, kernels: bool,
+                  write_graphs: str | None, n_graphs: int) -> None:
+    """Fit a profile's efficiency factors (or, with --kernels, build a kernel table); report the held-out error."""
+    if kernels or write_graphs is not None:
+        return _calibrate_kernels(target or "host-cpu", csv_path, graphs, out, write_graphs, n_graphs)
+    if target is None:
+        raise ConfigError("--target", None, "name the profile to calibrate (see `lepton-search targets`), or pass "
+                          "--kernels for a kernel table of this host")
     from lepton_search.latency.calibrate import calibrate_profile, read_measurements
     from lepton_search.latency.profile import load_profile
 
@@ -93,6 +108,29 @@ def calibrate_cmd(target: str, csv_path: str | None, graphs: str | None, out: st
     click.echo(f"held-out ({h['scheme']}, {h['n']} graphs): {h['within_10pct']:.0%} within +-10%, "
                f"Spearman {h['spearman']:.3f}, MAPE {h['mape_pct']:.1f}%")
     click.echo(f"wrote {fit.profile_path} (target {fit.profile_path.stem})")
+
+
+def _calibrate_kernels(target: str, csv_path: str | None, graphs: str | None, out: str | None,
+                       write_graphs: str | None, n_graphs: int) -> None:
+    if n_graphs < 2:
+        raise ConfigError("--n-graphs", n_graphs, "use at least 2 sweep graphs (one is held out to score the table)")
+    if write_graphs is not None:
+        from lepton_search.latency.kernel_sweep import write_graphs as write
+
+        paths = write(write_graphs, n_graphs=n_graphs)
+        click.echo(f"wrote {len(paths)} sweep graphs to {write_graphs}; on the device run\n"
+                   f"  lepton-search measure {write_graphs} --out m.csv --kernels\nthen here\n"
+                   f"  lepton-search calibrate --target NAME --kernels --csv m.csv --graphs {write_graphs}")
+        return
+    from lepton_search.latency.kernel_calibrate import calibrate_kernels
+
+    if csv_path is None:
+        click.echo(f"timing {n_graphs} sweep graphs x 4 widths here ...", err=True)
+    built = calibrate_kernels(target, csv_path=csv_path, graphs_dir=graphs, out=out, n_graphs=n_graphs)
+    h = built.heldout
+    click.echo(f"held-out ({h['scheme']}, {h['n']} graphs): {h['within_10pct']:.0%} within +-10%, "
+               f"Spearman {h['spearman']:.3f}, MAPE {h['mape_pct']:.1f}%")
+    click.echo(f"wrote {built.path} ({built.n_kernels} kernels; target {built.path.stem})")
 
 
 @click.command("retarget")

@@ -29,13 +29,26 @@ def _register_profiles() -> None:
             _TARGETS[name] = factory
 
 
+def _register_kernel_tables() -> None:
+    """`host-cpu-kernels` and every `<device>-kernels.csv` in the profile folder: kernel-table targets."""
+    from lepton_search.latency.kernel_model import table_factory, table_targets
+
+    for name in table_targets():
+        if name not in _TARGETS or getattr(_TARGETS[name], "from_table", False):
+            factory = table_factory(name)
+            factory.from_table = True  # type: ignore[attr-defined]
+            _TARGETS[name] = factory
+
+
 def list_targets() -> list[str]:
     _register_profiles()
+    _register_kernel_tables()
     return sorted(_TARGETS)
 
 
 def get_target(name: str, **kwargs: object) -> LatencyModel:
     _register_profiles()
+    _register_kernel_tables()
     if name not in _TARGETS:
         raise ConfigError("target", name, f"unknown target; {did_you_mean(name, _TARGETS)}")
     return _TARGETS[name](**kwargs)

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,9 @@ class KernelTable:
     """Measured kernels by class, plus the per-call and per-kernel overheads of the runtime."""
 
     def __init__(self, kernels: list[Kernel], us: list[float], *, per_call_us: float, per_kernel_us: float,
-                 neighbours: int = NEIGHBOURS) -> None:
+                 neighbours: int = NEIGHBOURS, meta: dict[str, Any] | None = None) -> None:
         self.per_call_us, self.per_kernel_us, self.neighbours = per_call_us, per_kernel_us, neighbours
+        self.meta = meta or {}
         by_cls: dict[str, tuple[list, list]] = {}
         for k, t in zip(kernels, us):
             f, y = by_cls.setdefault(k.cls, ([], []))
@@ -59,15 +61,28 @@ class KernelTable:
         graphs_path = path.with_suffix(".graphs.csv")
         if not path.is_file() or not graphs_path.is_file():
             raise ConfigError("kernel table", str(path), "run the kernel sweep first (`lepton-search calibrate "
-                                                         "--target host-cpu-model --kernels`)")
+                                                         "--target host-cpu --kernels`)")
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
         with open(graphs_path, newline="") as fh:
             graphs = list(csv.DictReader(fh))
+        return cls.from_rows(rows, graphs, meta=_read_meta(path.with_suffix(".json")))
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]], graphs: list[dict[str, Any]], *,
+                  meta: dict[str, Any] | None = None) -> KernelTable:
+        """A table from kernel rows and per-graph rows (the dicts `kernel_sweep.ingest` returns)."""
         kernels = [Kernel(r["cls"], float(r["macs"]), int(float(r["in_elems"])), int(float(r["out_elems"])),
                           int(float(r["w_elems"])), int(float(r["k"]))) for r in rows]
         per_call, per_kernel = fit_overheads(graphs)
-        return cls(kernels, [float(r["us"]) for r in rows], per_call_us=per_call, per_kernel_us=per_kernel)
+        return cls(kernels, [float(r["us"]) for r in rows], per_call_us=per_call, per_kernel_us=per_kernel,
+                   meta=meta)
+
+    @property
+    def heldout_mape_pct(self) -> float | None:
+        """The held-out MAPE measured when the table was built (`kernel_calibrate`), if recorded."""
+        value = self.meta.get("heldout", {}).get("mape_pct")
+        return None if value is None else float(value)
 
     def kernel_us(self, k: Kernel) -> float:
         """Predicted time of one kernel; a class never measured counts as its per-kernel overhead only."""
@@ -99,15 +114,40 @@ def fit_overheads(graphs: list[dict[str, Any]]) -> tuple[float, float]:
     return float(max(coef[0], 0.0)), float(coef[1])
 
 
-class KernelLatency(LatencyModel):
-    """`host-cpu` predicted from a kernel table measured on this host (`source` calibrated)."""
+def _read_meta(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
-    name = "host-cpu-kernels"
+
+def table_path(target: str) -> Path:
+    """Where the kernel table of `target` lives: `<profile dir>/<target>.csv` (`host-cpu-kernels.csv`)."""
+    from lepton_search.latency.profile import user_dir
+
+    return user_dir() / f"{target}.csv"
+
+
+def table_targets() -> list[str]:
+    """Kernel-table targets found in the profile folder (`*-kernels.csv`), plus `host-cpu-kernels`."""
+    from lepton_search.latency.profile import user_dir
+
+    folder = user_dir()
+    found = {p.stem for p in folder.glob("*-kernels.csv")} if folder.is_dir() else set()
+    return sorted(found | {"host-cpu-kernels"})
+
+
+class KernelLatency(LatencyModel):
+    """Latency predicted from a kernel table measured on a device (`source` calibrated).
+
+    `expected_error_pct` defaults to the held-out MAPE stored with the table.
+    """
+
     source = "calibrated"
 
-    def __init__(self, *, table: str | Path | KernelTable, expected_error_pct: float | None = None) -> None:
+    def __init__(self, *, table: str | Path | KernelTable, name: str = "host-cpu-kernels",
+                 expected_error_pct: float | None = None) -> None:
+        self.name = name
+        self.table_path = None if isinstance(table, KernelTable) else Path(table)
         self.table = table if isinstance(table, KernelTable) else KernelTable.load(table)
-        self.expected_error_pct = expected_error_pct
+        self.expected_error_pct = expected_error_pct if expected_error_pct is not None else self.table.heldout_mape_pct
 
     def latency(self, onnx_path: str | Path, input_shape: tuple[int, ...]) -> LatencyEstimate:
         batch = int(input_shape[0]) if input_shape else 1
@@ -120,3 +160,22 @@ class KernelLatency(LatencyModel):
         return LatencyEstimate(p50_ms=ms, p90_ms=ms * (1 + (err or 0) / 100), source=self.source,
                                expected_error_pct=err, threads=1, batch_size=batch,
                                details={"kernels": len(kernels), "ms_by_class": by_cls})
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "expected_error_pct": self.expected_error_pct,
+                "device": self.table.meta.get("device", ""), "table": str(self.table_path or ""),
+                "heldout": self.table.meta.get("heldout")}
+
+
+def table_factory(target: str):
+    """A `register_target` factory for the kernel table of `target` (read when the target is built)."""
+
+    def factory(*, table: str | Path | KernelTable | None = None, **kwargs: Any) -> KernelLatency:
+        path = table if table is not None else table_path(target)
+        if not isinstance(path, KernelTable) and not Path(path).is_file():
+            device = target.removesuffix("-kernels")
+            raise ConfigError("target", target, f"no kernel table at {path}; run `lepton-search calibrate "
+                                                f"--target {device} --kernels` first")
+        return KernelLatency(table=path, name=target, **kwargs)
+
+    return factory

@@ -2,10 +2,11 @@
 
 The graphs are random chains (conv / depthwise / pool / residual blocks, or MLPs) built here with
 `onnx.helper`, never the architectures a model is scored on, in FP32, FP16-weight, INT8 (NNCF QDQ)
-and INT4-weight forms. Each is run with ORT's profiler on (per-kernel time, the median over `runs`)
-and without it (whole-call time). Each profiled kernel is paired with the kernel `kernels.emulate`
-predicts for that graph (same class, same order), so a table row has exactly the features the
-predictor computes. Imports onnxruntime (and nncf for INT8) lazily.
+and INT4-weight forms (`write_graphs`). Each is timed by `measure.measure_dir(kernels=True)`, here or
+on a device: whole-call time, and ORT's profiler for per-kernel times (the median over `runs`).
+`ingest` pairs each profiled kernel with the kernel `kernels.emulate` predicts for that graph (same
+class, same order), so a table row has exactly the features the predictor computes. Imports
+onnxruntime (and nncf for INT8) lazily.
 
 Example:
     >>> rows, graphs = sweep(n_graphs=8, seed=0)  # doctest: +SKIP
@@ -14,20 +15,22 @@ Example:
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from lepton_search.errors import ConfigError
 from lepton_search.latency.kernels import Kernel, emulate
 
 COLUMNS = ("graph", "cls", "macs", "in_elems", "out_elems", "w_elems", "k", "us")
 GRAPH_COLUMNS = ("graph", "bits", "n_kernels", "kernel_sum_us", "total_us")
+SWEEP_META = "sweep.json"
 CHANNELS = (4, 6, 8, 12, 16, 20, 24, 30, 32, 40, 48, 60, 64, 80, 96, 120, 128, 160)
 
 
@@ -55,7 +58,7 @@ def random_graph(rng: np.random.Generator) -> tuple[onnx.ModelProto, tuple[int, 
         widths += [int(rng.choice([16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]))
                    for _ in range(rng.integers(1, 4))] + [10]
         nodes, inits, prev = [], [], "input"
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(widths)):
             inits += [numpy_helper.from_array(rng.standard_normal((b, a)).astype(np.float32) * 0.05, f"w{i}"),
                       numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
             nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"g{i}"], transB=1))
@@ -137,49 +140,6 @@ def precision_forms(model: onnx.ModelProto, shape: tuple[int, ...], bits: int, s
     return quantize.quantize(model, bits, calib if bits == 8 else ())
 
 
-def time_graph(path: Path, shape: tuple[int, ...], *, runs: int = 60, warmup: int = 10) -> tuple[list, float]:
-    """(per-kernel [(class, median us)] in execution order, median whole-call us) on 1 thread."""
-    import onnxruntime as ort
-
-    from lepton_search.latency.host_cpu import host_lock
-
-    x = {"input": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
-    with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
-        plain = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        classes = {n.name: _ort_class(n) for n in onnx.load(so.optimized_model_filepath).graph.node}
-        so2 = ort.SessionOptions()
-        so2.intra_op_num_threads = so2.inter_op_num_threads = 1
-        so2.log_severity_level = 3
-        so2.enable_profiling = True
-        so2.profile_file_prefix = str(Path(tmp) / "prof")
-        prof = ort.InferenceSession(str(path), so2, providers=["CPUExecutionProvider"])
-        with host_lock():
-            for _ in range(warmup):
-                plain.run(None, x)
-                prof.run(None, x)
-            totals = []
-            for _ in range(runs):  # interleave the two sessions so a burst of load hits both
-                t0 = time.perf_counter()
-                plain.run(None, x)
-                totals.append(time.perf_counter() - t0)
-                prof.run(None, x)
-        events = json.loads(Path(prof.end_profiling()).read_text())
-    durs: dict[str, list[float]] = {}
-    order: list[str] = []
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            name = e["name"][: -len("_kernel_time")]
-            if name not in durs:
-                order.append(name)
-            durs.setdefault(name, []).append(float(e["dur"]))
-    kernels = [(classes.get(n, "eltwise"), float(np.median(durs[n][warmup:] or durs[n]))) for n in order]
-    return kernels, float(np.median(totals) * 1e6)
-
-
 def pair(emulated: list[Kernel], measured: list[tuple[str, float]]) -> tuple[list[tuple[Kernel, float]], bool]:
     """Emulated kernels matched to profiled ones class by class, in order; and whether all counts agree.
 
@@ -202,30 +162,76 @@ def pair(emulated: list[Kernel], measured: list[tuple[str, float]]) -> tuple[lis
     return out, exact
 
 
-def sweep(*, n_graphs: int = 60, bits: tuple[int, ...] = (32, 16, 8, 4), seed: int = 0, runs: int = 60,
-          verbose: bool = False) -> tuple[list[dict], list[dict]]:
-    """Time `n_graphs` random graphs in each of `bits`; (kernel rows, per-graph rows)."""
+def write_graphs(folder: str | Path, *, n_graphs: int = 60, bits: tuple[int, ...] = (32, 16, 8, 4),
+                 seed: int = 0) -> list[Path]:
+    """Write `n_graphs` random graphs in each of `bits` as `gNNN-bB.onnx` (to time here or on a device)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    paths = []
+    for gi in range(n_graphs):
+        base, shape = random_graph(rng)
+        for b in bits:
+            path = folder / f"g{gi:03d}-b{b}.onnx"
+            onnx.save(precision_forms(base, shape, b, seed + gi), str(path))
+            paths.append(path)
+    (folder / SWEEP_META).write_text(json.dumps({"n_graphs": n_graphs, "bits": list(bits), "seed": seed}))
+    return paths
+
+
+def read_kernel_csv(path: str | Path) -> dict[str, list[tuple[str, float]]]:
+    """file -> [(kernel class, us)] in execution order, from a `measure --kernels` kernels CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("--csv", str(path), "no per-kernel CSV beside it; run `lepton-search measure DIR --out CSV "
+                          "--kernels` on the device (it writes CSV and <CSV stem>.kernels.csv)")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows and not {"file", "cls", "us"} <= set(rows[0]):
+        raise ConfigError("--csv", str(path), "needs columns file, cls, us (as `lepton-search measure --kernels` writes)")
+    out: dict[str, list[tuple[str, float]]] = {}
+    for r in rows:
+        out.setdefault(r["file"], []).append((r["cls"], float(r["us"])))
+    return out
+
+
+def ingest(graphs_dir: str | Path, totals_ms: dict[str, float], kernels: dict[str, list[tuple[str, float]]], *,
+           verbose: bool = False) -> tuple[list[dict], list[dict]]:
+    """Kernel rows and per-graph rows from measured whole-call times and profiled kernels of `graphs_dir`."""
+    graphs_dir = Path(graphs_dir)
     rows: list[dict] = []
     graphs: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for gi in range(n_graphs):
-            base, shape = random_graph(rng)
-            for b in bits:
-                name = f"g{gi:03d}-b{b}"
-                path = Path(tmp) / f"{name}.onnx"
-                onnx.save(precision_forms(base, shape, b, seed + gi), str(path))
-                measured, total_us = time_graph(path, shape, runs=runs)
-                paired, exact = pair(emulate(path), measured)
-                if verbose:
-                    print(f"{name} {total_us:9.1f} us  {len(paired)} kernels {'' if exact else '(partial)'}")
-                for k, us in paired:
-                    rows.append({"graph": name, "cls": k.cls, "macs": k.macs, "in_elems": k.in_elems,
-                                 "out_elems": k.out_elems, "w_elems": k.w_elems, "k": k.k, "us": us})
-                if exact:  # the per-call overhead is fitted on graphs whose every kernel is known
-                    graphs.append({"graph": name, "bits": b, "n_kernels": len(paired),
-                                   "kernel_sum_us": sum(us for _, us in paired), "total_us": total_us})
+    for file in sorted(totals_ms):
+        path = graphs_dir / file
+        if not path.is_file():
+            raise ConfigError("--graphs", str(graphs_dir), f"does not hold {file!r} named in the measurements")
+        paired, exact = pair(emulate(path), kernels.get(file, []))
+        name = Path(file).stem
+        total_us = totals_ms[file] * 1e3
+        if verbose:
+            print(f"{name} {total_us:9.1f} us  {len(paired)} kernels {'' if exact else '(partial)'}")
+        for k, us in paired:
+            rows.append({"graph": name, "cls": k.cls, "macs": k.macs, "in_elems": k.in_elems,
+                         "out_elems": k.out_elems, "w_elems": k.w_elems, "k": k.k, "us": us})
+        if exact:  # the per-call overhead is fitted on graphs whose every kernel is known
+            bits = int(name.rsplit("-b", 1)[1]) if "-b" in name else 32
+            graphs.append({"graph": name, "bits": bits, "n_kernels": len(paired),
+                           "kernel_sum_us": sum(us for _, us in paired), "total_us": total_us})
     return rows, graphs
+
+
+def sweep(*, n_graphs: int = 60, bits: tuple[int, ...] = (32, 16, 8, 4), seed: int = 0, runs: int = 60,
+          verbose: bool = False) -> tuple[list[dict], list[dict]]:
+    """Write, time (`measure_dir(kernels=True)`) and ingest `n_graphs` random graphs in each of `bits`."""
+    from lepton_search.latency.calibrate import read_measurements
+    from lepton_search.latency.measure import kernels_csv_path, measure_dir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "graphs"
+        write_graphs(folder, n_graphs=n_graphs, bits=bits, seed=seed)
+        out = Path(tmp) / "measured.csv"
+        measure_dir(folder, out, runs=runs, kernels=True, verbose=verbose)
+        return ingest(folder, read_measurements(out), read_kernel_csv(kernels_csv_path(out)), verbose=verbose)
 
 
 def write_table(rows: list[dict], graphs: list[dict], path: str | Path, *, meta: dict | None = None) -> Path:

@@ -3,7 +3,9 @@
 Runs on the device to calibrate for: it needs only onnxruntime, numpy and the standard library (never
 torch, onnx or yaml), so `pip install --no-deps lepton-search onnxruntime numpy` is enough there. Also
 runnable without click: `python -m lepton_search.latency.measure DIR --out CSV`.
-The CSV is what `lepton-search calibrate --target NAME --csv CSV` reads.
+The CSV is what `lepton-search calibrate --target NAME --csv CSV` reads. With `kernels=True`
+(`--kernels`) each file is also run with ORT's profiler and every kernel's median time goes to
+`<CSV stem>.kernels.csv`, what `calibrate --kernels --csv CSV` reads.
 """
 
 from __future__ import annotations
@@ -27,10 +29,18 @@ def input_shape(onnx_path: str | Path, batch_size: int) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) else batch_size for d in shape)
 
 
+def kernels_csv_path(out_csv: str | Path) -> Path:
+    """Where `measure_dir(kernels=True)` writes the per-kernel times beside `out_csv`."""
+    return Path(out_csv).with_suffix(".kernels.csv")
+
+
 def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, batch_size: int = 1,
-                runs: int = 50, warmup: int = 10, verbose: bool = True) -> list[dict[str, object]]:
+                runs: int = 50, warmup: int = 10, kernels: bool = False,
+                verbose: bool = True) -> list[dict[str, object]]:
     """Time each `*.onnx` in `folder` (sorted by name) and write one CSV row per file to `out_csv`."""
     import onnxruntime as ort
+
+    from lepton_search.latency.kernel_profile import KERNEL_COLUMNS, profile_kernels
 
     files = sorted(Path(folder).glob("*.onnx"))
     if not files:
@@ -38,8 +48,13 @@ def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, ba
     timer = HostCpuLatency(threads=threads, batch_size=batch_size, runs=runs, warmup=warmup)
     device = f"{_cpu_name()} ({platform.machine()})"
     rows: list[dict[str, object]] = []
+    kernel_rows: list[dict[str, object]] = []
     for path in files:
-        est = timer.latency(path, input_shape(path, batch_size))
+        shape = input_shape(path, batch_size)
+        est = timer.latency(path, shape)
+        if kernels:
+            kernel_rows += [{"file": path.name, "node": k.node, "op": k.op, "cls": k.cls, "us": f"{k.us:.4g}"}
+                            for k in profile_kernels(path, shape, runs=runs, warmup=warmup, threads=threads)]
         rows.append({"file": path.name, "p50_ms": f"{est.p50_ms:.6g}", "p90_ms": f"{est.p90_ms:.6g}",
                      "cv": f"{est.cv:.4f}", "threads": threads, "batch_size": batch_size,
                      "load_avg_1min": f"{est.details['load_avg_1min']:.2f}", "device": device,
@@ -51,6 +66,11 @@ def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, ba
         writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
+    if kernels:
+        with open(kernels_csv_path(out_csv), "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(KERNEL_COLUMNS))
+            writer.writeheader()
+            writer.writerows(kernel_rows)
     return rows
 
 
@@ -61,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--kernels", action="store_true", help="also profile every kernel (kernel-table calibration)")
     args = parser.parse_args(argv)
-    measure_dir(args.folder, args.out, threads=args.threads, batch_size=args.batch_size, runs=args.runs)
+    measure_dir(args.folder, args.out, threads=args.threads, batch_size=args.batch_size, runs=args.runs,
+                kernels=args.kernels)
     return 0
 
 

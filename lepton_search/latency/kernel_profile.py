@@ -1,0 +1,87 @@
+"""Per-kernel times of one ONNX file from ONNX Runtime's profiler, each kernel named by its class.
+
+Runs on the device being calibrated (`lepton-search measure DIR --out CSV --kernels`), so it needs
+only onnxruntime, numpy and the standard library: the class comes from what the profiler reports
+(op name, node name, input shapes), never from reading the graph with `onnx`. The classes are those
+`kernels.emulate` predicts (see `kernels.MAC_CLASSES` / `ELEM_CLASSES`).
+
+Example:
+    >>> times = profile_kernels("g000-b32.onnx", (1, 3, 16, 16))  # doctest: +SKIP
+    >>> times[0].cls, times[0].us  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+KERNEL_COLUMNS = ("file", "node", "op", "cls", "us")
+_TABLE = {"Gemm": "gemm", "FusedGemm": "gemm", "MatMul": "gemm", "QGemm": "qgemm", "QLinearMatMul": "qgemm",
+          "MatMulIntegerToFloat": "qgemm", "DequantizeLinear": "dq", "QuantizeLinear": "q", "Transpose": "layout",
+          "ReorderInput": "layout", "ReorderOutput": "layout", "MaxPool": "pool", "AveragePool": "pool",
+          "NhwcMaxPool": "qpool", "GlobalAveragePool": "gap", "QLinearGlobalAveragePool": "qgap", "Add": "add",
+          "Sum": "add", "QLinearAdd": "qadd", "Flatten": "reshape", "Reshape": "reshape"}
+
+
+@dataclass(frozen=True)
+class KernelTime:
+    """One kernel ORT ran: node name, op name, kernel class and median time in microseconds."""
+
+    node: str
+    op: str
+    cls: str
+    us: float
+
+
+def event_class(op: str, node: str, input_shapes: list[list[int]]) -> str:
+    """Kernel class of a profiler event: NCHWc convs are named `*_nchwc*` by ORT's NCHWc transformer;
+    a conv is depthwise when its weight has one input channel per group and the input has several."""
+    if op in ("Conv", "FusedConv", "QLinearConv"):
+        x = input_shapes[0] if input_shapes else []
+        w = input_shapes[3 if op == "QLinearConv" else 1] if len(input_shapes) > (3 if op == "QLinearConv" else 1) else []
+        dw = len(w) == 4 and w[1] == 1 and len(x) == 4 and x[1] > 1
+        if op == "QLinearConv":
+            return "qdwconv" if dw else "qconv"
+        base = "dwconv" if dw else "conv"
+        return base + "_nchwc" if "nchwc" in node else base
+    return _TABLE.get(op, "eltwise")
+
+
+def _shapes(args: dict) -> list[list[int]]:
+    return [next(iter(s.values()), []) if isinstance(s, dict) else [] for s in args.get("input_type_shape", [])]
+
+
+def profile_kernels(path: str | Path, shape: tuple[int, ...], *, runs: int = 40, warmup: int = 10,
+                    threads: int = 1) -> list[KernelTime]:
+    """Median time of every kernel over `runs` profiled calls after `warmup`, in execution order."""
+    import onnxruntime as ort
+
+    from lepton_search.latency.host_cpu import host_lock
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        so.log_severity_level = 3
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "prof")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+        with host_lock():
+            for _ in range(warmup + runs):
+                sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    durs: dict[str, list[float]] = {}
+    info: dict[str, tuple[str, str]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            node = e["name"][: -len("_kernel_time")]
+            args = e.get("args", {})
+            if node not in info:
+                op = str(args.get("op_name", ""))
+                info[node] = (op, event_class(op, node, _shapes(args)))
+            durs.setdefault(node, []).append(float(e["dur"]))
+    return [KernelTime(n, op, cls, float(np.median(durs[n][warmup:] or durs[n]))) for n, (op, cls) in info.items()]

@@ -1,0 +1,112 @@
+"""Kernel-table target: profiled kernel classes, remote measure -> CSV -> table, `host-cpu-kernels` in a search."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import onnx
+import pytest
+
+from lepton_search.cli import main
+from lepton_search.compress import quantize
+from lepton_search.errors import ConfigError
+from lepton_search.latency.host_cpu import session
+from lepton_search.latency.kernel_model import KernelLatency, KernelTable
+from lepton_search.latency.kernel_profile import profile_kernels
+from lepton_search.latency.kernel_sweep import _ort_class, write_graphs
+from lepton_search.latency.toy_graphs import conv_net, mlp_net
+
+
+@pytest.mark.parametrize("bits", [32, 4])
+@pytest.mark.parametrize("build", [lambda: conv_net((16, 32, 40)), lambda: mlp_net((64, 128, 10))])
+def test_profiled_classes_match_optimized_graph(build, bits, tmp_path):
+    """The device-side classifier (profiler events only) agrees with ORT's optimized graph."""
+    path = tmp_path / "m.onnx"
+    model = quantize.quantize(build(), bits)
+    onnx.save(model, str(path))
+    session(path, optimized_path=tmp_path / "opt.onnx")
+    ref = collections.Counter(_ort_class(n) for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+    shape = tuple(d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim)
+    assert collections.Counter(k.cls for k in profile_kernels(path, shape, runs=2, warmup=1)) == ref
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory):
+    """Sweep graphs written here, measured as on a device (torch and onnx unimportable), CSV back."""
+    folder = tmp_path_factory.mktemp("sweep")
+    write_graphs(folder, n_graphs=4, bits=(32, 4), seed=1)
+    out = folder.parent / "m.csv"
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None
+        sys.modules["onnx"] = None
+        from lepton_search.cli import main
+        sys.exit(main(["measure", {str(folder)!r}, "--out", {str(out)!r}, "--runs", "20", "--kernels"]))
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return folder, out
+
+
+def test_ingest_builds_table_with_heldout_error(remote, tmp_path, capsys):
+    folder, out = remote
+    with open(out.with_suffix(".kernels.csv"), newline="") as fh:
+        assert {r["file"] for r in csv.DictReader(fh)} == {p.name for p in folder.glob("*.onnx")}
+    assert main(["calibrate", "--target", "remote-box", "--kernels", "--csv", str(out), "--graphs", str(folder),
+                 "--out", str(tmp_path)]) == 0
+    assert "held-out" in capsys.readouterr().out
+    table_csv = tmp_path / "remote-box-kernels.csv"
+    meta = json.loads(table_csv.with_suffix(".json").read_text())
+    assert meta["heldout"]["n"] == 8 and meta["heldout"]["mape_pct"] > 0
+    target = KernelLatency(table=table_csv)
+    assert target.expected_error_pct == pytest.approx(meta["heldout"]["mape_pct"])
+    # the table predicts a sweep graph it holds within a factor of 2 of its measured whole-call time
+    with open(out, newline="") as fh:
+        row = next(csv.DictReader(fh))
+    pred = KernelTable.load(table_csv).predict_ms(folder / row["file"])
+    assert 0.5 < pred / float(row["p50_ms"]) < 2.0
+
+
+def test_kernel_cli_errors_are_one_line(remote, tmp_path, capsys):
+    folder, out = remote
+    assert main(["calibrate", "--target", "rpi4", "--kernels"]) == 2
+    assert "--write-graphs" in capsys.readouterr().err
+    assert main(["calibrate", "--kernels", "--csv", str(out)]) == 2
+    assert "--graphs" in capsys.readouterr().err
+    assert main(["calibrate", "--kernels", "--csv", str(tmp_path / "none.csv"), "--graphs", str(folder)]) == 2
+    assert main(["calibrate", "--kernels", "--target", "../x", "--csv", str(out), "--graphs", str(folder)]) == 2
+    assert main(["calibrate"]) == 2
+    assert "--kernels" in capsys.readouterr().err
+
+
+def test_missing_table_says_how_to_build_it(tmp_path, monkeypatch):
+    from lepton_search.latency import get_target, list_targets
+
+    monkeypatch.setenv("LEPTON_PROFILE_DIR", str(tmp_path))
+    assert "host-cpu-kernels" in list_targets()
+    with pytest.raises(ConfigError, match=r"run `lepton-search calibrate --target host-cpu --kernels`"):
+        get_target("host-cpu-kernels")
+
+
+def test_search_on_kernel_target_end_to_end(remote, tmp_path, monkeypatch, digits_mlp, sqlite_url):
+    from lepton_search import SearchSpace, search
+    from lepton_search.latency import list_targets
+
+    folder, out = remote
+    monkeypatch.setenv("LEPTON_PROFILE_DIR", str(tmp_path))
+    assert main(["calibrate", "--target", "host-cpu", "--kernels", "--csv", str(out), "--graphs", str(folder)]) == 0
+    assert (tmp_path / "host-cpu-kernels.csv").is_file() and "host-cpu-kernels" in list_targets()
+    space = SearchSpace(prune_ratio=(0.0, 0.5, 0.5), bits=(32, 8), finetune_epochs=(0, 0), trials=2)
+    result = search(digits_mlp, space, target="host-cpu-kernels", n_trials=2, storage=sqlite_url,
+                    study_name="kern", verbose=False)
+    done = [t for t in result.study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 2
+    for t in done:
+        assert t.user_attrs["latency_source"] == "calibrated"
+        assert t.user_attrs["latency_expected_error_pct"] > 0 and t.user_attrs["latency_ms"] > 0
+    assert result.base["latency_source"] == "calibrated"
