@@ -87,7 +87,8 @@ def main() -> None:
         "uncalibrated_overall": scores(uncal, meas),
         "kernel_table": {"scheme": "kernel table from random synthetic graphs; no architecture used for fitting",
                          "table": str(args.kernel_table), "overall": scores(kern, meas), "by_architecture": kern_group,
-                         "per_call_us": table.per_call_us, "per_kernel_us": table.per_kernel_us},
+                         "per_call_us": table.per_call_us, "per_kernel_us": table.per_kernel_us,
+                         "affine_us": {c: [t.a, t.b] for c, t in table.classes.items()}},
         "bar": {"within_10pct": 0.90, "spearman": 0.95},
         "graphs": [{"file": s.file, "group": s.group, "measured_ms": s.measured_ms, "heldout_predicted_ms": float(p),
                     "uncalibrated_ms": float(u), "kernel_table_ms": float(k)}

@@ -19,6 +19,7 @@ from lepton_search.latency.host_cpu import session
 from lepton_search.latency.kernel_model import KernelLatency, KernelTable
 from lepton_search.latency.kernel_profile import profile_kernels
 from lepton_search.latency.kernel_sweep import _ort_class, write_graphs
+from lepton_search.latency.kernels import emulate
 from lepton_search.latency.toy_graphs import conv_net, mlp_net
 
 
@@ -33,6 +34,16 @@ def test_profiled_classes_match_optimized_graph(build, bits, tmp_path):
     ref = collections.Counter(_ort_class(n) for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
     shape = tuple(d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim)
     assert collections.Counter(k.cls for k in profile_kernels(path, shape, runs=2, warmup=1)) == ref
+
+
+@pytest.mark.parametrize("channels", [(16, 30, 40), (18, 32), (12, 20, 36), (20, 6, 32), (5, 16)])
+def test_emulation_follows_ort_on_pruned_channel_counts(channels, tmp_path):
+    """NCHWc needs input channels % 4 == 0 (under 16 it reads NCHW): odd counts pruning leaves."""
+    path = tmp_path / "m.onnx"
+    onnx.save(conv_net(channels), str(path))
+    session(path, optimized_path=tmp_path / "opt.onnx")
+    ref = collections.Counter(_ort_class(n) for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+    assert collections.Counter(k.cls for k in emulate(path)) == ref
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,15 @@
 """Kernel-table latency: split a graph into the kernels ORT runs, look each up among measured kernels, sum.
 
-    latency = per_call_us + per_kernel_us * n_kernels + sum over kernels of t(kernel)
-    t(kernel) = size * exp(weighted mean over the k nearest measured kernels of the same class of log(us / size))
+    latency   = per_call_us + sum over kernels of (t(kernel) + per_kernel_us[class])
+    t(kernel) = f_c(size) * exp(weighted mean over the k nearest measured kernels of class c of log(us / f_c(size)))
+    f_c(size) = a_c + b_c * size      (a launch cost plus a cost per unit of work, fitted per class)
 
 `size` is MACs for conv/gemm classes and elements moved for the others; nearness is Euclidean in
-log2 features (`Kernel.features`). per_call_us and per_kernel_us are fitted on the sweep graphs
-(whole-call time minus the profiled kernel times). Reads the table CSV written by `kernel_sweep`;
-imports neither torch nor onnxruntime.
+log2 features (`Kernel.features`). The neighbours correct f_c for the efficiency of shapes like the
+one asked for; f_c keeps small, launch-bound kernels from being scaled by size like big ones.
+per_call_us and the per-class per_kernel_us (the profiler's own cost per kernel comes out negative)
+are a robust least-squares fit of each sweep graph's whole-call time minus its profiled kernel times
+on its kernel counts. Reads the table CSV written by `kernel_sweep`; imports neither torch nor onnxruntime.
 
 Example:
     >>> table = KernelTable.load("experiments/results/host_kernel_table.csv")  # doctest: +SKIP
@@ -28,31 +31,65 @@ from lepton_search.latency._base import LatencyEstimate, LatencyModel
 from lepton_search.latency.kernels import MAC_CLASSES, Kernel, emulate
 
 NEIGHBOURS = 4
+RIDGE = 0.3  # pulls a class's per-kernel overhead towards the shared one (relative units, see fit)
 
 
 def _size(k: Kernel) -> float:
     return max(k.macs, 1.0) if k.cls in MAC_CLASSES else float(k.in_elems + k.out_elems + 1)
 
 
+def fit_affine(sizes: np.ndarray, us: np.ndarray) -> tuple[float, float]:
+    """(a, b) >= 0 minimising the relative error of a + b * size against `us` (launch + work)."""
+    us = np.maximum(us, 0.05)
+    design = np.stack([np.ones_like(sizes), sizes], axis=1) / us[:, None]
+    target = np.ones_like(us)
+    (a, b), *_ = np.linalg.lstsq(design, target, rcond=None)
+    if a < 0 or b < 0:  # one of the two terms is not supported by the data: fit the other alone
+        a_only = float(np.sum(design[:, 0]) / np.sum(design[:, 0] ** 2))
+        b_only = float(np.sum(design[:, 1]) / np.sum(design[:, 1] ** 2))
+        err_a = np.sum((design[:, 0] * a_only - 1) ** 2)
+        err_b = np.sum((design[:, 1] * b_only - 1) ** 2)
+        a, b = (a_only, 0.0) if err_a <= err_b else (0.0, b_only)
+    return float(a), float(b)
+
+
 @dataclass(frozen=True)
 class _ClassTable:
     features: np.ndarray  # (n, d)
-    log_us_per_size: np.ndarray  # (n,)
+    log_ratio: np.ndarray  # (n,): log(us / f_c(size))
+    a: float
+    b: float
+
+    def base(self, size: float) -> float:
+        return max(self.a + self.b * size, 1e-3)
 
 
 class KernelTable:
-    """Measured kernels by class, plus the per-call and per-kernel overheads of the runtime."""
+    """Measured kernels by class, plus the per-call and per-kernel (per class) overheads of the runtime."""
 
-    def __init__(self, kernels: list[Kernel], us: list[float], *, per_call_us: float, per_kernel_us: float,
-                 neighbours: int = NEIGHBOURS, meta: dict[str, Any] | None = None) -> None:
-        self.per_call_us, self.per_kernel_us, self.neighbours = per_call_us, per_kernel_us, neighbours
+    def __init__(self, kernels: list[Kernel], us: list[float], *, per_call_us: float,
+                 per_kernel_us: float | dict[str, float], neighbours: int = NEIGHBOURS,
+                 meta: dict[str, Any] | None = None) -> None:
+        self.per_call_us, self.neighbours = per_call_us, neighbours
+        self.per_kernel_us = per_kernel_us if isinstance(per_kernel_us, dict) else {"*": float(per_kernel_us)}
         self.meta = meta or {}
-        by_cls: dict[str, tuple[list, list]] = {}
+        by_cls: dict[str, tuple[list, list, list]] = {}
         for k, t in zip(kernels, us):
-            f, y = by_cls.setdefault(k.cls, ([], []))
+            f, s, y = by_cls.setdefault(k.cls, ([], [], []))
             f.append(k.features())
-            y.append(np.log(max(t, 0.05) / _size(k)))
-        self.classes = {c: _ClassTable(np.array(f), np.array(y)) for c, (f, y) in by_cls.items()}
+            s.append(_size(k))
+            y.append(max(t, 0.05))
+        self.classes = {}
+        for c, (f, s, y) in by_cls.items():
+            sizes, times = np.array(s), np.array(y)
+            a, b = fit_affine(sizes, times)
+            table = _ClassTable(np.array(f), np.zeros(len(times)), a, b)
+            ratio = np.log(times / np.array([table.base(x) for x in sizes]))
+            self.classes[c] = _ClassTable(table.features, ratio, a, b)
+
+    def overhead_us(self, cls: str) -> float:
+        """The per-kernel overhead of class `cls` (the shared figure for a class the fit did not see)."""
+        return self.per_kernel_us.get(cls, self.per_kernel_us["*"])
 
     @classmethod
     def load(cls, path: str | Path) -> KernelTable:
@@ -74,7 +111,11 @@ class KernelTable:
         """A table from kernel rows and per-graph rows (the dicts `kernel_sweep.ingest` returns)."""
         kernels = [Kernel(r["cls"], float(r["macs"]), int(float(r["in_elems"])), int(float(r["out_elems"])),
                           int(float(r["w_elems"])), int(float(r["k"]))) for r in rows]
-        per_call, per_kernel = fit_overheads(graphs)
+        counts: dict[str, dict[str, int]] = {}
+        for r in rows:
+            by = counts.setdefault(str(r["graph"]), {})
+            by[r["cls"]] = by.get(r["cls"], 0) + 1
+        per_call, per_kernel = fit_class_overheads(graphs, [counts.get(str(g["graph"]), {}) for g in graphs])
         return cls(kernels, [float(r["us"]) for r in rows], per_call_us=per_call, per_kernel_us=per_kernel,
                    meta=meta)
 
@@ -92,10 +133,10 @@ class KernelTable:
         d = np.linalg.norm(table.features - k.features(), axis=1)
         idx = np.argsort(d)[: self.neighbours]
         w = 1.0 / (d[idx] + 0.25)
-        return float(_size(k) * np.exp(np.sum(w * table.log_us_per_size[idx]) / w.sum()))
+        return float(table.base(_size(k)) * np.exp(np.sum(w * table.log_ratio[idx]) / w.sum()))
 
     def predict_us(self, kernels: list[Kernel]) -> float:
-        return self.per_call_us + self.per_kernel_us * len(kernels) + sum(self.kernel_us(k) for k in kernels)
+        return self.per_call_us + sum(self.kernel_us(k) + self.overhead_us(k.cls) for k in kernels)
 
     def predict_ms(self, onnx_path: str | Path, *, batch_size: int = 1) -> float:
         return self.predict_us(emulate(onnx_path, batch_size=batch_size)) / 1e3
@@ -132,6 +173,33 @@ def table_targets() -> list[str]:
     folder = user_dir()
     found = {p.stem for p in folder.glob("*-kernels.csv")} if folder.is_dir() else set()
     return sorted(found | {"host-cpu-kernels"})
+
+
+def fit_class_overheads(graphs: list[dict[str, Any]], counts: list[dict[str, int]], *, ridge: float = RIDGE,
+                        iterations: int = 10) -> tuple[float, dict[str, float]]:
+    """(per-call us, {class: per-kernel us, "*": shared}) from whole-call minus profiled-kernel time.
+
+    gap_g = per_call + sum over classes of n_g[class] * (shared + d[class]), in relative units (each
+    graph weighted by 1 / its total time), d pulled to 0 by `ridge`; Huber-reweighted so that a graph
+    timed during a burst of load does not move the fit."""
+    if len(graphs) < 2:
+        raise ConfigError("kernel table", len(graphs), "needs at least 2 fully emulated sweep graphs")
+    classes = sorted({c for cnt in counts for c in cnt})
+    total = np.array([float(g["total_us"]) for g in graphs])
+    gap = total - np.array([float(g["kernel_sum_us"]) for g in graphs])
+    n = np.array([[cnt.get(c, 0) for c in classes] for cnt in counts], dtype=float)
+    design = np.concatenate([np.ones((len(graphs), 1)), n.sum(1, keepdims=True), n], axis=1) / total[:, None]
+    y = gap / total
+    penalty = np.concatenate([np.zeros((len(classes), 2)), np.eye(len(classes))], axis=1) * ridge
+    weights = np.ones(len(graphs))
+    for _ in range(iterations):
+        a = np.concatenate([design * weights[:, None], penalty])
+        coef, *_ = np.linalg.lstsq(a, np.concatenate([y * weights, np.zeros(len(classes))]), rcond=None)
+        resid = np.abs(design @ coef - y)
+        scale = max(float(np.median(resid)) * 1.5, 1e-3)
+        weights = np.sqrt(np.minimum(1.0, scale / np.maximum(resid, 1e-12)))
+    per_kernel = {c: float(coef[1] + coef[2 + i]) for i, c in enumerate(classes)}
+    return float(max(coef[0], 0.0)), {"*": float(coef[1]), **per_kernel}
 
 
 class KernelLatency(LatencyModel):

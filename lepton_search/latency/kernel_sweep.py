@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import os
 import tempfile
@@ -23,15 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from lepton_search.errors import ConfigError
+from lepton_search.latency.kernel_graphs import random_graph
 from lepton_search.latency.kernels import Kernel, emulate
 
 COLUMNS = ("graph", "cls", "macs", "in_elems", "out_elems", "w_elems", "k", "us")
 GRAPH_COLUMNS = ("graph", "bits", "n_kernels", "kernel_sum_us", "total_us")
 SWEEP_META = "sweep.json"
-CHANNELS = (4, 6, 8, 12, 16, 20, 24, 30, 32, 40, 48, 60, 64, 80, 96, 120, 128, 160)
 
 
 def _ort_class(node: onnx.NodeProto) -> str:
@@ -49,87 +47,6 @@ def _ort_class(node: onnx.NodeProto) -> str:
     if op == "QLinearConv":
         return "qdwconv" if grp else "qconv"
     return table.get(op, "eltwise")
-
-
-def random_graph(rng: np.random.Generator) -> tuple[onnx.ModelProto, tuple[int, ...]]:
-    """A random small CNN or MLP (FP32) and its input shape."""
-    if rng.random() < 0.3:
-        widths = [int(rng.choice([64, 128, 196, 256, 384, 512, 784, 1024]))]
-        widths += [int(rng.choice([16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]))
-                   for _ in range(rng.integers(1, 4))] + [10]
-        nodes, inits, prev = [], [], "input"
-        for i, (a, b) in enumerate(itertools.pairwise(widths)):
-            inits += [numpy_helper.from_array(rng.standard_normal((b, a)).astype(np.float32) * 0.05, f"w{i}"),
-                      numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
-            nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"g{i}"], transB=1))
-            prev = f"g{i}"
-            if i < len(widths) - 2:
-                nodes.append(helper.make_node("Relu", [prev], [f"r{i}"]))
-                prev = f"r{i}"
-        return _model(nodes, inits, prev, [1, widths[0]]), (1, widths[0])
-    return _random_cnn(rng)
-
-
-def _random_cnn(rng: np.random.Generator) -> tuple[onnx.ModelProto, tuple[int, ...]]:
-    size = int(rng.choice([8, 12, 16, 24, 28, 32]))
-    cin = int(rng.choice([1, 3]))
-    nodes: list[onnx.NodeProto] = []
-    inits: list[onnx.TensorProto] = []
-    prev, c, hw = "input", cin, size
-    relu6 = rng.random() < 0.4
-
-    def conv(x: str, ci: int, co: int, k: int, stride: int, group: int, act: bool) -> str:
-        name = f"n{len(nodes)}"
-        w = rng.standard_normal((co, ci // group, k, k)).astype(np.float32) * (2.0 / (ci // group * k * k)) ** 0.5
-        inits.append(numpy_helper.from_array(w, f"{name}_w"))
-        inits.append(numpy_helper.from_array(np.zeros(co, np.float32), f"{name}_b"))
-        nodes.append(helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [name], pads=[k // 2] * 4,
-                                      strides=[stride, stride], group=group))
-        if not act:
-            return name
-        if relu6:
-            lo, hi = f"{name}_lo", f"{name}_hi"
-            inits.extend([numpy_helper.from_array(np.array(0, np.float32), lo),
-                          numpy_helper.from_array(np.array(6, np.float32), hi)])
-            nodes.append(helper.make_node("Clip", [name, lo, hi], [f"{name}_a"]))
-        else:
-            nodes.append(helper.make_node("Relu", [name], [f"{name}_a"]))
-        return f"{name}_a"
-
-    for _ in range(int(rng.integers(2, 6))):
-        kind = rng.choice(["conv", "conv", "dw", "res", "pool"]) if c > 3 else "conv"
-        co = int(rng.choice(CHANNELS))
-        stride = 2 if hw >= 8 and rng.random() < 0.3 else 1
-        if kind == "conv":
-            prev = conv(prev, c, co, int(rng.choice([1, 3, 3, 5])), stride, 1, True)
-            c, hw = co, -(-hw // stride)
-        elif kind == "dw":
-            prev = conv(prev, c, c, 3, stride, c, True)
-            hw = -(-hw // stride)
-            prev = conv(prev, c, co, 1, 1, 1, False)
-            c = co
-        elif kind == "res":
-            body = conv(conv(prev, c, c, 3, 1, 1, True), c, c, 3, 1, 1, False)
-            nodes.append(helper.make_node("Add", [body, prev], [f"n{len(nodes)}"]))
-            nodes.append(helper.make_node("Relu", [nodes[-1].output[0]], [f"n{len(nodes)}"]))
-            prev = nodes[-1].output[0]
-        elif hw >= 4:
-            nodes.append(helper.make_node("MaxPool", [prev], [f"n{len(nodes)}"], kernel_shape=[2, 2], strides=[2, 2]))
-            prev, hw = nodes[-1].output[0], hw // 2
-    nodes.append(helper.make_node("GlobalAveragePool", [prev], ["gap"]))
-    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
-    inits += [numpy_helper.from_array(rng.standard_normal((10, c)).astype(np.float32), "head_w"),
-              numpy_helper.from_array(np.zeros(10, np.float32), "head_b")]
-    nodes.append(helper.make_node("Gemm", ["flat", "head_w", "head_b"], ["logits"], transB=1))
-    return _model(nodes, inits, "logits", [1, cin, size, size]), (1, cin, size, size)
-
-
-def _model(nodes: list, inits: list, out: str, shape: list[int]) -> onnx.ModelProto:
-    for i, node in enumerate(nodes):
-        node.name = node.name or f"{node.op_type}_{i}"  # the profiler names kernels by node name
-    graph = helper.make_graph(nodes, "sweep", [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def precision_forms(model: onnx.ModelProto, shape: tuple[int, ...], bits: int, seed: int) -> onnx.ModelProto:

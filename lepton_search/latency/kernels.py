@@ -10,7 +10,8 @@ onnxruntime is absent. It mirrors what ORT 1.2x does on x86 (checked against its
   (QLinearConv in NHWC, QGemm, QLinearAdd, ...) when every activation input comes from DQ (MaxPool and
   reshapes pass DQ through) and a Relu/Clip in between is covered by the Q range; the other Q/DQ nodes run;
 - FP32 Conv with constant weights runs in NCHWc (channels padded to blocks of 16) with Relu/Clip and
-  a residual Add fused in; pools stay NCHWc only on whole blocks; ReorderInput/ReorderOutput at the edges;
+  a residual Add fused in, when its input channels are a multiple of 4 (under 16 it reads NCHW);
+  pools stay NCHWc only on whole blocks; ReorderInput/ReorderOutput at the edges;
 - Conv on run-time weights (INT4, unfused INT8) runs as NCHW FusedConv; NHWC integer regions get
   Transposes at their edges.
 
@@ -325,11 +326,12 @@ def _float_mac(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dic
     cin, cout, kh, kw, group = _conv_dims(g, node, w)
     dw = group > 1 and group == cin
     if g.const(w) and (group == 1 or dw):
-        small_in = group == 1 and cin < BLOCK and layout.get(x, "nchw") != "nchwc"
-        if not small_in and layout.get(x, "nchw") != "nchwc" and cin % 4:
+        # ORT: under 16 input channels the NCHWc conv reads NCHW; otherwise (and for depthwise) the
+        # channel count must be a multiple of 4, else the conv stays a plain NCHW FusedConv
+        small_in = group == 1 and cin < BLOCK
+        if not small_in and cin % 4:
             return _plain_conv(g, node, out, need, layout, final, residual, (cin, cout, kh, kw, group))
-        if not small_in:
-            need(x, "nchwc")
+        need(x, "nchw" if small_in else "nchwc")
         ci = cin if small_in else _pad(cin)
         if residual and not g.const(residual):
             need(residual, "nchwc")
