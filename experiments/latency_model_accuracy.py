@@ -34,27 +34,49 @@ OUT = Path(__file__).parent / "results" / "latency_model_accuracy.json"
 TABLE = Path(__file__).parent / "results" / "host_kernel_table.csv"
 
 
-def kernel_table(path: Path) -> KernelTable:
+def kernel_table(path: Path, n_graphs: int) -> KernelTable:
+    """The cached table at `path`, else swept now (`calibrate --kernels`) with its held-out error stored."""
     if not path.is_file():
-        from lepton_search.latency.kernel_sweep import sweep, write_table
+        from lepton_search.latency.kernel_calibrate import calibrate_kernels
 
         t0 = time.perf_counter()
-        rows, graphs = sweep(n_graphs=70, seed=0, runs=40)
-        write_table(rows, graphs, path, meta={"n_graphs": 70, "seed": 0, "runs": 40,
-                                              "seconds": round(time.perf_counter() - t0, 1)})
+        built = calibrate_kernels("host-cpu", out=path, n_graphs=n_graphs, runs=40, seed=0)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        meta.update(n_graphs=n_graphs, seed=0, seconds=round(time.perf_counter() - t0, 1))
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        print(f"kernel table: {built.n_kernels} kernels, sweep held-out MAPE {built.heldout['mape_pct']:.1f}%")
     return KernelTable.load(path)
 
 
-def measure(graphs: Path, rounds: int) -> dict[str, float]:
+def measure(graphs: Path, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Lowest of `rounds` interleaved medians per graph, and each graph's spread (max / min - 1) over rounds."""
     timer = HostCpuLatency(threads=1, runs=60, warmup=10)
     files = sorted(graphs.glob("*.onnx"))
-    best: dict[str, float] = {}
+    seen: dict[str, list[float]] = {}
     for r in range(rounds):
         for path in files:
-            ms = timer.latency(path, input_shape(path, 1)).p50_ms
-            best[path.name] = min(ms, best.get(path.name, float("inf")))
+            seen.setdefault(path.name, []).append(timer.latency(path, input_shape(path, 1)).p50_ms)
         print(f"round {r + 1}/{rounds} measured {len(files)} graphs")
-    return best
+    return {f: min(v) for f, v in seen.items()}, {f: max(v) / min(v) - 1 for f, v in seen.items()}
+
+
+def emulation_exact(graphs: Path, files: list[str]) -> float:
+    """Share of graphs whose emulated kernel counts (by class) equal those of ORT's optimized graph."""
+    import collections
+
+    import onnx
+
+    from lepton_search.latency.host_cpu import session
+    from lepton_search.latency.kernel_sweep import _ort_class
+    from lepton_search.latency.kernels import emulate
+
+    exact = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in files:
+            session(graphs / f, optimized_path=Path(tmp) / "opt.onnx")
+            ref = collections.Counter(_ort_class(n) for n in onnx.load(str(Path(tmp) / "opt.onnx")).graph.node)
+            exact += collections.Counter(k.cls for k in emulate(graphs / f)) == ref
+    return exact / len(files)
 
 
 def main() -> None:
@@ -62,18 +84,19 @@ def main() -> None:
     parser.add_argument("--graphs", default=None, help="reuse a folder built by a previous run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kernel-table", default=str(TABLE), help="kernel table CSV (swept here when missing)")
+    parser.add_argument("--sweep-graphs", type=int, default=70, help="sweep graphs (x4 widths) when sweeping")
     args = parser.parse_args()
     start = time.perf_counter()
     graphs = Path(args.graphs or tempfile.mkdtemp(prefix="lepton_latency_acc_"))
     if not (graphs / MANIFEST).is_file():
         build_set(graphs)
-    measured = measure(graphs, args.rounds)
+    measured, spread = measure(graphs, args.rounds)
     profile = load_profile("host-cpu-model")
     samples = load_samples(graphs, measured, profile)
     pred, groups = heldout_predictions(samples, profile)
     meas = np.array([s.measured_ms for s in samples])
     uncal = np.array([predict_ms(s.items, params_of(profile), profile.memory_gbps) for s in samples])
-    table = kernel_table(Path(args.kernel_table))
+    table = kernel_table(Path(args.kernel_table), args.sweep_graphs)
     kern = np.array([table.predict_ms(graphs / s.file) for s in samples])
     per_group, kern_group = {}, {}
     for g in groups:
@@ -87,11 +110,17 @@ def main() -> None:
         "uncalibrated_overall": scores(uncal, meas),
         "kernel_table": {"scheme": "kernel table from random synthetic graphs; no architecture used for fitting",
                          "table": str(args.kernel_table), "overall": scores(kern, meas), "by_architecture": kern_group,
+                         "sweep_heldout": table.meta.get("heldout"),
+                         "emulation_exact_share": emulation_exact(graphs, [s.file for s in samples]),
                          "per_call_us": table.per_call_us, "per_kernel_us": table.per_kernel_us,
                          "affine_us": {c: [t.a, t.b] for c, t in table.classes.items()}},
         "bar": {"within_10pct": 0.90, "spearman": 0.95},
+        "measurement_spread": {"rounds": args.rounds, "median_pct": float(np.median(list(spread.values())) * 100),
+                               "p90_pct": float(np.percentile(list(spread.values()), 90) * 100),
+                               "max_pct": float(max(spread.values()) * 100)},
         "graphs": [{"file": s.file, "group": s.group, "measured_ms": s.measured_ms, "heldout_predicted_ms": float(p),
-                    "uncalibrated_ms": float(u), "kernel_table_ms": float(k)}
+                    "uncalibrated_ms": float(u), "kernel_table_ms": float(k),
+                    "spread_pct": spread[s.file] * 100}
                    for s, p, u, k in zip(samples, pred, uncal, kern)],
         "seconds": round(time.perf_counter() - start, 1),
     }
@@ -104,7 +133,11 @@ def main() -> None:
             ("kernel table: all", result["kernel_table"]["overall"])]
     for name, s in rows:
         print(f"{name:<34} {s['n']:>3} {s['within_10pct']:>11.0%} {s['spearman']:>9.3f} {s['mape_pct']:>7.1f}")
-    print(f"\nwrote {OUT} ({result['seconds']:.0f} s)")
+    sp, kt = result["measurement_spread"], result["kernel_table"]
+    print(f"\nmeasurement spread over {sp['rounds']} rounds (max/min - 1): median {sp['median_pct']:.1f}%, "
+          f"p90 {sp['p90_pct']:.1f}%, max {sp['max_pct']:.1f}%; emulation exact on "
+          f"{kt['emulation_exact_share']:.0%} of graphs")
+    print(f"wrote {OUT} ({result['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

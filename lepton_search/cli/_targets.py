@@ -26,7 +26,7 @@ def targets_cmd() -> None:
         try:
             info = get_target(name).describe()
         except ConfigError as exc:
-            click.echo(f"{name:<28} unavailable: {exc}")
+            click.echo(f"{name:<28} unavailable: {exc.fix}")
             continue
         err = info.get("expected_error_pct")
         price = info.get("usd_per_hour")

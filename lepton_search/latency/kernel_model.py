@@ -31,7 +31,7 @@ from lepton_search.latency._base import LatencyEstimate, LatencyModel
 from lepton_search.latency.kernels import MAC_CLASSES, Kernel, emulate
 
 NEIGHBOURS = 4
-RIDGE = 0.3  # pulls a class's per-kernel overhead towards the shared one (relative units, see fit)
+RIDGE = 0.05  # pulls a class's per-kernel overhead towards the shared one (relative units, see fit)
 
 
 def _size(k: Kernel) -> float:
