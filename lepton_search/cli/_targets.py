@@ -43,17 +43,21 @@ def targets_cmd() -> None:
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per file (>= 20).")
 @click.option("--kernels", is_flag=True, help="Also profile every kernel into <out stem>.kernels.csv "
               "(for `calibrate --kernels`).")
-def measure_cmd(folder: str, out_csv: str, threads: int, batch_size: int, runs: int, kernels: bool) -> None:
+@click.option("--rounds", type=int, default=1, show_default=True,
+              help="Time the folder N times over; each file keeps its fastest round (shared machines).")
+def measure_cmd(folder: str, out_csv: str, threads: int, batch_size: int, runs: int, kernels: bool,
+                rounds: int) -> None:
     """Time every *.onnx in FOLDER here with ONNX Runtime; write a CSV for `calibrate --csv`."""
     from lepton_search.latency.measure import measure_dir
 
-    for name, value in (("--threads", threads), ("--batch-size", batch_size)):
+    for name, value in (("--threads", threads), ("--batch-size", batch_size), ("--rounds", rounds)):
         if value < 1:
             raise ConfigError(name, value, "must be >= 1")
     if runs < 20:
         raise ConfigError("--runs", runs, "use at least 20 timed runs for a stable median")
     try:
-        rows = measure_dir(folder, out_csv, threads=threads, batch_size=batch_size, runs=runs, kernels=kernels)
+        rows = measure_dir(folder, out_csv, threads=threads, batch_size=batch_size, runs=runs, kernels=kernels,
+                          rounds=rounds)
     except FileNotFoundError:
         raise ConfigError("FOLDER", folder, "holds no *.onnx files") from None
     click.echo(f"wrote {len(rows)} measurements to {out_csv}")
@@ -123,6 +127,7 @@ def _calibrate_kernels(target: str, csv_path: str | None, graphs: str | None, ou
                    f"  lepton-search calibrate --target NAME --kernels --csv m.csv --graphs {write_graphs}")
         return
     from lepton_search.latency.kernel_calibrate import calibrate_kernels
+    from lepton_search.latency.kernel_model import table_path
 
     if csv_path is None:
         click.echo(f"timing {n_graphs} sweep graphs x 4 widths here ...", err=True)
@@ -130,7 +135,9 @@ def _calibrate_kernels(target: str, csv_path: str | None, graphs: str | None, ou
     h = built.heldout
     click.echo(f"held-out ({h['scheme']}, {h['n']} graphs): {h['within_10pct']:.0%} within +-10%, "
                f"Spearman {h['spearman']:.3f}, MAPE {h['mape_pct']:.1f}%")
-    click.echo(f"wrote {built.path} ({built.n_kernels} kernels; target {built.path.stem})")
+    home = table_path(built.target)
+    where = "" if built.path.resolve() == home.resolve() else f" once copied to {home}"
+    click.echo(f"wrote {built.path}: {built.n_kernels} kernels, target {built.target}{where}")
 
 
 @click.command("retarget")

@@ -38,8 +38,9 @@ HERE = ("host-cpu", "host-cpu-kernels")
 
 @dataclass(frozen=True)
 class BuiltTable:
-    """Where the table went, its held-out scores and how many kernels and graphs it holds."""
+    """Where the table went, the target it makes, its held-out scores, how many kernels and graphs it holds."""
 
+    target: str
     path: Path
     heldout: dict[str, Any]
     n_kernels: int
@@ -89,7 +90,7 @@ def _out_path(out: str | Path | None, name: str) -> Path:
 
 def calibrate_kernels(target: str = "host-cpu", *, csv_path: str | Path | None = None,
                       graphs_dir: str | Path | None = None, out: str | Path | None = None, n_graphs: int = 70,
-                      runs: int = 40, seed: int = 0, verbose: bool = False) -> BuiltTable:
+                      runs: int = 40, rounds: int = 3, seed: int = 0, verbose: bool = False) -> BuiltTable:
     """Build, score and save the kernel table of `target` (target `<target>-kernels`).
 
     With `csv_path` (a `lepton-search measure --kernels` CSV from the device) and `graphs_dir` (the folder
@@ -109,7 +110,7 @@ def calibrate_kernels(target: str = "host-cpu", *, csv_path: str | Path | None =
                 graphs_dir = Path(tmp) / "graphs"
                 write_graphs(graphs_dir, n_graphs=n_graphs, seed=seed)
             csv_path = Path(tmp) / "measured.csv"
-            measure_dir(graphs_dir, csv_path, runs=runs, kernels=True, verbose=verbose)
+            measure_dir(graphs_dir, csv_path, runs=runs, kernels=True, rounds=rounds, verbose=verbose)
         elif graphs_dir is None:
             raise ConfigError("--graphs", None, "pass the folder of sweep graphs the CSV was measured on")
         from lepton_search.latency.measure import kernels_csv_path
@@ -118,6 +119,7 @@ def calibrate_kernels(target: str = "host-cpu", *, csv_path: str | Path | None =
         rows, graphs = ingest(graphs_dir, totals, read_kernel_csv(kernels_csv_path(csv_path)), verbose=verbose)
         heldout = crossval(graphs_dir, rows, graphs, totals)
         meta = {"target": name, "device": _device(Path(csv_path)), "date": dt.date.today().isoformat(),
-                "measured_graphs": len(totals), "runs": runs if measured_here else None, "heldout": heldout}
+                "measured_graphs": len(totals), "runs": runs if measured_here else None,
+                "rounds": rounds if measured_here else None, "heldout": heldout}
     path = write_table(rows, graphs, _out_path(out, name), meta=meta)
-    return BuiltTable(path, heldout, len(rows), len(graphs))
+    return BuiltTable(name, path, heldout, len(rows), len(graphs))

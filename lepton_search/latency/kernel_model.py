@@ -110,7 +110,8 @@ class KernelTable:
                   meta: dict[str, Any] | None = None) -> KernelTable:
         """A table from kernel rows and per-graph rows (the dicts `kernel_sweep.ingest` returns)."""
         kernels = [Kernel(r["cls"], float(r["macs"]), int(float(r["in_elems"])), int(float(r["out_elems"])),
-                          int(float(r["w_elems"])), int(float(r["k"]))) for r in rows]
+                          int(float(r["w_elems"])), int(float(r["k"])), int(float(r.get("graph_w_bytes") or 0)))
+                   for r in rows]
         counts: dict[str, dict[str, int]] = {}
         for r in rows:
             by = counts.setdefault(str(r["graph"]), {})

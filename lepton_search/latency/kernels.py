@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +49,14 @@ class Kernel:
     out_elems: int
     w_elems: int = 0
     k: int = 1
+    graph_w_bytes: int = 0  # weight bytes the whole graph reads per call: whether they stay in cache
 
     def features(self) -> np.ndarray:
-        """What the kernel table matches on: log sizes (MAC kernels) or log element counts."""
+        """What the kernel table matches on: log sizes (MAC kernels, with the graph's weight footprint,
+        since a GEMV whose weights fall out of cache is several times slower) or log element counts."""
         if self.cls in MAC_CLASSES:
-            return np.log2([self.macs + 1, self.out_elems + 1, self.w_elems + 1, self.in_elems + 1, self.k + 1])
+            return np.log2([self.macs + 1, self.out_elems + 1, self.w_elems + 1, self.in_elems + 1, self.k + 1,
+                            self.graph_w_bytes + 1])
         return np.log2([self.in_elems + 1, self.out_elems + 1])
 
 
@@ -276,7 +280,9 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
         layout[y] = lay
     for o in g.outputs:
         need(o, "nchw")
-    return out
+    # integer kernels read 1-byte weights; the others FP32 (FP16 is cast at load, INT4 dequantized per call)
+    footprint = sum(k.w_elems * (1 if k.cls.startswith("q") else 4) for k in out if k.cls in MAC_CLASSES)
+    return [dataclasses.replace(k, graph_w_bytes=footprint) for k in out]
 
 
 def _conv_dims(g: _G, node: onnx.NodeProto, w_name: str) -> tuple[int, int, int, int, int]:
