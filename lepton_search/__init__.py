@@ -25,7 +25,7 @@ _EXPORTS = {
     "search": "lepton_search.study",
     "Workload": "lepton_search.workloads", "list_workloads": "lepton_search.workloads",
 }
-__all__ = sorted([*_EXPORTS, "workloads"])
+__all__ = sorted([*_EXPORTS, "workloads"])  # noqa: PLE0605 - built from the lazy table
 __version__ = "0.1.0"
 
 

@@ -7,7 +7,7 @@ import time
 from typing import TextIO
 
 
-class progress:  # noqa: N801 - used like a function
+class progress:
     """`bar = progress(total=n, desc="train"); bar.update(); bar.close()`."""
 
     def __init__(self, total: int, desc: str = "", stream: TextIO | None = None, enabled: bool | None = None) -> None:

@@ -59,8 +59,9 @@ def front_table(result: SearchResult) -> str:
     """The front as a fixed-width text table, base first."""
     front = result.pareto()
     base = result.base
-    lines = [f"base: accuracy {base.get('accuracy', float('nan')):.4f}  latency p50 {base.get('latency_ms', float('nan')):.3f} ms  "
-             f"size {base.get('size_mb', float('nan')):.3f} MB  ({base.get('latency_source', '?')})"]
+    nan = float("nan")
+    lines = [(f"base: accuracy {base.get('accuracy', nan):.4f}  latency p50 {base.get('latency_ms', nan):.3f} ms  "
+              f"size {base.get('size_mb', nan):.3f} MB  ({base.get('latency_source', '?')})")]
     if front.empty:
         return "\n".join([*lines, "no complete feasible trials yet"])
     cols = [c for c in TABLE_COLUMNS if c in front and front[c].notna().any()]

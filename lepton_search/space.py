@@ -166,7 +166,7 @@ class SearchSpace:
     @property
     def prune_ratios(self) -> list[float]:
         low, high, step = self.prune_ratio
-        n = int(math.floor((high - low) / step + 1e-9)) + 1
+        n = math.floor((high - low) / step + 1e-9) + 1
         return [round(low + i * step, 6) for i in range(n)]
 
     @property

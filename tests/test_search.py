@@ -89,7 +89,7 @@ def test_resume_counts_existing_trials_and_measures_base_once(run, digits_cnn):
 
 
 def test_resuming_with_another_space_is_refused_without_changing_the_study(run, digits_cnn):
-    result, url, *_ = run
+    _, url, *_ = run
     n = len(load(url, "it").study.trials)
     other = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 16), finetune_epochs=(0, 1))
     with pytest.raises(ConfigError, match="different search space"):

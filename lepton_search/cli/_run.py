@@ -18,7 +18,7 @@ def _quiet_optuna() -> None:
     optuna.logging.set_verbosity(logging.WARNING)
 
 
-def _workload(spec: str | None, data_dir: str | None):  # noqa: ANN202
+def _workload(spec: str | None, data_dir: str | None):
     from lepton_search import workloads
 
     if spec is None:

@@ -86,7 +86,7 @@ def _int4(name: str, w: np.ndarray, axis: int) -> tuple[list[TensorProto], onnx.
     return [q_t, s_t], node
 
 
-def _weight_only(model: onnx.ModelProto, encode) -> onnx.ModelProto:  # noqa: ANN001
+def _weight_only(model: onnx.ModelProto, encode) -> onnx.ModelProto:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     targets = _weight_inputs(model)
     kept, new_nodes = [], []

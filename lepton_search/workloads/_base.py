@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import (
-    BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset, TensorDataset,
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+    TensorDataset,
 )
 
 from lepton_search.errors import ConfigError
 
-DataLike = Union[DataLoader, tuple[torch.Tensor, torch.Tensor], Dataset]
+DataLike = DataLoader | tuple[torch.Tensor, torch.Tensor] | Dataset
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
 
@@ -82,8 +87,7 @@ class Workload:
         return DataLoader(ds, batch_size=bs, shuffle=shuffle, generator=gen)
 
     def batches(self, split: str, batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for xb, yb in self.loader(split, batch_size=batch_size):
-            yield xb, yb
+        yield from self.loader(split, batch_size=batch_size)
 
     def score(self, logits: np.ndarray, labels: np.ndarray) -> float:
         return (self.metric or top1_accuracy)(logits, labels)
