@@ -60,7 +60,10 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
          f"{k.get('finetune_epochs')} epoch(s) of distillation"),
     ]
     bits = k.get("bits")
-    precision = {32: "FP32", 16: "FP16", 8: "INT8 (NNCF, static)", 4: "INT4 weights"}.get(bits, f"{bits} bit")
+    precision = {32: "FP32", 16: "FP16 weights", 8: "INT8 weights and activations (NNCF, static)",
+                 4: "INT4 weights"}.get(bits, f"{bits} bit")
+    if m.get("quantization_aware"):
+        precision += " after quantization-aware fine-tuning"
     lines = [
         f"# Model card: {config['study']} trial {config['trial']}", "",
         (f"Workload `{config.get('workload')}`; {k.get('prune_method')} pruning of {_fmt(k.get('prune_ratio'), '.0%')} "
