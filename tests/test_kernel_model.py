@@ -7,13 +7,15 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import onnx
 import pytest
 
 from lepton_search.compress import quantize
 from lepton_search.latency.host_cpu import HostCpuLatency, session
+from lepton_search.latency.kernel_graphs import _Net
 from lepton_search.latency.kernel_model import KernelTable, fit_overheads
-from lepton_search.latency.kernel_sweep import _ort_class, sweep, write_table
+from lepton_search.latency.kernel_sweep import _ort_class, precision_forms, sweep, write_table
 from lepton_search.latency.kernels import emulate
 from lepton_search.latency.toy_graphs import conv_net, mlp_net
 
@@ -29,6 +31,49 @@ def _ort_kernels(path, tmp_path):
 def test_emulated_kernels_match_ort(build, bits, tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(quantize.quantize(build(), bits), str(path))
+    assert collections.Counter(k.cls for k in emulate(path)) == _ort_kernels(path, tmp_path)
+
+
+def _inverted_residual():
+    """MobileNet-v2-like (ReLU6): in INT8 each block input is an int8 Q read by a conv and a residual Add, so
+    ORT keeps it int8 (no uint8 conversion): the convs around it and the Add stay float, the shared DQ is
+    copied per consumer and each unfused conv gets an int32 bias DQ."""
+    net = _Net(np.random.default_rng(0), relu6=True)
+    x = net.conv("input", 3, 16, 3, stride=2)
+    for _ in range(2):
+        y = net.conv(net.conv(x, 16, 64, 1), 64, 64, 3, group=64)
+        x = net.add(net.conv(y, 64, 16, 1, act=False), x)
+    return net.head(x, 16, [1, 3, 32, 32]), (1, 3, 32, 32)
+
+
+def _odd_resnet():
+    """ResNet-like stages at pruned widths (12, 18, 36): FP32 residual Adds between NCHWc and NCHW convs, and a
+    tensor reordered to NCHW that an NCHWc conv later reads in NCHWc again (no second reorder)."""
+    net = _Net(np.random.default_rng(0), relu6=False)
+    x = net.conv("input", 3, 12, 3)
+    x = net.act(net.add(net.conv(net.conv(x, 12, 12, 3), 12, 12, 3, act=False), x))
+    for ci, co in ((12, 18), (18, 36)):
+        body = net.conv(net.conv(x, ci, co, 3), co, co, 3, act=False)
+        x = net.act(net.add(body, net.conv(x, ci, co, 1, act=False)))
+    return net.head(x, 36, [1, 3, 16, 16]), (1, 3, 16, 16)
+
+
+def _pool_into_float_conv():
+    """INT8: a MaxPool read by a float (per-channel quantized) depthwise conv stays a float pool, and a Relu
+    after a float Add is dropped because the Q after it clips anyway."""
+    net = _Net(np.random.default_rng(0), relu6=False)
+    x = net.maxpool(net.conv("input", 3, 16, 3))
+    x = net.conv(net.conv(x, 16, 16, 3, group=16), 16, 16, 1, act=False)
+    y = net.conv(net.conv(x, 16, 32, 1), 32, 16, 1, act=False)
+    x = net.act(net.add(y, x))
+    return net.head(x, 16, [1, 3, 16, 16]), (1, 3, 16, 16)
+
+
+@pytest.mark.parametrize(("build", "bits"), [(_inverted_residual, 8), (_odd_resnet, 32), (_pool_into_float_conv, 8)])
+def test_emulated_residual_graphs_match_ort(build, bits, tmp_path):
+    model, shape = build()
+    path = tmp_path / "m.onnx"
+    onnx.save(precision_forms(model, shape, bits, 0), str(path))
     assert collections.Counter(k.cls for k in emulate(path)) == _ort_kernels(path, tmp_path)
 
 

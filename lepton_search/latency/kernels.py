@@ -8,10 +8,14 @@ onnxruntime is absent. It mirrors what ORT 1.2x does on x86 (checked against its
   (it runs every call) unless a fused integer kernel absorbs it;
 - INT8 QDQ: DQ -> Conv/Gemm/MatMul/Add/GlobalAveragePool -> [Relu|Clip] -> Q becomes one integer kernel
   (QLinearConv in NHWC, QGemm, QLinearAdd, ...) when every activation input comes from DQ (MaxPool and
-  reshapes pass DQ through) and a Relu/Clip in between is covered by the Q range; the other Q/DQ nodes run;
+  reshapes pass DQ through), a Relu/Clip in between is covered by the Q range and the integer types agree
+  (`kernels_qdq`: an int8 Q read by several nodes stays int8, which x86 integer convs refuse); the other
+  Q/DQ nodes run, a shared DQ once per consumer, plus the int32 bias DQ ORT adds to an unfused conv;
 - FP32 Conv with constant weights runs in NCHWc (channels padded to blocks of 16) with Relu/Clip and
   a residual Add fused in, when its input channels are a multiple of 4 (under 16 it reads NCHW);
-  pools stay NCHWc only on whole blocks; ReorderInput/ReorderOutput at the edges;
+  pools stay NCHWc only on whole blocks; ReorderInput/ReorderOutput at the edges, once per tensor (a
+  tensor reordered to NCHW is still held in NCHWc); an NCHWc conv takes a residual Add only when the
+  other input is held in NCHWc, else a plain conv feeding the Add takes it;
 - Conv on run-time weights (INT4, unfused INT8) runs as NCHW FusedConv; NHWC integer regions get
   Transposes at their edges.
 
@@ -30,12 +34,12 @@ import onnx
 from onnx import numpy_helper
 
 from lepton_search.latency.graph_cost import fix_batch
+from lepton_search.latency.kernels_qdq import ACTS, _act_removable, _attrs, _bias_quantized, _int8_fused
 
 BLOCK = 16  # NCHWc block on AVX-512; ORT pads channels to it
 MAC_CLASSES = ("conv_nchwc", "dwconv_nchwc", "conv", "dwconv", "qconv", "qdwconv", "gemm", "qgemm")
 ELEM_CLASSES = ("dq", "q", "layout", "pool", "qpool", "gap", "qgap", "add", "qadd", "eltwise", "reshape")
 RESHAPES = {"Flatten", "Reshape", "Squeeze", "Unsqueeze"}
-ACTS = {"Relu", "Clip"}
 DQ_TRANSPARENT = {"MaxPool", *RESHAPES}
 
 
@@ -124,67 +128,6 @@ class _G:
         return None
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _act_removable(g: _G, act: onnx.NodeProto, q: onnx.NodeProto) -> bool:
-    """ORT drops Relu/Clip before QuantizeLinear when the Q range lies inside the clip range."""
-    scale = g.value(q.input[1])
-    zp = g.value(q.input[2]) if len(q.input) > 2 and q.input[2] else np.zeros((), np.uint8)
-    if scale is None or zp is None or scale.size != 1:
-        return False
-    info = np.iinfo(zp.dtype)
-    lower = float(scale) * (info.min - int(zp))
-    upper = float(scale) * (info.max - int(zp))
-    lo, hi = 0.0, float("inf")
-    if act.op_type == "Clip":
-        a = _attrs(act)
-        lo, hi = a.get("min", -np.inf), a.get("max", np.inf)
-        if len(act.input) > 1 and act.input[1]:
-            v = g.value(act.input[1])
-            lo = -np.inf if v is None else float(v)
-        if len(act.input) > 2 and act.input[2]:
-            v = g.value(act.input[2])
-            hi = np.inf if v is None else float(v)
-    eps = float(np.finfo(np.float32).eps)
-    return lo - lower <= eps and upper - hi <= eps
-
-
-def _dq_of(g: _G, name: str) -> onnx.NodeProto:
-    node = g.prod[name]
-    while node.op_type != "DequantizeLinear":
-        node = g.prod[node.input[0]]
-    return node
-
-
-def _scalar_q(g: _G, node: onnx.NodeProto) -> bool:
-    """Integer kernels take per-tensor activation scales only (per-channel Q/DQ stays unfused)."""
-    scale = g.value(node.input[1])
-    return scale is not None and scale.size == 1
-
-
-def _int8_fused(g: _G, node: onnx.NodeProto) -> list[str]:
-    """Names of the nodes absorbed when `node` runs as an integer kernel, else []."""
-    acts = [i for i in node.input if i and not g.const(i) and not g.const_dq(i)]
-    if not acts or not all(g.from_dq(i) and _scalar_q(g, _dq_of(g, i)) for i in acts):
-        return []
-    weights = [i for i in node.input[1:2] if node.op_type in {"Conv", "Gemm", "MatMul"}]
-    if weights and not g.const_dq(weights[0]):
-        return []
-    nxt = g.one_consumer(node.output[0])
-    absorbed = [node.output[0]]
-    if nxt is not None and nxt.op_type in ACTS:
-        q = g.one_consumer(nxt.output[0])
-        if q is None or q.op_type != "QuantizeLinear" or not _act_removable(g, nxt, q):
-            return []
-        absorbed.append(nxt.output[0])
-        nxt = q
-    if nxt is None or nxt.op_type != "QuantizeLinear" or not _scalar_q(g, nxt):
-        return []
-    return [*absorbed, nxt.output[0]]
-
-
 def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list[Kernel]:
     """The kernels ORT runs for `model`, in graph order (see the module docstring for the rules)."""
     if not isinstance(model, onnx.ModelProto):
@@ -203,9 +146,19 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
         return bool(cons) and name not in g.outputs and all(
             c.output[0] in int8_outs or (c.op_type in DQ_TRANSPARENT and absorbed(c.output[0])) for c in cons)
 
+    avail: dict[str, set[str]] = {}  # the layouts a tensor is held in: ORT keeps the NCHWc original
+    deferred: list[tuple[str, str]] = []  # residuals read by a fused conv before their producer runs
+
     def need(name: str, want: str) -> None:
+        if name not in layout and name in g.prod:
+            deferred.append((name, want))
+            return
         have = layout.get(name, "nchw")
-        if have == want or len(g.shapes.get(name, ())) != 4:
+        seen = avail.setdefault(name, {have})
+        if want in seen:
+            layout[name] = want
+            return
+        if len(g.shapes.get(name, ())) != 4:
             return
         n = g.numel(name)
         if "nchwc" in (have, want):
@@ -214,7 +167,11 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
             out.append(Kernel("layout", 0.0, padded if have == "nchwc" else n, n if have == "nchwc" else padded))
         else:
             out.append(Kernel("layout", 0.0, n, n))
+        seen.add(want)
         layout[name] = want
+
+    def has(name: str, want: str) -> bool:
+        return want in avail.get(name, {layout.get(name, "")})
 
     for node in g.g.node:
         op, y = node.op_type, node.output[0]
@@ -229,7 +186,10 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
             if g.const(x) or absorbed(y):
                 layout[y] = lay
                 continue  # weights: costed by their consumer; activations: absorbed by integer kernels
-            out.append(Kernel("dq", 0.0, g.numel(x), g.numel(y)))
+            # ORT gives each consumer its own copy of a shared DQ (EnsureUniqueDQForNodeUnit)
+            copies = sum(not (c.output[0] in int8_outs or (c.op_type in DQ_TRANSPARENT and absorbed(c.output[0])))
+                         for c in g.cons.get(y, [])) + (y in g.outputs)
+            out.extend([Kernel("dq", 0.0, g.numel(x), g.numel(y))] * max(copies, 1))
             layout[y] = lay
             continue
         if op == "QuantizeLinear":
@@ -252,13 +212,13 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
             final = fused[-1]
             _int8_kernel(g, node, final, out, need, layout)
             continue
-        if op == "MaxPool" and g.from_dq(x):
+        if op == "MaxPool" and g.from_dq(x) and (absorbed(y) or all(c.op_type == "QuantizeLinear" for c in g.cons[y])):
             need(x, "nhwc")
             out.append(Kernel("qpool", 0.0, g.numel(x), g.numel(y)))
             layout[y] = "nhwc"
             continue
         if op in {"Conv", "Gemm", "MatMul"}:
-            _float_mac(g, node, out, need, layout, skip)
+            _float_mac(g, node, out, need, layout, skip, has)
             continue
         if op in {"MaxPool", "AveragePool", "GlobalAveragePool"}:
             c = g.shapes.get(x, (0, 0))[1]
@@ -276,8 +236,12 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
             out.append(Kernel("add", 0.0, g.numel(x), g.numel(y)))
             layout[y] = want
             continue
-        out.append(Kernel("eltwise", 0.0, g.numel(x), g.numel(y)))
+        q = g.one_consumer(y)
+        if not (op in ACTS and q is not None and q.op_type == "QuantizeLinear" and _act_removable(g, node, q)):
+            out.append(Kernel("eltwise", 0.0, g.numel(x), g.numel(y)))  # (a Relu/Clip the Q clips anyway is dropped)
         layout[y] = lay
+    for name, want in deferred:
+        need(name, want)
     for o in g.outputs:
         need(o, "nchw")
     # integer kernels read 1-byte weights; the others FP32 (FP16 is cast at load, INT4 dequantized per call)
@@ -310,42 +274,47 @@ def _gemm(g: _G, node: onnx.NodeProto, cls: str, y: str) -> Kernel:
     return Kernel(cls, float(n_out * k), g.numel(node.input[0]), n_out, k * (g.shapes.get(y, (1, 1))[-1]))
 
 
-def _float_mac(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, skip: set) -> None:
+def _float_mac(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, skip: set, has) -> None:
     x, y = node.input[0], node.output[0]
     w = node.input[1]
     final, residual = y, ""
-    nxt = g.one_consumer(y)
-    if node.op_type == "Conv" and nxt is not None and nxt.op_type == "Add":
-        # Conv + residual Add (+ Relu/Clip) run as one kernel
-        residual = next((i for i in nxt.input if i != y), "")
-        skip.add(final := nxt.output[0])
-        nxt = g.one_consumer(final)
-    if nxt is not None and nxt.op_type in ACTS:
-        skip.add(final := nxt.output[0])
     if g.const_dq(w):
         out.append(Kernel("dq", 0.0, g.numel(w), g.numel(w)))
+    if _bias_quantized(g, node):
+        out.append(Kernel("dq", 0.0, g.numel(node.input[2]), g.numel(node.input[2])))
+    nxt = g.one_consumer(y)
     if node.op_type != "Conv":
+        if nxt is not None and nxt.op_type in ACTS:
+            skip.add(final := nxt.output[0])
         need(x, "nchw")
         out.append(_gemm(g, node, "gemm", y))
         layout[final] = "nchw"
         return
     cin, cout, kh, kw, group = _conv_dims(g, node, w)
     dw = group > 1 and group == cin
-    if g.const(w) and (group == 1 or dw):
-        # ORT: under 16 input channels the NCHWc conv reads NCHW; otherwise (and for depthwise) the
-        # channel count must be a multiple of 4, else the conv stays a plain NCHW FusedConv
-        small_in = group == 1 and cin < BLOCK
-        if not small_in and cin % 4:
-            return _plain_conv(g, node, out, need, layout, final, residual, (cin, cout, kh, kw, group))
-        need(x, "nchw" if small_in else "nchwc")
-        ci = cin if small_in else _pad(cin)
-        if residual and not g.const(residual):
-            need(residual, "nchwc")
-        out.append(_mac_kernel("dwconv_nchwc" if dw else "conv_nchwc", _pad(cin) if dw else ci, _pad(cout), kh, kw,
-                               _pad(cin) if dw else 1, _hw(g, y), _hw(g, x)))
-        layout[final] = "nchwc"
-        return
-    _plain_conv(g, node, out, need, layout, final, residual, (cin, cout, kh, kw, group))
+    # ORT: under 16 input channels the NCHWc conv reads NCHW; otherwise (and for depthwise) the
+    # channel count must be a multiple of 4, else the conv stays a plain NCHW FusedConv
+    small_in = group == 1 and cin < BLOCK
+    nchwc = g.const(w) and (group == 1 or dw) and (small_in or cin % 4 == 0)
+    if nxt is not None and nxt.op_type == "Add" and nxt.output[0] not in skip:
+        # Conv + residual Add (+ Relu/Clip) run as one kernel; an NCHWc conv takes the Add only when the
+        # other input is already held in NCHWc (else a plain conv feeding the Add takes it, or it runs alone)
+        other = next((i for i in nxt.input if i != y), "")
+        if not nchwc or g.const(other) or has(other, "nchwc"):
+            residual = other
+            skip.add(final := nxt.output[0])
+            nxt = g.one_consumer(final)
+    if nxt is not None and nxt.op_type in ACTS:
+        skip.add(final := nxt.output[0])
+    if not nchwc:
+        return _plain_conv(g, node, out, need, layout, final, residual, (cin, cout, kh, kw, group))
+    need(x, "nchw" if small_in else "nchwc")
+    ci = cin if small_in else _pad(cin)
+    if residual and not g.const(residual):
+        need(residual, "nchwc")
+    out.append(_mac_kernel("dwconv_nchwc" if dw else "conv_nchwc", _pad(cin) if dw else ci, _pad(cout), kh, kw,
+                           _pad(cin) if dw else 1, _hw(g, y), _hw(g, x)))
+    layout[final] = "nchwc"
 
 
 def _plain_conv(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, final: str,
