@@ -113,3 +113,19 @@ def test_kernel_predictor_runs_without_onnxruntime_or_torch(table, tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_dq_kernels_are_kept_apart_by_width():
+    int4 = emulate(quantize.quantize(mlp_net((64, 128, 10)), 4))
+    model, shape = _inverted_residual()
+    int8 = emulate(precision_forms(model, shape, 8, 0))
+    assert {k.table_class for k in int4 if k.cls == "dq"} == {"dq4"}
+    assert {k.table_class for k in int8 if k.cls == "dq"} == {"dq8", "dq32"}  # activations/weights, int32 biases
+    rows = [{"graph": "g", "cls": "dq", "macs": 0, "in_elems": 1000, "out_elems": 1000, "w_elems": 0, "k": 1,
+             "bits": b, "us": us} for b, us in ((4, 40.0), (8, 4.0))]
+    graphs = [{"graph": "g", "n_kernels": 2, "kernel_sum_us": 44.0, "total_us": 50.0},
+              {"graph": "h", "n_kernels": 1, "kernel_sum_us": 4.0, "total_us": 8.0}]
+    kt = KernelTable.from_rows(rows, graphs)
+    slow, fast = (kt.kernel_us(k) for k in (next(k for k in int4 if k.cls == "dq"),
+                                            next(k for k in int8 if k.table_class == "dq8")))
+    assert set(kt.classes) == {"dq4", "dq8"} and slow > 3 * fast

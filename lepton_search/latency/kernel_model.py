@@ -75,7 +75,7 @@ class KernelTable:
         self.meta = meta or {}
         by_cls: dict[str, tuple[list, list, list]] = {}
         for k, t in zip(kernels, us):
-            f, s, y = by_cls.setdefault(k.cls, ([], [], []))
+            f, s, y = by_cls.setdefault(k.table_class, ([], [], []))
             f.append(k.features())
             s.append(_size(k))
             y.append(max(t, 0.05))
@@ -110,7 +110,8 @@ class KernelTable:
                   meta: dict[str, Any] | None = None) -> KernelTable:
         """A table from kernel rows and per-graph rows (the dicts `kernel_sweep.ingest` returns)."""
         kernels = [Kernel(r["cls"], float(r["macs"]), int(float(r["in_elems"])), int(float(r["out_elems"])),
-                          int(float(r["w_elems"])), int(float(r["k"])), int(float(r.get("graph_w_bytes") or 0)))
+                          int(float(r["w_elems"])), int(float(r["k"])), int(float(r.get("graph_w_bytes") or 0)),
+                          int(float(r.get("bits") or 0)))
                    for r in rows]
         counts: dict[str, dict[str, int]] = {}
         for r in rows:
@@ -128,7 +129,7 @@ class KernelTable:
 
     def kernel_us(self, k: Kernel) -> float:
         """Predicted time of one kernel; a class never measured counts as its per-kernel overhead only."""
-        table = self.classes.get(k.cls)
+        table = self.classes.get(k.table_class) or self.classes.get(k.cls)  # (a table swept without DQ widths)
         if table is None:
             return 0.0
         d = np.linalg.norm(table.features - k.features(), axis=1)
@@ -137,7 +138,9 @@ class KernelTable:
         return float(table.base(_size(k)) * np.exp(np.sum(w * table.log_ratio[idx]) / w.sum()))
 
     def predict_us(self, kernels: list[Kernel]) -> float:
-        return self.per_call_us + sum(self.kernel_us(k) + self.overhead_us(k.cls) for k in kernels)
+        """Per-call overhead plus each kernel's time and (mostly negative: the profiler's own cost) overhead,
+        a kernel counting at least nothing (a table fitted on few graphs can overshoot the correction)."""
+        return self.per_call_us + sum(max(self.kernel_us(k) + self.overhead_us(k.cls), 0.0) for k in kernels)
 
     def predict_ms(self, onnx_path: str | Path, *, batch_size: int = 1) -> float:
         return self.predict_us(emulate(onnx_path, batch_size=batch_size)) / 1e3

@@ -27,7 +27,7 @@ from lepton_search.errors import ConfigError
 from lepton_search.latency.kernel_graphs import random_graph
 from lepton_search.latency.kernels import Kernel, emulate
 
-COLUMNS = ("graph", "cls", "macs", "in_elems", "out_elems", "w_elems", "k", "graph_w_bytes", "us")
+COLUMNS = ("graph", "cls", "macs", "in_elems", "out_elems", "w_elems", "k", "graph_w_bytes", "bits", "us")
 GRAPH_COLUMNS = ("graph", "bits", "n_kernels", "kernel_sum_us", "total_us")
 SWEEP_META = "sweep.json"
 
@@ -130,7 +130,7 @@ def ingest(graphs_dir: str | Path, totals_ms: dict[str, float], kernels: dict[st
         for k, us in paired:
             rows.append({"graph": name, "cls": k.cls, "macs": k.macs, "in_elems": k.in_elems,
                          "out_elems": k.out_elems, "w_elems": k.w_elems, "k": k.k,
-                         "graph_w_bytes": k.graph_w_bytes, "us": us})
+                         "graph_w_bytes": k.graph_w_bytes, "bits": k.bits, "us": us})
         if exact:  # the per-call overhead is fitted on graphs whose every kernel is known
             bits = int(name.rsplit("-b", 1)[1]) if "-b" in name else 32
             graphs.append({"graph": name, "bits": bits, "n_kernels": len(paired),

@@ -54,6 +54,12 @@ class Kernel:
     w_elems: int = 0
     k: int = 1
     graph_w_bytes: int = 0  # weight bytes the whole graph reads per call: whether they stay in cache
+    bits: int = 0  # integer width a DequantizeLinear reads (4-bit weights unpack slower than 8-bit activations)
+
+    @property
+    def table_class(self) -> str:
+        """The class the kernel table keeps apart: `dq4`, `dq8`, `dq32` for DQ by width, else `cls`."""
+        return f"{self.cls}{self.bits}" if self.cls == "dq" and self.bits else self.cls
 
     def features(self) -> np.ndarray:
         """What the kernel table matches on: log sizes (MAC kernels, with the graph's weight footprint,
@@ -189,7 +195,7 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
             # ORT gives each consumer its own copy of a shared DQ (EnsureUniqueDQForNodeUnit)
             copies = sum(not (c.output[0] in int8_outs or (c.op_type in DQ_TRANSPARENT and absorbed(c.output[0])))
                          for c in g.cons.get(y, [])) + (y in g.outputs)
-            out.extend([Kernel("dq", 0.0, g.numel(x), g.numel(y))] * max(copies, 1))
+            out.extend([Kernel("dq", 0.0, g.numel(x), g.numel(y), bits=_bits(g, x))] * max(copies, 1))
             layout[y] = lay
             continue
         if op == "QuantizeLinear":
@@ -249,6 +255,20 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
     return [dataclasses.replace(k, graph_w_bytes=footprint) for k in out]
 
 
+def _bits(g: _G, name: str) -> int:
+    """Integer width of `name`, a DQ's input: its initializer's type, or the zero point of the Q writing it."""
+    node = g.prod.get(name)
+    if name not in g.inits and node is not None and node.op_type in {"Identity", "Cast"}:
+        return _bits(g, node.input[0])
+    if node is not None and node.op_type == "QuantizeLinear":
+        if len(node.input) < 3 or not node.input[2]:
+            return 8
+        name = node.input[2]
+    init = g.inits.get(name)
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type) if init is not None else np.dtype(np.uint8)
+    return 4 if "int4" in str(dtype) else dtype.itemsize * 8
+
+
 def _conv_dims(g: _G, node: onnx.NodeProto, w_name: str) -> tuple[int, int, int, int, int]:
     """(cin, cout, kernel h, kernel w, group) of a Conv from its weight shape."""
     w = g.shapes.get(w_name) or g.shapes.get(g.prod[w_name].input[0]) if w_name in g.prod else g.shapes.get(w_name)
@@ -279,9 +299,9 @@ def _float_mac(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dic
     w = node.input[1]
     final, residual = y, ""
     if g.const_dq(w):
-        out.append(Kernel("dq", 0.0, g.numel(w), g.numel(w)))
+        out.append(Kernel("dq", 0.0, g.numel(w), g.numel(w), bits=_bits(g, g.prod[w].input[0])))
     if _bias_quantized(g, node):
-        out.append(Kernel("dq", 0.0, g.numel(node.input[2]), g.numel(node.input[2])))
+        out.append(Kernel("dq", 0.0, g.numel(node.input[2]), g.numel(node.input[2]), bits=32))
     nxt = g.one_consumer(y)
     if node.op_type != "Conv":
         if nxt is not None and nxt.op_type in ACTS:
