@@ -28,7 +28,8 @@ class Candidate:
     params_ratio: float
     weight_sparsity: float
     finetune_seconds: float
-    finetune_samples: int
+    finetune_subset: int  # train images per fine-tune epoch (0 when no epochs ran)
+    finetune_samples: int  # images seen in all epochs
     bn_batches: int
     compress_seconds: float
     quantization_aware: bool = False
@@ -78,6 +79,7 @@ def compress(
         config=config, onnx_path=out_path, size_mb=out_path.stat().st_size / 1e6,
         macs=macs, params=params, macs_ratio=macs / max(macs_base, 1), params_ratio=params / max(params_base, 1),
         weight_sparsity=prune.weight_sparsity(model), finetune_seconds=ft_seconds,
+        finetune_subset=len(train.dataset) if config.finetune_epochs else 0,
         finetune_samples=len(train.dataset) * config.finetune_epochs, bn_batches=bn_batches,
         compress_seconds=time.perf_counter() - start, quantization_aware=quant_aware,
     )

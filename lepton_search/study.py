@@ -153,7 +153,7 @@ class Objective:
                         settings=self.space.finetune, teacher=self.teacher, seed=self.seed)
         meas = evaluate(cand, self.workload, self.target)
         drop_pts = (self.base["accuracy"] - meas.accuracy) * 100
-        attrs = _trial_attrs(cand, meas, self.base, drop_pts, self.seed, self.space)
+        attrs = _trial_attrs(cand, meas, self.base, drop_pts, self.seed)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         limit = self.space.max_accuracy_drop_pts
@@ -177,7 +177,7 @@ class Objective:
         return values
 
 
-def _trial_attrs(cand: Candidate, meas: Any, base: dict, drop_pts: float, seed: int, space: SearchSpace) -> dict:
+def _trial_attrs(cand: Candidate, meas: Any, base: dict, drop_pts: float, seed: int) -> dict:
     return {
         "accuracy": meas.accuracy, "val_correct": meas.val_correct, "val_total": meas.val_total,
         "accuracy_drop_pts": drop_pts, "latency_ms": meas.latency_ms, "latency_p90_ms": meas.latency_p90_ms,
@@ -187,8 +187,7 @@ def _trial_attrs(cand: Candidate, meas: Any, base: dict, drop_pts: float, seed: 
         "speedup": base["latency_ms"] / meas.latency_ms, "size_ratio": meas.size_mb / base["size_mb"],
         "macs": cand.macs, "params": cand.params, "macs_ratio": cand.macs_ratio, "params_ratio": cand.params_ratio,
         "weight_sparsity": cand.weight_sparsity, "finetune_seconds": cand.finetune_seconds,
-        "finetune_subset": min(space.finetune.subset_size, cand.finetune_samples // max(cand.config.finetune_epochs, 1))
-        if cand.config.finetune_epochs else 0,
+        "finetune_subset": cand.finetune_subset,
         "finetune_samples": cand.finetune_samples, "bn_batches": cand.bn_batches,
         "compress_seconds": cand.compress_seconds, "quantization_aware": cand.quantization_aware, "exporter": cand.exporter, "seed": seed,
         "versions": library_versions(),
