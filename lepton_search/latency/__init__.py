@@ -17,38 +17,30 @@ def register_target(name: str, factory: Callable[..., LatencyModel]) -> None:
     _TARGETS[name] = factory
 
 
-def _register_profiles() -> None:
-    """Every profile YAML (built-in or in the user profile folder) is a predicted target; read on demand."""
+def _register_discovered() -> None:
+    """Targets found on disk, read on demand: every profile YAML (built-in or in the user profile folder) is a
+    predicted target; `host-cpu-kernels` and every `<device>-kernels.csv` in the profile folder a kernel-table
+    target. A name registered by hand is never replaced."""
+    from lepton_search.latency.kernel_model import table_factory, table_targets
     from lepton_search.latency.predicted import profile_factory
     from lepton_search.latency.profile import profile_paths
 
-    for name in profile_paths():
-        if name not in _TARGETS or getattr(_TARGETS[name], "from_profile", False):
-            factory = profile_factory(name)
-            factory.from_profile = True  # type: ignore[attr-defined]
-            _TARGETS[name] = factory
-
-
-def _register_kernel_tables() -> None:
-    """`host-cpu-kernels` and every `<device>-kernels.csv` in the profile folder: kernel-table targets."""
-    from lepton_search.latency.kernel_model import table_factory, table_targets
-
-    for name in table_targets():
-        if name not in _TARGETS or getattr(_TARGETS[name], "from_table", False):
-            factory = table_factory(name)
-            factory.from_table = True  # type: ignore[attr-defined]
-            _TARGETS[name] = factory
+    for names, make, marker in ((profile_paths(), profile_factory, "from_profile"),
+                                (table_targets(), table_factory, "from_table")):
+        for name in names:
+            if name not in _TARGETS or getattr(_TARGETS[name], marker, False):
+                factory = make(name)
+                setattr(factory, marker, True)
+                _TARGETS[name] = factory
 
 
 def list_targets() -> list[str]:
-    _register_profiles()
-    _register_kernel_tables()
+    _register_discovered()
     return sorted(_TARGETS)
 
 
 def get_target(name: str, **kwargs: object) -> LatencyModel:
-    _register_profiles()
-    _register_kernel_tables()
+    _register_discovered()
     if name not in _TARGETS:
         raise ConfigError("target", name, f"unknown target; {did_you_mean(name, _TARGETS)}")
     return _TARGETS[name](**kwargs)
