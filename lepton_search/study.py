@@ -152,6 +152,9 @@ class Objective:
         cand = compress(self.workload, config, self.work_dir / f"trial_{trial.number}.onnx",
                         settings=self.space.finetune, teacher=self.teacher, seed=self.seed)
         meas = evaluate(cand, self.workload, self.target)
+        values = tuple(meas.objective(o) for o in self.space.objectives)
+        if not all(math.isfinite(v) for v in values):  # before anything is stored for this trial
+            raise FloatingPointError(f"objective values {values} are not finite")
         drop_pts = (self.base["accuracy"] - meas.accuracy) * 100
         attrs = _trial_attrs(cand, meas, self.base, drop_pts, self.seed)
         for key, value in attrs.items():
@@ -171,9 +174,6 @@ class Objective:
             print(f"trial {trial.number:3d} {config.label():<22} acc {meas.accuracy:.4f} (drop {drop_pts:+.2f} pt) "
                   f"p50 {meas.latency_ms:.3f} ms x{self.base['latency_ms'] / meas.latency_ms:.2f} "
                   f"{meas.size_mb:.3f} MB ft {cand.finetune_seconds:.0f}s", file=sys.stderr)
-        values = tuple(meas.objective(o) for o in self.space.objectives)
-        if not all(math.isfinite(v) for v in values):
-            raise FloatingPointError(f"objective values {values} are not finite")
         return values
 
 
