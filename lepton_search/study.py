@@ -245,13 +245,14 @@ def _optimize(study: optuna.Study, objective: Objective, n_trials: int, n_config
     start = time.perf_counter()
     bar, done = progress(total=target, desc="trials"), n_complete()
     bar.update(done)
-    while n_complete() < target and attempts < max_attempts:
+    while done < target and attempts < max_attempts:
         attempts += 1
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         save_role_notes(SearchResult(study, objective.store))  # dashboard notes follow the front
-        bar.update(n_complete() - done)
-        done = n_complete()
+        now = n_complete()
+        bar.update(now - done)
+        done = now
     bar.close()
     if objective.verbose:
-        print(f"search: {n_complete()} complete trials in study {study.study_name!r} "
+        print(f"search: {done} complete trials in study {study.study_name!r} "
               f"({time.perf_counter() - start:.0f}s this run)", file=sys.stderr)
