@@ -12,11 +12,12 @@ import onnx
 import pytest
 
 from lepton_search.compress import quantize
+from lepton_search.latency import _boost
 from lepton_search.latency.host_cpu import HostCpuLatency, session
 from lepton_search.latency.kernel_graphs import _Net
 from lepton_search.latency.kernel_model import KernelTable, fit_overheads
-from lepton_search.latency.kernel_sweep import _ort_class, precision_forms, sweep, write_table
-from lepton_search.latency.kernels import emulate
+from lepton_search.latency.kernel_sweep import _ort_class, pair, precision_forms, sweep, write_table
+from lepton_search.latency.kernels import Kernel, emulate
 from lepton_search.latency.toy_graphs import conv_net, mlp_net
 
 
@@ -129,3 +130,40 @@ def test_dq_kernels_are_kept_apart_by_width():
     slow, fast = (kt.kernel_us(k) for k in (next(k for k in int4 if k.cls == "dq"),
                                             next(k for k in int8 if k.table_class == "dq8")))
     assert set(kt.classes) == {"dq4", "dq8"} and slow > 3 * fast
+
+
+def test_convs_and_gemms_on_run_time_weights_are_their_own_classes():
+    """INT4 weights are dequantized every call: ORT cannot prepack them and they arrive hot in cache, so the
+    table must not mix those kernels with FP32 ones of the same shape."""
+    for net, cls in ((conv_net((16, 32)), "conv"), (mlp_net((64, 128, 10)), "gemm")):
+        assert not any(k.runtime_w for k in emulate(net))
+        assert {k.table_class for k in emulate(quantize.quantize(net, 4)) if k.cls == cls} == {f"{cls}_rtw"}
+
+
+def test_pairing_follows_node_names_when_ort_runs_branches_in_another_order():
+    body = Kernel("qconv", 2.6e6, 24576, 12288, 10368, 3, names=("/body/Conv", "b0"))
+    short = Kernel("qconv", 2.9e5, 24576, 12288, 1152, 1, names=("/short/Conv", "s0"))
+    # ORT ran the shortcut first; the profiler hides prepacked weights, so sizes alone cannot tell them apart
+    measured = [("qconv", 6.0, (24576, 48, 12288), "/short/Conv_token_27"),
+                ("qconv", 12.0, (24576, 48, 12288), "/body/Conv_token_21")]
+    paired, exact = pair([body, short], measured)
+    assert exact and [(k.names[0], us) for k, us in paired] == [("/body/Conv", 12.0), ("/short/Conv", 6.0)]
+
+
+def test_pairing_falls_back_to_sizes_then_order():
+    big, small = Kernel("layout", 0.0, 4096, 4096), Kernel("layout", 0.0, 64, 64)
+    measured = [("layout", 1.0, (64, 0, 64), "ReorderOutput"), ("layout", 9.0, (4096, 0, 4096), "ReorderInput")]
+    assert [us for _, us in pair([big, small], measured)[0]] == [9.0, 1.0]
+    assert [us for _, us in pair([big, small], [(c, us) for c, us, *_ in measured])[0]] == [1.0, 9.0]
+
+
+def test_boosted_trees_learn_a_step_and_a_curve_deterministically():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 4, (600, 3))
+    y = np.sin(x[:, 0]) + 0.8 * (x[:, 1] > 2.5)  # the third column is noise
+    model = _boost.fit(x, y, seed=0)
+    test = rng.uniform(0, 4, (300, 3))
+    err = np.abs(model.predict(test) - (np.sin(test[:, 0]) + 0.8 * (test[:, 1] > 2.5)))
+    assert np.mean(err) < 0.12
+    assert np.array_equal(_boost.fit(x, y, seed=0).predict(test), model.predict(test))
+    assert np.allclose(_boost.fit(x, np.full(600, 2.0)).predict(test), 2.0)  # nothing to split on

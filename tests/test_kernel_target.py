@@ -34,7 +34,11 @@ def test_profiled_classes_match_optimized_graph(build, bits, tmp_path):
     session(path, optimized_path=tmp_path / "opt.onnx")
     ref = collections.Counter(_ort_class(n) for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
     shape = tuple(d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim)
-    assert collections.Counter(k.cls for k in profile_kernels(path, shape, runs=2, warmup=1)) == ref
+    profiled = profile_kernels(path, shape, runs=2, warmup=1)
+    assert collections.Counter(k.cls for k in profiled) == ref
+    # what pairing matches on: each profiled kernel's output elements are those of an emulated one
+    emulated = {(k.cls, k.out_elems) for k in emulate(path)}
+    assert all((k.cls, k.out_elems) in emulated for k in profiled)
 
 
 @pytest.mark.parametrize("channels", [(16, 30, 40), (18, 32), (12, 20, 36), (20, 6, 32), (5, 16)])

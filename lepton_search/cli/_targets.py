@@ -77,7 +77,8 @@ def measure_cmd(folder: str, out_csv: str, threads: int, batch_size: int, runs: 
               "a profile: time ORT's kernels in synthetic sweep graphs.")
 @click.option("--write-graphs", default=None, type=click.Path(file_okay=False),
               help="With --kernels: only write the sweep graphs to this folder, to measure on a remote device.")
-@click.option("--n-graphs", type=int, default=70, show_default=True, help="With --kernels: sweep graphs (x4 widths).")
+@click.option("--n-graphs", type=int, default=600, show_default=True,
+              help="With --kernels: sweep graphs (x4 widths; 600 take ~10 min to write and time here).")
 def calibrate_cmd(target: str | None, csv_path: str | None, graphs: str | None, out: str | None, kernels: bool,
                   write_graphs: str | None, n_graphs: int) -> None:
     """Fit a profile's efficiency factors (or, with --kernels, build a kernel table); report the held-out error."""

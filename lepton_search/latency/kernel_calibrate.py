@@ -89,7 +89,7 @@ def _out_path(out: str | Path | None, name: str) -> Path:
 
 
 def calibrate_kernels(target: str = "host-cpu", *, csv_path: str | Path | None = None,
-                      graphs_dir: str | Path | None = None, out: str | Path | None = None, n_graphs: int = 70,
+                      graphs_dir: str | Path | None = None, out: str | Path | None = None, n_graphs: int = 600,
                       runs: int = 40, rounds: int = 3, seed: int = 0, verbose: bool = False) -> BuiltTable:
     """Build, score and save the kernel table of `target` (target `<target>-kernels`).
 

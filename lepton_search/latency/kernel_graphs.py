@@ -218,4 +218,7 @@ def random_graph(rng: np.random.Generator) -> tuple[onnx.ModelProto, tuple[int, 
     """A random FP32 graph from one of `FAMILIES` (drawn by weight) and its input shape."""
     names = list(FAMILIES)
     weights = np.array([FAMILIES[n][0] for n in names])
-    return FAMILIES[names[int(rng.choice(len(names), p=weights / weights.sum()))]][1](rng)
+    model, shape = FAMILIES[names[int(rng.choice(len(names), p=weights / weights.sum()))]][1](rng)
+    for node in model.graph.node:  # ORT's profiler names kernels after nodes: what `kernel_sweep.pair` matches
+        node.name = node.name or f"{node.op_type}_{node.output[0]}"
+    return model, shape

@@ -1,15 +1,17 @@
-"""Kernel-table latency: split a graph into the kernels ORT runs, look each up among measured kernels, sum.
+"""Kernel-table latency: split a graph into the kernels ORT runs, predict each from measured kernels, sum.
 
     latency   = per_call_us + sum over kernels of (t(kernel) + per_kernel_us[class])
-    t(kernel) = f_c(size) * exp(weighted mean over the k nearest measured kernels of class c of log(us / f_c(size)))
+    t(kernel) = f_c(size) * exp(g_c(features))
     f_c(size) = a_c + b_c * size      (a launch cost plus a cost per unit of work, fitted per class)
 
-`size` is MACs for conv/gemm classes and elements moved for the others; nearness is Euclidean in
-log2 features (`Kernel.features`). The neighbours correct f_c for the efficiency of shapes like the
-one asked for; f_c keeps small, launch-bound kernels from being scaled by size like big ones.
-per_call_us and the per-class per_kernel_us (the profiler's own cost per kernel comes out negative)
-are a robust least-squares fit of each sweep graph's whole-call time minus its profiled kernel times
-on its kernel counts. Reads the table CSV written by `kernel_sweep`; imports neither torch nor onnxruntime.
+`size` is MACs for conv/gemm classes and elements moved for the others. g_c, the log of how much
+slower or faster a kernel runs than f_c says, is a gradient-boosted tree ensemble (`_boost`) fitted
+on the table's kernels of class c over `Kernel.features` (sizes, channel counts and their alignment,
+the graph's weight footprint). f_c carries the prediction past the largest kernel measured; g_c the
+shape effects f_c cannot see. per_call_us and the per-class per_kernel_us (the profiler's own cost per
+kernel comes out negative) are a robust least-squares fit of each sweep graph's whole-call time minus
+its profiled kernel times on its kernel counts. Reads the table CSV written by `kernel_sweep`; imports
+neither torch nor onnxruntime.
 
 Example:
     >>> table = KernelTable.load("experiments/results/host_kernel_table.csv")  # doctest: +SKIP
@@ -27,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from lepton_search.errors import ConfigError
+from lepton_search.latency import _boost
 from lepton_search.latency._base import LatencyEstimate, LatencyModel
 from lepton_search.latency.kernels import MAC_CLASSES, Kernel, emulate
 
-NEIGHBOURS = 4
 RIDGE = 0.05  # pulls a class's per-kernel overhead towards the shared one (relative units, see fit)
 
 
@@ -55,22 +57,26 @@ def fit_affine(sizes: np.ndarray, us: np.ndarray) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class _ClassTable:
-    features: np.ndarray  # (n, d)
-    log_ratio: np.ndarray  # (n,): log(us / f_c(size))
     a: float
     b: float
+    shape: _boost.Boosted  # log(us / f_c(size)) from the kernel's features
+    n: int
 
     def base(self, size: float) -> float:
         return max(self.a + self.b * size, 1e-3)
+
+    def times(self, kernels: list[Kernel]) -> np.ndarray:
+        ratio = self.shape.predict(np.array([k.features() for k in kernels]))
+        return np.array([self.base(_size(k)) for k in kernels]) * np.exp(ratio)
 
 
 class KernelTable:
     """Measured kernels by class, plus the per-call and per-kernel (per class) overheads of the runtime."""
 
     def __init__(self, kernels: list[Kernel], us: list[float], *, per_call_us: float,
-                 per_kernel_us: float | dict[str, float], neighbours: int = NEIGHBOURS,
-                 meta: dict[str, Any] | None = None) -> None:
-        self.per_call_us, self.neighbours = per_call_us, neighbours
+                 per_kernel_us: float | dict[str, float], meta: dict[str, Any] | None = None,
+                 seed: int = 0) -> None:
+        self.per_call_us = per_call_us
         self.per_kernel_us = per_kernel_us if isinstance(per_kernel_us, dict) else {"*": float(per_kernel_us)}
         self.meta = meta or {}
         by_cls: dict[str, tuple[list, list, list]] = {}
@@ -79,13 +85,12 @@ class KernelTable:
             f.append(k.features())
             s.append(_size(k))
             y.append(max(t, 0.05))
-        self.classes = {}
-        for c, (f, s, y) in by_cls.items():
+        self.classes: dict[str, _ClassTable] = {}
+        for c, (f, s, y) in sorted(by_cls.items()):
             sizes, times = np.array(s), np.array(y)
             a, b = fit_affine(sizes, times)
-            table = _ClassTable(np.array(f), np.zeros(len(times)), a, b)
-            ratio = np.log(times / np.array([table.base(x) for x in sizes]))
-            self.classes[c] = _ClassTable(table.features, ratio, a, b)
+            ratio = np.log(times / np.maximum(a + b * sizes, 1e-3))
+            self.classes[c] = _ClassTable(a, b, _boost.fit(np.array(f), ratio, seed=seed), len(times))
 
     def overhead_us(self, cls: str) -> float:
         """The per-kernel overhead of class `cls` (the shared figure for a class the fit did not see)."""
@@ -111,7 +116,7 @@ class KernelTable:
         """A table from kernel rows and per-graph rows (the dicts `kernel_sweep.ingest` returns)."""
         kernels = [Kernel(r["cls"], float(r["macs"]), int(float(r["in_elems"])), int(float(r["out_elems"])),
                           int(float(r["w_elems"])), int(float(r["k"])), int(float(r.get("graph_w_bytes") or 0)),
-                          int(float(r.get("bits") or 0)))
+                          int(float(r.get("bits") or 0)), bool(int(float(r.get("runtime_w") or 0))))
                    for r in rows]
         counts: dict[str, dict[str, int]] = {}
         for r in rows:
@@ -127,20 +132,26 @@ class KernelTable:
         value = self.meta.get("heldout", {}).get("mape_pct")
         return None if value is None else float(value)
 
+    def kernel_times(self, kernels: list[Kernel]) -> list[float]:
+        """Predicted time (us) of each kernel; a class never measured counts as its per-kernel overhead only."""
+        out = np.zeros(len(kernels))
+        by_cls: dict[str, list[int]] = {}
+        for i, k in enumerate(kernels):
+            by_cls.setdefault(k.table_class if k.table_class in self.classes else k.cls, []).append(i)
+        for c, idx in by_cls.items():
+            if c in self.classes:  # (a table swept without DQ widths falls back to the plain class)
+                out[idx] = self.classes[c].times([kernels[i] for i in idx])
+        return out.tolist()
+
     def kernel_us(self, k: Kernel) -> float:
-        """Predicted time of one kernel; a class never measured counts as its per-kernel overhead only."""
-        table = self.classes.get(k.table_class) or self.classes.get(k.cls)  # (a table swept without DQ widths)
-        if table is None:
-            return 0.0
-        d = np.linalg.norm(table.features - k.features(), axis=1)
-        idx = np.argsort(d)[: self.neighbours]
-        w = 1.0 / (d[idx] + 0.25)
-        return float(table.base(_size(k)) * np.exp(np.sum(w * table.log_ratio[idx]) / w.sum()))
+        """Predicted time of one kernel (see `kernel_times`)."""
+        return self.kernel_times([k])[0]
 
     def predict_us(self, kernels: list[Kernel]) -> float:
         """Per-call overhead plus each kernel's time and (mostly negative: the profiler's own cost) overhead,
         a kernel counting at least nothing (a table fitted on few graphs can overshoot the correction)."""
-        return self.per_call_us + sum(max(self.kernel_us(k) + self.overhead_us(k.cls), 0.0) for k in kernels)
+        return self.per_call_us + sum(max(t + self.overhead_us(k.cls), 0.0)
+                                      for k, t in zip(kernels, self.kernel_times(kernels)))
 
     def predict_ms(self, onnx_path: str | Path, *, batch_size: int = 1) -> float:
         return self.predict_us(emulate(onnx_path, batch_size=batch_size)) / 1e3
@@ -227,8 +238,8 @@ class KernelLatency(LatencyModel):
         ms = self.table.predict_us(kernels) / 1e3
         err = self.expected_error_pct
         by_cls: dict[str, float] = {}
-        for k in kernels:
-            by_cls[k.cls] = by_cls.get(k.cls, 0.0) + self.table.kernel_us(k) / 1e3
+        for k, t in zip(kernels, self.table.kernel_times(kernels)):
+            by_cls[k.cls] = by_cls.get(k.cls, 0.0) + t / 1e3
         return LatencyEstimate(p50_ms=ms, p90_ms=ms * (1 + (err or 0) / 100), source=self.source,
                                expected_error_pct=err, threads=1, batch_size=batch,
                                details={"kernels": len(kernels), "ms_by_class": by_cls})

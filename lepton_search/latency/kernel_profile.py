@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-KERNEL_COLUMNS = ("file", "node", "op", "cls", "us")
+KERNEL_COLUMNS = ("file", "node", "op", "cls", "us", "in_elems", "w_elems", "out_elems")
 _TABLE = {"Gemm": "gemm", "FusedGemm": "gemm", "MatMul": "gemm", "QGemm": "qgemm", "QLinearMatMul": "qgemm",
           "MatMulIntegerToFloat": "qgemm", "DequantizeLinear": "dq", "QuantizeLinear": "q", "Transpose": "layout",
           "ReorderInput": "layout", "ReorderOutput": "layout", "MaxPool": "pool", "AveragePool": "pool",
@@ -29,12 +29,17 @@ _TABLE = {"Gemm": "gemm", "FusedGemm": "gemm", "MatMul": "gemm", "QGemm": "qgemm
 
 @dataclass(frozen=True)
 class KernelTime:
-    """One kernel ORT ran: node name, op name, kernel class and its time in microseconds."""
+    """One kernel ORT ran: node name, op name, kernel class, its time in microseconds, and the elements of
+    its first two inputs and first output (what `kernel_sweep.pair` matches on: ORT may run branches in
+    another order than the graph lists them)."""
 
     node: str
     op: str
     cls: str
     us: float
+    in_elems: int = 0
+    w_elems: int = 0
+    out_elems: int = 0
 
 
 def event_class(op: str, node: str, input_shapes: list[list[int]]) -> str:
@@ -51,8 +56,12 @@ def event_class(op: str, node: str, input_shapes: list[list[int]]) -> str:
     return _TABLE.get(op, "eltwise")
 
 
-def _shapes(args: dict) -> list[list[int]]:
-    return [next(iter(s.values()), []) if isinstance(s, dict) else [] for s in args.get("input_type_shape", [])]
+def _shapes(args: dict, key: str = "input_type_shape") -> list[list[int]]:
+    return [next(iter(s.values()), []) if isinstance(s, dict) else [] for s in args.get(key, [])]
+
+
+def _numel(shapes: list[list[int]], i: int = 0) -> int:
+    return int(np.prod(shapes[i])) if len(shapes) > i and shapes[i] else 0
 
 
 def profile_kernels(path: str | Path, shape: tuple[int, ...], *, runs: int = 40, warmup: int = 10,
@@ -75,16 +84,20 @@ def profile_kernels(path: str | Path, shape: tuple[int, ...], *, runs: int = 40,
                 sess.run(None, feed)
         events = json.loads(Path(sess.end_profiling()).read_text())
     durs: dict[str, list[float]] = {}
-    info: dict[str, tuple[str, str]] = {}
+    info: dict[str, tuple[str, str, tuple[int, int, int]]] = {}
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             node = e["name"][: -len("_kernel_time")]
             args = e.get("args", {})
             if node not in info:
                 op = str(args.get("op_name", ""))
-                info[node] = (op, event_class(op, node, _shapes(args)))
+                ins = _shapes(args)
+                w_at = 3 if op in ("QLinearConv", "QGemm", "QLinearMatMul") else 1  # (prepacked: absent)
+                sizes = (_numel(ins), _numel(ins, w_at), _numel(_shapes(args, "output_type_shape")))
+                info[node] = (op, event_class(op, node, ins), sizes)
             durs.setdefault(node, []).append(float(e["dur"]))
-    return [KernelTime(n, op, cls, trimmed_mean(durs[n][warmup:] or durs[n])) for n, (op, cls) in info.items()]
+    return [KernelTime(n, op, cls, trimmed_mean(durs[n][warmup:] or durs[n]), *sizes)
+            for n, (op, cls, sizes) in info.items()]
 
 
 def trimmed_mean(values: list[float], cut: float = 0.2) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from lepton_search.errors import ConfigError
 from lepton_search.latency.kernel_graphs import random_graph
 from lepton_search.latency.kernels import Kernel, emulate
 
-COLUMNS = ("graph", "cls", "macs", "in_elems", "out_elems", "w_elems", "k", "graph_w_bytes", "bits", "us")
+COLUMNS = ("graph", "cls", "macs", "in_elems", "out_elems", "w_elems", "k", "graph_w_bytes", "bits", "runtime_w", "us")
 GRAPH_COLUMNS = ("graph", "bits", "n_kernels", "kernel_sum_us", "total_us")
 SWEEP_META = "sweep.json"
 
@@ -57,25 +58,50 @@ def precision_forms(model: onnx.ModelProto, shape: tuple[int, ...], bits: int, s
     return quantize.quantize(model, bits, calib if bits == 8 else ())
 
 
-def pair(emulated: list[Kernel], measured: list[tuple[str, float]]) -> tuple[list[tuple[Kernel, float]], bool]:
-    """Emulated kernels matched to profiled ones class by class, in order; and whether all counts agree.
+Measured = tuple  # (class, us[, (in, weight, out) elements or None[, profiled node name]])
 
-    Where ORT ran a different number of kernels of a class than emulated, that class is left out."""
-    by_cls: dict[str, list[float]] = {}
-    for cls, us in measured:
-        by_cls.setdefault(cls, []).append(us)
+
+def _profiled_names(node: str) -> set[str]:
+    """The graph names a profiled kernel may carry: ORT appends `_token_N` to nodes it rewrote and names
+    an NCHWc conv `<fused output>_nchwc`."""
+    base = re.sub(r"(_token_\d+)+$", "", node)
+    return {node, base, base.removesuffix("_nchwc")} - {""}
+
+
+def _mismatch(k: Kernel, sizes: tuple[int, int, int] | None, node: str) -> tuple[int, float]:
+    """How unlike a profiled kernel is an emulated one: (0 if the profiled node name is one of the kernel's
+    names else 1, sum of |log ratio| over the input, weight and output elements both know)."""
+    named = 0 if node and k.names and _profiled_names(node) & set(k.names) else 1
+    if sizes is None:
+        return named, 0.0
+    want = (k.in_elems, k.w_elems, k.out_elems)
+    return named, round(float(sum(abs(np.log((a + 1) / (b + 1))) for a, b in zip(want, sizes) if a and b)), 6)
+
+
+def pair(emulated: list[Kernel], measured: list[Measured]) -> tuple[list[tuple[Kernel, float]], bool]:
+    """Emulated kernels matched to profiled ones class by class; and whether all counts agree.
+
+    Within a class each emulated kernel (in graph order) takes the unused profiled kernel of the same
+    node name, else the one whose sizes are closest, the earliest on a tie: ORT may run parallel branches
+    (a shortcut conv, say) in another order than the graph lists them. Where ORT ran a different number
+    of kernels of a class than emulated, that class is left out."""
+    by_cls: dict[str, list[tuple[float, tuple[int, int, int] | None, str]]] = {}
+    for cls, us, *rest in measured:
+        by_cls.setdefault(cls, []).append((us, rest[0] if rest else None, rest[1] if len(rest) > 1 else ""))
     want: dict[str, int] = {}
     for k in emulated:
         want[k.cls] = want.get(k.cls, 0) + 1
     exact = {c: len(v) for c, v in by_cls.items()} == want
-    seen: dict[str, int] = {}
+    used: dict[str, set[int]] = {c: set() for c in by_cls}
     out = []
     for k in emulated:
-        if len(by_cls.get(k.cls, [])) != want[k.cls]:
+        cands = by_cls.get(k.cls, [])
+        if len(cands) != want[k.cls]:
             continue
-        i = seen.get(k.cls, 0)
-        seen[k.cls] = i + 1
-        out.append((k, by_cls[k.cls][i]))
+        free = [i for i in range(len(cands)) if i not in used[k.cls]]
+        best = min(free, key=lambda i: (*_mismatch(k, cands[i][1], cands[i][2]), i))
+        used[k.cls].add(best)
+        out.append((k, cands[best][0]))
     return out, exact
 
 
@@ -96,8 +122,9 @@ def write_graphs(folder: str | Path, *, n_graphs: int = 60, bits: tuple[int, ...
     return paths
 
 
-def read_kernel_csv(path: str | Path) -> dict[str, list[tuple[str, float]]]:
-    """file -> [(kernel class, us)] in execution order, from a `measure --kernels` kernels CSV."""
+def read_kernel_csv(path: str | Path) -> dict[str, list[Measured]]:
+    """file -> [(kernel class, us, sizes)] in execution order, from a `measure --kernels` kernels CSV
+    (sizes: input, weight and output elements; None in a CSV written before they were recorded)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError("--csv", str(path), "no per-kernel CSV beside it; run `lepton-search measure DIR --out CSV "
@@ -106,9 +133,11 @@ def read_kernel_csv(path: str | Path) -> dict[str, list[tuple[str, float]]]:
         rows = list(csv.DictReader(fh))
     if rows and not {"file", "cls", "us"} <= set(rows[0]):
         raise ConfigError("--csv", str(path), "needs columns file, cls, us (as `lepton-search measure --kernels` writes)")
-    out: dict[str, list[tuple[str, float]]] = {}
+    out: dict[str, list[Measured]] = {}
     for r in rows:
-        out.setdefault(r["file"], []).append((r["cls"], float(r["us"])))
+        sizes = (tuple(int(float(r[c] or 0)) for c in ("in_elems", "w_elems", "out_elems"))
+                 if r.get("out_elems") not in (None, "") else None)
+        out.setdefault(r["file"], []).append((r["cls"], float(r["us"]), sizes, r.get("node") or ""))
     return out
 
 
@@ -130,7 +159,7 @@ def ingest(graphs_dir: str | Path, totals_ms: dict[str, float], kernels: dict[st
         for k, us in paired:
             rows.append({"graph": name, "cls": k.cls, "macs": k.macs, "in_elems": k.in_elems,
                          "out_elems": k.out_elems, "w_elems": k.w_elems, "k": k.k,
-                         "graph_w_bytes": k.graph_w_bytes, "bits": k.bits, "us": us})
+                         "graph_w_bytes": k.graph_w_bytes, "bits": k.bits, "runtime_w": int(k.runtime_w), "us": us})
         if exact:  # the per-call overhead is fitted on graphs whose every kernel is known
             bits = int(name.rsplit("-b", 1)[1]) if "-b" in name else 32
             graphs.append({"graph": name, "bits": bits, "n_kernels": len(paired),

@@ -55,19 +55,31 @@ class Kernel:
     k: int = 1
     graph_w_bytes: int = 0  # weight bytes the whole graph reads per call: whether they stay in cache
     bits: int = 0  # integer width a DequantizeLinear reads (4-bit weights unpack slower than 8-bit activations)
+    runtime_w: bool = False  # conv/gemm weights made each call (INT4 DequantizeLinear): not prepacked, cached
+    names: tuple[str, ...] = ()  # the graph node (and output tensors) it runs: how a profiled kernel is paired
 
     @property
     def table_class(self) -> str:
-        """The class the kernel table keeps apart: `dq4`, `dq8`, `dq32` for DQ by width, else `cls`."""
-        return f"{self.cls}{self.bits}" if self.cls == "dq" and self.bits else self.cls
+        """The class the kernel table keeps apart: `dq4`, `dq8`, `dq32` for DQ by width, `conv_rtw` (and so
+        on) for a conv/gemm on run-time weights (ORT cannot prepack them; they arrive hot in cache), else `cls`."""
+        if self.cls == "dq" and self.bits:
+            return f"{self.cls}{self.bits}"
+        return f"{self.cls}_rtw" if self.runtime_w else self.cls
 
-    def features(self) -> np.ndarray:
-        """What the kernel table matches on: log sizes (MAC kernels, with the graph's weight footprint,
-        since a GEMV whose weights fall out of cache is several times slower) or log element counts."""
+    def features(self) -> list[float]:
+        """What the kernel table regresses on. MAC kernels: log sizes, the channel counts and spatial size
+        they imply, how the channels fall on ORT's blocks of 16 and 4 (a pruned conv with 18 channels runs
+        another path than one with 16), and the graph's weight footprint (a GEMV whose weights fall out of
+        cache is several times slower). Other kernels: log element counts and the footprint."""
         if self.cls in MAC_CLASSES:
-            return np.log2([self.macs + 1, self.out_elems + 1, self.w_elems + 1, self.in_elems + 1, self.k + 1,
-                            self.graph_w_bytes + 1])
-        return np.log2([self.in_elems + 1, self.out_elems + 1])
+            hw = self.macs / max(self.w_elems, 1)
+            cout = self.out_elems / max(hw, 1)
+            cin = self.w_elems / max(cout * self.k * self.k, 1)
+            ci, co = round(cin), round(cout)
+            return [*np.log2([self.macs + 1, self.in_elems + 1, self.out_elems + 1, self.w_elems + 1, cin + 1,
+                              cout + 1, hw + 1, self.graph_w_bytes + 1]).tolist(),
+                    self.k, ci % 16, co % 16, ci % 4, co % 4, self.w_elems * 4 / max(self.graph_w_bytes, 1)]
+        return np.log2([self.in_elems + 1, self.out_elems + 1, self.graph_w_bytes + 1]).tolist()
 
 
 def _pad(c: int) -> int:
@@ -153,6 +165,7 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
             c.output[0] in int8_outs or (c.op_type in DQ_TRANSPARENT and absorbed(c.output[0])) for c in cons)
 
     avail: dict[str, set[str]] = {}  # the layouts a tensor is held in: ORT keeps the NCHWc original
+    prev: onnx.NodeProto | None = None
     deferred: list[tuple[str, str]] = []  # residuals read by a fused conv before their producer runs
 
     def need(name: str, want: str) -> None:
@@ -179,7 +192,10 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
     def has(name: str, want: str) -> bool:
         return want in avail.get(name, {layout.get(name, "")})
 
+    named = 0  # kernels before this index carry the names of the node that made them
     for node in g.g.node:
+        named = _name_new(out, named, prev)
+        prev = node
         op, y = node.op_type, node.output[0]
         if y in skip or op in {"Constant", "Identity", "Shape", "Gather", "ConstantOfShape"} or (
                 op in {"Cast"} and g.const(node.input[0])):
@@ -246,6 +262,7 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
         if not (op in ACTS and q is not None and q.op_type == "QuantizeLinear" and _act_removable(g, node, q)):
             out.append(Kernel("eltwise", 0.0, g.numel(x), g.numel(y)))  # (a Relu/Clip the Q clips anyway is dropped)
         layout[y] = lay
+    named = _name_new(out, named, prev)
     for name, want in deferred:
         need(name, want)
     for o in g.outputs:
@@ -253,6 +270,16 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
     # integer kernels read 1-byte weights; the others FP32 (FP16 is cast at load, INT4 dequantized per call)
     footprint = sum(k.w_elems * (1 if k.cls.startswith("q") else 4) for k in out if k.cls in MAC_CLASSES)
     return [dataclasses.replace(k, graph_w_bytes=footprint) for k in out]
+
+
+def _name_new(out: list[Kernel], start: int, node: onnx.NodeProto | None) -> int:
+    """Name the kernels from `start` on after `node` (its name and outputs; a fused kernel keeps the names
+    it was given: ORT names an NCHWc conv after the last output it fuses). Returns the new start."""
+    if node is not None:
+        for i in range(start, len(out)):
+            if not out[i].names:
+                out[i] = dataclasses.replace(out[i], names=(node.name, *node.output))
+    return len(out)
 
 
 def _bits(g: _G, name: str) -> int:
@@ -307,7 +334,7 @@ def _float_mac(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dic
         if nxt is not None and nxt.op_type in ACTS:
             skip.add(final := nxt.output[0])
         need(x, "nchw")
-        out.append(_gemm(g, node, "gemm", y))
+        out.append(dataclasses.replace(_gemm(g, node, "gemm", y), runtime_w=not g.const(w)))
         layout[final] = "nchw"
         return
     cin, cout, kh, kw, group = _conv_dims(g, node, w)
@@ -332,8 +359,9 @@ def _float_mac(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dic
     ci = cin if small_in else _pad(cin)
     if residual and not g.const(residual):
         need(residual, "nchwc")
-    out.append(_mac_kernel("dwconv_nchwc" if dw else "conv_nchwc", _pad(cin) if dw else ci, _pad(cout), kh, kw,
-                           _pad(cin) if dw else 1, _hw(g, y), _hw(g, x)))
+    kernel = _mac_kernel("dwconv_nchwc" if dw else "conv_nchwc", _pad(cin) if dw else ci, _pad(cout), kh, kw,
+                         _pad(cin) if dw else 1, _hw(g, y), _hw(g, x))
+    out.append(dataclasses.replace(kernel, names=(node.name, y, final)))
     layout[final] = "nchwc"
 
 
@@ -346,7 +374,8 @@ def _plain_conv(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: di
     need(x, "nchw")
     if residual and not g.const(residual):
         need(residual, "nchw")
-    out.append(_mac_kernel("dwconv" if dw else "conv", cin, cout, kh, kw, group, _hw(g, y), _hw(g, x)))
+    kernel = _mac_kernel("dwconv" if dw else "conv", cin, cout, kh, kw, group, _hw(g, y), _hw(g, x))
+    out.append(dataclasses.replace(kernel, runtime_w=not g.const(node.input[1])))
     layout[final] = "nchw"
 
 

@@ -61,7 +61,8 @@ def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, ba
                 old = best_kernels.get(path.name)
                 best_kernels[path.name] = [
                     {"file": path.name, "node": k.node, "op": k.op, "cls": k.cls,
-                     "us": f"{k.us if old is None else min(k.us, float(old[i]['us'])):.4g}"}
+                     "us": f"{k.us if old is None else min(k.us, float(old[i]['us'])):.4g}",
+                     "in_elems": k.in_elems, "w_elems": k.w_elems, "out_elems": k.out_elems}
                     for i, k in enumerate(got)] if old is None or len(old) == len(got) else old
             if path.name not in best or est.p50_ms < float(best[path.name]["p50_ms"]):
                 best[path.name] = {"file": path.name, "p50_ms": f"{est.p50_ms:.6g}", "p90_ms": f"{est.p90_ms:.6g}",
