@@ -28,6 +28,7 @@ import numpy as np
 from lepton_search.latency.calibrate import heldout_predictions, load_samples, scores
 from lepton_search.latency.calibration_set import MANIFEST, build_set
 from lepton_search.latency.host_cpu import HostCpuLatency
+from lepton_search.latency.kernel_calibrate import drift_scale, reference_graphs
 from lepton_search.latency.kernel_model import KernelTable
 from lepton_search.latency.measure import input_shape
 from lepton_search.latency.predicted import params_of, predict_ms
@@ -51,16 +52,27 @@ def kernel_table(path: Path, n_graphs: int) -> KernelTable:
     return KernelTable.load(path)
 
 
-def measure(graphs: Path, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+def measure(files: list[Path], rounds: int) -> tuple[dict[str, float], dict[str, float]]:
     """Lowest of `rounds` interleaved medians per graph, and each graph's spread (max / min - 1) over rounds."""
     timer = HostCpuLatency(threads=1, runs=60, warmup=10)
-    files = sorted(graphs.glob("*.onnx"))
     seen: dict[str, list[float]] = {}
     for r in range(rounds):
         for path in files:
             seen.setdefault(path.name, []).append(timer.latency(path, input_shape(path, 1)).p50_ms)
         print(f"round {r + 1}/{rounds} measured {len(files)} graphs")
     return {f: min(v) for f, v in seen.items()}, {f: max(v) / min(v) - 1 for f, v in seen.items()}
+
+
+def breakdown(pred: np.ndarray, meas: np.ndarray, samples: list) -> dict:
+    """Scores overall, by architecture and by bit width, and the median predicted / measured ratio."""
+    def of(idx: list[int]) -> dict:
+        return {**scores(pred[idx], meas[idx]), "median_ratio": float(np.median(pred[idx] / meas[idx]))}
+
+    bits = sorted({s.file.rsplit("-b", 1)[1].removesuffix(".onnx") for s in samples}, key=int)
+    return {"overall": of(list(range(len(samples)))),
+            "by_architecture": {g: of([i for i, s in enumerate(samples) if s.group == g])
+                                for g in sorted({s.group for s in samples})},
+            "by_bits": {b: of([i for i, s in enumerate(samples) if s.file.endswith(f"-b{b}.onnx")]) for b in bits}}
 
 
 def emulation_exact(graphs: Path, files: list[str]) -> float:
@@ -93,42 +105,47 @@ def main() -> None:
     graphs = Path(args.graphs or tempfile.mkdtemp(prefix="lepton_latency_acc_"))
     if not (graphs / MANIFEST).is_file():
         build_set(graphs)
-    measured, spread = measure(graphs, args.rounds)
+    table = kernel_table(Path(args.kernel_table), args.sweep_graphs)
+    # a few of the table's own sweep graphs, timed in the same rounds: how much the host drifted since
+    refs = reference_graphs(graphs / "_reference", seed=int(table.meta.get("seed", 0)))
+    measured, spread = measure([*sorted(graphs.glob("*.onnx")), *refs], args.rounds)
+    ref_ms = {p.name: measured.pop(p.name) for p in refs}
+    drift = drift_scale(table, ref_ms)
+    ref_ratio = np.array([ms * 1e3 / table.graph_us[Path(f).stem] for f, ms in ref_ms.items()])
     profile = load_profile("host-cpu-model")
     samples = load_samples(graphs, measured, profile)
     pred, groups = heldout_predictions(samples, profile)
     meas = np.array([s.measured_ms for s in samples])
     uncal = np.array([predict_ms(s.items, params_of(profile), profile.memory_gbps) for s in samples])
-    table = kernel_table(Path(args.kernel_table), args.sweep_graphs)
-    kern = np.array([table.predict_ms(graphs / s.file) for s in samples])
-    per_group, kern_group = {}, {}
-    for g in groups:
-        idx = [i for i, s in enumerate(samples) if s.group == g]
-        per_group[g] = scores(pred[idx], meas[idx])
-        kern_group[g] = scores(kern[idx], meas[idx])
-    kern_bits = {}
-    for b in sorted({s.file.rsplit("-b", 1)[1].removesuffix(".onnx") for s in samples}, key=int):
-        idx = [i for i, s in enumerate(samples) if s.file.endswith(f"-b{b}.onnx")]
-        kern_bits[b] = {**scores(kern[idx], meas[idx]), "median_ratio": float(np.median(kern[idx] / meas[idx]))}
+    kern = np.array([table.predict_ms(graphs / s.file) for s in samples]) / table.drift  # as measured, raw
+    per_group = {g: scores(pred[[i for i, s in enumerate(samples) if s.group == g]],
+                           meas[[i for i, s in enumerate(samples) if s.group == g]]) for g in groups}
     result = {
         "host": HostCpuLatency().describe(), "n_graphs": len(samples), "groups": groups,
         "scheme": "leave-one-architecture-out: fit host-cpu-model on 3 architectures, score the 4th",
         "heldout_overall": scores(pred, meas), "heldout_by_architecture": per_group,
         "uncalibrated_overall": scores(uncal, meas),
         "kernel_table": {"scheme": "kernel table from random synthetic graphs; no architecture used for fitting",
-                         "table": str(args.kernel_table), "overall": scores(kern, meas), "by_architecture": kern_group, "by_bits": kern_bits,
-                         "median_ratio": float(np.median(kern / meas)),
+                         "table": str(args.kernel_table), **breakdown(kern, meas, samples),
                          "sweep_heldout": table.meta.get("heldout"),
                          "emulation_exact_share": emulation_exact(graphs, [s.file for s in samples]),
                          "per_call_us": table.per_call_us, "per_kernel_us": table.per_kernel_us,
                          "affine_us": {c: [t.a, t.b] for c, t in table.classes.items()},
                          "kernels_by_class": {c: t.n for c, t in table.classes.items()}},
+        "kernel_table_refreshed": {"scheme": f"the same table, every prediction x {drift:.3f}: the median (time "
+                                             f"now / time in the table) of {len(refs)} of its own sweep graphs "
+                                             "timed in the same rounds as the scored graphs "
+                                             "(`lepton-search calibrate --kernels --refresh`)",
+                                   "drift_scale": drift, **breakdown(kern * drift, meas, samples)},
+        # the host's own test-retest: the same graphs timed now and when the table was swept
+        "reference_retest": {"n": len(ref_ratio), "within_10pct": float(np.mean(np.abs(ref_ratio - 1) <= 0.10)),
+                             "ratio_p5_p50_p95": np.percentile(ref_ratio, [5, 50, 95]).tolist()},
         "bar": {"within_10pct": 0.90, "spearman": 0.95},
         "measurement_spread": {"rounds": args.rounds, "median_pct": float(np.median(list(spread.values())) * 100),
                                "p90_pct": float(np.percentile(list(spread.values()), 90) * 100),
                                "max_pct": float(max(spread.values()) * 100)},
         "graphs": [{"file": s.file, "group": s.group, "measured_ms": s.measured_ms, "heldout_predicted_ms": float(p),
-                    "uncalibrated_ms": float(u), "kernel_table_ms": float(k),
+                    "uncalibrated_ms": float(u), "kernel_table_ms": float(k), "kernel_table_refreshed_ms": float(k * drift),
                     "spread_pct": spread[s.file] * 100}
                    for s, p, u, k in zip(samples, pred, uncal, kern)],
         "seconds": round(time.perf_counter() - start, 1),
@@ -136,17 +153,25 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2))
     print(f"\n{'held-out architecture':<34} {'n':>3} {'within 10%':>11} {'Spearman':>9} {'MAPE %':>7}")
+    kt, kr = result["kernel_table"], result["kernel_table_refreshed"]
     rows = [*per_group.items(), ("all (held-out)", result["heldout_overall"]),
             ("all (uncalibrated)", result["uncalibrated_overall"]),
-            *((f"kernel table: {g}", v) for g, v in kern_group.items()),
-            ("kernel table: all", result["kernel_table"]["overall"]),
-            *((f"kernel table: {b}-bit", v) for b, v in kern_bits.items())]
+            *((f"kernel table: {g}", v) for g, v in kt["by_architecture"].items()),
+            ("kernel table: all", kt["overall"]),
+            *((f"kernel table: {b}-bit", v) for b, v in kt["by_bits"].items()),
+            *((f"refreshed x{drift:.3f}: {g}", v) for g, v in kr["by_architecture"].items()),
+            (f"refreshed x{drift:.3f}: all", kr["overall"]),
+            *((f"refreshed x{drift:.3f}: {b}-bit", v) for b, v in kr["by_bits"].items())]
     for name, s in rows:
         print(f"{name:<34} {s['n']:>3} {s['within_10pct']:>11.0%} {s['spearman']:>9.3f} {s['mape_pct']:>7.1f}")
-    sp, kt = result["measurement_spread"], result["kernel_table"]
+    sp = result["measurement_spread"]
     print(f"\nmeasurement spread over {sp['rounds']} rounds (max/min - 1): median {sp['median_pct']:.1f}%, "
           f"p90 {sp['p90_pct']:.1f}%, max {sp['max_pct']:.1f}%; emulation exact on "
           f"{kt['emulation_exact_share']:.0%} of graphs")
+    rt = result["reference_retest"]
+    print(f"the table's own {rt['n']} reference graphs timed again now: {rt['within_10pct']:.0%} within +-10% of "
+          f"their table times (now / then p5 {rt['ratio_p5_p50_p95'][0]:.3f}, median {rt['ratio_p5_p50_p95'][1]:.3f}, "
+          f"p95 {rt['ratio_p5_p50_p95'][2]:.3f})")
     print(f"wrote {OUT} ({result['seconds']:.0f} s)")
 
 

@@ -130,3 +130,21 @@ def test_search_on_kernel_target_end_to_end(remote, tmp_path, monkeypatch, digit
         assert t.user_attrs["latency_source"] == "calibrated"
         assert t.user_attrs["latency_expected_error_pct"] > 0 and t.user_attrs["latency_ms"] > 0
     assert result.base["latency_source"] == "calibrated"
+
+
+def test_refresh_scales_predictions_by_how_much_the_host_drifted(remote, tmp_path, monkeypatch, capsys):
+    folder, out = remote
+    monkeypatch.setenv("LEPTON_PROFILE_DIR", str(tmp_path))
+    assert main(["calibrate", "--target", "host-cpu", "--kernels", "--csv", str(out), "--graphs", str(folder)]) == 0
+    table_csv = tmp_path / "host-cpu-kernels.csv"
+    graph = folder / "g000-b32.onnx"
+    raw = KernelTable.load(table_csv).predict_ms(graph)
+    assert KernelTable.load(table_csv).drift == 1.0
+    assert main(["calibrate", "--kernels", "--refresh"]) == 0  # re-times the table's own FP32 sweep graphs
+    assert "predictions" in capsys.readouterr().out
+    after = KernelTable.load(table_csv)
+    assert after.meta["drift"]["graphs"] == sum(g.endswith("-b32") for g in after.graph_us) >= 1
+    assert 0.5 < after.drift < 2.0  # the same host, minutes later
+    assert after.predict_ms(graph) == pytest.approx(raw * after.drift)
+    assert main(["calibrate", "--refresh"]) == 2
+    assert "--kernels" in capsys.readouterr().err

@@ -79,9 +79,20 @@ def measure_cmd(folder: str, out_csv: str, threads: int, batch_size: int, runs: 
               help="With --kernels: only write the sweep graphs to this folder, to measure on a remote device.")
 @click.option("--n-graphs", type=int, default=600, show_default=True,
               help="With --kernels: sweep graphs (x4 widths; 600 take ~10 min to write and time here).")
+@click.option("--refresh", is_flag=True, help="With --kernels: re-time 24 of this host's table graphs (~20 s) and "
+              "store how much faster or slower the host runs now; predictions are scaled by it.")
 def calibrate_cmd(target: str | None, csv_path: str | None, graphs: str | None, out: str | None, kernels: bool,
-                  write_graphs: str | None, n_graphs: int) -> None:
+                  write_graphs: str | None, n_graphs: int, refresh: bool) -> None:
     """Fit a profile's efficiency factors (or, with --kernels, build a kernel table); report the held-out error."""
+    if refresh:
+        if not kernels:
+            raise ConfigError("--refresh", True, "add --kernels: only a kernel table of this host can be refreshed")
+        from lepton_search.latency.kernel_calibrate import refresh as refresh_table
+
+        scale = refresh_table(target or "host-cpu", path=out)
+        click.echo(f"this host runs x{scale:.3f} the time it did when its kernel table was timed; predictions "
+                   "of that table are scaled by it from now on")
+        return
     if kernels or write_graphs is not None:
         return _calibrate_kernels(target or "host-cpu", csv_path, graphs, out, write_graphs, n_graphs)
     if target is None:

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from lepton_search.errors import ConfigError
 from lepton_search.latency.calibrate import read_measurements, scores
@@ -75,6 +77,14 @@ def crossval(graphs_dir: str | Path, rows: list[dict], graphs: list[dict], total
     return {**scores(p, m), "scheme": f"{folds}-fold over sweep graphs (all bit widths of a graph held out together)"}
 
 
+def _sweep_seed(graphs_dir: str | Path, default: int) -> int:
+    """The seed the sweep graphs were written with (`sweep.json` beside them), which `refresh` regenerates."""
+    from lepton_search.latency.kernel_sweep import SWEEP_META
+
+    meta = Path(graphs_dir) / SWEEP_META
+    return int(json.loads(meta.read_text()).get("seed", default)) if meta.is_file() else default
+
+
 def _device(csv_path: Path) -> str:
     with open(csv_path, newline="") as fh:
         row = next(csv.DictReader(fh), {})
@@ -120,6 +130,65 @@ def calibrate_kernels(target: str = "host-cpu", *, csv_path: str | Path | None =
         heldout = crossval(graphs_dir, rows, graphs, totals)
         meta = {"target": name, "device": _device(Path(csv_path)), "date": dt.date.today().isoformat(),
                 "measured_graphs": len(totals), "runs": runs if measured_here else None,
-                "rounds": rounds if measured_here else None, "heldout": heldout}
+                "rounds": rounds if measured_here else None, "seed": _sweep_seed(graphs_dir, seed), "heldout": heldout}
     path = write_table(rows, graphs, _out_path(out, name), meta=meta)
     return BuiltTable(name, path, heldout, len(rows), len(graphs))
+
+
+REFERENCE_GRAPHS = 24
+
+
+def reference_graphs(folder: str | Path, *, n: int = REFERENCE_GRAPHS, seed: int = 0) -> list[Path]:
+    """The FP32 forms of the first `n` sweep graphs of seed `seed`, named as the sweep named them
+    (`gNNN-b32.onnx`): re-timing them says how much the device has drifted since its table was measured."""
+    from lepton_search.latency.kernel_graphs import random_graph
+    from lepton_search.latency.kernel_sweep import precision_forms
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for gi in range(n):
+        model, shape = random_graph(rng)  # (drawn in the sweep's order, so graph gi is the sweep's graph gi)
+        paths.append(folder / f"g{gi:03d}-b32.onnx")
+        onnx.save(precision_forms(model, shape, 32, seed + gi), str(paths[-1]))
+    return paths
+
+
+def drift_scale(table: KernelTable, measured_ms: dict[str, float]) -> float:
+    """Median over the reference graphs (file name -> ms now) of time now / time in the table."""
+    ratios = [ms * 1e3 / table.graph_us[Path(f).stem] for f, ms in measured_ms.items() if Path(f).stem in table.graph_us]
+    if not ratios:
+        raise ConfigError("kernel table", table.meta.get("target"), "holds none of the reference graphs; rebuild it "
+                          "with `lepton-search calibrate --target host-cpu --kernels`")
+    return float(np.median(ratios))
+
+
+def refresh(target: str = "host-cpu-kernels", *, n: int = REFERENCE_GRAPHS, rounds: int = 3,
+            path: str | Path | None = None) -> float:
+    """Re-time `n` of the table's own sweep graphs here and store how much slower (or faster) this host runs
+    now than when its table was measured (`drift` in the table's `.json`; every prediction is scaled by it).
+    A shared host drifts by several percent over minutes to hours."""
+    from lepton_search.latency.host_cpu import HostCpuLatency
+    from lepton_search.latency.measure import input_shape
+
+    name = target if target.endswith("-kernels") else f"{target}-kernels"
+    if name not in HERE:
+        raise ConfigError("--target", target, "only a table measured on this host can be refreshed here")
+    path = Path(path) if path is not None else table_path(name)
+    table = KernelTable.load(path)
+    n = min(n, sum(g.endswith("-b32") for g in table.graph_us))  # (a small table holds fewer)
+    timer = HostCpuLatency(threads=1, runs=60, warmup=10)
+    with tempfile.TemporaryDirectory(prefix="lepton_refresh_") as tmp:
+        files = reference_graphs(tmp, n=n, seed=int(table.meta.get("seed", 0)))
+        best: dict[str, float] = {}
+        for _ in range(rounds):
+            for f in files:
+                ms = timer.latency(f, input_shape(f, 1)).p50_ms
+                best[f.name] = min(ms, best.get(f.name, ms))
+    scale = drift_scale(table, best)
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta["drift"] = {"scale": scale, "date": dt.datetime.now().isoformat(timespec="seconds"), "graphs": len(best)}
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return scale

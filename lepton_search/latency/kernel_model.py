@@ -79,18 +79,34 @@ class KernelTable:
         self.per_call_us = per_call_us
         self.per_kernel_us = per_kernel_us if isinstance(per_kernel_us, dict) else {"*": float(per_kernel_us)}
         self.meta = meta or {}
-        by_cls: dict[str, tuple[list, list, list]] = {}
-        for k, t in zip(kernels, us):
-            f, s, y = by_cls.setdefault(k.table_class, ([], [], []))
-            f.append(k.features())
-            s.append(_size(k))
-            y.append(max(t, 0.05))
-        self.classes: dict[str, _ClassTable] = {}
-        for c, (f, s, y) in sorted(by_cls.items()):
-            sizes, times = np.array(s), np.array(y)
-            a, b = fit_affine(sizes, times)
-            ratio = np.log(times / np.maximum(a + b * sizes, 1e-3))
-            self.classes[c] = _ClassTable(a, b, _boost.fit(np.array(f), ratio, seed=seed), len(times))
+        self._kernels, self._us, self._seed = kernels, us, seed
+        self._classes: dict[str, _ClassTable] | None = None
+        self.graph_us: dict[str, float] = {}  # whole-call time of each sweep graph when the table was measured
+
+    @property
+    def drift(self) -> float:
+        """How much slower (>1) the device runs now than when the table was measured, as last re-timed
+        (`kernel_calibrate.refresh`); 1 if never. Every prediction is scaled by it."""
+        return float(self.meta.get("drift", {}).get("scale", 1.0))
+
+    @property
+    def classes(self) -> dict[str, _ClassTable]:
+        """Per table class: f_c and the boosted g_c, fitted on first use (seconds for a large table; listing
+        targets or describing one never pays it)."""
+        if self._classes is None:
+            by_cls: dict[str, tuple[list, list, list]] = {}
+            for k, t in zip(self._kernels, self._us):
+                f, s, y = by_cls.setdefault(k.table_class, ([], [], []))
+                f.append(k.features())
+                s.append(_size(k))
+                y.append(max(t, 0.05))
+            self._classes = {}
+            for c, (f, s, y) in sorted(by_cls.items()):
+                sizes, times = np.array(s), np.array(y)
+                a, b = fit_affine(sizes, times)
+                ratio = np.log(times / np.maximum(a + b * sizes, 1e-3))
+                self._classes[c] = _ClassTable(a, b, _boost.fit(np.array(f), ratio, seed=self._seed), len(times))
+        return self._classes
 
     def overhead_us(self, cls: str) -> float:
         """The per-kernel overhead of class `cls` (the shared figure for a class the fit did not see)."""
@@ -123,8 +139,10 @@ class KernelTable:
             by = counts.setdefault(str(r["graph"]), {})
             by[r["cls"]] = by.get(r["cls"], 0) + 1
         per_call, per_kernel = fit_class_overheads(graphs, [counts.get(str(g["graph"]), {}) for g in graphs])
-        return cls(kernels, [float(r["us"]) for r in rows], per_call_us=per_call, per_kernel_us=per_kernel,
-                   meta=meta)
+        table = cls(kernels, [float(r["us"]) for r in rows], per_call_us=per_call, per_kernel_us=per_kernel,
+                    meta=meta)
+        table.graph_us = {str(g["graph"]): float(g["total_us"]) for g in graphs}
+        return table
 
     @property
     def heldout_mape_pct(self) -> float | None:
@@ -150,8 +168,8 @@ class KernelTable:
     def predict_us(self, kernels: list[Kernel]) -> float:
         """Per-call overhead plus each kernel's time and (mostly negative: the profiler's own cost) overhead,
         a kernel counting at least nothing (a table fitted on few graphs can overshoot the correction)."""
-        return self.per_call_us + sum(max(t + self.overhead_us(k.cls), 0.0)
-                                      for k, t in zip(kernels, self.kernel_times(kernels)))
+        return self.drift * (self.per_call_us + sum(max(t + self.overhead_us(k.cls), 0.0)
+                                                    for k, t in zip(kernels, self.kernel_times(kernels))))
 
     def predict_ms(self, onnx_path: str | Path, *, batch_size: int = 1) -> float:
         return self.predict_us(emulate(onnx_path, batch_size=batch_size)) / 1e3
@@ -247,7 +265,7 @@ class KernelLatency(LatencyModel):
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "expected_error_pct": self.expected_error_pct,
                 "device": self.table.meta.get("device", ""), "table": str(self.table_path or ""),
-                "heldout": self.table.meta.get("heldout")}
+                "heldout": self.table.meta.get("heldout"), "drift": self.table.meta.get("drift")}
 
 
 def table_factory(target: str):
