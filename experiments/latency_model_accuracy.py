@@ -31,7 +31,7 @@ import numpy as np
 from lepton_search.latency.calibrate import heldout_predictions, load_samples, scores
 from lepton_search.latency.calibration_set import MANIFEST, build_set
 from lepton_search.latency.host_cpu import HostCpuLatency
-from lepton_search.latency.kernel_calibrate import drift_scale, reference_graphs
+from lepton_search.latency.kernel_calibrate import drift_scale, reference_graphs, reference_ratios
 from lepton_search.latency.kernel_model import KernelTable
 from lepton_search.latency.measure import input_shape
 from lepton_search.latency.predicted import params_of, predict_ms
@@ -102,7 +102,7 @@ def repeat_summary(table: KernelTable, kern: np.ndarray, samples: list, measured
     """One repeat's kernel-table scores, raw and refreshed by that repeat's drift, and the host's test-retest."""
     meas = np.array([measured[s.file] for s in samples])
     drift = drift_scale(table, ref_ms)
-    ratio = np.array([ms * 1e3 / table.graph_us[Path(f).stem] for f, ms in ref_ms.items()])
+    ratio = reference_ratios(table, ref_ms)
     return {"raw": scores(kern, meas), "drift_scale": drift, "refreshed": scores(kern * drift, meas),
             "reference_retest_within_10pct": float(np.mean(np.abs(ratio - 1) <= 0.10))}
 
@@ -128,7 +128,7 @@ def main() -> None:
         runs.append((measured, spread, {p.name: measured.pop(p.name) for p in refs}))
     measured, spread, ref_ms = runs[-1]  # the per-graph figures below are the last repeat's
     drift = drift_scale(table, ref_ms)
-    ref_ratio = np.array([ms * 1e3 / table.graph_us[Path(f).stem] for f, ms in ref_ms.items()])
+    ref_ratio = reference_ratios(table, ref_ms)
     profile = load_profile("host-cpu-model")
     samples = load_samples(graphs, measured, profile)
     pred, groups = heldout_predictions(samples, profile)

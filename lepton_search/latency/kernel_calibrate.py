@@ -155,13 +155,18 @@ def reference_graphs(folder: str | Path, *, n: int = REFERENCE_GRAPHS, seed: int
     return paths
 
 
-def drift_scale(table: KernelTable, measured_ms: dict[str, float]) -> float:
-    """Median over the reference graphs (file name -> ms now) of time now / time in the table."""
+def reference_ratios(table: KernelTable, measured_ms: dict[str, float]) -> np.ndarray:
+    """Time now / time in the table of each reference graph the table holds (file name -> ms now)."""
     ratios = [ms * 1e3 / table.graph_us[Path(f).stem] for f, ms in measured_ms.items() if Path(f).stem in table.graph_us]
     if not ratios:
         raise ConfigError("kernel table", table.meta.get("target"), "holds none of the reference graphs; rebuild it "
                           "with `lepton-search calibrate --target host-cpu --kernels`")
-    return float(np.median(ratios))
+    return np.array(ratios)
+
+
+def drift_scale(table: KernelTable, measured_ms: dict[str, float]) -> float:
+    """Median over the reference graphs (file name -> ms now) of time now / time in the table."""
+    return float(np.median(reference_ratios(table, measured_ms)))
 
 
 def refresh(target: str = "host-cpu-kernels", *, n: int = REFERENCE_GRAPHS, rounds: int = 3,
@@ -169,8 +174,7 @@ def refresh(target: str = "host-cpu-kernels", *, n: int = REFERENCE_GRAPHS, roun
     """Re-time `n` of the table's own sweep graphs here and store how much slower (or faster) this host runs
     now than when its table was measured (`drift` in the table's `.json`; every prediction is scaled by it).
     A shared host drifts by several percent over minutes to hours."""
-    from lepton_search.latency.host_cpu import HostCpuLatency
-    from lepton_search.latency.measure import input_shape
+    from lepton_search.latency.measure import measure_dir
 
     name = target if target.endswith("-kernels") else f"{target}-kernels"
     if name not in HERE:
@@ -178,14 +182,10 @@ def refresh(target: str = "host-cpu-kernels", *, n: int = REFERENCE_GRAPHS, roun
     path = Path(path) if path is not None else table_path(name)
     table = KernelTable.load(path)
     n = min(n, sum(g.endswith("-b32") for g in table.graph_us))  # (a small table holds fewer)
-    timer = HostCpuLatency(threads=1, runs=60, warmup=10)
     with tempfile.TemporaryDirectory(prefix="lepton_refresh_") as tmp:
-        files = reference_graphs(tmp, n=n, seed=int(table.meta.get("seed", 0)))
-        best: dict[str, float] = {}
-        for _ in range(rounds):
-            for f in files:
-                ms = timer.latency(f, input_shape(f, 1)).p50_ms
-                best[f.name] = min(ms, best.get(f.name, ms))
+        reference_graphs(Path(tmp) / "graphs", n=n, seed=int(table.meta.get("seed", 0)))
+        measure_dir(Path(tmp) / "graphs", Path(tmp) / "m.csv", runs=60, warmup=10, rounds=rounds, verbose=False)
+        best = read_measurements(Path(tmp) / "m.csv")
     scale = drift_scale(table, best)
     meta_path = path.with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}

@@ -55,6 +55,11 @@ def fit_affine(sizes: np.ndarray, us: np.ndarray) -> tuple[float, float]:
     return float(a), float(b)
 
 
+def _affine(a: float, b: float, size: np.ndarray | float) -> np.ndarray:
+    """f_c(size) = a + b * size, kept above 1 ns."""
+    return np.maximum(a + b * np.asarray(size, dtype=float), 1e-3)
+
+
 @dataclass(frozen=True)
 class _ClassTable:
     a: float
@@ -62,12 +67,9 @@ class _ClassTable:
     shape: _boost.Boosted  # log(us / f_c(size)) from the kernel's features
     n: int
 
-    def base(self, size: float) -> float:
-        return max(self.a + self.b * size, 1e-3)
-
     def times(self, kernels: list[Kernel]) -> np.ndarray:
         ratio = self.shape.predict(np.array([k.features() for k in kernels]))
-        return np.array([self.base(_size(k)) for k in kernels]) * np.exp(ratio)
+        return _affine(self.a, self.b, [_size(k) for k in kernels]) * np.exp(ratio)
 
 
 class KernelTable:
@@ -75,13 +77,13 @@ class KernelTable:
 
     def __init__(self, kernels: list[Kernel], us: list[float], *, per_call_us: float,
                  per_kernel_us: float | dict[str, float], meta: dict[str, Any] | None = None,
-                 seed: int = 0) -> None:
+                 graph_us: dict[str, float] | None = None, seed: int = 0) -> None:
         self.per_call_us = per_call_us
         self.per_kernel_us = per_kernel_us if isinstance(per_kernel_us, dict) else {"*": float(per_kernel_us)}
         self.meta = meta or {}
         self._kernels, self._us, self._seed = kernels, us, seed
         self._classes: dict[str, _ClassTable] | None = None
-        self.graph_us: dict[str, float] = {}  # whole-call time of each sweep graph when the table was measured
+        self.graph_us = graph_us or {}  # whole-call time of each sweep graph when the table was measured
 
     @property
     def drift(self) -> float:
@@ -104,7 +106,7 @@ class KernelTable:
             for c, (f, s, y) in sorted(by_cls.items()):
                 sizes, times = np.array(s), np.array(y)
                 a, b = fit_affine(sizes, times)
-                ratio = np.log(times / np.maximum(a + b * sizes, 1e-3))
+                ratio = np.log(times / _affine(a, b, sizes))
                 self._classes[c] = _ClassTable(a, b, _boost.fit(np.array(f), ratio, seed=self._seed), len(times))
         return self._classes
 
@@ -139,10 +141,8 @@ class KernelTable:
             by = counts.setdefault(str(r["graph"]), {})
             by[r["cls"]] = by.get(r["cls"], 0) + 1
         per_call, per_kernel = fit_class_overheads(graphs, [counts.get(str(g["graph"]), {}) for g in graphs])
-        table = cls(kernels, [float(r["us"]) for r in rows], per_call_us=per_call, per_kernel_us=per_kernel,
-                    meta=meta)
-        table.graph_us = {str(g["graph"]): float(g["total_us"]) for g in graphs}
-        return table
+        return cls(kernels, [float(r["us"]) for r in rows], per_call_us=per_call, per_kernel_us=per_kernel,
+                   meta=meta, graph_us={str(g["graph"]): float(g["total_us"]) for g in graphs})
 
     @property
     def heldout_mape_pct(self) -> float | None:
@@ -165,11 +165,13 @@ class KernelTable:
         """Predicted time of one kernel (see `kernel_times`)."""
         return self.kernel_times([k])[0]
 
-    def predict_us(self, kernels: list[Kernel]) -> float:
+    def predict_us(self, kernels: list[Kernel], *, times: list[float] | None = None) -> float:
         """Per-call overhead plus each kernel's time and (mostly negative: the profiler's own cost) overhead,
-        a kernel counting at least nothing (a table fitted on few graphs can overshoot the correction)."""
+        a kernel counting at least nothing (a table fitted on few graphs can overshoot the correction);
+        `times`: the kernels' `kernel_times`, when the caller has them already."""
+        times = self.kernel_times(kernels) if times is None else times
         return self.drift * (self.per_call_us + sum(max(t + self.overhead_us(k.cls), 0.0)
-                                                    for k, t in zip(kernels, self.kernel_times(kernels))))
+                                                    for k, t in zip(kernels, times)))
 
     def predict_ms(self, onnx_path: str | Path, *, batch_size: int = 1) -> float:
         return self.predict_us(emulate(onnx_path, batch_size=batch_size)) / 1e3
@@ -253,10 +255,11 @@ class KernelLatency(LatencyModel):
     def latency(self, onnx_path: str | Path, input_shape: tuple[int, ...]) -> LatencyEstimate:
         batch = int(input_shape[0]) if input_shape else 1
         kernels = emulate(onnx_path, batch_size=batch)
-        ms = self.table.predict_us(kernels) / 1e3
+        times = self.table.kernel_times(kernels)
+        ms = self.table.predict_us(kernels, times=times) / 1e3
         err = self.expected_error_pct
         by_cls: dict[str, float] = {}
-        for k, t in zip(kernels, self.table.kernel_times(kernels)):
+        for k, t in zip(kernels, times):
             by_cls[k.cls] = by_cls.get(k.cls, 0.0) + t / 1e3
         return LatencyEstimate(p50_ms=ms, p90_ms=ms * (1 + (err or 0) / 100), source=self.source,
                                expected_error_pct=err, threads=1, batch_size=batch,
