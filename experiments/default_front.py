@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"base": Path(tmp) / "base.onnx"}
-        with result.artifact_store.open_reader(base["onnx_artifact_id"]) as r:
+        with result.artifact_store.open_reader(base.onnx_artifact_id) as r:
             paths["base"].write_bytes(r.read())
         for n in front["number"]:
             paths[f"trial {n}"] = result.export(int(n), Path(tmp) / f"t{n}")
@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     base_ms = min(lat["base"])
     rows = [{
         "config": "base FP32", "trial": None, "prune_ratio": 0.0, "bits": 32, "finetune_epochs": 0,
-        "val_accuracy": base["accuracy"], "test_accuracy": test_acc["base"], "test_drop_pts": 0.0,
+        "val_accuracy": base.accuracy, "test_accuracy": test_acc["base"], "test_drop_pts": 0.0,
         "latency_ms_min3": base_ms, "latency_ms_repeats": lat["base"], "speedup": 1.0,
-        "size_mb": base["size_mb"], "finetune_seconds": 0.0,
+        "size_mb": base.size_mb, "finetune_seconds": 0.0,
     }]
     for r in front.itertuples():
         name = f"trial {r.number}"
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "study": args.study, "storage": args.storage, "trials_complete": int((result.trials().state == "COMPLETE").sum()),
         "pareto_configs": len(front), "search_seconds_this_run": search_s, "total_seconds": time.perf_counter() - start,
         "best_speedup_within_1pt_test_drop": float(winners.speedup.max()) if len(winners) else None,
-        "meets_3x_at_1pt": bool(len(winners)), "workload": wl.info, "target": base.get("target"),
+        "meets_3x_at_1pt": bool(len(winners)), "workload": wl.info, "target": base.target,
         "rows": rows,
     }
     (RESULTS / "default_front.json").write_text(json.dumps(summary, indent=2, default=float))

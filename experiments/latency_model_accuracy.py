@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lepton_search.latency.calibrate import heldout_predictions, load_samples, scores
-from lepton_search.latency.calibration_set import MANIFEST, build_set
+from lepton_search.calibration.calibration_set import MANIFEST, build_set
+from lepton_search.calibration.kernel_table import drift_scale, reference_graphs, reference_ratios
+from lepton_search.calibration.profile_fit import heldout_predictions, load_samples, scores
+from lepton_search.latency.device_profile import load_profile
 from lepton_search.latency.host_cpu import HostCpuLatency
-from lepton_search.latency.kernel_calibrate import drift_scale, reference_graphs, reference_ratios
 from lepton_search.latency.kernel_model import KernelTable
 from lepton_search.latency.measure import input_shape
 from lepton_search.latency.predicted import params_of, predict_ms
-from lepton_search.latency.profile import load_profile
 
 OUT = Path(__file__).parent / "results" / "latency_model_accuracy.json"
 TABLE = Path(__file__).parent / "results" / "host_kernel_table.csv"
@@ -44,7 +44,7 @@ TABLE = Path(__file__).parent / "results" / "host_kernel_table.csv"
 def kernel_table(path: Path, n_graphs: int) -> KernelTable:
     """The cached table at `path`, else swept now (`calibrate --kernels`) with its held-out error stored."""
     if not path.is_file():
-        from lepton_search.latency.kernel_calibrate import calibrate_kernels
+        from lepton_search.calibration.kernel_table import calibrate_kernels
 
         t0 = time.perf_counter()
         built = calibrate_kernels("host-cpu", out=path, n_graphs=n_graphs, runs=40, seed=0)
@@ -84,8 +84,8 @@ def emulation_exact(graphs: Path, files: list[str]) -> float:
 
     import onnx
 
+    from lepton_search.calibration.kernel_sweep import _ort_class
     from lepton_search.latency.host_cpu import session
-    from lepton_search.latency.kernel_sweep import _ort_class
     from lepton_search.latency.kernels import emulate
 
     exact = 0

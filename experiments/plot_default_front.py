@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lepton_search import load
 from lepton_search.errors import LeptonError
-from lepton_search.report_html import save_png
+from lepton_search.results.html import save_png
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

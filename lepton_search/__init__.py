@@ -19,10 +19,10 @@ _EXPORTS = {
     "LatencyEstimate": "lepton_search.latency", "LatencyModel": "lepton_search.latency",
     "get_target": "lepton_search.latency", "list_targets": "lepton_search.latency",
     "register_target": "lepton_search.latency",
-    "SearchResult": "lepton_search.result", "load": "lepton_search.result",
+    "SearchResult": "lepton_search.results", "load": "lepton_search.api",
     "CompressionConfig": "lepton_search.space", "SearchSpace": "lepton_search.space",
     "default_space": "lepton_search.space",
-    "search": "lepton_search.study",
+    "search": "lepton_search.api",
     "Workload": "lepton_search.workloads", "list_workloads": "lepton_search.workloads",
 }
 __all__ = sorted([*_EXPORTS, "workloads"])  # noqa: PLE0605 - built from the lazy table

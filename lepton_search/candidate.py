@@ -12,8 +12,8 @@ import onnx
 import torch
 from torch import nn
 
-from lepton_search.compress import export, finetune, prune, qat, quantize
 from lepton_search.space import CompressionConfig, FinetuneSettings
+from lepton_search.techniques import export, finetune, prune, qat, quantize
 from lepton_search.workloads import Workload
 
 
@@ -52,7 +52,7 @@ def compress(
     base = workload.model.eval()
     teacher = teacher or finetune.frozen_copy(base)
     macs_base, params_base = prune.count(base, x)
-    model = prune.prune(base, x, config.prune_ratio, config.prune_method)
+    model = prune.prune(base, x, config)
 
     train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=settings.subset_size, seed=seed)
     bn_batches = finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)

@@ -21,7 +21,29 @@ PRUNE_METHODS = ("structured", "unstructured")
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize",
               "usd_per_million_inferences": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "random")
-DEFAULT_SPACE_PATH = Path(__file__).resolve().parents[1] / "search_spaces" / "default.yaml"
+# A link to the top-level search_spaces/default.yaml (the source); the wheel ships the file itself.
+DEFAULT_SPACE_PATH = Path(__file__).with_name("default_space.yaml")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One compression knob: how it is sampled and what it means. `kind` is float, int or categorical."""
+
+    name: str
+    kind: str
+    help: str
+
+
+# The one list of knobs. A new knob: a Knob here, a field in CompressionConfig and in SearchSpace (with
+# its parsing and check below), and the technique that reads it. Results, reports, model cards and the
+# dashboard read this list; nothing else names the knobs.
+KNOBS: tuple[Knob, ...] = (
+    Knob("prune_ratio", "float", "share of output channels removed per layer"),
+    Knob("prune_method", "categorical", "structured: channels removed (the graph shrinks); unstructured: weights zeroed"),
+    Knob("bits", "categorical", "stored width of weights (and activations at 8): 32, 16, 8 or 4"),
+    Knob("finetune_epochs", "int", "epochs of distillation from the unpruned base"),
+)
+KNOB_NAMES: tuple[str, ...] = tuple(k.name for k in KNOBS)
 
 
 @dataclass(frozen=True)
@@ -33,14 +55,21 @@ class CompressionConfig:
     finetune_epochs: int
     prune_method: str = "structured"
 
-    def key(self) -> tuple[float, int, int, str]:
-        """Identity used to spot an already-evaluated config."""
-        return (round(self.prune_ratio, 6), self.bits, self.finetune_epochs, self.prune_method)
+    def as_dict(self) -> dict[str, Any]:
+        """Knob name -> value, in KNOBS order: the identity used to spot an already-evaluated config."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["prune_ratio"] = round(float(values["prune_ratio"]), 6)
+        return {name: values[name] for name in KNOB_NAMES}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CompressionConfig:
+        """Inverse of `as_dict`; knobs missing from `values` (a study older than the knob) take their default."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
     def label(self) -> str:
-        return f"{self.prune_method[0]}{self.prune_ratio:.2f}/int{self.bits}/ft{self.finetune_epochs}".replace(
-            "int32", "fp32"
-        ).replace("int16", "fp16")
+        bits = {32: "fp32", 16: "fp16"}.get(self.bits, f"int{self.bits}")
+        return f"{self.prune_method[0]}{self.prune_ratio:.2f}/{bits}/ft{self.finetune_epochs}"
 
 
 @dataclass(frozen=True)
@@ -77,7 +106,7 @@ class SearchSpace:
     """
 
     prune_ratio: tuple[float, float, float] = (0.0, 0.75, 0.25)
-    prune_method: str = "structured"
+    prune_method: str | tuple[str, ...] = "structured"  # a list is sampled
     bits: tuple[int, ...] = (32, 8)
     finetune_epochs: tuple[int, int] = (0, 2)
     objectives: tuple[str, ...] = ("accuracy", "latency_ms")
@@ -91,6 +120,7 @@ class SearchSpace:
     def __post_init__(self) -> None:
         object.__setattr__(self, "prune_ratio", tuple(float(v) for v in _seq("prune_ratio", self.prune_ratio, 3)))
         object.__setattr__(self, "bits", tuple(_seq("bits", self.bits, None)))
+        object.__setattr__(self, "prune_method", _one_or_many("prune_method", self.prune_method))
         object.__setattr__(self, "finetune_epochs", tuple(_seq("finetune_epochs", self.finetune_epochs, 2)))
         object.__setattr__(self, "objectives", tuple(_seq("objectives", self.objectives, None)))
         _validate(self)
@@ -145,7 +175,7 @@ class SearchSpace:
         return {
             "knobs": {
                 "prune_ratio": {"low": low, "high": high, "step": step},
-                "prune_method": self.prune_method,
+                "prune_method": _plain(self.prune_method),
                 "bits": list(self.bits),
                 "finetune_epochs": {"low": self.finetune_epochs[0], "high": self.finetune_epochs[1]},
             },
@@ -169,18 +199,38 @@ class SearchSpace:
         n = math.floor((high - low) / step + 1e-9) + 1
         return [round(low + i * step, 6) for i in range(n)]
 
+    def domain(self, knob: str) -> list[Any]:
+        """Every value `knob` can take in this space (one value: the knob is fixed, not sampled)."""
+        if knob == "prune_ratio":
+            return self.prune_ratios
+        if knob == "finetune_epochs":
+            return list(range(self.finetune_epochs[0], self.finetune_epochs[1] + 1))
+        value = getattr(self, knob)
+        return list(value) if isinstance(value, tuple) else [value]
+
     @property
     def n_configs(self) -> int:
-        return len(self.prune_ratios) * len(self.bits) * (self.finetune_epochs[1] - self.finetune_epochs[0] + 1)
+        return math.prod(len(self.domain(k.name)) for k in KNOBS)
 
     def suggest(self, trial: Any) -> CompressionConfig:
-        """Sample one CompressionConfig from an Optuna trial."""
-        low, high, step = self.prune_ratio
-        ratio = trial.suggest_float("prune_ratio", low, high, step=step) if high > low else low
-        bits = trial.suggest_categorical("bits", list(self.bits)) if len(self.bits) > 1 else self.bits[0]
-        e_low, e_high = self.finetune_epochs
-        epochs = trial.suggest_int("finetune_epochs", e_low, e_high) if e_high > e_low else e_low
-        return CompressionConfig(round(float(ratio), 6), int(bits), int(epochs), self.prune_method)
+        """Sample one CompressionConfig from an Optuna trial; a knob with one value is fixed, not sampled."""
+        values: dict[str, Any] = {}
+        for knob in KNOBS:
+            domain = self.domain(knob.name)
+            if len(domain) == 1:
+                values[knob.name] = domain[0]
+            elif knob.kind == "float":
+                low, high, step = self.prune_ratio if knob.name == "prune_ratio" else (domain[0], domain[-1], None)
+                values[knob.name] = round(float(trial.suggest_float(knob.name, low, high, step=step)), 6)
+            elif knob.kind == "int":
+                values[knob.name] = int(trial.suggest_int(knob.name, domain[0], domain[-1]))
+            else:
+                values[knob.name] = trial.suggest_categorical(knob.name, domain)
+        return CompressionConfig.from_dict(values)
+
+    def fixed_knobs(self) -> dict[str, Any]:
+        """Knobs with a single value in this space: name -> that value."""
+        return {k.name: self.domain(k.name)[0] for k in KNOBS if len(self.domain(k.name)) == 1}
 
 
 def default_space() -> SearchSpace:
@@ -199,6 +249,22 @@ def _seq(name: str, value: Any, length: int | None) -> list[Any]:
     if length is not None and len(value) != length:
         raise ConfigError(name, value, f"give {length} numbers ({'low, high, step' if length == 3 else 'low, high'})")
     return value
+
+
+def _one_or_many(name: str, value: Any) -> Any:
+    """A knob given as one value stays a value; a list of several becomes a tuple (sampled)."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError(name, list(value), "give one value or a non-empty list")
+        if len(set(value)) != len(value):
+            raise ConfigError(name, list(value), "remove the repeated values")
+        return value[0] if len(value) == 1 else tuple(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """YAML-shaped: a tuple becomes a list."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _range(name: str, value: Any, keys: tuple[str, ...]) -> list[Any]:
@@ -237,8 +303,9 @@ def _validate(space: SearchSpace) -> None:
         raise ConfigError("prune_ratio", [low, high], "need 0 <= low <= high < 1 (share of channels removed)")
     if step <= 0:
         raise ConfigError("prune_ratio.step", step, "must be > 0, e.g. 0.05")
-    if space.prune_method not in PRUNE_METHODS:
-        raise ConfigError("prune_method", space.prune_method, f"unknown method; {did_you_mean(space.prune_method, PRUNE_METHODS)}")
+    for method in space.domain("prune_method"):
+        if method not in PRUNE_METHODS:
+            raise ConfigError("prune_method", method, f"unknown method; {did_you_mean(method, PRUNE_METHODS)}")
     if not space.bits:
         raise ConfigError("bits", [], f"give at least one of {list(SUPPORTED_BITS)}")
     for b in space.bits:

@@ -22,6 +22,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from lepton_search.errors import ConfigError
 
+DEFAULT_STORAGE = "sqlite:///lepton_search.db"
 # SQLAlchemy backend names Optuna's RDBStorage supports.
 SCHEMES = ("sqlite", "postgresql", "mysql")
 URL_FIX = "use sqlite:///FILE.db (one machine) or postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB (many workers)"
@@ -119,8 +120,6 @@ def open_artifact_store(spec: str | Path | None, storage_url: str) -> Any:
     S3 (or an S3-compatible store: set `AWS_ENDPOINT_URL`) goes through Optuna's `Boto3ArtifactStore`
     and needs `pip install boto3`; credentials come from the usual AWS environment.
     """
-    from lepton_search.result import artifact_store_for
-
     if isinstance(spec, str) and spec.startswith("s3://"):
         bucket = spec.removeprefix("s3://").strip("/")
         if not bucket or "/" in bucket:
@@ -135,6 +134,19 @@ def open_artifact_store(spec: str | Path | None, storage_url: str) -> Any:
 
         spec = confined_dir("--artifacts", spec)
     return artifact_store_for(storage_url, spec)
+
+
+def artifact_store_for(storage: str, artifacts: str | Path | None = None) -> optuna.artifacts.FileSystemArtifactStore:
+    """Artifacts live in `artifacts`, else beside a SQLite file (`<db>_artifacts/`), else `./lepton_artifacts`."""
+    if artifacts is None:
+        if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+            db = Path(storage.removeprefix("sqlite:///"))
+            artifacts = db.with_name(db.stem + "_artifacts")
+        else:
+            artifacts = Path("lepton_artifacts")
+    path = Path(artifacts)
+    path.mkdir(parents=True, exist_ok=True)
+    return optuna.artifacts.FileSystemArtifactStore(str(path))
 
 
 def describe_artifact_store(store: Any) -> str:

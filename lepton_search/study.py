@@ -1,4 +1,9 @@
-"""search(): run (or resume) an Optuna multi-objective study over a SearchSpace for one Workload."""
+"""The study loop: open (or resume) an Optuna study, measure the base once, run trials.
+
+One trial is suggest -> compress -> evaluate -> store (a `TrialRecord`). Nothing here reads results back or
+draws anything; what should happen after each trial (dashboard notes, say) comes in as Optuna callbacks.
+`lepton_search.api.search` ties this to a `SearchResult`.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +14,26 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from lepton_search import workloads
-from lepton_search.candidate import Candidate, compress
-from lepton_search.card import save_role_notes, upload_trial_files
-from lepton_search.compress import export, finetune, prune
+from lepton_search import records
+from lepton_search.candidate import compress
 from lepton_search.errors import ConfigError
-from lepton_search.evaluate import evaluate, onnx_accuracy
+from lepton_search.evaluate import evaluate, measure_onnx
 from lepton_search.latency import LatencyModel, get_target
-from lepton_search.progress import progress
-from lepton_search.result import SearchResult, artifact_store_for
-from lepton_search.space import CompressionConfig, SearchSpace, default_space
+from lepton_search.records import BaseRecord, TrialRecord
+from lepton_search.space import CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
+from lepton_search.techniques import export, finetune, prune
+from lepton_search.training import progress
 from lepton_search.workloads import Workload
 
-DEFAULT_STORAGE = "sqlite:///lepton_search.db"
+TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
 VERSIONED = ("torch", "torch-pruning", "nncf", "onnx", "onnxruntime", "optuna", "lepton-search")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -75,7 +80,7 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
     except Exception as exc:  # noqa: BLE001 - sqlalchemy / driver errors
         raise ConfigError("storage", redact(str(storage)), f"cannot open it ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     stored = study.user_attrs.get("space")
-    if stored is not None and _identity(stored) != _identity(space.to_dict()):
+    if stored is not None and _identity(_normalised(stored)) != _identity(space.to_dict()):
         raise ConfigError("study_name", study_name, "was created with a different search space; use a new --study name")
     if stored is None:
         study.set_user_attr("space", space.to_dict())
@@ -85,31 +90,33 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
     return study
 
 
+def _normalised(stored: dict) -> dict:
+    """A stored space in today's form: knobs added since it was stored take their defaults."""
+    try:
+        return SearchSpace.from_dict(stored, source="stored space").to_dict()
+    except ConfigError:
+        return stored
+
+
 def _identity(space: dict) -> dict:
     """What must match to resume a study: everything but the trial budget."""
     return {k: v for k, v in space.items() if k != "trials"}
 
 
-def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, store: Any, work_dir: Path) -> dict:
+def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, store: Any, work_dir: Path) -> BaseRecord:
     """The unpruned FP32 model's metrics, measured once per study and stored with it."""
-    if "base" in study.user_attrs:
-        return study.user_attrs["base"]
+    stored = BaseRecord.read(study.user_attrs)
+    if stored is not None:
+        return stored
     x = workload.example_input
     path = work_dir / "base.onnx"
     export.to_onnx(workload.model, x, path)
-    acc = onnx_accuracy(path, workload, "val")
-    test = onnx_accuracy(path, workload, "test").accuracy if workload.test is not None else None
-    lat = target.latency(path, tuple(x.shape))
+    meas = measure_onnx(path, workload, target, with_test=True)
     macs, params = prune.count(workload.model, x)
     artifact_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(path), artifact_store=store)
-    base = {
-        "accuracy": acc.accuracy, "val_correct": acc.correct, "val_total": acc.total, "test_accuracy": test,
-        "latency_ms": lat.p50_ms, "latency_p90_ms": lat.p90_ms, "latency_cv": lat.cv, "latency_source": lat.source,
-        "latency_expected_error_pct": lat.expected_error_pct, "usd_per_million_inferences": lat.usd_per_million_inferences,
-        "size_mb": path.stat().st_size / 1e6, "macs": macs, "params": params, "onnx_artifact_id": artifact_id,
-        "target": target.describe(), "workload": workload.name, "workload_info": workload.info,
-    }
-    study.set_user_attr("base", base)
+    base = BaseRecord(**BaseRecord.measured(meas), macs=macs, params=params, onnx_artifact_id=artifact_id,
+                      target=target.describe(), workload=workload.name, workload_info=dict(workload.info))
+    base.write(study)
     return base
 
 
@@ -117,9 +124,9 @@ def find_duplicate(study: optuna.Study, config: CompressionConfig, number: int, 
     """The number of another trial with this config that is done, running or queued; `ignore`: retried ancestors."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
     for t in study.get_trials(deepcopy=False, states=states):
-        if t.number == number or t.number in ignore or t.user_attrs.get("config_key") is None:
+        if t.number == number or t.number in ignore:
             continue
-        if tuple(t.user_attrs["config_key"]) == config.key():
+        if records.read_config(t.user_attrs) == config.as_dict():
             return t.number
     return None
 
@@ -128,24 +135,25 @@ class Objective:
     """One trial: suggest -> compress -> evaluate -> store. A config seen before is PRUNED."""
 
     def __init__(self, study: optuna.Study, workload: Workload, space: SearchSpace, target: LatencyModel,
-                 base: dict, store: Any, work_dir: Path, seed: int, verbose: bool = True) -> None:
+                 base: BaseRecord, store: Any, work_dir: Path, seed: int, verbose: bool = True,
+                 after_trial: Callable[[optuna.Trial, Path], None] | None = None) -> None:
         self.study, self.workload, self.space, self.target = study, workload, space, target
         self.base, self.store, self.work_dir, self.seed, self.verbose = base, store, work_dir, seed, verbose
+        self.after_trial = after_trial  # e.g. upload config.json + MODEL_CARD.md before the trial returns
         self.teacher = finetune.frozen_copy(workload.model)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         config = self.space.suggest(trial)
-        trial.set_user_attr("prune_method", config.prune_method)
         # A heartbeat retry copies its stale ancestor's attrs (config_key too): not a duplicate of it.
         dup = find_duplicate(self.study, config, trial.number, ignore=retry_history(trial))
         if dup is not None:
-            trial.set_user_attr("duplicate_of", dup)
+            trial.set_user_attr(records.DUPLICATE_OF, dup)
             raise optuna.TrialPruned(f"config {config.label()} already evaluated in trial {dup}")
-        trial.set_user_attr("config_key", list(config.key()))
+        records.write_config(trial, config)
         try:
             return self._run(trial, config)
         except Exception as exc:
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+            trial.set_user_attr(records.FAIL_REASON, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
             raise
 
     def _run(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[float, ...]:
@@ -155,104 +163,61 @@ class Objective:
         values = tuple(meas.objective(o) for o in self.space.objectives)
         if not all(math.isfinite(v) for v in values):  # before anything is stored for this trial
             raise FloatingPointError(f"objective values {values} are not finite")
-        drop_pts = (self.base["accuracy"] - meas.accuracy) * 100
-        attrs = _trial_attrs(cand, meas, self.base, drop_pts, self.seed)
-        for key, value in attrs.items():
+        record = TrialRecord.build(cand, meas, self.base, seed=self.seed, versions=library_versions())
+        for key, value in record.to_attrs().items():
             trial.set_user_attr(key, value)
         limit = self.space.max_accuracy_drop_pts
         if limit is not None:
-            violation = drop_pts - limit  # feasible when <= 0
+            violation = record.accuracy_drop_pts - limit  # feasible when <= 0
             trial.set_constraint("accuracy_drop_pts", violation)
             # optuna-dashboard 0.21 only reads the older list form; write both, same value.
             trial.storage.set_trial_system_attr(trial._trial_id, "constraints", [violation])
         artifact_id = optuna.artifacts.upload_artifact(study_or_trial=trial, file_path=str(cand.onnx_path),
                                                        artifact_store=self.store)
-        trial.set_user_attr("onnx_artifact_id", artifact_id)
-        upload_trial_files(trial, self.store, self.base, self.work_dir)  # config.json + MODEL_CARD.md
+        trial.set_user_attr(records.ONNX_ARTIFACT, artifact_id)
+        if self.after_trial is not None:
+            self.after_trial(trial, self.work_dir)
         cand.onnx_path.unlink(missing_ok=True)
         if self.verbose:
-            print(f"trial {trial.number:3d} {config.label():<22} acc {meas.accuracy:.4f} (drop {drop_pts:+.2f} pt) "
-                  f"p50 {meas.latency_ms:.3f} ms x{self.base['latency_ms'] / meas.latency_ms:.2f} "
+            print(f"trial {trial.number:3d} {config.label():<22} acc {meas.accuracy:.4f} "
+                  f"(drop {record.accuracy_drop_pts:+.2f} pt) p50 {meas.latency_ms:.3f} ms x{record.speedup:.2f} "
                   f"{meas.size_mb:.3f} MB ft {cand.finetune_seconds:.0f}s", file=sys.stderr)
         return values
 
 
-def _trial_attrs(cand: Candidate, meas: Any, base: dict, drop_pts: float, seed: int) -> dict:
-    return {
-        "accuracy": meas.accuracy, "val_correct": meas.val_correct, "val_total": meas.val_total,
-        "accuracy_drop_pts": drop_pts, "latency_ms": meas.latency_ms, "latency_p90_ms": meas.latency_p90_ms,
-        "latency_cv": meas.latency_cv, "latency_source": meas.latency_source,
-        "latency_expected_error_pct": meas.latency_expected_error_pct, "load_avg_1min": meas.load_avg_1min,
-        "threads": meas.threads, "batch_size": meas.batch_size, "size_mb": meas.size_mb,
-        "speedup": base["latency_ms"] / meas.latency_ms, "size_ratio": meas.size_mb / base["size_mb"],
-        "macs": cand.macs, "params": cand.params, "macs_ratio": cand.macs_ratio, "params_ratio": cand.params_ratio,
-        "weight_sparsity": cand.weight_sparsity, "finetune_seconds": cand.finetune_seconds,
-        "finetune_subset": cand.finetune_subset,
-        "finetune_samples": cand.finetune_samples, "bn_batches": cand.bn_batches,
-        "compress_seconds": cand.compress_seconds, "quantization_aware": cand.quantization_aware, "exporter": cand.exporter, "seed": seed,
-        "versions": library_versions(),
-        "slower_than_base": meas.latency_ms > 0.95 * base["latency_ms"],
-        "usd_per_million_inferences": meas.usd_per_million_inferences,
-    }
-
-
-def search(
-    workload: Workload | str, space: SearchSpace | None = None, *, target: str | LatencyModel = "host-cpu",
-    n_trials: int | None = None, storage: str | None = None, study_name: str | None = None,
-    seed: int | None = None, sampler: optuna.samplers.BaseSampler | None = None,
-    artifacts: str | Path | None = None, verbose: bool = True,
-) -> SearchResult:
-    """Search prune ratio x bit width x fine-tune epochs; return the study's SearchResult.
-
-    `n_trials` is the number of COMPLETE trials the study should reach (a resumed study counts the
-    ones it has). Duplicated configs are PRUNED and do not count.
-
-    Example:
-        >>> result = search("digits-mlp", SearchSpace(bits=(32, 8), finetune_epochs=(0, 1)), n_trials=3)  # doctest: +SKIP
-        >>> result.pareto()  # doctest: +SKIP
-    """
-    space = space or default_space()
-    seed = space.seed if seed is None else seed
-    n_trials = space.trials if n_trials is None else n_trials
-    if not isinstance(n_trials, int) or n_trials < 1:
-        raise ConfigError("n_trials", n_trials, "must be an integer >= 1")
-    latency_model = make_target(target, space)
-    if "usd_per_million_inferences" in space.objectives and latency_model.describe().get("usd_per_hour") is None:
-        raise ConfigError("target", latency_model.name, "has no usd_per_hour; pick a priced target (see `targets`) "
-                          "or drop the usd_per_million_inferences objective")
-    storage = storage or DEFAULT_STORAGE
-    store = artifact_store_for(storage, artifacts)
-    if isinstance(workload, str):
-        workload = workloads.get(workload)
-    workload.validate()
-    study_name = study_name or workload.name
+def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n_trials: int, storage: str,
+              study_name: str, seed: int, sampler: optuna.samplers.BaseSampler | None, store: Any,
+              callbacks: Sequence[TrialCallback], after_trial: Callable[[optuna.Trial, Path], None] | None,
+              verbose: bool) -> optuna.Study:
+    """Open or resume the study, measure the base once, run trials until `n_trials` are COMPLETE."""
     with tempfile.TemporaryDirectory(prefix="lepton_") as tmp:
         work_dir = Path(tmp)
         export.check_traceable(workload.model, workload.example_input, work_dir)
         study = open_study(storage, study_name, space, sampler or make_sampler(space, seed))
-        base = measure_base(study, workload, latency_model, store, work_dir)
-        objective = Objective(study, workload, space, latency_model, base, store, work_dir, seed, verbose)
-        _optimize(study, objective, n_trials, space.n_configs)
-    return SearchResult(study, store)
+        base = measure_base(study, workload, target, store, work_dir)
+        objective = Objective(study, workload, space, target, base, store, work_dir, seed, verbose, after_trial)
+        optimize(study, objective, n_trials, space.n_configs, callbacks)
+    return study
 
 
-def _optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs: int) -> None:
+def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs: int,
+             callbacks: Sequence[TrialCallback] = ()) -> None:
+    """Run one trial at a time until `n_trials` (at most every config) are COMPLETE; duplicates do not count."""
     def n_complete() -> int:
         return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
     target = min(n_trials, n_configs)
     attempts, max_attempts = 0, 4 * n_trials + 20
     start = time.perf_counter()
-    bar, done = progress(total=target, desc="trials"), n_complete()
-    bar.update(done)
-    while done < target and attempts < max_attempts:
-        attempts += 1
-        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-        save_role_notes(SearchResult(study, objective.store))  # dashboard notes follow the front
-        now = n_complete()
-        bar.update(now - done)
-        done = now
-    bar.close()
+    done = n_complete()
+    with progress(target, "trials") as bar:
+        bar.update(done)
+        while done < target and attempts < max_attempts:
+            attempts += 1
+            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True, callbacks=list(callbacks))
+            now = n_complete()
+            bar.update(now - done)
+            done = now
     if objective.verbose:
         print(f"search: {done} complete trials in study {study.study_name!r} "
               f"({time.perf_counter() - start:.0f}s this run)", file=sys.stderr)

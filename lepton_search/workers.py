@@ -29,8 +29,10 @@ import optuna
 import torch
 
 from lepton_search import workloads
-from lepton_search.compress import export
 from lepton_search.errors import ConfigError, did_you_mean
+from lepton_search.records import BaseRecord
+from lepton_search.results.card import upload_trial_files
+from lepton_search.results.notes import RoleNotes
 from lepton_search.space import SearchSpace
 from lepton_search.storage import (
     HeartbeatSettings,
@@ -40,6 +42,7 @@ from lepton_search.storage import (
     redact,
     retry_history,
 )
+from lepton_search.techniques import export
 from lepton_search.workloads import Workload
 from lepton_search.workloads._cache import provided_weights
 
@@ -121,8 +124,8 @@ def init_study(
         artifact_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(state_path),
                                                        artifact_store=store, storage=storage_obj)
         study.set_user_attr(BASE_STATE_ATTR, artifact_id)  # last: its presence means "initialised"
-    _log(verbose, f"init: study {study_name!r} in {redact(storage)}: base accuracy {base['accuracy']:.4f}, "
-                  f"p50 {base['latency_ms']:.3f} ms; base model stored as artifact {artifact_id} in "
+    _log(verbose, f"init: study {study_name!r} in {redact(storage)}: base accuracy {base.accuracy:.4f}, "
+                  f"p50 {base.latency_ms:.3f} ms; base model stored as artifact {artifact_id} in "
                   f"{describe_artifact_store(store)}")
     return study
 
@@ -192,7 +195,9 @@ def run_worker(
 
         print(SQLITE_MANY_WRITERS, file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="lepton_worker_") as tmp:
-        objective = Objective(study, wl, space, latency_model, attrs["base"], store, Path(tmp), space.seed, verbose)
+        base = BaseRecord.read(attrs)
+        objective = Objective(study, wl, space, latency_model, base, store, Path(tmp), space.seed, verbose,
+                              after_trial=lambda trial, folder: upload_trial_files(trial, store, folder))
         try:
             return _work(study, objective, space, n_trials, verbose)
         except Exception as exc:
@@ -213,6 +218,7 @@ def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler
 
 def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int | None, verbose: bool) -> WorkerReport:
     report = WorkerReport()
+    notes = RoleNotes(objective.store)
     start = time.perf_counter()
     study_goal = min(space.trials, space.n_configs)
     goal = n_trials if n_trials is not None else study_goal
@@ -246,7 +252,7 @@ def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int
             break
         if n_trials is None and len(study.get_trials(deepcopy=False, states=DONE)) >= study_goal:
             break
-        study.optimize(traced, n_trials=1, catch=(Exception,), callbacks=[record], gc_after_trial=True)
+        study.optimize(traced, n_trials=1, catch=(Exception,), callbacks=[record, notes], gc_after_trial=True)
     seconds = time.perf_counter() - start
     _log(verbose, f"worker {pid}: {len(report.completed)} complete, {len(report.pruned)} pruned, "
                   f"{len(report.failed)} failed in {seconds:.0f}s")

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
+from lepton_search.calibration.profile_fit import calibrate_profile, load_samples, read_measurements, scores
 from lepton_search.cli import main
-from lepton_search.latency.calibrate import calibrate_profile, load_samples, read_measurements, scores
+from lepton_search.latency.device_profile import load_profile
 from lepton_search.latency.predicted import PredictedLatency, params_of, predict_ms
-from lepton_search.latency.profile import load_profile
-from lepton_search.latency.toy_graphs import write_set
+from lepton_search.testing.toy_graphs import write_set
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from lepton_search.compress import export, finetune, prune, quantize
 from lepton_search.evaluate import onnx_accuracy
 from lepton_search.latency.host_cpu import optimized_op_types, session
+from lepton_search.techniques import export, finetune, prune, quantize
 
 
 def _torch_accuracy(model, wl):
@@ -164,7 +164,7 @@ def test_untraceable_model_fails_with_one_line(tmp_path):
 def test_quantization_aware_context_rounds_weights_and_restores_the_module(digits_cnn):
     from torch.nn.utils import parametrize
 
-    from lepton_search.compress import qat
+    from lepton_search.techniques import qat
 
     model = prune.prune_structured(digits_cnn.model, digits_cnn.example_input, 0.25)
     conv = model.features[0]

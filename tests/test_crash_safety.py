@@ -47,7 +47,7 @@ def test_a_retry_is_not_a_duplicate_of_its_ancestor_but_of_any_other_trial():
     config = CompressionConfig(0.25, 8, 1)
     ancestor, other, retry = (study.ask() for _ in range(3))
     for t in (ancestor, other):
-        t.set_user_attr("config_key", list(config.key()))
+        t.set_user_attr("config", config.as_dict())
     assert find_duplicate(study, config, retry.number) == ancestor.number
     assert find_duplicate(study, config, retry.number, ignore=[ancestor.number]) == other.number
     study.tell(other, state=optuna.trial.TrialState.FAIL)
@@ -58,7 +58,7 @@ def test_a_queued_retry_blocks_a_fresh_trial_with_the_same_config():
     study = optuna.create_study()
     config = CompressionConfig(0.5, 32, 0)
     fresh = study.ask()
-    study.enqueue_trial({"prune_ratio": 0.5}, user_attrs={"config_key": list(config.key())})
+    study.enqueue_trial({"prune_ratio": 0.5}, user_attrs={"config": config.as_dict()})
     queued = study.get_trials(states=(optuna.trial.TrialState.WAITING,))[0]
     assert find_duplicate(study, config, fresh.number) == queued.number
 

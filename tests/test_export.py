@@ -14,9 +14,9 @@ import torch
 from picking_study import picking_study
 
 from lepton_search import ConfigError, load
-from lepton_search.card import ROLE_NOTE_HEADER, _TrialRef
 from lepton_search.cli import main
-from lepton_search.release import RecheckError
+from lepton_search.results.notes import ROLE_NOTE_HEADER, _TrialRef
+from lepton_search.results.release import RecheckError
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,14 @@ import numpy as np
 import onnx
 import pytest
 
-from lepton_search.compress import quantize
+from lepton_search.calibration.kernel_graphs import _Net
+from lepton_search.calibration.kernel_sweep import _ort_class, pair, precision_forms, sweep, write_table
 from lepton_search.latency import _boost
 from lepton_search.latency.host_cpu import HostCpuLatency, session
-from lepton_search.latency.kernel_graphs import _Net
 from lepton_search.latency.kernel_model import KernelTable, fit_overheads
-from lepton_search.latency.kernel_sweep import _ort_class, pair, precision_forms, sweep, write_table
 from lepton_search.latency.kernels import Kernel, emulate
-from lepton_search.latency.toy_graphs import conv_net, mlp_net
+from lepton_search.techniques import quantize
+from lepton_search.testing.toy_graphs import conv_net, mlp_net
 
 
 def _ort_kernels(path, tmp_path):

@@ -12,16 +12,16 @@ import textwrap
 import onnx
 import pytest
 
+from lepton_search.calibration.kernel_sweep import _ort_class, write_graphs
 from lepton_search.cli import main
-from lepton_search.compress import quantize
 from lepton_search.errors import ConfigError
 from lepton_search.latency.host_cpu import session
 from lepton_search.latency.kernel_model import KernelLatency, KernelTable
-from lepton_search.latency.kernel_profile import profile_kernels
-from lepton_search.latency.kernel_sweep import _ort_class, write_graphs
 from lepton_search.latency.kernels import emulate
 from lepton_search.latency.measure import input_shape
-from lepton_search.latency.toy_graphs import conv_net, mlp_net
+from lepton_search.latency.ort_profiler import profile_kernels
+from lepton_search.techniques import quantize
+from lepton_search.testing.toy_graphs import conv_net, mlp_net
 
 
 @pytest.mark.parametrize("bits", [32, 4])
@@ -129,7 +129,7 @@ def test_search_on_kernel_target_end_to_end(remote, tmp_path, monkeypatch, digit
     for t in done:
         assert t.user_attrs["latency_source"] == "calibrated"
         assert t.user_attrs["latency_expected_error_pct"] > 0 and t.user_attrs["latency_ms"] > 0
-    assert result.base["latency_source"] == "calibrated"
+    assert result.base.latency_source == "calibrated"
 
 
 def test_refresh_scales_predictions_by_how_much_the_host_drifted(remote, tmp_path, monkeypatch, capsys):

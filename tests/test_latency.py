@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from lepton_search.compress.export import to_onnx
 from lepton_search.errors import ConfigError
 from lepton_search.latency import HostCpuLatency, get_target, list_targets
+from lepton_search.techniques.export import to_onnx
 
 
 def _mlp(width):

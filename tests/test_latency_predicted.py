@@ -10,14 +10,14 @@ import numpy as np
 import onnx
 import pytest
 
-from lepton_search.compress import quantize
 from lepton_search.errors import ConfigError
 from lepton_search.latency import get_target, list_targets
 from lepton_search.latency._base import usd_per_million_inferences
+from lepton_search.latency.device_profile import load_profile, parse
 from lepton_search.latency.graph_cost import analyze
 from lepton_search.latency.predicted import PredictedLatency, work_items
-from lepton_search.latency.profile import load_profile, parse
-from lepton_search.latency.toy_graphs import conv_net, mlp_net
+from lepton_search.techniques import quantize
+from lepton_search.testing.toy_graphs import conv_net, mlp_net
 
 PROFILES = ("host-cpu-model", "intel-xeon-vnni", "jetson-orin-nano", "nvidia-t4", "raspberry-pi-4")
 
@@ -106,8 +106,8 @@ def test_search_on_predicted_target_end_to_end(digits_mlp, sqlite_url):
         assert t.user_attrs["latency_source"] == "predicted"
         assert t.values[1] == pytest.approx(t.user_attrs["usd_per_million_inferences"])
         assert isinstance(t.user_attrs["slower_than_base"], bool)
-    assert result.base["latency_source"] == "predicted"
+    assert result.base.latency_source == "predicted"
     with pytest.raises(ConfigError, match="usd_per_hour"):
         search(digits_mlp, space, target="raspberry-pi-4", n_trials=1, storage=sqlite_url, study_name="pi",
                verbose=False)
-    assert np.isfinite(result.base["usd_per_million_inferences"])
+    assert np.isfinite(result.base.usd_per_million_inferences)

@@ -10,7 +10,7 @@ import pytest
 from picking_study import picking_study
 
 from lepton_search import ConfigError, SearchResult, load
-from lepton_search.pick import candidates, hypervolume_min
+from lepton_search.results.pick import candidates, hypervolume_min
 
 BASE = {"accuracy": 0.99, "latency_ms": 12.0, "size_mb": 8.0, "workload": "synthetic"}
 # name: (accuracy, latency_ms, size_mb, feasible)
@@ -142,5 +142,5 @@ def test_real_study_front_figures(real):
     assert set(roles) == set(front["number"]) and any("knee" in r for r in roles.values())
     base = real.base
     pts = np.column_stack([-front["accuracy"] * 100, front["latency_ms"], front["size_mb"]])
-    ref = np.array([-(base["accuracy"] * 100 - 3.0), base["latency_ms"], base["size_mb"]])
+    ref = np.array([-(base.accuracy * 100 - 3.0), base.latency_ms, base.size_mb])
     assert real.hypervolume() == pytest.approx(inclusion_exclusion(pts, ref))

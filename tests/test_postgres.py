@@ -95,7 +95,7 @@ def test_four_workers_finish_exactly_4xN_trials_with_one_base_model(pg_url, tmp_
     per_worker = [_completed_by(o) for o in outputs]
     assert all(len(done) == n for done in per_worker)
     assert sorted(n for done in per_worker for n in done) == sorted(t.number for t in complete)  # none lost, none counted twice
-    assert len({tuple(t.user_attrs["config_key"]) for t in complete}) == 4 * n  # no config evaluated twice
+    assert len({tuple(t.user_attrs["config"].values()) for t in complete}) == 4 * n  # no config evaluated twice
     assert not [t for t in trials if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)]
     for t in complete:
         assert (art / t.user_attrs["onnx_artifact_id"]).is_file()

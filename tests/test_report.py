@@ -11,7 +11,7 @@ from picking_study import picking_study
 
 from lepton_search import ConfigError, load
 from lepton_search.cli import main
-from lepton_search.report_html import chromium_path, report_data
+from lepton_search.results.html import chromium_path, report_data
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_png_with_system_chromium(result, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("CI needs /usr/bin/chromium for PNG export (apt-get install -y chromium)")
         pytest.skip("no system Chromium")
-    from lepton_search.report_html import save_png
+    from lepton_search.results.html import save_png
 
     path = save_png(result.plot_pareto(), tmp_path / "front.png", width=640, height=400)
     data = path.read_bytes()
@@ -55,7 +55,7 @@ def test_png_with_system_chromium(result, tmp_path):
 
 def test_missing_browser_is_a_config_error(monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", "/nonexistent/chrome")
-    monkeypatch.setattr("lepton_search.report_html.SYSTEM_CHROMIUM", ())
+    monkeypatch.setattr("lepton_search.results.html.SYSTEM_CHROMIUM", ())
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(ConfigError, match="apt-get install -y chromium"):
         chromium_path()

@@ -7,7 +7,7 @@ import pytest
 from lepton_search import SearchSpace, search
 from lepton_search.cli import main
 from lepton_search.errors import ConfigError
-from lepton_search.latency.retarget import retarget
+from lepton_search.results.retarget import retarget
 
 
 def test_retarget_rescores_without_training(digits_mlp, sqlite_url, monkeypatch):
@@ -17,10 +17,12 @@ def test_retarget_rescores_without_training(digits_mlp, sqlite_url, monkeypatch)
     def no_training(*args, **kwargs):
         raise AssertionError("retarget must not train")
 
-    from lepton_search.compress import finetune
+    from lepton_search import training
+    from lepton_search.techniques import finetune
 
     monkeypatch.setattr(finetune, "distill", no_training)
-    monkeypatch.setattr(finetune, "train_classifier", no_training)
+    monkeypatch.setattr(finetune, "fit", no_training)  # the one training loop, as finetune imported it
+    monkeypatch.setattr(training, "fit", no_training)
     new = retarget(sqlite_url, "src", "nvidia-t4")
     assert new.study.study_name == "src.nvidia-t4"
     old = {t.number: t for t in src.study.trials if t.state.name == "COMPLETE"}
@@ -31,7 +33,7 @@ def test_retarget_rescores_without_training(digits_mlp, sqlite_url, monkeypatch)
         assert t.user_attrs["accuracy"] == before.user_attrs["accuracy"]
         assert t.user_attrs["latency_source"] == "predicted" and before.user_attrs["latency_source"] == "measured"
         assert t.values[1] == t.user_attrs["latency_ms"] != before.user_attrs["latency_ms"]
-        assert t.user_attrs["speedup"] == pytest.approx(new.base["latency_ms"] / t.user_attrs["latency_ms"])
+        assert t.user_attrs["speedup"] == pytest.approx(new.base.latency_ms / t.user_attrs["latency_ms"])
     assert not new.pareto().empty
     with pytest.raises(ConfigError, match="exists already"):
         retarget(sqlite_url, "src", "nvidia-t4")

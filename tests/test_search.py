@@ -9,7 +9,7 @@ import pytest
 from lepton_search import SearchSpace, load, search
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import onnx_accuracy
-from lepton_search.pareto import non_dominated
+from lepton_search.results.pareto import non_dominated
 
 SPACE = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 8, 4), finetune_epochs=(0, 1),
                     max_accuracy_drop_pts=1.5, sampler="random", seed=3)
@@ -28,7 +28,7 @@ def test_reaches_the_requested_number_of_complete_distinct_trials(run):
     trials = result.trials()
     complete = trials[trials.state == "COMPLETE"]
     assert len(complete) == 4
-    keys = {tuple(t.user_attrs["config_key"]) for t in result.study.trials if t.state.name == "COMPLETE"}
+    keys = {tuple(t.user_attrs["config"].values()) for t in result.study.trials if t.state.name == "COMPLETE"}
     assert len(keys) == 4
     pruned = trials[trials.state == "PRUNED"]
     assert pruned["duplicate_of"].notna().all()
@@ -52,8 +52,8 @@ def test_user_attrs_record_measurement_context(run):
     assert a["latency_source"] == "measured" and a["threads"] == 1 and a["batch_size"] == 1
     assert 0 < a["latency_ms"] <= a["latency_p90_ms"]
     assert a["versions"]["torch"] and a["versions"]["onnxruntime"] and a["seed"] == 3
-    assert a["speedup"] == pytest.approx(result.base["latency_ms"] / a["latency_ms"])
-    assert a["accuracy_drop_pts"] == pytest.approx((result.base["accuracy"] - a["accuracy"]) * 100)
+    assert a["speedup"] == pytest.approx(result.base.latency_ms / a["latency_ms"])
+    assert a["accuracy_drop_pts"] == pytest.approx((result.base.accuracy - a["accuracy"]) * 100)
     assert result.study.metric_names == ["accuracy", "latency_ms"]
 
 
@@ -80,11 +80,11 @@ def test_pareto_matches_optuna_best_trials_among_feasible(run):
 
 def test_resume_counts_existing_trials_and_measures_base_once(run, digits_cnn):
     result, url, *_ = run
-    base_id = result.base["onnx_artifact_id"]
+    base_id = result.base.onnx_artifact_id
     again = search(digits_cnn, SPACE, n_trials=5, storage=url, study_name="it", verbose=False)
     states = again.trials()["state"]
     assert (states == "COMPLETE").sum() == 5
-    assert again.base["onnx_artifact_id"] == base_id
+    assert again.base.onnx_artifact_id == base_id
     assert load(url, "it").trials().shape[0] == again.trials().shape[0]
 
 

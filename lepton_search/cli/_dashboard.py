@@ -18,12 +18,9 @@ STORAGE_HELP = "Optuna storage URL (default: sqlite:///lepton_search.db in the c
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
 def dashboard_cmd(storage: str | None, artifacts: str | None, host: str, port: int) -> None:
     """Start optuna-dashboard: Pareto plot, trial attributes, role notes, downloadable ONNX / config / card."""
-    try:
-        import optuna_dashboard
-    except ImportError:
-        raise ConfigError("dashboard", "optuna-dashboard", "is not installed: pip install 'lepton-search[dashboard]'") from None
-    from lepton_search.result import artifact_store_for
-    from lepton_search.study import DEFAULT_STORAGE
+    import optuna_dashboard
+
+    from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for
 
     if not 0 < port < 65536:
         raise ConfigError("--port", port, "must be between 1 and 65535")

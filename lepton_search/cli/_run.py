@@ -41,9 +41,9 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
             workload: str | None, target: str, data_dir: str | None, artifacts: str | None) -> None:
     """Run (or resume) a search. With no SPACE, the embedded default on Fashion-MNIST."""
     from lepton_search import SearchSpace, default_space, search
-    from lepton_search.report import front_table
-    from lepton_search.result import artifact_store_for
-    from lepton_search.study import DEFAULT_STORAGE, make_target
+    from lepton_search.results.report import front_table
+    from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for
+    from lepton_search.study import make_target
 
     _quiet_optuna()
     space_obj = SearchSpace.from_yaml(space) if space else default_space()
@@ -72,8 +72,8 @@ def report_cmd(storage: str | None, study_name: str, show_all: bool, html_path: 
                png_path: str | None) -> None:
     """Print the Pareto front (or all trials) of a stored study; optionally write HTML / PNG."""
     from lepton_search import load
-    from lepton_search.report import front_table
-    from lepton_search.study import DEFAULT_STORAGE
+    from lepton_search.results.report import front_table
+    from lepton_search.storage import DEFAULT_STORAGE
 
     result = load(storage or DEFAULT_STORAGE, study_name)
     click.echo(front_table(result))
@@ -86,7 +86,7 @@ def report_cmd(storage: str | None, study_name: str, show_all: bool, html_path: 
     if show_all:
         click.echo(trials.to_string(index=False))
     if html_path or png_path:
-        from lepton_search.report_html import save_png, write_html
+        from lepton_search.results.html import save_png, write_html
 
         if html_path:
             click.echo(f"wrote {write_html(result, html_path)}")
@@ -106,8 +106,8 @@ def export_cmd(storage: str | None, study_name: str, trial: int, out_dir: str, w
     """Write model.onnx, config.json and MODEL_CARD.md of one trial; re-check its accuracy in ORT."""
     from lepton_search import load
     from lepton_search.paths import confined_dir
-    from lepton_search.release import builtin_workload, describe_export
-    from lepton_search.study import DEFAULT_STORAGE
+    from lepton_search.results.release import builtin_workload, describe_export
+    from lepton_search.storage import DEFAULT_STORAGE
 
     out = confined_dir("--out", out_dir)
     result = load(storage or DEFAULT_STORAGE, study_name)

@@ -87,7 +87,7 @@ def calibrate_cmd(target: str | None, csv_path: str | None, graphs: str | None, 
     if refresh:
         if not kernels:
             raise ConfigError("--refresh", True, "add --kernels: only a kernel table of this host can be refreshed")
-        from lepton_search.latency.kernel_calibrate import refresh as refresh_table
+        from lepton_search.calibration.kernel_table import refresh as refresh_table
 
         scale = refresh_table(target or "host-cpu", path=out)
         click.echo(f"this host runs x{scale:.3f} the time it did when its kernel table was timed; predictions "
@@ -98,8 +98,8 @@ def calibrate_cmd(target: str | None, csv_path: str | None, graphs: str | None, 
     if target is None:
         raise ConfigError("--target", None, "name the profile to calibrate (see `lepton-search targets`), or pass "
                           "--kernels for a kernel table of this host")
-    from lepton_search.latency.calibrate import calibrate_profile, read_measurements
-    from lepton_search.latency.profile import load_profile
+    from lepton_search.calibration.profile_fit import calibrate_profile, read_measurements
+    from lepton_search.latency.device_profile import load_profile
 
     profile = load_profile(target)
     if csv_path is not None and graphs is None:
@@ -109,7 +109,7 @@ def calibrate_cmd(target: str | None, csv_path: str | None, graphs: str | None, 
                           "on the device and pass --csv CSV --graphs DIR")
     with tempfile.TemporaryDirectory(prefix="lepton_calib_") as tmp:
         if graphs is None:
-            from lepton_search.latency.calibration_set import build_set
+            from lepton_search.calibration.calibration_set import build_set
 
             graphs = str(Path(tmp) / "graphs")
             click.echo(f"building the calibration set in {graphs} ...", err=True)
@@ -131,14 +131,14 @@ def _calibrate_kernels(target: str, csv_path: str | None, graphs: str | None, ou
     if n_graphs < 2:
         raise ConfigError("--n-graphs", n_graphs, "use at least 2 sweep graphs (one is held out to score the table)")
     if write_graphs is not None:
-        from lepton_search.latency.kernel_sweep import write_graphs as write
+        from lepton_search.calibration.kernel_sweep import write_graphs as write
 
         paths = write(write_graphs, n_graphs=n_graphs)
         click.echo(f"wrote {len(paths)} sweep graphs to {write_graphs}; on the device run\n"
                    f"  lepton-search measure {write_graphs} --out m.csv --kernels\nthen here\n"
                    f"  lepton-search calibrate --target NAME --kernels --csv m.csv --graphs {write_graphs}")
         return
-    from lepton_search.latency.kernel_calibrate import calibrate_kernels
+    from lepton_search.calibration.kernel_table import calibrate_kernels
     from lepton_search.latency.kernel_model import table_path
 
     if csv_path is None:
@@ -160,9 +160,9 @@ def _calibrate_kernels(target: str, csv_path: str | None, graphs: str | None, ou
 @click.option("--artifacts", default=None, help="Artifact folder (default: beside the SQLite file).")
 def retarget_cmd(storage: str | None, study_name: str, target: str, new_study: str | None, artifacts: str | None) -> None:
     """Re-score a study's stored ONNX files on another target into a new study (no retraining)."""
-    from lepton_search.latency.retarget import retarget
-    from lepton_search.report import front_table
-    from lepton_search.study import DEFAULT_STORAGE
+    from lepton_search.results.report import front_table
+    from lepton_search.results.retarget import retarget
+    from lepton_search.storage import DEFAULT_STORAGE
 
     result = retarget(storage or DEFAULT_STORAGE, study_name, target, new_study=new_study, artifacts=artifacts,
                       verbose=True)

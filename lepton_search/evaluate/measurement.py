@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from lepton_search.candidate import Candidate
 from lepton_search.evaluate.accuracy import onnx_accuracy
@@ -38,13 +39,18 @@ class Measurement:
 
 def evaluate(candidate: Candidate, workload: Workload, target: LatencyModel, *, with_test: bool = False) -> Measurement:
     """Run the exported file for accuracy, then time it on `target`."""
-    acc = onnx_accuracy(candidate.onnx_path, workload, "val")
-    test = onnx_accuracy(candidate.onnx_path, workload, "test").accuracy if with_test and workload.test is not None else None
-    lat = target.latency(candidate.onnx_path, tuple(workload.example_input.shape))
+    return measure_onnx(candidate.onnx_path, workload, target, with_test=with_test)
+
+
+def measure_onnx(onnx_path: Path, workload: Workload, target: LatencyModel, *, with_test: bool = False) -> Measurement:
+    """Accuracy of `onnx_path` on the validation (and test) split in ONNX Runtime, its latency on `target`."""
+    acc = onnx_accuracy(onnx_path, workload, "val")
+    test = onnx_accuracy(onnx_path, workload, "test").accuracy if with_test and workload.test is not None else None
+    lat = target.latency(onnx_path, tuple(workload.example_input.shape))
     return Measurement(
         accuracy=acc.accuracy, val_correct=acc.correct, val_total=acc.total,
         latency_ms=lat.p50_ms, latency_p90_ms=lat.p90_ms, latency_cv=lat.cv, latency_source=lat.source,
         latency_expected_error_pct=lat.expected_error_pct, threads=lat.threads, batch_size=lat.batch_size,
-        size_mb=candidate.size_mb, load_avg_1min=lat.details.get("load_avg_1min"), test_accuracy=test,
-        usd_per_million_inferences=lat.usd_per_million_inferences,
+        size_mb=Path(onnx_path).stat().st_size / 1e6, load_avg_1min=lat.details.get("load_avg_1min"),
+        test_accuracy=test, usd_per_million_inferences=lat.usd_per_million_inferences,
     )

@@ -21,9 +21,9 @@ def _register_discovered() -> None:
     """Targets found on disk, read on demand: every profile YAML (built-in or in the user profile folder) is a
     predicted target; `host-cpu-kernels` and every `<device>-kernels.csv` in the profile folder a kernel-table
     target. A name registered by hand is never replaced."""
+    from lepton_search.latency.device_profile import profile_paths
     from lepton_search.latency.kernel_model import table_factory, table_targets
     from lepton_search.latency.predicted import profile_factory
-    from lepton_search.latency.profile import profile_paths
 
     for names, make, marker in ((profile_paths(), profile_factory, "from_profile"),
                                 (table_targets(), table_factory, "from_table")):

@@ -196,14 +196,14 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 def table_path(target: str) -> Path:
     """Where the kernel table of `target` lives: `<profile dir>/<target>.csv` (`host-cpu-kernels.csv`)."""
-    from lepton_search.latency.profile import user_dir
+    from lepton_search.latency.device_profile import user_dir
 
     return user_dir() / f"{target}.csv"
 
 
 def table_targets() -> list[str]:
     """Kernel-table targets found in the profile folder (`*-kernels.csv`), plus `host-cpu-kernels`."""
-    from lepton_search.latency.profile import user_dir
+    from lepton_search.latency.device_profile import user_dir
 
     folder = user_dir()
     found = {p.stem for p in folder.glob("*-kernels.csv")} if folder.is_dir() else set()

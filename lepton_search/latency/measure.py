@@ -43,7 +43,7 @@ def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, ba
     (and each kernel its fastest time): a burst of load from another process does not count."""
     import onnxruntime as ort
 
-    from lepton_search.latency.kernel_profile import KERNEL_COLUMNS, profile_kernels
+    from lepton_search.latency.ort_profiler import KERNEL_COLUMNS, profile_kernels
 
     files = sorted(Path(folder).glob("*.onnx"))
     if not files:

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from lepton_search.latency._base import LatencyEstimate, LatencyModel
+from lepton_search.latency.device_profile import Profile, load_profile
 from lepton_search.latency.graph_cost import BYTES, NodeCost, analyze
-from lepton_search.latency.profile import Profile, load_profile
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lepton_search.compress.finetune import train_classifier
+from lepton_search.training import train_classifier
 from lepton_search.workloads._base import Workload
 from lepton_search.workloads._cache import cached_model
 

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lepton_search.compress.finetune import train_classifier
 from lepton_search.errors import ConfigError
+from lepton_search.training import train_classifier
 from lepton_search.workloads._base import Workload
 from lepton_search.workloads._cache import cached_model
 

@@ -6,29 +6,31 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-if TYPE_CHECKING:
-    from lepton_search.result import SearchResult
+from lepton_search.space import KNOB_NAMES
 
-TABLE_COLUMNS = ["number", "prune_ratio", "bits", "finetune_epochs", "accuracy", "accuracy_drop_pts",
+if TYPE_CHECKING:
+    from lepton_search.results.frame import StudyFrame
+
+TABLE_COLUMNS = ["number", *KNOB_NAMES, "accuracy", "accuracy_drop_pts",
                  "latency_ms", "latency_p90_ms", "speedup", "slower_than_base", "size_mb", "finetune_seconds",
                  "latency_source", "latency_expected_error_pct", "usd_per_million_inferences"]
 
 
-def pareto_plot_data(result: SearchResult) -> dict[str, Any]:
+def pareto_plot_data(result: StudyFrame) -> dict[str, Any]:
     """Plain data for the Pareto plot: all complete trials, the front, the base point."""
     trials = result.trials()
     complete = trials[trials["state"] == "COMPLETE"]
     front = result.pareto()
-    base = result.base
+    base = {} if result.base is None else result.base.to_attrs()
     return {
-        "trials": complete[["number", "accuracy", "latency_ms", "size_mb", "bits", "prune_ratio", "finetune_epochs", "feasible"]],
-        "front": front[["number", "accuracy", "latency_ms", "size_mb", "bits", "prune_ratio", "finetune_epochs"]],
+        "trials": complete[["number", "accuracy", "latency_ms", "size_mb", *KNOB_NAMES, "feasible"]],
+        "front": front[["number", "accuracy", "latency_ms", "size_mb", *KNOB_NAMES]],
         "base": {"accuracy": base.get("accuracy"), "latency_ms": base.get("latency_ms")},
         "title": f"{result.study.study_name}: accuracy vs latency ({base.get('latency_source', 'measured')})",
     }
 
 
-def pareto_figure(result: SearchResult) -> Any:
+def pareto_figure(result: StudyFrame) -> Any:
     import plotly.graph_objects as go
 
     data = pareto_plot_data(result)
@@ -36,8 +38,7 @@ def pareto_figure(result: SearchResult) -> Any:
     t = data["trials"]
 
     def hover(df: pd.DataFrame) -> list[str]:
-        return [f"trial {r.number}: prune {r.prune_ratio}, {int(r.bits)} bit, {int(r.finetune_epochs)} ep"
-                for r in df.itertuples()]
+        return [f"trial {r['number']}: " + ", ".join(f"{k} {r[k]}" for k in KNOB_NAMES) for _, r in df.iterrows()]
 
     for feasible, name, color in ((True, "trials", "#9aa5b1"), (False, "infeasible", "#e07a5f")):
         part = t[t["feasible"] == feasible]
@@ -55,10 +56,10 @@ def pareto_figure(result: SearchResult) -> Any:
     return fig
 
 
-def front_table(result: SearchResult) -> str:
+def front_table(result: StudyFrame) -> str:
     """The front as a fixed-width text table, base first."""
     front = result.pareto()
-    base = result.base
+    base = {} if result.base is None else result.base.to_attrs()
     nan = float("nan")
     lines = [(f"base: accuracy {base.get('accuracy', nan):.4f}  latency p50 {base.get('latency_ms', nan):.3f} ms  "
               f"size {base.get('size_mb', nan):.3f} MB  ({base.get('latency_source', '?')})")]

@@ -5,36 +5,32 @@ The same two builders serve the per-trial artifacts the dashboard shows and `Sea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 
-if TYPE_CHECKING:
-    from lepton_search.result import SearchResult
+from lepton_search.records import CARD_ARTIFACT, CONFIG_ARTIFACT, BaseRecord, TrialRecord
+from lepton_search.space import KNOBS
 
-FORMAT = "lepton-search/config-1"
-_NOT_METRICS = {"config_key", "versions", "seed", "onnx_artifact_id", "config_artifact_id", "card_artifact_id",
-                "prune_method", "duplicate_of", "fail_reason"}
-ROLE_NOTE_HEADER = "**Pareto role:**"
+FORMAT = "lepton-search/config-2"  # 2: config is a knob -> value mapping with every knob; metrics from the record
+_NOT_METRICS = {"config", "versions", "seed", "extra", "schema"}
 
 
-def trial_config(*, study_name: str, number: int, params: dict, user_attrs: dict, base: dict,
+def trial_config(*, study_name: str, number: int, record: TrialRecord, base: BaseRecord | None,
                  space: dict | None, values: dict[str, float] | None = None) -> dict[str, Any]:
-    """The `config.json` content of one trial, from what the study stores about it."""
-    key = user_attrs.get("config_key")
-    if key is not None:  # holds every knob, sampled or fixed
-        knobs = {"prune_ratio": key[0], "bits": key[1], "finetune_epochs": key[2], "prune_method": key[3]}
-    else:
-        knobs = {**params, "prune_method": user_attrs.get("prune_method", "structured")}
+    """The `config.json` content of one trial, from its record and the study's base record."""
+    metrics = {k: v for k, v in dataclasses.asdict(record).items() if k not in _NOT_METRICS}
+    base_attrs = {} if base is None else {k: v for k, v in base.to_attrs().items() if k != "onnx_artifact_id"}
     return {
-        "format": FORMAT, "study": study_name, "trial": number, "workload": base.get("workload"),
-        "config": knobs,
-        "metrics": {k: v for k, v in sorted(user_attrs.items()) if k not in _NOT_METRICS},
+        "format": FORMAT, "study": study_name, "trial": number, "workload": base_attrs.get("workload"),
+        "config": dict(record.config),
+        "metrics": {**dict(record.extra), **metrics},
         "objectives": values or {},
-        "base": {k: v for k, v in base.items() if k != "onnx_artifact_id"},
-        "target": base.get("target"), "seed": user_attrs.get("seed"), "versions": user_attrs.get("versions", {}),
+        "base": base_attrs,
+        "target": base_attrs.get("target"), "seed": record.seed, "versions": dict(record.versions),
         "space": space,
     }
 
@@ -70,6 +66,8 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
          f"of channels, {precision}, {k.get('finetune_epochs')} fine-tune epoch(s); seed {config.get('seed')}."), "",
         "| | before (base FP32) | after (this model) | change |", "|---|---|---|---|",
         *[f"| {a} | {bb} | {c} | {d} |" for a, bb, c, d in rows], "",
+        "| knob | value | meaning |", "|---|---|---|",
+        *[f"| {knob.name} | {k.get(knob.name, 'n/a')} | {knob.help} |" for knob in KNOBS], "",
         (f"Latency: {m.get('latency_source', 'n/a')}, target `{_target(config.get('target'))}`, "
          f"batch {m.get('batch_size', 'n/a')}, {m.get('threads', 'n/a')} thread(s)."),
         f"Accuracy: ONNX Runtime on the validation split ({m.get('val_correct', 'n/a')}/{m.get('val_total', 'n/a')} correct).",
@@ -88,52 +86,17 @@ def _target(target: Any) -> str:
     return str(target)
 
 
-def upload_trial_files(trial: optuna.Trial, store: Any, base: dict, work_dir: Path) -> None:
+def upload_trial_files(trial: optuna.Trial, store: Any, work_dir: Path) -> None:
     """Upload `config.json` and `MODEL_CARD.md` of a finished-but-not-yet-returned trial as artifacts."""
     study = trial.study
-    config = trial_config(study_name=study.study_name, number=trial.number, params=trial.params,
-                          user_attrs=trial.user_attrs, base=base, space=study.user_attrs.get("space"))
+    config = trial_config(study_name=study.study_name, number=trial.number,
+                          record=TrialRecord.from_attrs(trial.user_attrs), base=BaseRecord.read(study.user_attrs),
+                          space=study.user_attrs.get("space"))
     folder = work_dir / f"trial_{trial.number}_files"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
     (folder / "MODEL_CARD.md").write_text(model_card(config))
-    for name, attr in (("config.json", "config_artifact_id"), ("MODEL_CARD.md", "card_artifact_id")):
+    for name, attr in (("config.json", CONFIG_ARTIFACT), ("MODEL_CARD.md", CARD_ARTIFACT)):
         artifact_id = optuna.artifacts.upload_artifact(study_or_trial=trial, file_path=str(folder / name),
                                                        artifact_store=store)
         trial.set_user_attr(attr, artifact_id)
-
-
-class _TrialRef:
-    """What `optuna_dashboard.save_note` reads from a trial. Building an `optuna.Trial` for a finished
-    trial would call the sampler's `before_trial` hook, which may try to write to it."""
-
-    def __init__(self, study: optuna.Study, trial_id: int) -> None:
-        self.study, self.storage, self._trial_id = study, study._storage, trial_id
-
-
-def save_role_notes(result: SearchResult) -> int:
-    """Write each Pareto trial's roles as its optuna-dashboard note; clear notes of trials that left the front.
-
-    Returns how many notes changed. Does nothing when optuna-dashboard is not installed.
-    """
-    try:
-        from optuna_dashboard import get_note, save_note
-    except ImportError:
-        return 0
-    from lepton_search.pick import roles
-
-    study = result.study
-    wanted = {n: _role_note(r) for n, r in roles(result).items()}
-    changed = 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        ref = _TrialRef(study, t._trial_id)
-        note = get_note(ref)  # type: ignore[arg-type]
-        body = wanted.get(t.number, "" if note.startswith(ROLE_NOTE_HEADER) else note)
-        if body != note:
-            save_note(ref, body)  # type: ignore[arg-type]
-            changed += 1
-    return changed
-
-
-def _role_note(role_list: list[str]) -> str:
-    return f"{ROLE_NOTE_HEADER} {', '.join(role_list) if role_list else 'on the Pareto front'}."

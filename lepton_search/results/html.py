@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from lepton_search.errors import ConfigError
-from lepton_search.pick import ROLE_DROPS_PTS
+from lepton_search.results import pick
+from lepton_search.results.pick import ROLE_DROPS_PTS
 
 if TYPE_CHECKING:
-    from lepton_search.result import SearchResult
+    from lepton_search.results.frame import StudyFrame
 
 SYSTEM_CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -26,29 +27,29 @@ table{border-collapse:collapse;font-size:.9em;margin:.5em 0 1.5em}th,td{border:1
 th{background:#f3f5f7}td:first-child,th:first-child{text-align:left}.muted{color:#777}"""
 
 
-def report_data(result: SearchResult) -> dict[str, Any]:
+def report_data(result: StudyFrame) -> dict[str, Any]:
     """Plain data of the report: base, front, picks, hypervolume, trial counts, failures by reason."""
     from lepton_search.errors import LeptonError
-    from lepton_search.report import TABLE_COLUMNS
+    from lepton_search.results.report import TABLE_COLUMNS
 
     trials = result.trials()
     front = result.pareto()
     picks: list[tuple[str, Any]] = []
     for drop in ROLE_DROPS_PTS:
         try:
-            picks.append((f"fastest within {drop:g} pt of base", result.recommend(max_accuracy_drop_pts=drop)))
+            picks.append((f"fastest within {drop:g} pt of base", pick.recommend(result, max_accuracy_drop_pts=drop)))
         except LeptonError as exc:
             picks.append((f"fastest within {drop:g} pt of base", str(exc)))
     if not front.empty:
-        picks.append(("knee (balanced)", result.knee()))
+        picks.append(("knee (balanced)", pick.knee(result)))
     failed = trials[trials["state"] == "FAIL"]
     return {
         "title": f"lepton-search report: {result.study.study_name}",
-        "base": result.base,
+        "base": {} if result.base is None else result.base.to_attrs(),
         "front": front[[c for c in TABLE_COLUMNS if c in front]],
-        "roles": result.roles(),
+        "roles": pick.roles(result),
         "picks": picks,
-        "hypervolume": result.hypervolume() if result.base else None,
+        "hypervolume": pick.hypervolume(result) if result.base else None,
         "counts": trials["state"].value_counts().to_dict(),
         "infeasible": int(((trials["state"] == "COMPLETE") & ~trials["feasible"]).sum()),
         "failures": failed["fail_reason"].fillna("unknown").value_counts().to_dict(),
@@ -59,7 +60,7 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, na_rep="")
 
 
-def render_html(result: SearchResult) -> str:
+def render_html(result: StudyFrame) -> str:
     """The whole report as one HTML string."""
     data = report_data(result)
     fig = result.plot_pareto()
@@ -90,7 +91,7 @@ size {base.get('size_mb', float('nan')):.4g} MB ({e(str(base.get('latency_source
 """
 
 
-def write_html(result: SearchResult, path: str | Path) -> Path:
+def write_html(result: StudyFrame, path: str | Path) -> Path:
     """Write the report to `path` (a single file, viewable offline)."""
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):

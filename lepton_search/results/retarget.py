@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import tempfile
@@ -22,7 +23,8 @@ import optuna
 
 from lepton_search.errors import ConfigError
 from lepton_search.latency import LatencyEstimate, LatencyModel, get_target
-from lepton_search.result import SearchResult, load
+from lepton_search.records import ONNX_ARTIFACT, BaseRecord, TrialRecord
+from lepton_search.results.result import SearchResult
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 LATENCY_KEYS = ("latency_ms", "latency_p90_ms", "latency_cv", "latency_source", "latency_expected_error_pct",
@@ -56,13 +58,6 @@ def _score(store: Any, artifact_id: str, model: LatencyModel, tmp: Path) -> Late
         path.unlink(missing_ok=True)
 
 
-def _latency_attrs(lat: LatencyEstimate) -> dict[str, Any]:
-    return {"latency_ms": lat.p50_ms, "latency_p90_ms": lat.p90_ms, "latency_cv": lat.cv,
-            "latency_source": lat.source, "latency_expected_error_pct": lat.expected_error_pct,
-            "threads": lat.threads, "batch_size": lat.batch_size, "load_avg_1min": lat.details.get("load_avg_1min"),
-            "usd_per_million_inferences": lat.usd_per_million_inferences}
-
-
 def _new_study(storage: str, name: str, src: optuna.Study) -> optuna.Study:
     if not _NAME_RE.match(name):
         raise ConfigError("--new-study", name, "use letters, digits, '_', '-', '.' (no path separators)")
@@ -82,35 +77,35 @@ def _new_study(storage: str, name: str, src: optuna.Study) -> optuna.Study:
 def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_study: str | None = None,
              artifacts: str | Path | None = None, verbose: bool = False) -> SearchResult:
     """Copy `study_name` into a new study (default `<study>.<target>`) with latency re-scored on `target`."""
-    src = load(storage, study_name, artifacts=artifacts)
+    src = SearchResult.open(storage, study_name, artifacts=artifacts)
     space = src.study.user_attrs.get("space") or {}
     model = target_for_space(target, space)
     objectives = src.objectives
     if "usd_per_million_inferences" in objectives and model.describe().get("usd_per_hour") is None:
         raise ConfigError("--target", model.name, "has no usd_per_hour, but the study minimises a price")
-    base = dict(src.base)
-    if "onnx_artifact_id" not in base:
+    if src.base is None or src.base.onnx_artifact_id is None:
         raise ConfigError("--study", study_name, "has no stored base model; run a search first")
     dst = _new_study(storage, new_study or f"{study_name}.{model.name}", src.study)
     with tempfile.TemporaryDirectory(prefix="lepton_retarget_") as tmp:
-        base.update(_latency_attrs(_score(src.artifact_store, base["onnx_artifact_id"], model, Path(tmp))))
-        base["target"] = model.describe()
-        base["retargeted_from"] = {"study": study_name, "target": src.base.get("target")}
-        dst.set_user_attr("base", base)
+        lat = _score(src.artifact_store, src.base.onnx_artifact_id, model, Path(tmp))
+        base = dataclasses.replace(src.base, **BaseRecord.latency_fields(lat), target=model.describe(),
+                                   extra={**src.base.extra, "retargeted_from": {"study": study_name,
+                                                                                 "target": src.base.target}})
+        base.write(dst)
         for t in src.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if "onnx_artifact_id" not in t.user_attrs:
+            if ONNX_ARTIFACT not in t.user_attrs:
                 continue
-            attrs = {**t.user_attrs, **_latency_attrs(_score(src.artifact_store, t.user_attrs["onnx_artifact_id"],
-                                                             model, Path(tmp)))}
-            attrs["speedup"] = base["latency_ms"] / attrs["latency_ms"]
-            attrs["slower_than_base"] = attrs["latency_ms"] > 0.95 * base["latency_ms"]
-            attrs["retargeted_from"] = {"study": study_name, "trial": t.number}
-            values = [float(attrs[o]) for o in objectives]
+            old = TrialRecord.from_attrs(t.user_attrs)
+            new = old.with_latency(_score(src.artifact_store, t.user_attrs[ONNX_ARTIFACT], model, Path(tmp)), base)
+            new = dataclasses.replace(new, extra={**new.extra, "retargeted_from": {"study": study_name,
+                                                                                    "trial": t.number}})
+            attrs = {**t.user_attrs, **new.to_attrs()}
+            values = [float(new.get(o)) for o in objectives]
             dst.add_trial(optuna.trial.create_trial(
                 params=t.params, distributions=t.distributions, values=values, user_attrs=attrs,
                 system_attrs={k: v for k, v in t.system_attrs.items() if k == "constraints"},
                 constraints=dict(t.constraints) or None))
             if verbose:
-                print(f"trial {t.number:3d}: {t.user_attrs.get('latency_ms', float('nan')):.4f} ms -> "
-                      f"{attrs['latency_ms']:.4f} ms ({attrs['latency_source']})", file=sys.stderr)
+                print(f"trial {t.number:3d}: {old.latency_ms:.4f} ms -> {new.latency_ms:.4f} ms "
+                      f"({new.latency_source})", file=sys.stderr)
     return SearchResult(dst, src.artifact_store)

@@ -12,12 +12,13 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lepton_search.card import model_card, trial_config
 from lepton_search.errors import ConfigError, LeptonError
 from lepton_search.paths import confined_file
+from lepton_search.records import ONNX_ARTIFACT, TrialRecord
+from lepton_search.results.card import model_card, trial_config
 
 if TYPE_CHECKING:
-    from lepton_search.result import SearchResult
+    from lepton_search.results.frame import StudyFrame
     from lepton_search.workloads import Workload
 
 FILES = ("model.onnx", "config.json", "MODEL_CARD.md")
@@ -35,15 +36,16 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def recheck(onnx_path: Path, metrics: dict, workload: Workload) -> dict[str, Any]:
+def recheck(onnx_path: Path, record: TrialRecord, workload: Workload) -> dict[str, Any]:
     """Run `onnx_path` in ORT on the validation split; compare with the stored `val_correct` (or accuracy)."""
     from lepton_search.evaluate import onnx_accuracy
 
     acc = onnx_accuracy(onnx_path, workload, "val")
-    stored_correct, stored_acc = metrics.get("val_correct"), metrics.get("accuracy")
+    stored_correct, stored_acc = record.val_correct, record.accuracy
+    stored_total = acc.total if record.val_total is None else record.val_total
     if stored_correct is not None and acc.correct is not None:
-        same = acc.correct == stored_correct and acc.total == metrics.get("val_total", acc.total)
-        detail = f"{acc.correct}/{acc.total} correct in ONNX Runtime, {stored_correct}/{metrics.get('val_total')} stored"
+        same = acc.correct == stored_correct and acc.total == stored_total
+        detail = f"{acc.correct}/{acc.total} correct in ONNX Runtime, {stored_correct}/{record.val_total} stored"
     else:  # a custom metric has no correct-answer count
         same = stored_acc is not None and abs(acc.accuracy - stored_acc) <= 1e-9
         detail = f"metric {acc.accuracy:.6f} in ONNX Runtime, {stored_acc} stored"
@@ -51,7 +53,7 @@ def recheck(onnx_path: Path, metrics: dict, workload: Workload) -> dict[str, Any
             "val_total": acc.total, "accuracy": acc.accuracy, "workload": workload.name}
 
 
-def export_trial(result: SearchResult, trial: int, out_dir: str | Path, *, workload: Workload | None = None) -> Path:
+def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workload: Workload | None = None) -> Path:
     """Write the three files of `trial` into `out_dir`; re-check in ORT when `workload` is given.
 
     Returns the path of `model.onnx`. Raises RecheckError (after writing the files, so they can be
@@ -60,23 +62,25 @@ def export_trial(result: SearchResult, trial: int, out_dir: str | Path, *, workl
     Example:
         >>> export_trial(result, 7, "deploy/", workload=workloads.get("digits-cnn"))  # doctest: +SKIP
     """
-    frozen = result._trial(trial)
-    artifact_id = frozen.user_attrs.get("onnx_artifact_id")
+    frozen = result.trial(trial)
+    record = TrialRecord.from_attrs(frozen.user_attrs)
+    artifact_id = frozen.user_attrs.get(ONNX_ARTIFACT)
     if artifact_id is None:
         raise ConfigError("trial", trial, "has no stored ONNX artifact (only COMPLETE trials do)")
     base = result.base
-    if workload is not None and base.get("workload") not in (None, workload.name):
-        raise ConfigError("workload", workload.name, f"this study was run on {base.get('workload')!r}; pass that one")
+    study_workload = None if base is None else base.workload
+    if workload is not None and study_workload not in (None, workload.name):
+        raise ConfigError("workload", workload.name, f"this study was run on {study_workload!r}; pass that one")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path, config_path, card_path = (confined_file("out_dir", out, n) for n in FILES)
     with result.artifact_store.open_reader(artifact_id) as reader, open(onnx_path, "wb") as fh:
         shutil.copyfileobj(reader, fh)
-    config = trial_config(study_name=result.study.study_name, number=frozen.number, params=frozen.params,
-                          user_attrs=frozen.user_attrs, base=base, space=result.study.user_attrs.get("space"),
+    config = trial_config(study_name=result.study.study_name, number=frozen.number, record=record,
+                          base=base, space=result.study.user_attrs.get("space"),
                           values=dict(zip(result.objectives, frozen.values or [])))
     config["onnx_sha256"] = sha256(onnx_path)
-    checked = recheck(onnx_path, frozen.user_attrs, workload) if workload is not None else {
+    checked = recheck(onnx_path, record, workload) if workload is not None else {
         "status": "skipped", "detail": "no workload given; pass workload= (CLI: --workload) to re-run it in ORT"}
     config["recheck"] = checked
     config_path.write_text(json.dumps(config, indent=2, default=str))
@@ -86,11 +90,11 @@ def export_trial(result: SearchResult, trial: int, out_dir: str | Path, *, workl
     return onnx_path
 
 
-def builtin_workload(result: SearchResult, *, data_dir: str | None = None) -> Workload | None:
+def builtin_workload(result: StudyFrame, *, data_dir: str | None = None) -> Workload | None:
     """The study's workload when it is a built-in one (its name is stored in the study), else None."""
     from lepton_search import workloads
 
-    name = result.base.get("workload")
+    name = None if result.base is None else result.base.workload
     if name not in workloads.list_workloads():
         return None
     return workloads.get(name) if data_dir is None else workloads.get(name, data_dir=data_dir)

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from lepton_search.errors import ConfigError
+from lepton_search.latency.device_profile import Profile, load_profile, save_profile, user_dir
 from lepton_search.latency.graph_cost import analyze
 from lepton_search.latency.predicted import WorkItems, params_of, predict_ms, work_items
-from lepton_search.latency.profile import Profile, load_profile, save_profile, user_dir
 
 PRIOR_WEIGHT = 0.02
 

@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 import onnx
 
+from lepton_search.calibration.kernel_sweep import ingest, read_kernel_csv, write_graphs, write_table
+from lepton_search.calibration.profile_fit import read_measurements, scores
 from lepton_search.errors import ConfigError
-from lepton_search.latency.calibrate import read_measurements, scores
 from lepton_search.latency.kernel_model import KernelTable, table_path
-from lepton_search.latency.kernel_sweep import ingest, read_kernel_csv, write_graphs, write_table
 from lepton_search.latency.kernels import emulate
 from lepton_search.paths import safe_name
 
@@ -79,7 +79,7 @@ def crossval(graphs_dir: str | Path, rows: list[dict], graphs: list[dict], total
 
 def _sweep_seed(graphs_dir: str | Path, default: int) -> int:
     """The seed the sweep graphs were written with (`sweep.json` beside them), which `refresh` regenerates."""
-    from lepton_search.latency.kernel_sweep import SWEEP_META
+    from lepton_search.calibration.kernel_sweep import SWEEP_META
 
     meta = Path(graphs_dir) / SWEEP_META
     return int(json.loads(meta.read_text()).get("seed", default)) if meta.is_file() else default
@@ -141,8 +141,8 @@ REFERENCE_GRAPHS = 24
 def reference_graphs(folder: str | Path, *, n: int = REFERENCE_GRAPHS, seed: int = 0) -> list[Path]:
     """The FP32 forms of the first `n` sweep graphs of seed `seed`, named as the sweep named them
     (`gNNN-b32.onnx`): re-timing them says how much the device has drifted since its table was measured."""
-    from lepton_search.latency.kernel_graphs import random_graph
-    from lepton_search.latency.kernel_sweep import precision_forms
+    from lepton_search.calibration.kernel_graphs import random_graph
+    from lepton_search.calibration.kernel_sweep import precision_forms
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -7,16 +7,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from lepton_search.errors import ConfigError
+from lepton_search.space import KNOB_NAMES
 
 if TYPE_CHECKING:
-    from lepton_search.result import SearchResult
+    from lepton_search.results.frame import StudyFrame
 
 ROLE_DROPS_PTS = (0.5, 1.0, 2.0)
 DEFAULT_HV_DROP_PTS = 1.0  # reference drop for hypervolume when the study has no accuracy constraint
@@ -25,41 +27,38 @@ _LIMIT_COLUMNS = {"max_accuracy_drop_pts": "accuracy_drop_pts", "max_latency_ms"
 
 @dataclass(frozen=True)
 class Pick:
-    """One recommended trial: its knobs and measured figures."""
+    """One recommended trial: its config (every knob) and measured figures."""
 
     trial: int
-    prune_ratio: float
-    bits: int
-    finetune_epochs: int
-    prune_method: str
+    config: Mapping[str, Any]
     accuracy: float
     accuracy_drop_pts: float
     latency_ms: float
     size_mb: float
     speedup: float
 
+    def __getattr__(self, name: str) -> Any:  # pick.bits, pick.prune_ratio, ... for every knob
+        config = self.__dict__.get("config", {})
+        if name in config:
+            return config[name]
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+
     def label(self) -> str:
-        return (f"trial {self.trial}: prune {self.prune_ratio:g} {self.prune_method}, {self.bits} bit, "
-                f"{self.finetune_epochs} ep -> acc {self.accuracy:.4f} (drop {self.accuracy_drop_pts:+.2f} pt), "
+        knobs = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.config.items())
+        return (f"trial {self.trial}: {knobs} -> acc {self.accuracy:.4f} (drop {self.accuracy_drop_pts:+.2f} pt), "
                 f"{self.latency_ms:.4g} ms (x{self.speedup:.2f}), {self.size_mb:.4g} MB")
 
 
-def candidates(result: SearchResult) -> pd.DataFrame:
-    """COMPLETE, feasible trials, one row per distinct config (first trial of each), knobs filled in."""
-    df = result._fill_fixed_knobs(result.trials())
-    df = df[(df["state"] == "COMPLETE") & df["feasible"]]
-    df = df.drop_duplicates(subset=["prune_ratio", "bits", "finetune_epochs", "prune_method"], keep="first")
-    base_acc = result.base.get("accuracy")
-    if df["accuracy_drop_pts"].isna().any() and base_acc is not None:
-        df["accuracy_drop_pts"] = df["accuracy_drop_pts"].fillna((base_acc - df["accuracy"]) * 100)
-    return df.reset_index(drop=True)
+def candidates(result: StudyFrame) -> pd.DataFrame:
+    """COMPLETE, feasible trials, one row per distinct config (first trial of each), every knob filled in."""
+    return result.candidates()
 
 
 def _to_pick(row: pd.Series) -> Pick:
-    return Pick(trial=int(row["number"]), prune_ratio=float(row["prune_ratio"]), bits=int(row["bits"]),
-                finetune_epochs=int(row["finetune_epochs"]), prune_method=str(row["prune_method"] or "structured"),
-                accuracy=float(row["accuracy"]), accuracy_drop_pts=float(row["accuracy_drop_pts"]),
-                latency_ms=float(row["latency_ms"]), size_mb=float(row["size_mb"]), speedup=float(row["speedup"]))
+    config = {k: (v.item() if hasattr(v, "item") else v) for k, v in row[list(KNOB_NAMES)].items()}
+    return Pick(trial=int(row["number"]), config=config, accuracy=float(row["accuracy"]),
+                accuracy_drop_pts=float(row["accuracy_drop_pts"]), latency_ms=float(row["latency_ms"]),
+                size_mb=float(row["size_mb"]), speedup=float(row["speedup"]))
 
 
 def _check_limits(limits: dict[str, float | None]) -> dict[str, float]:
@@ -80,7 +79,7 @@ def _slack(limit: float) -> float:
     return 1e-9 * max(1.0, abs(limit))
 
 
-def recommend(result: SearchResult, *, max_accuracy_drop_pts: float | None = None,
+def recommend(result: StudyFrame, *, max_accuracy_drop_pts: float | None = None,
               max_latency_ms: float | None = None, max_size_mb: float | None = None) -> Pick:
     """The fastest COMPLETE feasible config within every given limit; ties go to the more accurate one.
 
@@ -115,7 +114,7 @@ def recommend(result: SearchResult, *, max_accuracy_drop_pts: float | None = Non
                                     f"({detail}); loosen that limit or run more trials")
 
 
-def knee(result: SearchResult) -> Pick:
+def knee(result: StudyFrame) -> Pick:
     """The Pareto point nearest the ideal corner once each objective is scaled to the front's range [0, 1]."""
     front = result.pareto()
     if front.empty:
@@ -128,14 +127,7 @@ def knee(result: SearchResult) -> Pick:
         gap = 1.0 - norm if direction.name == "MAXIMIZE" else norm
         dist += gap**2
     front = front.assign(_dist=dist).sort_values(["_dist", "latency_ms", "number"])
-    return _to_pick(_with_drop(front.iloc[0], result))
-
-
-def _with_drop(row: pd.Series, result: SearchResult) -> pd.Series:
-    if pd.isna(row.get("accuracy_drop_pts")):
-        row = row.copy()
-        row["accuracy_drop_pts"] = (result.base["accuracy"] - row["accuracy"]) * 100
-    return row
+    return _to_pick(front.iloc[0])
 
 
 def hypervolume_min(points: np.ndarray, ref: np.ndarray) -> float:
@@ -163,7 +155,7 @@ def hypervolume_min(points: np.ndarray, ref: np.ndarray) -> float:
     return float(volume)
 
 
-def hypervolume(result: SearchResult, *, max_accuracy_drop_pts: float | None = None) -> float:
+def hypervolume(result: StudyFrame, *, max_accuracy_drop_pts: float | None = None) -> float:
     """Hypervolume of the front, accuracy in points (maximised) x latency in ms (minimised) [x size in MB].
 
     Reference point: (base accuracy - allowed drop, base latency [, base size]). The allowed drop is
@@ -175,13 +167,13 @@ def hypervolume(result: SearchResult, *, max_accuracy_drop_pts: float | None = N
         drop = (result.study.user_attrs.get("space") or {}).get("constraints", {}).get("max_accuracy_drop_pts")
     drop = DEFAULT_HV_DROP_PTS if drop is None else _check_limits({"max_accuracy_drop_pts": drop})["max_accuracy_drop_pts"]
     base = result.base
-    if not base:
+    if base is None:
         raise ConfigError("study", result.study.study_name, "has no base metrics yet; run the search first")
     front = result.pareto()
-    cols, ref = ["accuracy", "latency_ms"], [-(base["accuracy"] * 100 - drop), base["latency_ms"]]
+    cols, ref = ["accuracy", "latency_ms"], [-(base.accuracy * 100 - drop), base.latency_ms]
     if "size_mb" in result.objectives:
         cols.append("size_mb")
-        ref.append(base["size_mb"])
+        ref.append(base.size_mb)
     if front.empty:
         return 0.0
     pts = front[cols].to_numpy(dtype=float, copy=True)
@@ -189,7 +181,7 @@ def hypervolume(result: SearchResult, *, max_accuracy_drop_pts: float | None = N
     return hypervolume_min(pts, np.array(ref))
 
 
-def roles(result: SearchResult) -> dict[int, list[str]]:
+def roles(result: StudyFrame) -> dict[int, list[str]]:
     """Pareto trial number -> the roles it plays ("fastest within 1 pt of base", "knee", "smallest")."""
     front = result.pareto()
     out: dict[int, list[str]] = {int(n): [] for n in front["number"]}

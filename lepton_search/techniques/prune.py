@@ -13,6 +13,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from lepton_search.space import CompressionConfig
+
 
 @dataclass(frozen=True)
 class PruneStats:
@@ -106,9 +108,10 @@ def bake_masks(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     return stripped.inner if isinstance(stripped, _Wrapped) else stripped
 
 
-def prune(model: nn.Module, example_input: torch.Tensor, ratio: float, method: str = "structured") -> nn.Module:
-    if method == "structured":
-        return prune_structured(model, example_input, ratio)
-    if method == "unstructured":
-        return prune_unstructured(model, example_input, ratio)
-    raise ValueError(f"prune_method must be 'structured' or 'unstructured', got {method!r}")
+def prune(model: nn.Module, example_input: torch.Tensor, config: CompressionConfig) -> nn.Module:
+    """A pruned copy of `model` as `config` says (its prune_ratio and prune_method)."""
+    if config.prune_method == "structured":
+        return prune_structured(model, example_input, config.prune_ratio)
+    if config.prune_method == "unstructured":
+        return prune_unstructured(model, example_input, config.prune_ratio)
+    raise ValueError(f"prune_method must be 'structured' or 'unstructured', got {config.prune_method!r}")

@@ -99,7 +99,7 @@ def build_set(
     bits: Iterable[int] = (32, 16, 8, 4), seed: int = 0,
 ) -> list[dict[str, str]]:
     """Export every (architecture variant, prune ratio, bit width) to `out_dir`; write and return the manifest."""
-    from lepton_search.compress import export, prune, quantize
+    from lepton_search.techniques import export, prune, quantize
 
     specs = default_specs()
     names = list(specs) if archs is None else list(archs)
@@ -115,7 +115,7 @@ def build_set(
         x = torch.randn(*spec.input_shape)
         calib = [np.random.default_rng(seed + i).standard_normal(spec.input_shape).astype(np.float32) for i in range(4)]
         for ratio in ratios:
-            model = prune.bake_masks(prune.prune(base, x, ratio, "structured"), x)
+            model = prune.bake_masks(prune.prune_structured(base, x, ratio), x)
             fp32 = export.to_onnx(model, x, out / "_fp32.onnx")
             for b in bits:
                 path = out / f"{spec.group}-{spec.variant}-p{int(ratio * 100):02d}-b{b}.onnx"

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from lepton_search.calibration.kernel_graphs import random_graph
 from lepton_search.errors import ConfigError
-from lepton_search.latency.kernel_graphs import random_graph
 from lepton_search.latency.kernels import Kernel, emulate
 
 COLUMNS = ("graph", "cls", "macs", "in_elems", "out_elems", "w_elems", "k", "graph_w_bytes", "bits", "runtime_w", "us")
@@ -51,8 +51,8 @@ def _ort_class(node: onnx.NodeProto) -> str:
 
 
 def precision_forms(model: onnx.ModelProto, shape: tuple[int, ...], bits: int, seed: int) -> onnx.ModelProto:
-    """The model in the form `lepton_search.compress.quantize` gives it for `bits`."""
-    from lepton_search.compress import quantize
+    """The model in the form `lepton_search.techniques.quantize` gives it for `bits`."""
+    from lepton_search.techniques import quantize
 
     calib = [np.random.default_rng(seed + i).standard_normal(shape).astype(np.float32) for i in range(2)]
     return quantize.quantize(model, bits, calib if bits == 8 else ())
@@ -170,7 +170,7 @@ def ingest(graphs_dir: str | Path, totals_ms: dict[str, float], kernels: dict[st
 def sweep(*, n_graphs: int = 60, bits: tuple[int, ...] = (32, 16, 8, 4), seed: int = 0, runs: int = 60,
           verbose: bool = False) -> tuple[list[dict], list[dict]]:
     """Write, time (`measure_dir(kernels=True)`) and ingest `n_graphs` random graphs in each of `bits`."""
-    from lepton_search.latency.calibrate import read_measurements
+    from lepton_search.calibration.profile_fit import read_measurements
     from lepton_search.latency.measure import kernels_csv_path, measure_dir
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,68 @@
+"""The front door: `search` runs (or resumes) a study, `load` reads one back; both return a SearchResult."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+
+from lepton_search import workloads
+from lepton_search.errors import ConfigError
+from lepton_search.latency import LatencyModel
+from lepton_search.results.card import upload_trial_files
+from lepton_search.results.notes import RoleNotes
+from lepton_search.results.result import SearchResult
+from lepton_search.space import SearchSpace, default_space
+from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for
+from lepton_search.study import TrialCallback, make_target, run_study
+from lepton_search.workloads import Workload
+
+
+def search(
+    workload: Workload | str, space: SearchSpace | None = None, *, target: str | LatencyModel = "host-cpu",
+    n_trials: int | None = None, storage: str | None = None, study_name: str | None = None,
+    seed: int | None = None, sampler: optuna.samplers.BaseSampler | None = None,
+    artifacts: str | Path | None = None, callbacks: Sequence[TrialCallback] | None = None, verbose: bool = True,
+) -> SearchResult:
+    """Search the space's knobs (prune ratio x bit width x fine-tune epochs ...); return the study's SearchResult.
+
+    `n_trials` is the number of COMPLETE trials the study should reach (a resumed study counts the
+    ones it has). Duplicated configs are PRUNED and do not count. `callbacks` run after every trial
+    (Optuna's `(study, frozen_trial)` form); None means the default, the optuna-dashboard notes that
+    name each Pareto trial's role (`RoleNotes`); `[]` runs none.
+
+    Example:
+        >>> result = search("digits-mlp", SearchSpace(bits=(32, 8), finetune_epochs=(0, 1)), n_trials=3)  # doctest: +SKIP
+        >>> result.pareto()  # doctest: +SKIP
+    """
+    space = space or default_space()
+    seed = space.seed if seed is None else seed
+    n_trials = space.trials if n_trials is None else n_trials
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ConfigError("n_trials", n_trials, "must be an integer >= 1")
+    latency_model = make_target(target, space)
+    if "usd_per_million_inferences" in space.objectives and latency_model.describe().get("usd_per_hour") is None:
+        raise ConfigError("target", latency_model.name, "has no usd_per_hour; pick a priced target (see `targets`) "
+                          "or drop the usd_per_million_inferences objective")
+    storage = storage or DEFAULT_STORAGE
+    store = artifact_store_for(storage, artifacts)
+    if isinstance(workload, str):
+        workload = workloads.get(workload)
+    workload.validate()
+    if callbacks is None:
+        callbacks = [RoleNotes(store)]
+    study = run_study(workload, space, target=latency_model, n_trials=n_trials, storage=storage,
+                      study_name=study_name or workload.name, seed=seed, sampler=sampler, store=store,
+                      callbacks=callbacks, after_trial=lambda trial, folder: upload_trial_files(trial, store, folder),
+                      verbose=verbose)
+    return SearchResult(study, store)
+
+
+def load(storage: str, study_name: str, *, artifacts: str | Path | None = None) -> SearchResult:
+    """Open a stored study for reading (and for `export`, `retarget`, the dashboard).
+
+    Example:
+        >>> load("sqlite:///lepton_search.db", "fashion-mnist-cnn").pareto()  # doctest: +SKIP
+    """
+    return SearchResult.open(storage, study_name, artifacts=artifacts)

@@ -1,0 +1,188 @@
+"""What a study stores: one record per trial, one for the base model, written to and read from Optuna attrs here.
+
+Both records are flat in Optuna's attrs (optuna-dashboard shows them as they are) and carry `schema`.
+Schema 1 is what lepton-search wrote before these records existed: the config as a positional
+`config_key` list and no `schema` field; it is read here, once, and nowhere else. A field this version
+does not know (written by a newer one, or added by hand) is kept in `extra` and written back unchanged,
+so a new field never needs a migration.
+
+Example:
+    >>> rec = TrialRecord.from_attrs({"config_key": [0.25, 8, 1, "structured"], "accuracy": 0.9,
+    ...                               "latency_ms": 0.2, "size_mb": 0.4})
+    >>> rec.config["bits"], rec.schema
+    (8, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from lepton_search.space import KNOB_NAMES, CompressionConfig
+
+SCHEMA = 2
+# Trial attrs that are bookkeeping, not measurements.
+CONFIG = "config"  # knob name -> value; written first, so a running trial's config is known (duplicates)
+DUPLICATE_OF = "duplicate_of"
+FAIL_REASON = "fail_reason"
+ONNX_ARTIFACT = "onnx_artifact_id"
+CONFIG_ARTIFACT = "config_artifact_id"
+CARD_ARTIFACT = "card_artifact_id"
+_LEGACY_CONFIG_KEY = "config_key"  # schema 1: [prune_ratio, bits, finetune_epochs, prune_method]
+_LEGACY_KNOBS = ("prune_ratio", "bits", "finetune_epochs", "prune_method")
+_BOOKKEEPING = {CONFIG, DUPLICATE_OF, FAIL_REASON, ONNX_ARTIFACT, CONFIG_ARTIFACT, CARD_ARTIFACT,
+                _LEGACY_CONFIG_KEY, "prune_method", "schema"}
+
+
+def read_config(attrs: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The trial's config (every knob, sampled or fixed) from its attrs; None before it is known."""
+    if isinstance(attrs.get(CONFIG), Mapping):
+        values = dict(attrs[CONFIG])
+    elif attrs.get(_LEGACY_CONFIG_KEY) is not None:
+        values = dict(zip(_LEGACY_KNOBS, attrs[_LEGACY_CONFIG_KEY]))
+    else:
+        return None
+    return CompressionConfig.from_dict(values).as_dict()  # knobs newer than the study take their default
+
+
+def write_config(trial: Any, config: CompressionConfig) -> None:
+    trial.set_user_attr(CONFIG, config.as_dict())
+
+
+@dataclass(frozen=True)
+class _Record:
+    """Figures the base and every trial share: accuracy from ONNX Runtime, latency from a target, size."""
+
+    accuracy: float
+    latency_ms: float
+    size_mb: float
+    val_correct: int | None = None
+    val_total: int | None = None
+    test_accuracy: float | None = None
+    latency_p90_ms: float | None = None
+    latency_cv: float | None = None
+    latency_source: str | None = None
+    latency_expected_error_pct: float | None = None
+    threads: int | None = None
+    batch_size: int | None = None
+    load_avg_1min: float | None = None
+    usd_per_million_inferences: float | None = None
+    macs: int | None = None
+    params: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    schema: int = SCHEMA
+
+    @staticmethod
+    def measured(meas: Any) -> dict[str, Any]:
+        """The shared fields of an `evaluate.Measurement`."""
+        return {name: getattr(meas, name) for name in _MEASURED}
+
+    @staticmethod
+    def latency_fields(lat: Any) -> dict[str, Any]:
+        """The latency fields of a `LatencyEstimate` (the one place they are named)."""
+        return {"latency_ms": lat.p50_ms, "latency_p90_ms": lat.p90_ms, "latency_cv": lat.cv,
+                "latency_source": lat.source, "latency_expected_error_pct": lat.expected_error_pct,
+                "threads": lat.threads, "batch_size": lat.batch_size,
+                "load_avg_1min": lat.details.get("load_avg_1min"),
+                "usd_per_million_inferences": lat.usd_per_million_inferences}
+
+    def to_attrs(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in out.items()}
+        out["schema"] = SCHEMA
+        return {**dict(self.extra), **out}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> Self:
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "schema"}
+        known = {k: attrs[k] for k in names if k in attrs}
+        extra = {k: v for k, v in attrs.items() if k not in names and k not in _BOOKKEEPING}
+        return cls(**known, extra=extra, schema=int(attrs.get("schema", 1)))
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A field, or an `extra` entry, by name."""
+        if name in {f.name for f in dataclasses.fields(self)}:
+            return getattr(self, name)
+        return self.extra.get(name, default)
+
+
+_MEASURED = ("accuracy", "latency_ms", "size_mb", "val_correct", "val_total", "test_accuracy", "latency_p90_ms",
+             "latency_cv", "latency_source", "latency_expected_error_pct", "threads", "batch_size",
+             "load_avg_1min", "usd_per_million_inferences")
+
+
+@dataclass(frozen=True)
+class BaseRecord(_Record):
+    """The unpruned FP32 model, measured once per study (study user attr `base`)."""
+
+    onnx_artifact_id: str | None = None
+    target: Mapping[str, Any] | str | None = None
+    workload: str | None = None
+    workload_info: Mapping[str, Any] = field(default_factory=dict)
+
+    ATTR = "base"
+
+    @classmethod
+    def read(cls, study_attrs: Mapping[str, Any]) -> BaseRecord | None:
+        attrs = study_attrs.get(cls.ATTR)
+        return None if not attrs else cls.from_attrs(attrs)
+
+    def write(self, study: Any) -> None:
+        study.set_user_attr(self.ATTR, self.to_attrs())
+
+
+@dataclass(frozen=True)
+class TrialRecord(_Record):
+    """One COMPLETE trial: its config and everything measured on its exported file."""
+
+    config: Mapping[str, Any] = field(default_factory=dict)
+    accuracy_drop_pts: float | None = None
+    speedup: float | None = None
+    size_ratio: float | None = None
+    slower_than_base: bool | None = None
+    macs_ratio: float | None = None
+    params_ratio: float | None = None
+    weight_sparsity: float | None = None
+    finetune_seconds: float | None = None
+    finetune_subset: int | None = None
+    finetune_samples: int | None = None
+    bn_batches: int | None = None
+    compress_seconds: float | None = None
+    quantization_aware: bool | None = None
+    exporter: str | None = None
+    seed: int | None = None
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, candidate: Any, meas: Any, base: BaseRecord, *, seed: int,
+              versions: Mapping[str, str]) -> TrialRecord:
+        """The record of a trial from its Candidate and Measurement, relative to the base."""
+        c = candidate
+        return cls(
+            **cls.measured(meas), macs=c.macs, params=c.params, config=c.config.as_dict(),
+            accuracy_drop_pts=(base.accuracy - meas.accuracy) * 100, macs_ratio=c.macs_ratio,
+            params_ratio=c.params_ratio, weight_sparsity=c.weight_sparsity, finetune_seconds=c.finetune_seconds,
+            finetune_subset=c.finetune_subset, finetune_samples=c.finetune_samples, bn_batches=c.bn_batches,
+            compress_seconds=c.compress_seconds, quantization_aware=c.quantization_aware, exporter=c.exporter,
+            seed=seed, versions=dict(versions), **_relative(meas.latency_ms, meas.size_mb, base),
+        )
+
+    def with_latency(self, lat: Any, base: BaseRecord) -> TrialRecord:
+        """The same record with latency (and price) re-scored on another target (see `retarget`)."""
+        fields = self.latency_fields(lat)
+        return dataclasses.replace(self, **fields, **_relative(fields["latency_ms"], self.size_mb, base))
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord:
+        rec = super().from_attrs(attrs)
+        return dataclasses.replace(rec, config=read_config(attrs) or {})
+
+    def to_attrs(self) -> dict[str, Any]:
+        return {**super().to_attrs(), CONFIG: {k: self.config.get(k) for k in KNOB_NAMES}}
+
+
+def _relative(latency_ms: float, size_mb: float, base: BaseRecord) -> dict[str, Any]:
+    return {"speedup": base.latency_ms / latency_ms, "size_ratio": size_mb / base.size_mb,
+            "slower_than_base": latency_ms > 0.95 * base.latency_ms}

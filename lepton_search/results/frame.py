@@ -1,0 +1,111 @@
+"""StudyFrame: a stored study read back as typed records and DataFrames (no plots, no exports)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Self
+
+import optuna
+import pandas as pd
+
+from lepton_search.errors import ConfigError, did_you_mean
+from lepton_search.records import DUPLICATE_OF, FAIL_REASON, BaseRecord, TrialRecord, read_config
+from lepton_search.results.pareto import non_dominated
+from lepton_search.space import KNOB_NAMES
+from lepton_search.storage import artifact_store_for
+
+KNOBS = KNOB_NAMES
+METRICS = ("accuracy", "accuracy_drop_pts", "latency_ms", "latency_p90_ms", "size_mb", "speedup",
+           "macs_ratio", "finetune_seconds", "latency_source", "slower_than_base", "latency_expected_error_pct",
+           "usd_per_million_inferences")
+COLUMNS = ("number", "state", *KNOBS, *METRICS, "feasible", "duplicate_of", "fail_reason")
+
+
+class StudyFrame:
+    """Read-only view of a study's trials. `SearchResult` adds picking, plots and exports on top."""
+
+    def __init__(self, study: optuna.Study, artifact_store: Any) -> None:
+        self.study = study
+        self.artifact_store = artifact_store
+
+    @classmethod
+    def open(cls, storage: str, study_name: str, *, artifacts: str | Path | None = None) -> Self:
+        """Open a stored study for reading; one-line errors for an unreachable storage or an unknown name."""
+        try:
+            names = optuna.get_all_study_names(storage=storage)
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy / driver errors
+            raise ConfigError("storage", storage, f"cannot open it ({type(exc).__name__})") from None
+        if study_name not in names:
+            raise ConfigError("study_name", study_name, f"no such study in {storage}; {did_you_mean(study_name, names)}")
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        return cls(study, artifact_store_for(storage, artifacts))
+
+    @property
+    def base(self) -> BaseRecord | None:
+        """The base model's record; None before the search measured it."""
+        return BaseRecord.read(self.study.user_attrs)
+
+    @property
+    def objectives(self) -> list[str]:
+        return self.study.metric_names or self.study.user_attrs["space"]["objectives"]
+
+    def records(self) -> dict[int, TrialRecord]:
+        """Trial number -> record, for every COMPLETE trial."""
+        return {t.number: TrialRecord.from_attrs(t.user_attrs)
+                for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+
+    def trials(self) -> pd.DataFrame:
+        """Every trial: number, state, knobs (every knob, sampled or fixed), metrics, feasibility,
+        duplicate_of, fail_reason."""
+        fixed = self._fixed_knobs()
+        rows = []
+        for t in self.study.get_trials(deepcopy=False):
+            row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+            config = read_config(t.user_attrs) or {}
+            row.update({k: config.get(k, t.params.get(k, fixed.get(k))) for k in KNOBS})
+            record = dataclasses.asdict(TrialRecord.from_attrs(t.user_attrs)) if "accuracy" in t.user_attrs else {}
+            row.update({k: record.get(k) for k in METRICS})
+            cons = t.constraints
+            row["feasible"] = all(v <= 0 for v in cons.values()) if cons else True
+            row["duplicate_of"] = t.user_attrs.get(DUPLICATE_OF)
+            row["fail_reason"] = t.user_attrs.get(FAIL_REASON)
+            rows.append(row)
+        return pd.DataFrame(rows, columns=list(COLUMNS))
+
+    def _fixed_knobs(self) -> dict[str, Any]:
+        from lepton_search.space import SearchSpace
+
+        stored = self.study.user_attrs.get("space")
+        if not stored:
+            return {}
+        try:
+            return SearchSpace.from_dict(stored, source="stored space").fixed_knobs()
+        except ConfigError:
+            return {}
+
+    def candidates(self) -> pd.DataFrame:
+        """COMPLETE, feasible trials, one row per distinct config (the first trial of each)."""
+        df = self.trials()
+        df = df[(df["state"] == "COMPLETE") & df["feasible"]]
+        return df.drop_duplicates(subset=list(KNOBS), keep="first").reset_index(drop=True)
+
+    def pareto(self) -> pd.DataFrame:
+        """Non-dominated COMPLETE, feasible trials, one row per distinct config, sorted by latency."""
+        df = self.candidates()
+        if df.empty:
+            return df
+        directions = [d.name.lower() for d in self.study.directions]
+        mask = non_dominated(df[self.objectives].to_numpy(dtype=float), directions)
+        sort_key = "latency_ms" if "latency_ms" in df else self.objectives[0]
+        return df[mask].sort_values(sort_key).reset_index(drop=True)
+
+    def trial(self, number: int) -> optuna.trial.FrozenTrial:
+        """The COMPLETE trial `number`; a one-line error when there is none."""
+        trials = self.study.get_trials(deepcopy=False)
+        match = [t for t in trials if t.number == number]
+        if not match:
+            raise ConfigError("trial", number, f"no such trial; this study has trials 0..{len(trials) - 1}")
+        if match[0].state != optuna.trial.TrialState.COMPLETE:
+            raise ConfigError("trial", number, f"is {match[0].state.name}; export a COMPLETE trial (see `report`)")
+        return match[0]

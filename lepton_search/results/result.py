@@ -1,0 +1,42 @@
+"""SearchResult: a study read back as DataFrames, plus picking, a Pareto plot and exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lepton_search.results import pick
+from lepton_search.results.frame import StudyFrame
+from lepton_search.results.release import export_trial
+from lepton_search.results.report import pareto_figure
+
+
+class SearchResult(StudyFrame):
+    """What `search` and `load` return. Example: `load("sqlite:///lepton_search.db", "fashion-mnist-cnn").pareto()`."""
+
+    def plot_pareto(self) -> Any:
+        """Plotly figure: every complete trial, the front highlighted, the base model as a star."""
+        return pareto_figure(self)
+
+    def export(self, trial: int, out_dir: str | Path, *, workload: Any = None) -> Path:
+        """Write `model.onnx`, `config.json` and `MODEL_CARD.md` of `trial`; re-check it in ORT when a
+        `workload` is given. Returns the ONNX path (see `lepton_search.results.release.export_trial`)."""
+        return export_trial(self, trial, out_dir, workload=workload)
+
+    def recommend(self, *, max_accuracy_drop_pts: float | None = None, max_latency_ms: float | None = None,
+                  max_size_mb: float | None = None) -> Any:
+        """The fastest feasible config within every given limit (see `lepton_search.results.pick.recommend`)."""
+        return pick.recommend(self, max_accuracy_drop_pts=max_accuracy_drop_pts, max_latency_ms=max_latency_ms,
+                         max_size_mb=max_size_mb)
+
+    def knee(self) -> Any:
+        """The Pareto point nearest the ideal corner (see `lepton_search.results.pick.knee`)."""
+        return pick.knee(self)
+
+    def hypervolume(self, *, max_accuracy_drop_pts: float | None = None) -> float:
+        """Hypervolume of the front against (base accuracy - allowed drop, base latency)."""
+        return pick.hypervolume(self, max_accuracy_drop_pts=max_accuracy_drop_pts)
+
+    def roles(self) -> dict[int, list[str]]:
+        """Pareto trial number -> its roles (fastest within 0.5/1/2 pt, knee, smallest)."""
+        return pick.roles(self)
