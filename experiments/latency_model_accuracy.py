@@ -34,7 +34,6 @@ from lepton_search.calibration.profile_fit import heldout_predictions, load_samp
 from lepton_search.latency.device_profile import load_profile
 from lepton_search.latency.host_cpu import HostCpuLatency
 from lepton_search.latency.kernel_model import KernelTable
-from lepton_search.latency.measure import input_shape
 from lepton_search.latency.predicted import params_of, predict_ms
 
 OUT = Path(__file__).parent / "results" / "latency_model_accuracy.json"
@@ -61,7 +60,7 @@ def measure(files: list[Path], rounds: int) -> tuple[dict[str, float], dict[str,
     seen: dict[str, list[float]] = {}
     for r in range(rounds):
         for path in files:
-            seen.setdefault(path.name, []).append(timer.latency(path, input_shape(path, 1)).p50_ms)
+            seen.setdefault(path.name, []).append(timer.latency(path).p50_ms)
         print(f"round {r + 1}/{rounds} measured {len(files)} graphs")
     return {f: min(v) for f, v in seen.items()}, {f: max(v) / min(v) - 1 for f, v in seen.items()}
 

@@ -89,7 +89,7 @@ def test_table_predicts_a_measured_graph(table, tmp_path):
     assert kt.classes and kt.per_call_us >= 0
     path = tmp_path / "m.onnx"
     onnx.save(conv_net((16, 32)), str(path))
-    measured = HostCpuLatency(runs=30).latency(path, (1, 3, 16, 16)).p50_ms
+    measured = HostCpuLatency(runs=30).latency(path).p50_ms
     predicted = kt.predict_ms(path)
     assert 0.33 < predicted / measured < 3.0  # a 3-graph table: the order of magnitude, not the bar
 
@@ -108,7 +108,7 @@ def test_kernel_predictor_runs_without_onnxruntime_or_torch(table, tmp_path):
         sys.modules["onnxruntime"] = None
         sys.modules["torch"] = None
         from lepton_search.latency.kernel_model import KernelLatency
-        est = KernelLatency(table={str(table)!r}).latency({str(path)!r}, (1, 32))
+        est = KernelLatency(table={str(table)!r}).latency({str(path)!r})
         assert est.source == "calibrated" and est.p50_ms > 0
         print(est.p50_ms)
     """)

@@ -14,7 +14,7 @@ def _mlp(width):
 def test_host_cpu_measures_median_p90_and_cv(tmp_path):
     path = tmp_path / "m.onnx"
     to_onnx(_mlp(64).eval(), torch.randn(1, 256), path)
-    est = HostCpuLatency(threads=1, runs=30).latency(path, (1, 256))
+    est = HostCpuLatency(threads=1, runs=30).latency(path)
     assert est.source == "measured" and est.threads == 1 and est.batch_size == 1
     assert 0 < est.p50_ms <= est.p90_ms
     assert est.cv is not None and est.cv >= 0
@@ -26,14 +26,14 @@ def test_bigger_model_measures_slower(tmp_path):
     to_onnx(_mlp(32).eval(), torch.randn(1, 256), small)
     to_onnx(_mlp(1024).eval(), torch.randn(1, 256), big)  # ~60x the MACs
     target = HostCpuLatency(runs=40)
-    assert target.latency(big, (1, 256)).p50_ms > 2 * target.latency(small, (1, 256)).p50_ms
+    assert target.latency(big).p50_ms > 2 * target.latency(small).p50_ms
 
 
 def test_batch_size_is_applied(tmp_path):
     path = tmp_path / "m.onnx"
     to_onnx(_mlp(512).eval(), torch.randn(1, 256), path)
-    one = HostCpuLatency(runs=30, batch_size=1).latency(path, (1, 256))
-    many = HostCpuLatency(runs=30, batch_size=64).latency(path, (1, 256))
+    one = HostCpuLatency(runs=30, batch_size=1).latency(path)
+    many = HostCpuLatency(runs=30, batch_size=64).latency(path)
     assert many.batch_size == 64 and many.p50_ms > one.p50_ms
 
 

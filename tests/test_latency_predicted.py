@@ -60,11 +60,11 @@ def test_profiles_registered_and_sourced():
 def test_predicted_estimate_and_price(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(conv_net((8, 16)), str(path))
-    est = get_target("nvidia-t4").latency(path, (1, 3, 16, 16))
+    est = get_target("nvidia-t4").latency(path)
     assert est.source == "predicted" and est.details["uncalibrated"] and est.expected_error_pct == 100
     assert est.usd_per_million_inferences == pytest.approx(0.35 / (3600 / (est.p50_ms / 1e3)) * 1e6)
     assert usd_per_million_inferences(3.6, 1.0) == pytest.approx(1.0)
-    assert get_target("raspberry-pi-4").latency(path, (1, 3, 16, 16)).p50_ms > est.p50_ms
+    assert get_target("raspberry-pi-4").latency(path).p50_ms > est.p50_ms
 
 
 def test_bad_profile_is_one_line_config_error():
@@ -83,7 +83,7 @@ def test_predictor_runs_without_onnxruntime_or_torch(tmp_path):
         sys.modules["onnxruntime"] = None
         sys.modules["torch"] = None
         from lepton_search.latency import get_target
-        est = get_target("jetson-orin-nano").latency({str(path)!r}, (1, 32))
+        est = get_target("jetson-orin-nano").latency({str(path)!r})
         assert est.source == "predicted" and est.p50_ms > 0
         assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
         print(est.p50_ms)

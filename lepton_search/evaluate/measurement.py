@@ -46,7 +46,7 @@ def measure_onnx(onnx_path: Path, workload: Workload, target: LatencyModel, *, w
     """Accuracy of `onnx_path` on the validation (and test) split in ONNX Runtime, its latency on `target`."""
     acc = onnx_accuracy(onnx_path, workload, "val")
     test = onnx_accuracy(onnx_path, workload, "test").accuracy if with_test and workload.test is not None else None
-    lat = target.latency(onnx_path, tuple(workload.example_input.shape))
+    lat = target.latency(onnx_path, workload.sample_inputs())
     return Measurement(
         accuracy=acc.accuracy, val_correct=acc.correct, val_total=acc.total,
         latency_ms=lat.p50_ms, latency_p90_ms=lat.p90_ms, latency_cv=lat.cv, latency_source=lat.source,

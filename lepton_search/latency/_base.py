@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+Inputs = Mapping[str, np.ndarray]  # graph input name -> array, batch dimension first
 
 
 @dataclass(frozen=True)
@@ -40,9 +45,43 @@ class LatencyModel(abc.ABC):
     source: str = "measured"
 
     @abc.abstractmethod
-    def latency(self, onnx_path: str | Path, input_shape: tuple[int, ...]) -> LatencyEstimate:
-        """Latency of the model at `onnx_path` for inputs of `input_shape` (batch dimension included)."""
+    def latency(self, onnx_path: str | Path, inputs: Inputs | None = None) -> LatencyEstimate:
+        """Latency of the model at `onnx_path` fed `inputs` (input name -> array, batch first).
+
+        None means synthetic inputs of the graph's declared shapes and types at batch 1 (`graph_inputs`).
+        """
 
     def describe(self) -> dict[str, Any]:
         """What a report should say about this target (device, settings, error model)."""
         return {"name": self.name, "source": self.source}
+
+
+def graph_inputs(onnx_path: str | Path, batch_size: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Synthetic inputs for every graph input: symbolic dimensions set to `batch_size`, floats drawn
+    from N(0, 1), integers zero (a token id every vocabulary has). Needs onnxruntime, not torch."""
+    from lepton_search.latency.host_cpu import session
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for inp in session(onnx_path).get_inputs():
+        shape = tuple(d if isinstance(d, int) else batch_size for d in inp.shape)
+        kind = inp.type.removeprefix("tensor(").removesuffix(")")
+        dtype = {"float": np.float32, "double": np.float64, "float16": np.float16}.get(kind)
+        out[inp.name] = (rng.standard_normal(shape).astype(dtype) if dtype is not None
+                         else np.zeros(shape, dtype={"int32": np.int32, "bool": np.bool_}.get(kind, np.int64)))
+    return out
+
+
+def batch_of(inputs: Inputs) -> int:
+    """The batch size of a set of inputs (the first dimension of the first one; 1 for scalars)."""
+    first = next(iter(inputs.values()))
+    return int(first.shape[0]) if np.ndim(first) else 1
+
+
+def with_batch(inputs: Inputs, batch_size: int) -> dict[str, np.ndarray]:
+    """`inputs` with their batch dimension cycled or cut to `batch_size` (same samples, repeated)."""
+    out = {}
+    for name, x in inputs.items():
+        idx = np.arange(batch_size) % max(len(x), 1)
+        out[name] = np.ascontiguousarray(np.asarray(x)[idx])
+    return out

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lepton_search.latency._base import LatencyEstimate, LatencyModel
+from lepton_search.latency._base import Inputs, LatencyEstimate, LatencyModel, graph_inputs, with_batch
 
 LOCK_PATH = Path(tempfile.gettempdir()) / "lepton_search_latency.lock"
 
@@ -67,11 +67,9 @@ class HostCpuLatency(LatencyModel):
         self.threads, self.batch_size, self.warmup, self.runs = threads, batch_size, warmup, runs
         self.max_cv, self.max_repeats = max_cv, max_repeats
 
-    def latency(self, onnx_path: str | Path, input_shape: tuple[int, ...]) -> LatencyEstimate:
+    def latency(self, onnx_path: str | Path, inputs: Inputs | None = None) -> LatencyEstimate:
         sess = session(onnx_path, threads=self.threads)
-        inp = sess.get_inputs()[0]
-        x = np.random.default_rng(0).standard_normal((self.batch_size, *input_shape[1:])).astype(np.float32)
-        feed = {inp.name: x}
+        feed = with_batch(graph_inputs(onnx_path) if inputs is None else inputs, self.batch_size)
         best: tuple[float, np.ndarray] | None = None
         attempts = 0
         with host_lock():

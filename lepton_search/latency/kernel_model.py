@@ -30,7 +30,7 @@ import numpy as np
 
 from lepton_search.errors import ConfigError
 from lepton_search.latency import _boost
-from lepton_search.latency._base import LatencyEstimate, LatencyModel
+from lepton_search.latency._base import Inputs, LatencyEstimate, LatencyModel, batch_of
 from lepton_search.latency.kernels import MAC_CLASSES, Kernel, emulate
 
 RIDGE = 0.05  # pulls a class's per-kernel overhead towards the shared one (relative units, see fit)
@@ -252,8 +252,8 @@ class KernelLatency(LatencyModel):
         self.table = table if isinstance(table, KernelTable) else KernelTable.load(table)
         self.expected_error_pct = expected_error_pct if expected_error_pct is not None else self.table.heldout_mape_pct
 
-    def latency(self, onnx_path: str | Path, input_shape: tuple[int, ...]) -> LatencyEstimate:
-        batch = int(input_shape[0]) if input_shape else 1
+    def latency(self, onnx_path: str | Path, inputs: Inputs | None = None) -> LatencyEstimate:
+        batch = 1 if inputs is None else batch_of(inputs)
         kernels = emulate(onnx_path, batch_size=batch)
         times = self.table.kernel_times(kernels)
         ms = self.table.predict_us(kernels, times=times) / 1e3

@@ -16,6 +16,7 @@ import platform
 import sys
 from pathlib import Path
 
+from lepton_search.latency._base import graph_inputs
 from lepton_search.latency.host_cpu import HostCpuLatency, _cpu_name
 
 COLUMNS = ("file", "p50_ms", "p90_ms", "cv", "threads", "batch_size", "load_avg_1min", "device", "runtime")
@@ -55,7 +56,7 @@ def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, ba
     for r in range(rounds):
         for path in files:
             shape = input_shape(path, batch_size)
-            est = timer.latency(path, shape)
+            est = timer.latency(path, graph_inputs(path, batch_size))
             if kernels:
                 got = profile_kernels(path, shape, runs=runs, warmup=warmup, threads=threads)
                 old = best_kernels.get(path.name)

@@ -11,7 +11,7 @@ Imports only onnx, numpy and yaml: never torch, never onnxruntime.
 
 Example:
     >>> model = PredictedLatency(profile="nvidia-t4")  # doctest: +SKIP
-    >>> model.latency("model.onnx", (1, 1, 28, 28)).p50_ms  # doctest: +SKIP
+    >>> model.latency("model.onnx").p50_ms  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lepton_search.latency._base import LatencyEstimate, LatencyModel
+from lepton_search.latency._base import Inputs, LatencyEstimate, LatencyModel, batch_of
 from lepton_search.latency.device_profile import Profile, load_profile
 from lepton_search.latency.graph_cost import BYTES, NodeCost, analyze
 
@@ -105,8 +105,8 @@ class PredictedLatency(LatencyModel):
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.name, self.source, self.batch_size = self.profile.name, self.profile.source, batch_size
 
-    def latency(self, onnx_path: str | Path, input_shape: tuple[int, ...]) -> LatencyEstimate:
-        batch = int(input_shape[0]) if input_shape else self.batch_size
+    def latency(self, onnx_path: str | Path, inputs: Inputs | None = None) -> LatencyEstimate:
+        batch = self.batch_size if inputs is None else batch_of(inputs)
         items = work_items(analyze(onnx_path, batch_size=batch), self.profile)
         params = params_of(self.profile)
         times = node_times_s(items, params, self.profile.memory_gbps)

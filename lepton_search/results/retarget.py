@@ -40,20 +40,11 @@ def target_for_space(target: str | LatencyModel, space: dict[str, Any]) -> Laten
     return get_target(target)
 
 
-def onnx_input_shape(path: Path) -> tuple[int, ...]:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    inits = {i.name for i in graph.initializer}
-    inp = next(i for i in graph.input if i.name not in inits)
-    return tuple(d.dim_value if d.HasField("dim_value") else 1 for d in inp.type.tensor_type.shape.dim)
-
-
 def _score(store: Any, artifact_id: str, model: LatencyModel, tmp: Path) -> LatencyEstimate:
     path = tmp / f"{artifact_id}.onnx"
     optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
     try:
-        return model.latency(path, onnx_input_shape(path))
+        return model.latency(path)  # synthetic inputs of the graph's own shapes, batch 1
     finally:
         path.unlink(missing_ok=True)
 

@@ -19,9 +19,19 @@ from torch.utils.data import (
 )
 
 from lepton_search.errors import ConfigError
+from lepton_search.techniques.export import INPUT_NAME
 
 DataLike = DataLoader | tuple[torch.Tensor, torch.Tensor] | Dataset
 Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input as the exported graph sees it: its name, dtype and per-sample shape (no batch)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
 
 
 def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -51,6 +61,20 @@ class Workload:
     metric: Metric | None = None
     batch_size: int = 256
     info: dict = field(default_factory=dict)
+
+    # ---- inputs ---------------------------------------------------------------------------
+    @property
+    def inputs(self) -> tuple[InputSpec, ...]:
+        """The model's inputs (name, dtype, per-sample shape), as exported to ONNX."""
+        x = self.example_input
+        return (InputSpec(INPUT_NAME, str(x.dtype).removeprefix("torch."), tuple(x.shape[1:])),)
+
+    def sample_inputs(self, n: int = 1, split: str = "val") -> dict[str, np.ndarray]:
+        """The first `n` samples of `split` as ONNX Runtime feeds (input name -> array): latency is timed
+        on real data, not on random numbers of the right shape."""
+        xb, _ = next(iter(self.loader(split, batch_size=n)))
+        spec = self.inputs[0]
+        return {spec.name: xb.numpy().astype(spec.dtype, copy=False)}
 
     # ---- data access --------------------------------------------------------------------
     def dataset(self, split: str) -> Dataset:
