@@ -40,6 +40,7 @@ class Knob:
 KNOBS: tuple[Knob, ...] = (
     Knob("prune_ratio", "float", "share of output channels removed per layer"),
     Knob("prune_method", "categorical", "structured: channels removed (the graph shrinks); unstructured: weights zeroed"),
+    Knob("round_to", "categorical", "structured pruning keeps channel counts that are multiples of this (SIMD-friendly)"),
     Knob("bits", "categorical", "stored width of weights (and activations at 8): 32, 16, 8 or 4"),
     Knob("finetune_epochs", "int", "epochs of distillation from the unpruned base"),
 )
@@ -54,6 +55,7 @@ class CompressionConfig:
     bits: int
     finetune_epochs: int
     prune_method: str = "structured"
+    round_to: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         """Knob name -> value, in KNOBS order: the identity used to spot an already-evaluated config."""
@@ -69,7 +71,8 @@ class CompressionConfig:
 
     def label(self) -> str:
         bits = {32: "fp32", 16: "fp16"}.get(self.bits, f"int{self.bits}")
-        return f"{self.prune_method[0]}{self.prune_ratio:.2f}/{bits}/ft{self.finetune_epochs}"
+        rounded = f"r{self.round_to}" if self.round_to > 1 else ""
+        return f"{self.prune_method[0]}{self.prune_ratio:.2f}{rounded}/{bits}/ft{self.finetune_epochs}"
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class SearchSpace:
 
     prune_ratio: tuple[float, float, float] = (0.0, 0.75, 0.25)
     prune_method: str | tuple[str, ...] = "structured"  # a list is sampled
+    round_to: int | tuple[int, ...] = 1  # a list is sampled
     bits: tuple[int, ...] = (32, 8)
     finetune_epochs: tuple[int, int] = (0, 2)
     objectives: tuple[str, ...] = ("accuracy", "latency_ms")
@@ -121,6 +125,7 @@ class SearchSpace:
         object.__setattr__(self, "prune_ratio", tuple(float(v) for v in _seq("prune_ratio", self.prune_ratio, 3)))
         object.__setattr__(self, "bits", tuple(_seq("bits", self.bits, None)))
         object.__setattr__(self, "prune_method", _one_or_many("prune_method", self.prune_method))
+        object.__setattr__(self, "round_to", _one_or_many("round_to", self.round_to))
         object.__setattr__(self, "finetune_epochs", tuple(_seq("finetune_epochs", self.finetune_epochs, 2)))
         object.__setattr__(self, "objectives", tuple(_seq("objectives", self.objectives, None)))
         _validate(self)
@@ -146,13 +151,13 @@ class SearchSpace:
             raise ConfigError(source, type(data).__name__, "the top level must be a mapping of keys to values")
         _check_keys(source, data, {"knobs", "objectives", "constraints", "sampler", "trials", "seed", "finetune", "latency"})
         knobs = data.get("knobs", {}) or {}
-        _check_keys("knobs", knobs, {"prune_ratio", "prune_method", "bits", "finetune_epochs"})
+        _check_keys("knobs", knobs, set(KNOB_NAMES))
         kwargs: dict[str, Any] = {}
         if "prune_ratio" in knobs:
             kwargs["prune_ratio"] = _range("knobs.prune_ratio", knobs["prune_ratio"], ("low", "high", "step"))
         if "finetune_epochs" in knobs:
             kwargs["finetune_epochs"] = _range("knobs.finetune_epochs", knobs["finetune_epochs"], ("low", "high"))
-        for name in ("prune_method", "bits"):
+        for name in ("prune_method", "round_to", "bits"):
             if name in knobs:
                 kwargs[name] = knobs[name]
         constraints = data.get("constraints", {}) or {}
@@ -176,6 +181,7 @@ class SearchSpace:
             "knobs": {
                 "prune_ratio": {"low": low, "high": high, "step": step},
                 "prune_method": _plain(self.prune_method),
+                "round_to": _plain(self.round_to),
                 "bits": list(self.bits),
                 "finetune_epochs": {"low": self.finetune_epochs[0], "high": self.finetune_epochs[1]},
             },
@@ -306,6 +312,10 @@ def _validate(space: SearchSpace) -> None:
     for method in space.domain("prune_method"):
         if method not in PRUNE_METHODS:
             raise ConfigError("prune_method", method, f"unknown method; {did_you_mean(method, PRUNE_METHODS)}")
+    for multiple in space.domain("round_to"):
+        _number("round_to", multiple, int)
+        if not 1 <= multiple <= 64:
+            raise ConfigError("round_to", multiple, "must be a whole number of channels from 1 (no rounding) to 64, e.g. 4 or 8")
     if not space.bits:
         raise ConfigError("bits", [], f"give at least one of {list(SUPPORTED_BITS)}")
     for b in space.bits:
