@@ -1,0 +1,73 @@
+"""Trial and base records: one schema, read back from what was written, old and new fields kept."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from lepton_search import SearchSpace
+from lepton_search.records import SCHEMA, BaseRecord, TrialRecord, read_config
+from lepton_search.space import KNOB_NAMES, CompressionConfig
+
+
+def test_trial_record_round_trips_and_keeps_unknown_fields():
+    rec = TrialRecord(accuracy=0.9, latency_ms=0.5, size_mb=1.0, config=CompressionConfig(0.25, 8, 1).as_dict(),
+                      speedup=2.0)
+    attrs = {**rec.to_attrs(), "field_from_a_newer_version": [1, 2]}
+    back = TrialRecord.from_attrs(attrs)
+    assert back.schema == SCHEMA and back.accuracy == 0.9 and back.speedup == 2.0
+    assert back.extra == {"field_from_a_newer_version": [1, 2]}
+    assert back.to_attrs()["field_from_a_newer_version"] == [1, 2]  # written back unchanged
+    assert list(back.config) == list(KNOB_NAMES)
+
+
+def test_schema_1_config_is_read_by_position_and_new_knobs_take_defaults():
+    attrs = {"config_key": [0.5, 8, 2, "unstructured"], "accuracy": 0.8, "latency_ms": 1.0, "size_mb": 2.0}
+    config = read_config(attrs)
+    assert config == {"prune_ratio": 0.5, "prune_method": "unstructured", "round_to": 1, "bits": 8,
+                      "finetune_epochs": 2}
+    assert TrialRecord.from_attrs(attrs).schema == 1
+    assert read_config({"accuracy": 0.8}) is None
+
+
+def test_base_record_written_and_read_through_study_attrs():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    assert BaseRecord.read(study.user_attrs) is None
+    BaseRecord(accuracy=0.93, latency_ms=0.7, size_mb=2.5, workload="w", target={"name": "host-cpu"}).write(study)
+    base = BaseRecord.read(study.user_attrs)
+    assert base.accuracy == 0.93 and base.workload == "w" and base.target == {"name": "host-cpu"}
+
+
+def test_categorical_knobs_are_sampled_and_fixed_ones_are_not():
+    space = SearchSpace(prune_ratio=(0.0, 0.5, 0.5), prune_method=["structured", "unstructured"], round_to=4,
+                        bits=(32,), finetune_epochs=(1, 1))
+    assert space.n_configs == 2 * 2 and space.fixed_knobs() == {"round_to": 4, "bits": 32, "finetune_epochs": 1}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        config = space.suggest(trial)
+        seen.add((config.prune_ratio, config.prune_method))
+        assert set(trial.params) == {"prune_ratio", "prune_method"}
+        study.tell(trial, 0.0)
+    assert seen == {(r, m) for r in (0.0, 0.5) for m in ("structured", "unstructured")}
+
+
+@pytest.mark.parametrize("bad", [0, 65, 2.5, [4, 4]])
+def test_round_to_rejects_bad_values(bad):
+    from lepton_search.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="round_to"):
+        SearchSpace(round_to=bad)
+
+
+def test_a_stored_space_without_new_knobs_resumes(tmp_path):
+    from lepton_search.study import open_study
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    space = SearchSpace(bits=(32, 8))
+    study = open_study(storage, "s", space, optuna.samplers.RandomSampler(seed=0))
+    old = dict(study.user_attrs["space"])
+    old["knobs"] = {k: v for k, v in old["knobs"].items() if k != "round_to"}  # as stored before the knob
+    study.set_user_attr("space", old)
+    open_study(storage, "s", space, optuna.samplers.RandomSampler(seed=0))  # no "different space" error
