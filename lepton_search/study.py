@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
+import os
 import re
+import socket
 import sys
 import tempfile
 import time
@@ -33,6 +35,46 @@ from lepton_search.training import progress
 from lepton_search.workloads import Workload
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+TRIAL_DELAY_ENV = "LEPTON_SEARCH_TRIAL_DELAY_S"  # seconds each trial waits after it starts (crash drills)
+
+
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22); None when it is gone.
+    A pid alone can be reused; pid + start time names one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def this_process() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _dead_here(owner: Any) -> bool:
+    """True when `owner` ran on this host and that process no longer exists."""
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname() or owner.get("start") is None:
+        return False
+    return _process_start(int(owner["pid"])) != owner["start"]
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Fail each RUNNING trial whose owner process on this host is dead, and queue its params again at once.
+
+    Heartbeats find a dead worker only after their grace period (60 s); a search resumed right after a
+    kill would otherwise see the killed trial RUNNING and skip its config as a duplicate.
+    """
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if not _dead_here(t.user_attrs.get(records.OWNER)):
+            continue
+        study._storage.set_trial_user_attr(t._trial_id, records.FAIL_REASON,  # Optuna has no public setter here
+                                           "its process died (killed or crashed); retried")
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={records.RETRY_OF: t.number})
+        failed.append(t.number)
+    return failed
 
 VERSIONED = ("torch", "torch-pruning", "nncf", "onnx", "onnxruntime", "optuna", "lepton-search")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -143,7 +185,12 @@ class Objective:
         self.teacher = finetune.frozen_copy(workload.model)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        trial.set_user_attr(records.OWNER, this_process())
+        fail_dead_trials(self.study)  # a worker on this host that died: its config is free again, at once
         config = self.space.suggest(trial)
+        delay_s = float(os.environ.get(TRIAL_DELAY_ENV, "0") or 0)
+        if delay_s:  # crash drills and tests: hold the trial open so a kill lands mid-trial for sure
+            time.sleep(delay_s)
         # A heartbeat retry copies its stale ancestor's attrs (config_key too): not a duplicate of it.
         dup = find_duplicate(self.study, config, trial.number, ignore=retry_history(trial))
         if dup is not None:
@@ -209,6 +256,7 @@ def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs
     target = min(n_trials, n_configs)
     attempts, max_attempts = 0, 4 * n_trials + 20
     start = time.perf_counter()
+    fail_dead_trials(study)
     done = n_complete()
     with progress(target, "trials") as bar:
         bar.update(done)
