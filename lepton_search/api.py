@@ -23,14 +23,16 @@ def search(
     workload: Workload | str, space: SearchSpace | None = None, *, target: str | LatencyModel = "host-cpu",
     n_trials: int | None = None, storage: str | None = None, study_name: str | None = None,
     seed: int | None = None, sampler: optuna.samplers.BaseSampler | None = None,
-    artifacts: str | Path | None = None, callbacks: Sequence[TrialCallback] | None = None, verbose: bool = True,
+    artifacts: str | Path | None = None, callbacks: Sequence[TrialCallback] | None = None,
+    timeout: float | None = None, verbose: bool = True,
 ) -> SearchResult:
     """Search the space's knobs (prune ratio x bit width x fine-tune epochs ...); return the study's SearchResult.
 
     `n_trials` is the number of COMPLETE trials the study should reach (a resumed study counts the
     ones it has). Duplicated configs are PRUNED and do not count. `callbacks` run after every trial
     (Optuna's `(study, frozen_trial)` form); None means the default, the optuna-dashboard notes that
-    name each Pareto trial's role (`RoleNotes`); `[]` runs none.
+    name each Pareto trial's role (`RoleNotes`); `[]` runs none. `timeout` (seconds) is a wall-clock
+    budget for this call, checked between trials.
 
     Example:
         >>> result = search("digits-mlp", SearchSpace(bits=(32, 8), finetune_epochs=(0, 1)), n_trials=3)  # doctest: +SKIP
@@ -41,6 +43,8 @@ def search(
     n_trials = space.trials if n_trials is None else n_trials
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError("n_trials", n_trials, "must be an integer >= 1")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigError("timeout", timeout, "give a number of seconds > 0, or None for no limit")
     latency_model = make_target(target, space)
     if "usd_per_million_inferences" in space.objectives and latency_model.describe().get("usd_per_hour") is None:
         raise ConfigError("target", latency_model.name, "has no usd_per_hour; pick a priced target (see `targets`) "
@@ -55,7 +59,7 @@ def search(
     study = run_study(workload, space, target=latency_model, n_trials=n_trials, storage=storage,
                       study_name=study_name or workload.name, seed=seed, sampler=sampler, store=store,
                       callbacks=callbacks, after_trial=lambda trial, folder: upload_trial_files(trial, store, folder),
-                      verbose=verbose)
+                      verbose=verbose, timeout_s=timeout)
     return SearchResult(study, store)
 
 

@@ -54,7 +54,8 @@ def compress(
     macs_base, params_base = prune.count(base, x)
     model = prune.prune(base, x, config)
 
-    train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=settings.subset_size, seed=seed)
+    subset = settings.subset_of(len(workload.dataset("train")))
+    train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=subset, seed=seed)
     bn_batches = finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
     quant_aware = config.bits == 8 and config.finetune_epochs > 0
     with qat.simulate_int8(model) if quant_aware else contextlib.nullcontext():

@@ -7,6 +7,7 @@ construction, so a typo fails in milliseconds rather than after the base model h
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,10 @@ import yaml
 from lepton_search.errors import ConfigError, did_you_mean
 
 SUPPORTED_BITS = (32, 16, 8, 4)
-PRUNE_METHODS = ("structured", "unstructured")
+PRUNE_METHODS = ("structured", "global", "unstructured")
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize",
               "usd_per_million_inferences": "minimize"}
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
 # A link to the top-level search_spaces/default.yaml (the source); the wheel ships the file itself.
 DEFAULT_SPACE_PATH = Path(__file__).with_name("default_space.yaml")
 
@@ -39,7 +40,8 @@ class Knob:
 # dashboard read this list; nothing else names the knobs.
 KNOBS: tuple[Knob, ...] = (
     Knob("prune_ratio", "float", "share of output channels removed per layer"),
-    Knob("prune_method", "categorical", "structured: channels removed (the graph shrinks); unstructured: weights zeroed"),
+    Knob("prune_method", "categorical", "structured: each layer loses prune_ratio of its channels; global: channels "
+         "ranked across layers, the net loses prune_ratio; unstructured: weights zeroed (same graph)"),
     Knob("round_to", "categorical", "structured pruning keeps channel counts that are multiples of this (SIMD-friendly)"),
     Knob("bits", "categorical", "stored width of weights (and activations at 8): 32, 16, 8 or 4"),
     Knob("finetune_epochs", "int", "epochs of distillation from the unpruned base"),
@@ -79,13 +81,21 @@ class CompressionConfig:
 class FinetuneSettings:
     """How each candidate is fine-tuned (distillation from the unpruned base)."""
 
-    subset_size: int = 8000
+    subset_size: int | float | str = 8000  # train samples per epoch: a count, a fraction in (0, 1], or "all"
     batch_size: int = 128
     lr: float = 0.01
     temperature: float = 4.0
     distill_weight: float = 0.7
     bn_batches: int = 20
     calibration_size: int = 300
+
+    def subset_of(self, n_train: int) -> int | None:
+        """Train samples per fine-tune epoch for a split of `n_train` (None: the whole split)."""
+        if self.subset_size == "all":
+            return None
+        if isinstance(self.subset_size, float) and self.subset_size <= 1.0:
+            return max(1, round(self.subset_size * n_train))
+        return int(self.subset_size)
 
 
 @dataclass(frozen=True)
@@ -234,6 +244,17 @@ class SearchSpace:
                 values[knob.name] = trial.suggest_categorical(knob.name, domain)
         return CompressionConfig.from_dict(values)
 
+    def configs(self) -> list[CompressionConfig]:
+        """Every config of the space (the grid), in a fixed order."""
+        names = [k.name for k in KNOBS]
+        return [CompressionConfig.from_dict(dict(zip(names, values)))
+                for values in itertools.product(*(self.domain(n) for n in names))]
+
+    def params(self, config: CompressionConfig) -> dict[str, Any]:
+        """The Optuna params that make `suggest` return `config` (its sampled knobs only)."""
+        fixed = self.fixed_knobs()
+        return {k: v for k, v in config.as_dict().items() if k not in fixed}
+
     def fixed_knobs(self) -> dict[str, Any]:
         """Knobs with a single value in this space: name -> that value."""
         return {k.name: self.domain(k.name)[0] for k in KNOBS if len(self.domain(k.name)) == 1}
@@ -346,7 +367,12 @@ def _validate(space: SearchSpace) -> None:
         raise ConfigError("trials", space.trials, "must be >= 1")
     _number("seed", space.seed, int)
     ft, lat = space.finetune, space.latency
-    for name in ("subset_size", "batch_size", "bn_batches", "calibration_size"):
+    size = ft.subset_size
+    if size != "all" and not (isinstance(size, float) and 0 < size <= 1):  # else a count of samples
+        _number("finetune.subset_size", size, int)
+        if size < 1:
+            raise ConfigError("finetune.subset_size", size, "give a sample count >= 1, a fraction in (0, 1] or 'all'")
+    for name in ("batch_size", "bn_batches", "calibration_size"):
         _number(f"finetune.{name}", getattr(ft, name), int)
         if getattr(ft, name) < 1:
             raise ConfigError(f"finetune.{name}", getattr(ft, name), "must be >= 1")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import os
+import random
 import re
 import socket
 import sys
@@ -105,6 +106,10 @@ def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
     if space.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if space.sampler == "gp":  # reads the trials' set_constraint values: constrained multi-objective
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=6)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True)
 
 
@@ -162,6 +167,9 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
     return base
 
 
+_TAKEN = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+
+
 def find_duplicate(study: optuna.Study, config: CompressionConfig, number: int, ignore: Collection[int] = ()) -> int | None:
     """The number of another trial with this config that is done, running or queued; `ignore`: retried ancestors."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
@@ -195,6 +203,7 @@ class Objective:
         dup = find_duplicate(self.study, config, trial.number, ignore=retry_history(trial))
         if dup is not None:
             trial.set_user_attr(records.DUPLICATE_OF, dup)
+            self._queue_unseen(trial.number)
             raise optuna.TrialPruned(f"config {config.label()} already evaluated in trial {dup}")
         records.write_config(trial, config)
         try:
@@ -203,10 +212,20 @@ class Objective:
             trial.set_user_attr(records.FAIL_REASON, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
             raise
 
+    def _queue_unseen(self, number: int) -> None:
+        """Queue one config no trial has taken, drawn at random (seeded): a sampler that proposes the same
+        point again (GP's acquisition is deterministic; TPE on a small grid) still moves the study on."""
+        taken = {tuple(c.values()) for t in self.study.get_trials(deepcopy=False, states=_TAKEN)
+                 if (c := records.read_config(t.user_attrs)) is not None}
+        free = [c for c in self.space.configs() if tuple(c.as_dict().values()) not in taken]
+        if free:
+            pick = free[random.Random(f"{self.seed}:{number}").randrange(len(free))]
+            self.study.enqueue_trial(self.space.params(pick), skip_if_exists=True)
+
     def _run(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[float, ...]:
         cand = compress(self.workload, config, self.work_dir / f"trial_{trial.number}.onnx",
                         settings=self.space.finetune, teacher=self.teacher, seed=self.seed)
-        meas = evaluate(cand, self.workload, self.target)
+        meas = evaluate(cand, self.workload, self.target, with_test=True)  # test accuracy: recorded, never an objective
         values = tuple(meas.objective(o) for o in self.space.objectives)
         if not all(math.isfinite(v) for v in values):  # before anything is stored for this trial
             raise FloatingPointError(f"objective values {values} are not finite")
@@ -235,7 +254,7 @@ class Objective:
 def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n_trials: int, storage: str,
               study_name: str, seed: int, sampler: optuna.samplers.BaseSampler | None, store: Any,
               callbacks: Sequence[TrialCallback], after_trial: Callable[[optuna.Trial, Path], None] | None,
-              verbose: bool) -> optuna.Study:
+              verbose: bool, timeout_s: float | None = None) -> optuna.Study:
     """Open or resume the study, measure the base once, run trials until `n_trials` are COMPLETE."""
     with tempfile.TemporaryDirectory(prefix="lepton_") as tmp:
         work_dir = Path(tmp)
@@ -243,13 +262,14 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
         study = open_study(storage, study_name, space, sampler or make_sampler(space, seed))
         base = measure_base(study, workload, target, store, work_dir)
         objective = Objective(study, workload, space, target, base, store, work_dir, seed, verbose, after_trial)
-        optimize(study, objective, n_trials, space.n_configs, callbacks)
+        optimize(study, objective, n_trials, space.n_configs, callbacks, timeout_s)
     return study
 
 
 def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs: int,
-             callbacks: Sequence[TrialCallback] = ()) -> None:
-    """Run one trial at a time until `n_trials` (at most every config) are COMPLETE; duplicates do not count."""
+             callbacks: Sequence[TrialCallback] = (), timeout_s: float | None = None) -> None:
+    """Run one trial at a time until `n_trials` (at most every config) are COMPLETE, or until `timeout_s`
+    seconds have passed (checked between trials: a started trial finishes); duplicates do not count."""
     def n_complete() -> int:
         return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
@@ -261,6 +281,8 @@ def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs
     with progress(target, "trials") as bar:
         bar.update(done)
         while done < target and attempts < max_attempts:
+            if timeout_s is not None and time.perf_counter() - start >= timeout_s:
+                break
             attempts += 1
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True, callbacks=list(callbacks))
             now = n_complete()

@@ -71,3 +71,20 @@ def test_a_stored_space_without_new_knobs_resumes(tmp_path):
     old["knobs"] = {k: v for k, v in old["knobs"].items() if k != "round_to"}  # as stored before the knob
     study.set_user_attr("space", old)
     open_study(storage, "s", space, optuna.samplers.RandomSampler(seed=0))  # no "different space" error
+
+
+@pytest.mark.parametrize(("size", "n"), [("all", None), (0.5, 500), (1.0, 1000), (300, 300), (5000, 5000)])
+def test_finetune_subset_is_a_count_a_fraction_or_all(size, n):
+    from lepton_search.space import FinetuneSettings
+
+    SearchSpace(finetune=FinetuneSettings(subset_size=size))  # valid
+    assert FinetuneSettings(subset_size=size).subset_of(1000) == n
+
+
+@pytest.mark.parametrize("size", ["half", 0, -0.5, 1.5, True])
+def test_finetune_subset_rejects_bad_values(size):
+    from lepton_search.errors import ConfigError
+    from lepton_search.space import FinetuneSettings
+
+    with pytest.raises(ConfigError, match="finetune.subset_size"):
+        SearchSpace(finetune=FinetuneSettings(subset_size=size))

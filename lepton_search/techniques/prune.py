@@ -15,6 +15,8 @@ from torch import nn
 
 from lepton_search.space import CompressionConfig
 
+MAX_LAYER_RATIO = 0.9  # global ranking never empties a layer
+
 
 @dataclass(frozen=True)
 class PruneStats:
@@ -64,8 +66,13 @@ def weight_sparsity(model: nn.Module) -> float:
     return zeros / max(total, 1)
 
 
-def prune_structured(model: nn.Module, example_input: torch.Tensor, ratio: float, round_to: int = 1) -> nn.Module:
+def prune_structured(model: nn.Module, example_input: torch.Tensor, ratio: float, round_to: int = 1, *,
+                     global_ranking: bool = False) -> nn.Module:
     """Remove `ratio` of the output channels of every prunable layer (L1 magnitude), in place on a copy.
+
+    With `global_ranking` the channels of all layers are ranked together (torch-pruning's global
+    pruning): `ratio` is the share removed over the whole net, and layers lose different shares (never
+    more than MAX_LAYER_RATIO of one layer), so layers whose channels matter keep more of them.
 
     With `round_to` > 1 each pruned layer keeps a multiple of `round_to` channels (rounded down, by
     torch-pruning): ONNX Runtime's CPU kernels work in blocks of 4/8/16 channels, and odd widths can run
@@ -76,7 +83,8 @@ def prune_structured(model: nn.Module, example_input: torch.Tensor, ratio: float
         return model
     pruner = tp.pruner.MagnitudePruner(
         model, example_input, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
-        ignored_layers=classifier_layers(model), global_pruning=False, round_to=round_to if round_to > 1 else None,
+        ignored_layers=classifier_layers(model), global_pruning=global_ranking, max_pruning_ratio=MAX_LAYER_RATIO,
+        round_to=round_to if round_to > 1 else None,
     )
     pruner.step()
     empty = [name for name, m in model.named_modules()
@@ -122,6 +130,8 @@ def prune(model: nn.Module, example_input: torch.Tensor, config: CompressionConf
     """A pruned copy of `model` as `config` says (prune_ratio, prune_method, round_to)."""
     if config.prune_method == "structured":
         return prune_structured(model, example_input, config.prune_ratio, config.round_to)
+    if config.prune_method == "global":
+        return prune_structured(model, example_input, config.prune_ratio, config.round_to, global_ranking=True)
     if config.prune_method == "unstructured":
         return prune_unstructured(model, example_input, config.prune_ratio)
-    raise ValueError(f"prune_method must be 'structured' or 'unstructured', got {config.prune_method!r}")
+    raise ValueError(f"prune_method must be 'structured', 'global' or 'unstructured', got {config.prune_method!r}")

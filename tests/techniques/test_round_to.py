@@ -72,3 +72,23 @@ def test_round_to_is_sampled_and_shown_in_report_card_and_dashboard(digits_cnn, 
         config = json.loads(next(a["value"] for a in t["user_attrs"] if a["key"] == "config"))
         assert config["round_to"] in (1, 4)
     assert optuna.load_study(study_name="rt", storage=sqlite_url).best_trials
+
+
+def test_global_ranking_leaves_uneven_layer_widths_and_uniform_does_not():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                          nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                          nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).eval()
+    with torch.no_grad():  # the middle layer: a few strong channels and many weak ones, as trained nets have
+        weak = torch.arange(64) % 5 != 0
+        for param in (model[3].weight, model[4].weight, model[4].bias):
+            param[weak] *= 0.01
+        model[6].weight[:, weak] *= 0.01
+    x = torch.randn(1, 3, 16, 16)
+    base = conv_widths(model)
+    kept = lambda widths: [w / b for w, b in zip(widths, base)]
+    uniform = kept(conv_widths(prune.prune(model, x, CompressionConfig(0.4, 32, 0, prune_method="structured"))))
+    ranked = kept(conv_widths(prune.prune(model, x, CompressionConfig(0.4, 32, 0, prune_method="global"))))
+    assert max(uniform) - min(uniform) <= 0.05  # every layer keeps ~60%
+    assert ranked[1] < min(ranked[0], ranked[2]) - 0.2  # the weak layer lost more than the others
