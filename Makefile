@@ -11,10 +11,14 @@ STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 demo: $(STAMP)
 	$(BIN)/lepton-search run
 
+# lint-imports first: a broken layer contract fails the run before the (long) suite starts.
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -rs
 
+# Everything but the tests marked `slow` (real trainings, browsers, PostgreSQL, wheel install): under 2 minutes.
 test-fast: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow"
 
 setup: $(STAMP)
@@ -31,11 +35,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch and torchvision first, pinned, so pip takes the local wheels instead of downloading others
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install -q -e ".[dev,dashboard]"
+	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lepton_search tests experiments
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) lepton_search.db lepton_search_artifacts

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
+
+# Test files live in folders that mirror the package (tests/results/, tests/cli/, ...) and are imported with
+# `--import-mode=importlib`, so nothing puts tests/ on sys.path by itself. The shared helpers here are imported
+# by name: `from picking_study import ...`, and the CLI tests pass `--workload failing_workloads:NAME`.
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
 
 # Base models trained by tests go to a throwaway cache, never the user's ~/.cache.
 os.environ.setdefault("LEPTON_SEARCH_CACHE", tempfile.mkdtemp(prefix="lepton_test_cache_"))
