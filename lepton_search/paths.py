@@ -3,9 +3,11 @@
 A relative output path must stay inside the folder it is relative to (the current folder by default):
 `../x` or `a/../../x` is refused. An absolute path is an explicit choice and is taken as given. Names
 that become file or folder names (study names, trial files) may not contain separators at all.
+`field` is the caller's parameter name (`study_name`, `out_dir`): errors name it, and the command line
+renames it to its flag.
 
 Example:
-    >>> confined_dir("--out", "exports/best", root="/tmp").as_posix()
+    >>> confined_dir("out_dir", "exports/best", root="/tmp").as_posix()
     '/tmp/exports/best'
 """
 

@@ -29,7 +29,7 @@ URL_FIX = "use sqlite:///FILE.db (one machine) or postgresql+psycopg2://USER:PAS
 SQLITE_MANY_WRITERS = (
     "note: SQLite serves one writer at a time, so several workers on one SQLite file wait on each other "
     "and may hit 'database is locked'; for more than one worker use PostgreSQL: "
-    "--storage postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB (see docs/scale_out.md)"
+    "postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB (see docs/scale_out.md)"
 )
 
 
@@ -46,15 +46,15 @@ class HeartbeatSettings:
     max_retry: int = 2
 
     def __post_init__(self) -> None:
-        for name, flag in (("interval_s", "--heartbeat-interval"), ("grace_period_s", "--grace-period")):
+        for name in ("interval_s", "grace_period_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(flag, value, "must be a whole number of seconds >= 1")
+                raise ConfigError(name, value, "must be a whole number of seconds >= 1")
         if self.grace_period_s <= self.interval_s:
-            raise ConfigError("--grace-period", self.grace_period_s,
+            raise ConfigError("grace_period_s", self.grace_period_s,
                               f"must exceed the heartbeat interval ({self.interval_s} s), e.g. 3x it")
         if isinstance(self.max_retry, bool) or not isinstance(self.max_retry, int) or self.max_retry < 0:
-            raise ConfigError("--max-retry", self.max_retry, "must be an integer >= 0")
+            raise ConfigError("max_retry", self.max_retry, "must be an integer >= 0")
 
 
 def backend(url: str) -> str:
@@ -123,16 +123,16 @@ def open_artifact_store(spec: str | Path | None, storage_url: str) -> Any:
     if isinstance(spec, str) and spec.startswith("s3://"):
         bucket = spec.removeprefix("s3://").strip("/")
         if not bucket or "/" in bucket:
-            raise ConfigError("--artifacts", spec, "give a bucket only: s3://BUCKET (no key prefix)")
+            raise ConfigError("artifacts", spec, "give a bucket only: s3://BUCKET (no key prefix)")
         try:
             import boto3  # noqa: F401
         except ImportError:
-            raise ConfigError("--artifacts", spec, "S3 artifacts need boto3: pip install boto3") from None
+            raise ConfigError("artifacts", spec, "S3 artifacts need boto3: pip install boto3") from None
         return optuna.artifacts.Boto3ArtifactStore(bucket)
     if spec is not None:
         from lepton_search.paths import confined_dir
 
-        spec = confined_dir("--artifacts", spec)
+        spec = confined_dir("artifacts", spec)
     return artifact_store_for(storage_url, spec)
 
 

@@ -70,7 +70,7 @@ class WorkloadSpec:
         if ":" in self.name:
             workloads.load_factory(self.name)
         elif self.name not in workloads.list_workloads():
-            raise ConfigError("--workload", self.name, f"unknown workload; {did_you_mean(self.name, workloads.list_workloads())}")
+            raise ConfigError("workload", self.name, f"unknown workload; {did_you_mean(self.name, workloads.list_workloads())}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def init_study(
     from lepton_search.paths import safe_name
     from lepton_search.study import make_sampler, make_target, measure_base, open_study
 
-    safe_name("--study", study_name)
+    safe_name("study_name", study_name)
     spec = WorkloadSpec(workload, data_dir)
     spec.check()
     latency_model = make_target(target, space)
@@ -105,8 +105,8 @@ def init_study(
         attrs = study.user_attrs
         if BASE_STATE_ATTR in attrs:
             if attrs.get("workload") != asdict(spec) or attrs.get("target") != target:
-                raise ConfigError("--study", study_name, f"was initialised with workload {attrs.get('workload')} "
-                                  f"and target {attrs.get('target')!r}; use a new --study name")
+                raise ConfigError("study_name", study_name, f"was initialised with workload {attrs.get('workload')} "
+                                  f"and target {attrs.get('target')!r}; use a new study name")
             _log(verbose, f"init: study {study_name!r} already initialised; start workers")
             return study
     wl = spec.build()
@@ -138,7 +138,7 @@ def load_base_state(study: optuna.Study, store: Any) -> dict[str, torch.Tensor]:
         try:
             optuna.artifacts.download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(path))
         except Exception as exc:  # noqa: BLE001 - missing file / bucket / permissions
-            raise ConfigError("--artifacts", describe_artifact_store(store),
+            raise ConfigError("artifacts", describe_artifact_store(store),
                               f"base model artifact {artifact_id} not found there ({type(exc).__name__}); "
                               "pass the store `init` used (a shared folder or s3://BUCKET)") from None
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -149,14 +149,14 @@ def join_study(storage_obj: optuna.storages.BaseStorage, storage: str, study_nam
     """Load an initialised study; a one-line error names the study and the fix when it is not one."""
     from lepton_search.paths import safe_name
 
-    safe_name("--study", study_name)
+    safe_name("study_name", study_name)
     names = [s.study_name for s in storage_obj.get_all_studies()]
     if study_name not in names:
-        raise ConfigError("--study", study_name, f"no such study in {redact(storage)}; run `lepton-search init` "
+        raise ConfigError("study_name", study_name, f"no such study in {redact(storage)}; run `lepton-search init` "
                           f"first ({did_you_mean(study_name, names)})")
     study = optuna.load_study(study_name=study_name, storage=storage_obj, sampler=sampler)
     if BASE_STATE_ATTR not in study.user_attrs:
-        raise ConfigError("--study", study_name, "was not made by `lepton-search init` (no base model stored); "
+        raise ConfigError("study_name", study_name, "was not made by `lepton-search init` (no base model stored); "
                           "run `lepton-search init` for it, or use `lepton-search run`")
     return study
 
@@ -171,7 +171,7 @@ def run_worker(
     from lepton_search.study import Objective, make_target
 
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
-        raise ConfigError("--trials", n_trials, "must be an integer >= 1")
+        raise ConfigError("n_trials", n_trials, "must be an integer >= 1")
     storage_obj = open_storage(storage, heartbeat)
     study = join_study(storage_obj, storage, study_name)
     attrs = study.user_attrs
@@ -202,7 +202,7 @@ def run_worker(
             return _work(study, objective, space, n_trials, verbose)
         except Exception as exc:
             if "database is locked" in str(exc):  # sqlite3.OperationalError through SQLAlchemy
-                raise ConfigError("--storage", redact(storage), "SQLite stayed locked by other writers for 60 s; "
+                raise ConfigError("storage", redact(storage), "SQLite stayed locked by other writers for 60 s; "
                                   "run several workers on PostgreSQL (docs/scale_out.md)") from None
             raise
 

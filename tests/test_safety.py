@@ -44,12 +44,12 @@ def test_dashboard_binds_to_loopback_by_default():
 @pytest.mark.parametrize("path", ["../x", "a/../../x", "..", "./../x"])
 def test_relative_outputs_may_not_leave_their_folder(path, tmp_path):
     with pytest.raises(ConfigError, match="leaves"):
-        confined_dir("--out", path, root=tmp_path)
+        confined_dir("out_dir", path, root=tmp_path)
 
 
 def test_inside_and_absolute_outputs_are_allowed(tmp_path):
-    assert confined_dir("--out", "a/b/../c", root=tmp_path) == (tmp_path / "a" / "c").resolve()
-    assert confined_dir("--out", "/srv/models") == Path("/srv/models")
+    assert confined_dir("out_dir", "a/b/../c", root=tmp_path) == (tmp_path / "a" / "c").resolve()
+    assert confined_dir("out_dir", "/srv/models") == Path("/srv/models")
     assert confined_file("name", tmp_path, "model.onnx") == (tmp_path / "model.onnx").resolve()
     with pytest.raises(ConfigError):
         confined_file("name", tmp_path, "../model.onnx")
@@ -58,4 +58,4 @@ def test_inside_and_absolute_outputs_are_allowed(tmp_path):
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", ".hidden", "", "a..b", "x" * 200])
 def test_unsafe_names_are_refused(name):
     with pytest.raises(ConfigError):
-        safe_name("--study", name)
+        safe_name("study_name", name)

@@ -5,7 +5,10 @@ Commands live in one small module per area; a LeptonError becomes a one-line mes
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -13,7 +16,38 @@ from lepton_search.cli._dashboard import dashboard_cmd
 from lepton_search.cli._run import export_cmd, list_cmd, report_cmd, run_cmd
 from lepton_search.cli._targets import calibrate_cmd, measure_cmd, retarget_cmd, targets_cmd
 from lepton_search.cli._workers import init_cmd, worker_cmd
-from lepton_search.errors import LeptonError
+from lepton_search.errors import ConfigError, LeptonError
+
+# The library names its parameters in errors (`study_name: got '../x'`); on the command line the same value
+# came from a flag, so each command renames the library's names to its own flags.
+_STUDY = {"storage": "--storage", "study_name": "--study"}
+FLAGS: dict[str, dict[str, str]] = {
+    "run": {**_STUDY, "n_trials": "--trials", "artifacts": "--artifacts", "workload": "--workload",
+            "target": "--target"},
+    "report": _STUDY,
+    "export": {**_STUDY, "trial": "--trial", "out_dir": "--out", "workload": "--workload"},
+    "init": {**_STUDY, "workload": "--workload", "artifacts": "--artifacts", "target": "--target"},
+    "worker": {**_STUDY, "n_trials": "--trials", "artifacts": "--artifacts", "interval_s": "--heartbeat-interval",
+               "grace_period_s": "--grace-period", "max_retry": "--max-retry"},
+    "dashboard": {"storage": "--storage", "artifacts": "--artifacts"},
+}
+
+
+def with_flags(command: click.Command, flags: dict[str, str]) -> click.Command:
+    """`command`, whose ConfigErrors name `flags[field]` instead of the library's parameter name."""
+    callback: Callable[..., Any] = command.callback  # type: ignore[assignment]
+
+    @functools.wraps(callback)
+    def renamed(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except ConfigError as exc:
+            if exc.field not in flags:
+                raise
+            raise ConfigError(flags[exc.field], exc.value, exc.fix) from exc
+
+    command.callback = renamed
+    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,13 +56,9 @@ def cli() -> None:
     """Search prune ratio x bit width x fine-tune epochs for a PyTorch model; measure the ONNX artifact."""
 
 
-for command in (run_cmd, report_cmd, export_cmd, targets_cmd, list_cmd):
-    cli.add_command(command)
-for command in (init_cmd, worker_cmd):
-    cli.add_command(command)
-for command in (measure_cmd, calibrate_cmd, retarget_cmd):
-    cli.add_command(command)
-cli.add_command(dashboard_cmd)
+for command in (run_cmd, report_cmd, export_cmd, targets_cmd, list_cmd, init_cmd, worker_cmd,
+                measure_cmd, calibrate_cmd, retarget_cmd, dashboard_cmd):
+    cli.add_command(with_flags(command, FLAGS[command.name]) if command.name in FLAGS else command)
 
 
 def main(argv: list[str] | None = None) -> int:
