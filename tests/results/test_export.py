@@ -17,6 +17,7 @@ from lepton_search import ConfigError, load
 from lepton_search.cli import main
 from lepton_search.results.notes import ROLE_NOTE_HEADER, _TrialRef
 from lepton_search.results.release import RecheckError
+from lepton_search.space import KNOBS
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_export_runs_in_ort_with_stored_accuracy(result, pareto_trial, digits_cn
     assert int((logits.argmax(1) == y.numpy()).sum()) == stored["val_correct"]
     config = json.loads((path.parent / "config.json").read_text())
     assert config["recheck"]["status"] == "passed" and config["recheck"]["val_correct"] == stored["val_correct"]
-    assert set(config["config"]) == {"prune_ratio", "bits", "finetune_epochs", "prune_method"}
+    assert set(config["config"]) == {knob.name for knob in KNOBS}  # every knob, also the ones not searched
     for key in ("accuracy", "accuracy_drop_pts", "latency_ms", "latency_p90_ms", "size_mb", "finetune_seconds", "speedup"):
         assert config["metrics"][key] == stored[key]
     assert config["seed"] == 0 and config["versions"]["onnxruntime"] == ort.__version__

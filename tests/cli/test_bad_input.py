@@ -14,7 +14,6 @@ import pytest
 
 from lepton_search.cli import main
 
-TESTS_DIR = Path(__file__).parent
 GOOD_SPACE = """\
 knobs:
   prune_ratio: {low: 0.0, high: 0.5, step: 0.25}
@@ -90,7 +89,6 @@ def stored(tmp_path_factory):
     (root / "empty").mkdir()
     mp = pytest.MonkeyPatch()
     mp.chdir(root)
-    mp.syspath_prepend(str(TESTS_DIR))
     assert main(["run", "good.yaml", "--workload", "digits-mlp", "--study", "existing", "--trials", "1"]) == 0
     yield root
     mp.undo()
@@ -110,7 +108,6 @@ def test_corpus_has_at_least_15_cases():
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_exits_2_with_one_line_and_changes_nothing(case, stored, capfd, monkeypatch):
     monkeypatch.chdir(stored)
-    monkeypatch.syspath_prepend(str(TESTS_DIR))
     argv, expected = CASES[case]
     argv = [a.format(dir=stored, db=f"sqlite:///{stored / 'lepton_search.db'}") for a in argv]
     before = fingerprint(stored)

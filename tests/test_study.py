@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 import pytest
 
@@ -20,11 +18,12 @@ trials: 3
 
 @pytest.mark.parametrize("factory, reason", [
     ("nan_when_pruned", "FloatingPointError: the ONNX model produced non-finite outputs"),  # ORT outputs are NaN once a channel is pruned
-    ("breaks_when_pruned", "RuntimeError"),  # a buffer pruning cannot shrink: shape mismatch
+    # a buffer pruning cannot shrink: shape mismatch. Slow: a second init + worker + report (~4 s); the NaN case
+    # keeps init / worker / report in the fast suite.
+    pytest.param("breaks_when_pruned", "RuntimeError", marks=pytest.mark.slow),
 ])
 def test_failing_candidates_fail_with_reason_and_report_counts_them(factory, reason, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
     (tmp_path / "space.yaml").write_text(SPACE)
     url = f"sqlite:///{tmp_path / 'f.db'}"
     assert main(["init", "space.yaml", "--storage", url, "--study", "f", "--workload", f"failing_workloads:{factory}"]) == 0

@@ -22,6 +22,8 @@ from picking_study import picking_study
 
 from lepton_search import load
 
+pytestmark = pytest.mark.slow  # optuna-dashboard server driven by headless Chromium (~25 s)
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]

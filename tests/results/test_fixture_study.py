@@ -12,7 +12,7 @@ from lepton_search import SearchSpace, load, search
 from lepton_search.records import SCHEMA, read_config
 from lepton_search.results.report import front_table
 
-FIXTURE = Path(__file__).parent / "fixtures" / "v1_study"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "v1_study"
 SPACE = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 8), finetune_epochs=(0, 1),
                     max_accuracy_drop_pts=3.0, trials=4, sampler="random")
 
@@ -49,6 +49,7 @@ def test_v1_study_exports_and_rechecks(v1, digits_mlp, tmp_path):
     assert "| prune_method |" in (tmp_path / "out" / "MODEL_CARD.md").read_text()
 
 
+@pytest.mark.slow  # resumes with real trials (~18 s)
 def test_v1_study_resumes_without_repeating_a_config(v1, digits_mlp):
     storage, artifacts = v1
     before = {t.number: read_config(t.user_attrs) for t in load(storage, "v1", artifacts=artifacts).study.trials

@@ -1,10 +1,12 @@
 """A non-CNN model whose top level is a bare nn.Sequential, through the whole pipeline."""
 
 import optuna
+import pytest
 
 from lepton_search import SearchSpace, search
 
 
+@pytest.mark.slow  # a real 3-trial search (~7 s); unstructured pruning itself is covered fast in test_compress
 def test_sequential_mlp_search_with_unstructured_pruning(digits_mlp, sqlite_url):
     space = SearchSpace(prune_ratio=(0.0, 0.5, 0.5), prune_method="unstructured", bits=(32, 8),
                         finetune_epochs=(0, 1), sampler="random", seed=1)

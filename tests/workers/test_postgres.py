@@ -21,6 +21,8 @@ from lepton_search.cli import main
 from lepton_search.testing.postgres import pg_bin_dir, throwaway_cluster
 from lepton_search.workers import TRIAL_DELAY_ENV
 
+pytestmark = pytest.mark.slow  # a PostgreSQL cluster and real worker processes (~80 s)
+
 LEPTON = Path(sys.executable).with_name("lepton-search")
 DONE = optuna.trial.TrialState.COMPLETE
 FAST_SPACE = """\

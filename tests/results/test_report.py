@@ -40,6 +40,7 @@ def test_html_is_self_contained(result, tmp_path, monkeypatch, capsys):
     assert main(["report", "--storage", storage, "--study", "pick", "--html", "out.txt"]) == 2
 
 
+@pytest.mark.slow  # starts Chromium through kaleido
 def test_png_with_system_chromium(result, tmp_path):
     if not Path("/usr/bin/chromium").exists() and not os.environ.get("BROWSER_PATH"):
         if os.environ.get("CI"):

@@ -23,6 +23,7 @@ def run(tmp_path_factory, digits_cnn):
     return result, url, root, digits_cnn
 
 
+@pytest.mark.slow  # shares `run`: a real 4-trial search of digits-cnn (~40 s)
 def test_reaches_the_requested_number_of_complete_distinct_trials(run):
     result, *_ = run
     trials = result.trials()
@@ -34,6 +35,7 @@ def test_reaches_the_requested_number_of_complete_distinct_trials(run):
     assert pruned["duplicate_of"].notna().all()
 
 
+@pytest.mark.slow  # shares `run`: a real 4-trial search of digits-cnn (~40 s)
 def test_stored_accuracy_equals_a_fresh_onnxruntime_run_of_the_artifact(run, tmp_path):
     result, _, _, wl = run
     for t in result.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
@@ -45,6 +47,7 @@ def test_stored_accuracy_equals_a_fresh_onnxruntime_run_of_the_artifact(run, tmp
         assert {k: cfg["config"][k] for k in t.params} == t.params
 
 
+@pytest.mark.slow  # shares `run`: a real 4-trial search of digits-cnn (~40 s)
 def test_user_attrs_record_measurement_context(run):
     result, *_ = run
     t = result.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))[0]
@@ -57,6 +60,7 @@ def test_user_attrs_record_measurement_context(run):
     assert result.study.metric_names == ["accuracy", "latency_ms"]
 
 
+@pytest.mark.slow  # shares `run`: a real 4-trial search of digits-cnn (~40 s)
 def test_old_and_new_constraint_forms_agree(run):
     result, *_ = run
     for t in result.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
@@ -66,6 +70,7 @@ def test_old_and_new_constraint_forms_agree(run):
         assert (new <= 0) == (t.user_attrs["accuracy_drop_pts"] <= SPACE.max_accuracy_drop_pts)
 
 
+@pytest.mark.slow  # shares `run`: a real 4-trial search of digits-cnn (~40 s)
 def test_pareto_matches_optuna_best_trials_among_feasible(run):
     result, *_ = run
     front = set(result.pareto()["number"])
@@ -78,6 +83,7 @@ def test_pareto_matches_optuna_best_trials_among_feasible(run):
     assert front == {t.number for t in result.study.best_trials if all(v <= 0 for v in t.constraints.values())}
 
 
+@pytest.mark.slow  # shares `run`: a real 4-trial search of digits-cnn (~40 s)
 def test_resume_counts_existing_trials_and_measures_base_once(run, digits_cnn):
     result, url, *_ = run
     base_id = result.base.onnx_artifact_id
@@ -88,6 +94,7 @@ def test_resume_counts_existing_trials_and_measures_base_once(run, digits_cnn):
     assert load(url, "it").trials().shape[0] == again.trials().shape[0]
 
 
+@pytest.mark.slow  # shares `run`: a real 4-trial search of digits-cnn (~40 s)
 def test_resuming_with_another_space_is_refused_without_changing_the_study(run, digits_cnn):
     _, url, *_ = run
     n = len(load(url, "it").study.trials)
@@ -97,6 +104,7 @@ def test_resuming_with_another_space_is_refused_without_changing_the_study(run, 
     assert len(load(url, "it").study.trials) == n
 
 
+@pytest.mark.slow  # shares `run`: a real 4-trial search of digits-cnn (~40 s)
 def test_plot_pareto_returns_a_figure(run):
     result, *_ = run
     fig = result.plot_pareto()
