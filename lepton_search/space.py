@@ -22,6 +22,11 @@ PRUNE_METHODS = ("structured", "global", "unstructured")
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize",
               "usd_per_million_inferences": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+# Constraint name -> (the measured figure it limits, "max" or "min"). The accuracy limit needs the trained
+# model; the other three are budgets the untrained candidate already answers (its graph is the same).
+CONSTRAINTS = {"max_accuracy_drop_pts": ("accuracy_drop_pts", "max"), "max_latency_ms": ("latency_ms", "max"),
+               "min_speedup": ("speedup", "min"), "max_size_mb": ("size_mb", "max")}
+BUDGETS = ("max_latency_ms", "min_speedup", "max_size_mb")
 # A link to the top-level search_spaces/default.yaml (the source); the wheel ships the file itself.
 DEFAULT_SPACE_PATH = Path(__file__).with_name("default_space.yaml")
 
@@ -125,6 +130,9 @@ class SearchSpace:
     finetune_epochs: tuple[int, int] = (0, 2)
     objectives: tuple[str, ...] = ("accuracy", "latency_ms")
     max_accuracy_drop_pts: float | None = None
+    max_latency_ms: float | None = None  # budgets: checked on the untrained candidate before any fine-tuning
+    min_speedup: float | None = None
+    max_size_mb: float | None = None
     sampler: str = "tpe"
     trials: int = 12
     seed: int = 0
@@ -171,9 +179,8 @@ class SearchSpace:
             if name in knobs:
                 kwargs[name] = knobs[name]
         constraints = data.get("constraints", {}) or {}
-        _check_keys("constraints", constraints, {"max_accuracy_drop_pts"})
-        if "max_accuracy_drop_pts" in constraints:
-            kwargs["max_accuracy_drop_pts"] = constraints["max_accuracy_drop_pts"]
+        _check_keys("constraints", constraints, set(CONSTRAINTS))
+        kwargs.update({name: constraints[name] for name in CONSTRAINTS if name in constraints})
         for name in ("objectives", "sampler", "trials", "seed"):
             if name in data:
                 kwargs[name] = data[name]
@@ -196,7 +203,7 @@ class SearchSpace:
                 "finetune_epochs": {"low": self.finetune_epochs[0], "high": self.finetune_epochs[1]},
             },
             "objectives": list(self.objectives),
-            "constraints": {"max_accuracy_drop_pts": self.max_accuracy_drop_pts},
+            "constraints": {name: getattr(self, name) for name in CONSTRAINTS},
             "sampler": self.sampler,
             "trials": self.trials,
             "seed": self.seed,
@@ -254,6 +261,16 @@ class SearchSpace:
         """The Optuna params that make `suggest` return `config` (its sampled knobs only)."""
         fixed = self.fixed_knobs()
         return {k: v for k, v in config.as_dict().items() if k not in fixed}
+
+    def violations(self, figures: dict[str, float], names: tuple[str, ...] = tuple(CONSTRAINTS)) -> dict[str, float]:
+        """Constraint name -> how far `figures` miss it (> 0 violated, <= 0 met), for the set ones in `names`."""
+        out = {}
+        for name in names:
+            limit = getattr(self, name)
+            if limit is not None:
+                figure, kind = CONSTRAINTS[name]
+                out[name] = figures[figure] - limit if kind == "max" else limit - figures[figure]
+        return out
 
     def fixed_knobs(self) -> dict[str, Any]:
         """Knobs with a single value in this space: name -> that value."""
@@ -360,6 +377,12 @@ def _validate(space: SearchSpace) -> None:
         _number("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts, float)
         if space.max_accuracy_drop_pts < 0:
             raise ConfigError("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts, "must be >= 0 (points)")
+    for name in ("max_latency_ms", "min_speedup", "max_size_mb"):
+        value = getattr(space, name)
+        if value is not None:
+            _number(f"constraints.{name}", value, float)
+            if value <= 0:
+                raise ConfigError(f"constraints.{name}", value, "must be > 0 (or left out for no budget)")
     if space.sampler not in SAMPLERS:
         raise ConfigError("sampler", space.sampler, f"unknown sampler; {did_you_mean(space.sampler, SAMPLERS)}")
     _number("trials", space.trials, int)

@@ -7,6 +7,7 @@ draws anything; what should happen after each trial (dashboard notes, say) comes
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import math
 import os
@@ -29,7 +30,7 @@ from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, measure_onnx
 from lepton_search.latency import LatencyModel, get_target
 from lepton_search.records import BaseRecord, TrialRecord
-from lepton_search.space import CompressionConfig, SearchSpace
+from lepton_search.space import BUDGETS, CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
 from lepton_search.techniques import export, finetune, prune
 from lepton_search.training import progress
@@ -190,6 +191,7 @@ class Objective:
         self.study, self.workload, self.space, self.target = study, workload, space, target
         self.base, self.store, self.work_dir, self.seed, self.verbose = base, store, work_dir, seed, verbose
         self.after_trial = after_trial  # e.g. upload config.json + MODEL_CARD.md before the trial returns
+        self.rejected: dict[int, dict[str, float]] = {}  # trial number -> budgets its untrained candidate missed
         self.teacher = finetune.frozen_copy(workload.model)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
@@ -222,9 +224,31 @@ class Objective:
             pick = free[random.Random(f"{self.seed}:{number}").randrange(len(free))]
             self.study.enqueue_trial(self.space.params(pick), skip_if_exists=True)
 
-    def _run(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[float, ...]:
-        cand = compress(self.workload, config, self.work_dir / f"trial_{trial.number}.onnx",
+    def _compress(self, trial: optuna.Trial, config: CompressionConfig) -> Any:
+        return compress(self.workload, config, self.work_dir / f"trial_{trial.number}.onnx",
                         settings=self.space.finetune, teacher=self.teacher, seed=self.seed)
+
+    def _over_budget(self, trial: optuna.Trial, config: CompressionConfig) -> Any:
+        """The untrained candidate when it already breaks a latency/speed-up/size budget, else None.
+
+        Its graph is the trained one's (epochs change weights, not shapes), so no training step runs for
+        a config that cannot fit."""
+        if config.finetune_epochs == 0 or all(getattr(self.space, b) is None for b in BUDGETS):
+            return None
+        probe = self._compress(trial, dataclasses.replace(config, finetune_epochs=0))
+        lat = self.target.latency(probe.onnx_path, self.workload.sample_inputs())
+        figures = {"latency_ms": lat.p50_ms, "speedup": self.base.latency_ms / lat.p50_ms, "size_mb": probe.size_mb}
+        missed = {k: v for k, v in self.space.violations(figures, BUDGETS).items() if v > 0}
+        if not missed:
+            probe.onnx_path.unlink(missing_ok=True)
+            return None
+        reason = ", ".join(f"{k} missed by {v:.4g}" for k, v in missed.items())
+        trial.set_user_attr(records.REJECTED, f"over budget before fine-tuning: {reason}")
+        self.rejected[trial.number] = missed
+        return dataclasses.replace(probe, config=config)  # measured as is; infeasible, so never on a front
+
+    def _run(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[float, ...]:
+        cand = self._over_budget(trial, config) or self._compress(trial, config)
         meas = evaluate(cand, self.workload, self.target, with_test=True)  # test accuracy: recorded, never an objective
         values = tuple(meas.objective(o) for o in self.space.objectives)
         if not all(math.isfinite(v) for v in values):  # before anything is stored for this trial
@@ -232,12 +256,13 @@ class Objective:
         record = TrialRecord.build(cand, meas, self.base, seed=self.seed, versions=library_versions())
         for key, value in record.to_attrs().items():
             trial.set_user_attr(key, value)
-        limit = self.space.max_accuracy_drop_pts
-        if limit is not None:
-            violation = record.accuracy_drop_pts - limit  # feasible when <= 0
-            trial.set_constraint("accuracy_drop_pts", violation)
-            # optuna-dashboard 0.21 only reads the older list form; write both, same value.
-            trial.storage.set_trial_system_attr(trial._trial_id, "constraints", [violation])
+        violations = self.space.violations(dataclasses.asdict(record))
+        for name, missed in self.rejected.pop(trial.number, {}).items():  # infeasible even if re-timed faster
+            violations[name] = max(violations[name], missed)
+        for name, violation in violations.items():  # feasible when every value is <= 0
+            trial.set_constraint(name, violation)
+        if violations:  # optuna-dashboard 0.21 only reads the older list form; write both, same values
+            trial.storage.set_trial_system_attr(trial._trial_id, "constraints", list(violations.values()))
         artifact_id = optuna.artifacts.upload_artifact(study_or_trial=trial, file_path=str(cand.onnx_path),
                                                        artifact_store=self.store)
         trial.set_user_attr(records.ONNX_ARTIFACT, artifact_id)

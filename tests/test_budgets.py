@@ -1,0 +1,55 @@
+"""Budgets (max_latency_ms, min_speedup, max_size_mb) are checked on the untrained candidate: a config that
+breaks one runs no training step, is stored with its reason and is infeasible for the sampler."""
+
+from __future__ import annotations
+
+import pytest
+
+from lepton_search import SearchSpace, search
+from lepton_search.errors import ConfigError
+from lepton_search.records import REJECTED
+
+
+def test_over_budget_config_runs_no_training_step(digits_mlp, sqlite_url, monkeypatch):
+    from lepton_search import training
+    from lepton_search.techniques import finetune
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a config over budget must not train")
+
+    monkeypatch.setattr(finetune, "fit", no_training)
+    monkeypatch.setattr(training, "fit", no_training)
+    space = SearchSpace(prune_ratio=(0.0, 0.0, 0.25), bits=(32, 16), finetune_epochs=(1, 1), max_size_mb=1e-6,
+                        max_accuracy_drop_pts=5.0, trials=2)
+    result = search(digits_mlp, space, n_trials=2, storage=sqlite_url, study_name="b", verbose=False, callbacks=[])
+    trials = result.study.get_trials()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 2
+    for t in complete:
+        assert t.user_attrs[REJECTED].startswith("over budget before fine-tuning: max_size_mb missed by")
+        assert t.constraints["max_size_mb"] > 0 and "max_accuracy_drop_pts" in t.constraints
+        assert t.user_attrs["finetune_seconds"] == 0
+        assert t.system_attrs["constraints"]  # the form optuna-dashboard 0.21 reads
+    assert result.pareto().empty  # nothing feasible
+
+
+def test_budgets_that_fit_train_as_usual(digits_mlp, sqlite_url):
+    space = SearchSpace(prune_ratio=(0.0, 0.0, 0.25), bits=(32,), finetune_epochs=(1, 1), max_latency_ms=1e3,
+                        min_speedup=0.01, max_size_mb=100.0, trials=1)
+    result = search(digits_mlp, space, n_trials=1, storage=sqlite_url, study_name="ok", verbose=False, callbacks=[])
+    (t,) = [t for t in result.study.get_trials() if t.state.name == "COMPLETE"]
+    assert REJECTED not in t.user_attrs and t.user_attrs["finetune_seconds"] > 0
+    assert set(t.constraints) >= {"max_latency_ms", "min_speedup", "max_size_mb"}  # and the older list form
+    assert all(v <= 0 for v in t.constraints.values())
+    assert len(result.pareto()) == 1
+
+
+def test_budgets_from_yaml_and_bad_values(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("constraints: {max_latency_ms: 0.5, min_speedup: 2, max_size_mb: 1.5}\n")
+    space = SearchSpace.from_yaml(path)
+    assert (space.max_latency_ms, space.min_speedup, space.max_size_mb) == (0.5, 2, 1.5)
+    with pytest.raises(ConfigError, match="constraints.min_speedup"):
+        SearchSpace(min_speedup=0)
+    with pytest.raises(ConfigError, match="constraints.max_latency_msx"):
+        SearchSpace.from_dict({"constraints": {"max_latency_msx": 1}})
