@@ -12,6 +12,7 @@ from lepton_search.errors import ConfigError
 from lepton_search.latency import LatencyModel
 from lepton_search.results.card import upload_trial_files
 from lepton_search.results.notes import RoleNotes
+from lepton_search.results.remeasure import remeasure_front
 from lepton_search.results.result import SearchResult
 from lepton_search.space import SearchSpace, default_space
 from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for
@@ -24,7 +25,7 @@ def search(
     n_trials: int | None = None, storage: str | None = None, study_name: str | None = None,
     seed: int | None = None, sampler: optuna.samplers.BaseSampler | None = None,
     artifacts: str | Path | None = None, callbacks: Sequence[TrialCallback] | None = None,
-    timeout: float | None = None, verbose: bool = True,
+    timeout: float | None = None, remeasure: bool = True, verbose: bool = True,
 ) -> SearchResult:
     """Search the space's knobs (prune ratio x bit width x fine-tune epochs ...); return the study's SearchResult.
 
@@ -32,7 +33,8 @@ def search(
     ones it has). Duplicated configs are PRUNED and do not count. `callbacks` run after every trial
     (Optuna's `(study, frozen_trial)` form); None means the default, the optuna-dashboard notes that
     name each Pareto trial's role (`RoleNotes`); `[]` runs none. `timeout` (seconds) is a wall-clock
-    budget for this call, checked between trials.
+    budget for this call, checked between trials. With `remeasure` (and a measured target) the base and
+    every Pareto point are timed again at the end, interleaved, min of 3 (`results.remeasure`).
 
     Example:
         >>> result = search("digits-mlp", SearchSpace(bits=(32, 8), finetune_epochs=(0, 1)), n_trials=3)  # doctest: +SKIP
@@ -60,7 +62,10 @@ def search(
                       study_name=study_name or workload.name, seed=seed, sampler=sampler, store=store,
                       callbacks=callbacks, after_trial=lambda trial, folder: upload_trial_files(trial, store, folder),
                       verbose=verbose, timeout_s=timeout)
-    return SearchResult(study, store)
+    result = SearchResult(study, store)
+    if remeasure:
+        remeasure_front(result, latency_model, workload.sample_inputs())
+    return result
 
 
 def load(storage: str, study_name: str, *, artifacts: str | Path | None = None) -> SearchResult:

@@ -53,3 +53,17 @@ def test_budgets_from_yaml_and_bad_values(tmp_path):
         SearchSpace(min_speedup=0)
     with pytest.raises(ConfigError, match="constraints.max_latency_msx"):
         SearchSpace.from_dict({"constraints": {"max_latency_msx": 1}})
+
+
+def test_search_remeasures_base_and_front_interleaved(digits_mlp, sqlite_url, tmp_path):
+    space = SearchSpace(prune_ratio=(0.0, 0.5, 0.5), bits=(32, 8), finetune_epochs=(0, 0), trials=4)
+    result = search(digits_mlp, space, n_trials=4, storage=sqlite_url, study_name="r", verbose=False, callbacks=[])
+    again = result.study.user_attrs["front_remeasured"]
+    front = result.pareto()
+    assert again["repeats"] == 3 and set(again["trials"]) == {str(n) for n in front["number"]}
+    for _, row in front.iterrows():
+        figures = again["trials"][str(row["number"])]
+        assert len(figures["runs_ms"]) == 3 and row["latency_ms_remeasured"] == min(figures["runs_ms"])
+        assert row["speedup_remeasured"] == pytest.approx(again["base_latency_ms"] / row["latency_ms_remeasured"])
+    result.export(int(front["number"][0]), tmp_path / "out")
+    assert "Re-measured after the search" in (tmp_path / "out" / "MODEL_CARD.md").read_text()

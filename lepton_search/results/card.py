@@ -72,6 +72,11 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
          f"batch {m.get('batch_size', 'n/a')}, {m.get('threads', 'n/a')} thread(s)."),
         f"Accuracy: ONNX Runtime on the validation split ({m.get('val_correct', 'n/a')}/{m.get('val_total', 'n/a')} correct).",
     ]
+    again = config.get("remeasured")
+    if again:
+        lines.append(f"Re-measured after the search, interleaved with the base, min of {again['repeats']}: "
+                     f"{again['latency_ms']:.4g} ms vs base {again['base_latency_ms']:.4g} ms, "
+                     f"speed-up x{again['speedup']:.2f}.")
     if recheck is not None:
         lines.append(f"Re-check on export: {recheck['status']} ({recheck['detail']}).")
     versions = config.get("versions") or {}

@@ -19,7 +19,9 @@ KNOBS = KNOB_NAMES
 METRICS = ("accuracy", "accuracy_drop_pts", "latency_ms", "latency_p90_ms", "size_mb", "speedup",
            "macs_ratio", "finetune_seconds", "latency_source", "slower_than_base", "latency_expected_error_pct",
            "usd_per_million_inferences")
-COLUMNS = ("number", "state", *KNOBS, *METRICS, "feasible", "duplicate_of", "fail_reason")
+REMEASURED_COLUMNS = ("latency_ms_remeasured", "speedup_remeasured")
+COLUMNS = ("number", "state", *KNOBS, *METRICS, *REMEASURED_COLUMNS, "feasible", "duplicate_of", "fail_reason")
+REMEASURED = "front_remeasured"  # study user attr written by results.remeasure
 
 
 class StudyFrame:
@@ -59,6 +61,7 @@ class StudyFrame:
         """Every trial: number, state, knobs (every knob, sampled or fixed), metrics, feasibility,
         duplicate_of, fail_reason."""
         fixed = self._fixed_knobs()
+        again = (self.study.user_attrs.get(REMEASURED) or {}).get("trials", {})
         rows = []
         for t in self.study.get_trials(deepcopy=False):
             row: dict[str, Any] = {"number": t.number, "state": t.state.name}
@@ -66,6 +69,8 @@ class StudyFrame:
             row.update({k: config.get(k, t.params.get(k, fixed.get(k))) for k in KNOBS})
             record = dataclasses.asdict(TrialRecord.from_attrs(t.user_attrs)) if "accuracy" in t.user_attrs else {}
             row.update({k: record.get(k) for k in METRICS})
+            row["latency_ms_remeasured"] = again.get(str(t.number), {}).get("latency_ms")
+            row["speedup_remeasured"] = again.get(str(t.number), {}).get("speedup")
             cons = t.constraints
             row["feasible"] = all(v <= 0 for v in cons.values()) if cons else True
             row["duplicate_of"] = t.user_attrs.get(DUPLICATE_OF)

@@ -16,6 +16,7 @@ from lepton_search.errors import ConfigError, LeptonError
 from lepton_search.paths import confined_file
 from lepton_search.records import ONNX_ARTIFACT, TrialRecord
 from lepton_search.results.card import model_card, trial_config
+from lepton_search.results.frame import REMEASURED
 
 if TYPE_CHECKING:
     from lepton_search.results.frame import StudyFrame
@@ -80,6 +81,10 @@ def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workloa
                           base=base, space=result.study.user_attrs.get("space"),
                           values=dict(zip(result.objectives, frozen.values or [])))
     config["onnx_sha256"] = sha256(onnx_path)
+    again = result.study.user_attrs.get(REMEASURED) or {}
+    if str(frozen.number) in again.get("trials", {}):
+        config["remeasured"] = {"base_latency_ms": again["base_latency_ms"], "repeats": again["repeats"],
+                                **{k: v for k, v in again["trials"][str(frozen.number)].items() if k != "runs_ms"}}
     checked = recheck(onnx_path, record, workload) if workload is not None else {
         "status": "skipped", "detail": "no workload given; pass workload= (CLI: --workload) to re-run it in ORT"}
     config["recheck"] = checked

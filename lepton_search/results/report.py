@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from lepton_search.results.frame import StudyFrame
 
 TABLE_COLUMNS = ["number", *KNOB_NAMES, "accuracy", "accuracy_drop_pts",
-                 "latency_ms", "latency_p90_ms", "speedup", "slower_than_base", "size_mb", "finetune_seconds",
+                 "latency_ms", "latency_p90_ms", "speedup", "latency_ms_remeasured", "speedup_remeasured", "slower_than_base", "size_mb", "finetune_seconds",
                  "latency_source", "latency_expected_error_pct", "usd_per_million_inferences"]
 
 

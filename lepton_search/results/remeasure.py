@@ -1,0 +1,53 @@
+"""Honest fronts: after a search, the base and every Pareto point are timed again, interleaved, in one run.
+
+A trial's latency was measured once, minutes apart from the base's, on a shared machine (the unpruned
+graph measured as a trial came out 0.81-0.96x of the base). Re-timing every front file and the base in
+turn, `repeats` times, and keeping each one's minimum median gives speed-ups that are ratios within one run.
+The result is a study user attr (finished trials cannot take new attrs); `StudyFrame.trials()` shows it as
+`latency_ms_remeasured` / `speedup_remeasured` beside the trial's own figures.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from lepton_search.latency import LatencyModel
+from lepton_search.latency._base import Inputs
+from lepton_search.records import ONNX_ARTIFACT
+from lepton_search.results.frame import REMEASURED, StudyFrame
+
+
+def remeasure_front(result: StudyFrame, target: LatencyModel, inputs: Inputs | None = None, *,
+                    repeats: int = 3) -> dict[str, Any] | None:
+    """Time the base and the front's files on `target`, interleaved, `repeats` times; store and return the figures.
+
+    Returns None (and stores nothing) when the target predicts rather than measures, or there is no front.
+    """
+    base = result.base
+    front = result.pareto()
+    if target.source != "measured" or base is None or base.onnx_artifact_id is None or front.empty:
+        return None
+    by_number = {t.number: t for t in result.study.get_trials(deepcopy=False)}
+    ids = {"base": base.onnx_artifact_id}
+    ids.update({str(int(n)): by_number[int(n)].user_attrs[ONNX_ARTIFACT] for n in front["number"]})
+    times: dict[str, list[float]] = {k: [] for k in ids}
+    with tempfile.TemporaryDirectory(prefix="lepton_remeasure_") as tmp:
+        paths = {}
+        for key, artifact_id in ids.items():
+            paths[key] = Path(tmp) / f"{key}.onnx"
+            optuna.artifacts.download_artifact(artifact_store=result.artifact_store, artifact_id=artifact_id,
+                                               file_path=str(paths[key]))
+        for _ in range(repeats):  # interleaved: every file once per round
+            for key, path in paths.items():
+                times[key].append(target.latency(path, inputs).p50_ms)
+    base_ms = min(times.pop("base"))
+    out = {"repeats": repeats, "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "target": target.describe(),
+           "base_latency_ms": base_ms,
+           "trials": {k: {"latency_ms": min(v), "speedup": base_ms / min(v), "runs_ms": v} for k, v in times.items()}}
+    result.study.set_user_attr(REMEASURED, out)
+    return out
