@@ -15,7 +15,8 @@ from collections.abc import Callable
 from lepton_search.errors import ConfigError, did_you_mean
 from lepton_search.workloads._base import InputSpec, Workload, top1_accuracy
 
-__all__ = ["InputSpec", "Workload", "get", "list_workloads", "load_factory", "register", "top1_accuracy"]
+__all__ = ["InputSpec", "Workload", "build_factory", "get", "list_workloads", "load_factory", "register",
+           "top1_accuracy"]
 
 # name -> "module:function"; a factory returns a ready (trained) Workload.
 _REGISTRY: dict[str, str | Callable[..., Workload]] = {
@@ -57,3 +58,21 @@ def load_factory(spec: str, *, field: str = "--workload") -> Callable[..., Workl
     if not callable(factory):
         raise ConfigError(field, spec, f"{module_name} has no callable {attr!r}")
     return factory
+
+
+def build_factory(spec: str, *, field: str = "workload") -> Workload:
+    """Import 'package.module:factory', call it with no arguments, check it returned a Workload.
+
+    Whatever the factory raises becomes a one-line ConfigError naming the factory (the user's code ran,
+    but the search has not started).
+    """
+    factory = load_factory(spec, field=field)
+    try:
+        workload = factory()
+    except Exception as exc:  # noqa: BLE001 - any failure here is in the user's factory
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ConfigError(field, spec, f"the factory raised {type(exc).__name__}: {detail}; "
+                                       "it must take no arguments and return a lepton_search.Workload") from None
+    if not isinstance(workload, Workload):
+        raise ConfigError(field, spec, f"the factory returned {type(workload).__name__}, not a lepton_search.Workload")
+    return workload

@@ -84,6 +84,9 @@ class Workload:
         if isinstance(data, DataLoader):
             return data.dataset
         if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
+            if len(data[0]) != len(data[1]):
+                raise ConfigError(f"workload.{split}", f"{len(data[0])} inputs and {len(data[1])} labels",
+                                  "pass one label per input")
             return TensorDataset(data[0], data[1])
         if isinstance(data, Dataset):
             return data
@@ -141,3 +144,31 @@ class Workload:
             raise ConfigError("workload.model", type(exc).__name__, f"the model must run on example_input ({exc})") from None
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
             raise ConfigError("workload.model", getattr(out, "shape", type(out).__name__), "must return (batch, classes) logits")
+        for split in ("train", "val") + (("test",) if self.test is not None else ()):
+            self._check_split(split, n_classes=int(out.shape[1]))
+
+    def _check_split(self, split: str, *, n_classes: int, max_samples: int = 4096) -> None:
+        """Labels are class indices the model can output; inputs are finite. Tensor splits are checked
+        whole; other datasets on their first `max_samples` samples."""
+        ds = self.dataset(split)
+        if isinstance(ds, TensorDataset):
+            x, y = ds.tensors[0], ds.tensors[1]
+        else:
+            items = [ds[i] for i in range(min(len(ds), max_samples))]
+            x = torch.stack([torch.as_tensor(a) for a, _ in items])
+            y = torch.as_tensor([b.item() if torch.is_tensor(b) and b.ndim == 0 else b for _, b in items])
+        if torch.is_floating_point(y) or y.dtype == torch.bool:
+            raise ConfigError(f"workload.{split} labels", str(y.dtype).removeprefix("torch."),
+                              "pass class indices as integers, e.g. labels.long()")
+        if y.ndim != 1:
+            raise ConfigError(f"workload.{split} labels", tuple(y.shape), "pass one class index per sample (1-D)")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= n_classes:
+            raise ConfigError(f"workload.{split} labels", f"{low}..{high}",
+                              f"the model outputs {n_classes} classes, so labels must lie in 0..{n_classes - 1}; "
+                              "fix the labels or the model's last layer")
+        if torch.is_floating_point(x):
+            bad = (~torch.isfinite(x.reshape(len(x), -1))).any(dim=1).nonzero()
+            if len(bad):
+                raise ConfigError(f"workload.{split} inputs", f"{len(bad)} samples with NaN or inf (first: #{int(bad[0])})",
+                                  "drop or repair those samples before the search")

@@ -1,0 +1,78 @@
+"""Malformed workloads are refused by `Workload.validate` with a one-line error, before any compute."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from lepton_search import SearchSpace, search
+from lepton_search.errors import ConfigError
+from lepton_search.workloads import Workload
+
+
+def _workload(x_train, y_train, x_val=None, y_val=None, classes=3):
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, classes))
+    x_val = x_train if x_val is None else x_val
+    y_val = y_train if y_val is None else y_val
+    return Workload("bad", model, train=(x_train, y_train), val=(x_val, y_val), example_input=x_train[:1])
+
+
+X = torch.randn(200, 8)
+Y = torch.randint(0, 3, (200,))
+
+
+@pytest.mark.parametrize(("case", "field", "fix"), [
+    ("labels beyond the classes", "workload.train labels", "labels must lie in 0..2"),
+    ("float labels", "workload.train labels", "labels.long()"),
+    ("NaN inputs", "workload.train inputs", "NaN or inf"),
+    ("fewer labels than inputs", "workload.val", "one label per input"),
+])
+def test_malformed_workload_is_one_line_config_error(case, field, fix, sqlite_url, monkeypatch):
+    x, y = X.clone(), Y.clone()
+    if case == "labels beyond the classes":
+        wl = _workload(x, torch.randint(0, 7, (200,)))
+    elif case == "float labels":
+        wl = _workload(x, y.float())
+    elif case == "NaN inputs":
+        x[5, 2] = float("nan")
+        wl = _workload(x, y)
+    else:
+        wl = _workload(x, y, x_val=X[:200], y_val=Y[:50])
+    from lepton_search.techniques import export
+
+    monkeypatch.setattr(export, "to_onnx", lambda *a, **k: pytest.fail("checked after export"))
+    with pytest.raises(ConfigError) as err:
+        search(wl, SearchSpace(bits=(32,), finetune_epochs=(0, 1)), storage=sqlite_url, verbose=False)
+    message = str(err.value)
+    assert message.startswith(f"{field}:") and fix in message and "\n" not in message
+
+
+class _Pairs(Dataset):
+    """A plain Dataset (not tensors): labels as Python ints, one out of range."""
+
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, i: int):
+        return X[i], (9 if i == 7 else int(Y[i]))
+
+
+def test_plain_dataset_labels_are_checked_too():
+    wl = Workload("ds", nn.Sequential(nn.Linear(8, 3)), train=_Pairs(), val=_Pairs(), example_input=X[:1])
+    with pytest.raises(ConfigError, match=r"workload.train labels: got '0..9'"):
+        wl.validate()
+
+
+def test_good_workload_passes():
+    _workload(X, Y).validate()
+
+
+@pytest.mark.parametrize(("spec", "fix"), [("os:system", "the factory raised TypeError"),
+                                           ("os:getcwd", "returned str, not a lepton_search.Workload")])
+def test_factory_that_raises_or_returns_something_else(spec, fix):
+    from lepton_search import workloads
+
+    with pytest.raises(ConfigError, match=fix):
+        workloads.build_factory(spec)
