@@ -32,7 +32,7 @@ from lepton_search.latency import LatencyModel, get_target
 from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.space import BUDGETS, CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
-from lepton_search.techniques import export, finetune, prune
+from lepton_search.techniques import export, finetune, prune, quantize
 from lepton_search.training import progress
 from lepton_search.workloads import Workload
 
@@ -276,6 +276,29 @@ class Objective:
         return values
 
 
+def knobs_that_act(workload: Workload, space: SearchSpace, graph: Any, *, verbose: bool = True) -> SearchSpace:
+    """The space without knob values that cannot change this model, each dropped with a warning naming why.
+
+    Pruning that finds no layer to shrink and quantization that finds no Conv/Gemm/MatMul would otherwise run
+    a whole search of identical files (a GRU classifier kept its 0.128 MB in every trial, silently).
+    """
+    shrinkable, skipped = prune.layers_pruning_skips(workload.model)
+    notes, changes = [], {}
+    if space.prune_ratio[1] > 0 and not shrinkable:
+        changes["prune_ratio"] = (0.0, 0.0, space.prune_ratio[2])
+        notes.append(f"prune_ratio fixed at 0: no layer pruning can shrink (left whole: {', '.join(skipped)})")
+    elif space.prune_ratio[1] > 0 and skipped and verbose:
+        print(f"note: pruning leaves these layers whole: {', '.join(skipped)}", file=sys.stderr)
+    if any(b != 32 for b in space.bits) and not quantize.weight_ops(graph):
+        changes["bits"] = (32,)
+        notes.append("bits fixed at 32: the exported graph has no Conv/Gemm/MatMul for quantization to act on")
+    for note in notes:
+        warnings.warn(f"workload {workload.name!r}: {note}", stacklevel=3)
+        if verbose:
+            print(f"warning: workload {workload.name!r}: {note}", file=sys.stderr)
+    return dataclasses.replace(space, **changes) if changes else space
+
+
 def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n_trials: int, storage: str,
               study_name: str, seed: int, sampler: optuna.samplers.BaseSampler | None, store: Any,
               callbacks: Sequence[TrialCallback], after_trial: Callable[[optuna.Trial, Path], None] | None,
@@ -283,7 +306,8 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
     """Open or resume the study, measure the base once, run trials until `n_trials` are COMPLETE."""
     with tempfile.TemporaryDirectory(prefix="lepton_") as tmp:
         work_dir = Path(tmp)
-        export.check_traceable(workload.model, workload.example_input, work_dir)
+        graph = export.check_traceable(workload.model, workload.example_input, work_dir)
+        space = knobs_that_act(workload, space, graph, verbose=verbose)
         study = open_study(storage, study_name, space, sampler or make_sampler(space, seed))
         base = measure_base(study, workload, target, store, work_dir)
         objective = Objective(study, workload, space, target, base, store, work_dir, seed, verbose, after_trial)

@@ -56,6 +56,6 @@ def _quiet_stdout() -> Iterator[None]:
         os.close(saved)
 
 
-def check_traceable(model: nn.Module, example_input: torch.Tensor, tmp_dir: str | Path) -> None:
-    """Fail early, before training anything, when a model cannot be exported."""
-    to_onnx(model, example_input, Path(tmp_dir) / "trace_check.onnx")
+def check_traceable(model: nn.Module, example_input: torch.Tensor, tmp_dir: str | Path) -> onnx.ModelProto:
+    """Fail early, before training anything, when a model cannot be exported; return the exported graph."""
+    return to_onnx(model, example_input, Path(tmp_dir) / "trace_check.onnx")

@@ -52,6 +52,21 @@ def classifier_layers(model: nn.Module) -> list[nn.Module]:
     return layers[-1:]
 
 
+def layers_pruning_skips(model: nn.Module) -> tuple[list[str], list[str]]:
+    """(layers pruning can shrink, layers with weights it leaves whole): conv/linear layers other than the
+    classifier, and every other module holding weights of its own (a GRU, an attention block...)."""
+    classifier = set(map(id, classifier_layers(model)))
+    shrinkable, skipped = [], []
+    for name, m in model.named_modules():
+        if not any(True for _ in m.parameters(recurse=False)):
+            continue
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            (skipped if id(m) in classifier else shrinkable).append(name)
+        elif not isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.Embedding)):
+            skipped.append(f"{name} ({type(m).__name__})")
+    return shrinkable, skipped
+
+
 def count(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
     macs, params = tp.utils.count_ops_and_params(model, example_input)
     return int(macs), int(params)

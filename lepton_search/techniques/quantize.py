@@ -20,6 +20,11 @@ from onnx import TensorProto, helper, numpy_helper
 WEIGHT_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1}  # op type -> input index of the weight
 
 
+def weight_ops(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes quantization acts on (Conv, Gemm, MatMul); empty: every width is a no-op."""
+    return [n.name or n.op_type for n in model.graph.node if n.op_type in WEIGHT_OPS]
+
+
 def quantize(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray] = ()) -> onnx.ModelProto:
     if bits == 32:
         return model
