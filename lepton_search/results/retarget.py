@@ -27,9 +27,6 @@ from lepton_search.records import ONNX_ARTIFACT, BaseRecord, TrialRecord
 from lepton_search.results.result import SearchResult
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-LATENCY_KEYS = ("latency_ms", "latency_p90_ms", "latency_cv", "latency_source", "latency_expected_error_pct",
-                "threads", "batch_size", "load_avg_1min", "usd_per_million_inferences")
-
 
 def target_for_space(target: str | LatencyModel, space: dict[str, Any]) -> LatencyModel:
     """`host-cpu` with the study's timing settings; any other target by name."""

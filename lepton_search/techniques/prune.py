@@ -7,7 +7,6 @@ number of classes.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch_pruning as tp
@@ -16,23 +15,6 @@ from torch import nn
 from lepton_search.space import CompressionConfig
 
 MAX_LAYER_RATIO = 0.9  # global ranking never empties a layer
-
-
-@dataclass(frozen=True)
-class PruneStats:
-    macs_base: int
-    macs: int
-    params_base: int
-    params: int
-    weight_sparsity: float  # share of exactly-zero weights in conv/linear layers after pruning
-
-    @property
-    def macs_ratio(self) -> float:
-        return self.macs / max(self.macs_base, 1)
-
-    @property
-    def params_ratio(self) -> float:
-        return self.params / max(self.params_base, 1)
 
 
 class _Wrapped(nn.Module):
