@@ -28,6 +28,7 @@ from lepton_search.results.result import SearchResult
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
+
 def target_for_space(target: str | LatencyModel, space: dict[str, Any]) -> LatencyModel:
     """`host-cpu` with the study's timing settings; any other target by name."""
     if isinstance(target, LatencyModel):
