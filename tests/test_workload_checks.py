@@ -112,3 +112,16 @@ def test_knobs_that_act_are_kept(tmp_path):
     graph = export.check_traceable(wl.model, wl.example_input, tmp_path)
     space = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 8))
     assert knobs_that_act(wl, space, graph, verbose=False) is space
+
+
+def test_stated_inputs_are_checked_against_the_example():
+    from lepton_search.workloads import InputSpec
+
+    wl = _workload(X, Y)
+    assert wl.inputs == (InputSpec("input", "float32", (8,)),)
+    assert set(wl.sample_inputs(4)) == {"input"} and wl.sample_inputs(4)["input"].shape == (4, 8)
+    wl.input_spec = (InputSpec("input", "float32", (8,)),)
+    wl.validate()
+    wl.input_spec = (InputSpec("input", "int64", (8,)),)
+    with pytest.raises(ConfigError, match="workload.input_spec.*float32"):
+        wl.validate()

@@ -61,11 +61,15 @@ class Workload:
     metric: Metric | None = None
     batch_size: int = 256
     info: dict = field(default_factory=dict)
+    input_spec: tuple[InputSpec, ...] | None = None  # None: one input, described by example_input
 
     # ---- inputs ---------------------------------------------------------------------------
     @property
     def inputs(self) -> tuple[InputSpec, ...]:
-        """The model's inputs (name, dtype, per-sample shape), as exported to ONNX."""
+        """The model's inputs (name, dtype, per-sample shape), as exported to ONNX: `input_spec` when
+        stated, else the one input `example_input` describes."""
+        if self.input_spec is not None:
+            return tuple(self.input_spec)
         x = self.example_input
         return (InputSpec(INPUT_NAME, str(x.dtype).removeprefix("torch."), tuple(x.shape[1:])),)
 
@@ -130,6 +134,7 @@ class Workload:
             n = len(self.dataset(split))
             if n == 0:
                 raise ConfigError(f"workload.{split}", "0 samples", "pass a non-empty split")
+        self._check_input_spec()
         xb, _ = self.dataset("val")[0]
         if tuple(xb.shape) != tuple(self.example_input.shape[1:]):
             raise ConfigError(
@@ -146,6 +151,22 @@ class Workload:
             raise ConfigError("workload.model", getattr(out, "shape", type(out).__name__), "must return (batch, classes) logits")
         for split in ("train", "val") + (("test",) if self.test is not None else ()):
             self._check_split(split, n_classes=int(out.shape[1]))
+
+    def _check_input_spec(self) -> None:
+        if self.input_spec is None:
+            return
+        spec = tuple(self.input_spec)
+        if len(spec) != 1 or not isinstance(spec[0], InputSpec):
+            raise ConfigError("workload.input_spec", spec, "state one InputSpec(name, dtype, shape); several named "
+                              "inputs (token ids + mask) are not supported by the pipeline yet")
+        x, (s,) = self.example_input, spec
+        got = InputSpec(s.name, str(x.dtype).removeprefix("torch."), tuple(x.shape[1:]))
+        if (s.dtype, tuple(s.shape)) != (got.dtype, got.shape):
+            raise ConfigError("workload.input_spec", s, f"example_input is {got.dtype} {got.shape} per sample; "
+                              "make the two agree")
+        if s.name != INPUT_NAME:
+            raise ConfigError("workload.input_spec", s.name, f"the exported graph names its input {INPUT_NAME!r}; "
+                              "use that name")
 
     def _check_split(self, split: str, *, n_classes: int, max_samples: int = 4096) -> None:
         """Labels are class indices the model can output; inputs are finite. Tensor splits are checked
