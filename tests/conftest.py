@@ -18,7 +18,9 @@ if str(TESTS_DIR) not in sys.path:
 
 # Base models trained by tests go to a throwaway cache, never the user's ~/.cache.
 os.environ.setdefault("LEPTON_SEARCH_CACHE", tempfile.mkdtemp(prefix="lepton_test_cache_"))
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# One OpenMP thread for torch: the digits models are too small to gain from two, and on a 2-core machine shared with
+# ONNX Runtime sessions and other processes two spinning threads made digits-cnn training ~6x slower (18.7 s vs 2.8 s).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

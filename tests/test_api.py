@@ -65,7 +65,7 @@ def test_old_and_new_constraint_forms_agree(run):
     result, *_ = run
     for t in result.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         old = t.system_attrs["constraints"]
-        new = t.system_attrs["constraints:accuracy_drop_pts"]
+        new = t.system_attrs["constraints:max_accuracy_drop_pts"]
         assert old == [new]
         assert (new <= 0) == (t.user_attrs["accuracy_drop_pts"] <= SPACE.max_accuracy_drop_pts)
 
