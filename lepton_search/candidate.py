@@ -14,6 +14,7 @@ from torch import nn
 
 from lepton_search.space import CompressionConfig, FinetuneSettings
 from lepton_search.techniques import export, finetune, prune, qat, quantize
+from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.workloads import Workload
 
 
@@ -34,6 +35,8 @@ class Candidate:
     compress_seconds: float
     quantization_aware: bool = False
     exporter: str = export.EXPORTER
+    finetune_epochs_reused: int = 0  # epochs loaded from a checkpoint instead of trained
+    finetune_seconds_total: float = 0.0  # the reused epochs' recorded seconds + this trial's
 
 
 def calibration_batches(workload: Workload, n: int, seed: int) -> list[np.ndarray]:
@@ -43,9 +46,13 @@ def calibration_batches(workload: Workload, n: int, seed: int) -> list[np.ndarra
 
 def compress(
     workload: Workload, config: CompressionConfig, out_path: str | Path, *, settings: FinetuneSettings,
-    teacher: nn.Module | None = None, seed: int = 0,
+    teacher: nn.Module | None = None, seed: int = 0, checkpoints: CheckpointStore | None = None, horizon: int = 0,
+    base_digest: str | None = None,
 ) -> Candidate:
-    """Prune -> re-estimate BN -> distil for `finetune_epochs` -> export -> quantize; write `out_path`."""
+    """Prune -> re-estimate BN -> distil for `finetune_epochs` -> export -> quantize; write `out_path`.
+
+    With `checkpoints`, fine-tuning resumes from the latest stored epoch of the same pruned model and stores
+    each epoch it trains (`techniques.checkpoints`); the schedule spans `horizon` epochs either way."""
     start = time.perf_counter()
     torch.manual_seed(seed)
     x = workload.example_input
@@ -58,11 +65,30 @@ def compress(
     train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=subset, seed=seed)
     bn_batches = finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
     quant_aware = config.bits == 8 and config.finetune_epochs > 0
+    horizon = max(horizon, config.finetune_epochs)
+    key = None if checkpoints is None or config.finetune_epochs == 0 else CheckpointStore.key(
+        base=base_digest or weights_digest(base), prune={k: v for k, v in config.as_dict().items()
+                                                         if k not in ("bits", "finetune_epochs")},
+        quantization_aware=config.bits == 8, seed=seed, settings=settings, subset=subset, horizon=horizon)
+    found = None if key is None else checkpoints.latest(key, upto=config.finetune_epochs)
+    reused, seconds_before = (found[0], float(found[1]["seconds"])) if found else (0, 0.0)
     with qat.simulate_int8(model) if quant_aware else contextlib.nullcontext():
+        if found:
+            model.load_state_dict(found[1]["model"])
+            if quant_aware:
+                qat.set_act_ranges(model, found[1]["act_ranges"])
+
+        def save(epoch: int, state: dict) -> None:
+            seconds = seconds_before + time.perf_counter() - ft_start
+            checkpoints.save(key, epoch, {"model": model.state_dict(), "train": state, "seconds": seconds,
+                                          "act_ranges": qat.act_ranges(model) if quant_aware else []})
+
+        ft_start = time.perf_counter()
         ft_seconds = finetune.distill(
             model, teacher, train, epochs=config.finetune_epochs, lr=settings.lr,
             temperature=settings.temperature, distill_weight=settings.distill_weight,
-            desc=f"fine-tune {config.label()}",
+            desc=f"fine-tune {config.label()}", horizon=horizon, resume=found[1]["train"] if found else None,
+            on_epoch=save if key is not None else None,
         )
     if config.finetune_epochs > 0:
         # Weights moved: BN statistics follow the final weights, not a running mix over training.
@@ -83,4 +109,5 @@ def compress(
         finetune_subset=len(train.dataset) if config.finetune_epochs else 0,
         finetune_samples=len(train.dataset) * config.finetune_epochs, bn_batches=bn_batches,
         compress_seconds=time.perf_counter() - start, quantization_aware=quant_aware,
+        finetune_epochs_reused=reused, finetune_seconds_total=seconds_before + ft_seconds,
     )

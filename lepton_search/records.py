@@ -148,7 +148,9 @@ class TrialRecord(_Record):
     macs_ratio: float | None = None
     params_ratio: float | None = None
     weight_sparsity: float | None = None
-    finetune_seconds: float | None = None
+    finetune_seconds: float | None = None  # this trial's training (reused epochs excluded)
+    finetune_seconds_total: float | None = None  # reused epochs' recorded seconds + this trial's
+    finetune_epochs_reused: int | None = None
     finetune_subset: int | None = None
     finetune_samples: int | None = None
     bn_batches: int | None = None
@@ -167,6 +169,7 @@ class TrialRecord(_Record):
             **cls.measured(meas), macs=c.macs, params=c.params, config=c.config.as_dict(),
             accuracy_drop_pts=(base.accuracy - meas.accuracy) * 100, macs_ratio=c.macs_ratio,
             params_ratio=c.params_ratio, weight_sparsity=c.weight_sparsity, finetune_seconds=c.finetune_seconds,
+            finetune_seconds_total=c.finetune_seconds_total, finetune_epochs_reused=c.finetune_epochs_reused,
             finetune_subset=c.finetune_subset, finetune_samples=c.finetune_samples, bn_batches=c.bn_batches,
             compress_seconds=c.compress_seconds, quantization_aware=c.quantization_aware, exporter=c.exporter,
             seed=seed, versions=dict(versions), **_relative(meas.latency_ms, meas.size_mb, base),

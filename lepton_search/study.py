@@ -33,6 +33,7 @@ from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.space import BUDGETS, CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
 from lepton_search.techniques import export, finetune, prune, quantize
+from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.training import progress
 from lepton_search.workloads import Workload
 
@@ -187,12 +188,15 @@ class Objective:
 
     def __init__(self, study: optuna.Study, workload: Workload, space: SearchSpace, target: LatencyModel,
                  base: BaseRecord, store: Any, work_dir: Path, seed: int, verbose: bool = True,
-                 after_trial: Callable[[optuna.Trial, Path], None] | None = None) -> None:
+                 after_trial: Callable[[optuna.Trial, Path], None] | None = None,
+                 checkpoints: CheckpointStore | None = None) -> None:
         self.study, self.workload, self.space, self.target = study, workload, space, target
         self.base, self.store, self.work_dir, self.seed, self.verbose = base, store, work_dir, seed, verbose
         self.after_trial = after_trial  # e.g. upload config.json + MODEL_CARD.md before the trial returns
         self.rejected: dict[int, dict[str, float]] = {}  # trial number -> budgets its untrained candidate missed
         self.teacher = finetune.frozen_copy(workload.model)
+        self.checkpoints = checkpoints  # fine-tuning reuse across trials (None: every trial trains from scratch)
+        self.base_digest = weights_digest(workload.model)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         trial.set_user_attr(records.OWNER, this_process())
@@ -226,7 +230,9 @@ class Objective:
 
     def _compress(self, trial: optuna.Trial, config: CompressionConfig) -> Any:
         return compress(self.workload, config, self.work_dir / f"trial_{trial.number}.onnx",
-                        settings=self.space.finetune, teacher=self.teacher, seed=self.seed)
+                        settings=self.space.finetune, teacher=self.teacher, seed=self.seed,
+                        checkpoints=self.checkpoints, horizon=self.space.finetune_epochs[1],
+                        base_digest=self.base_digest)
 
     def _over_budget(self, trial: optuna.Trial, config: CompressionConfig) -> Any:
         """The untrained candidate when it already breaks a latency/speed-up/size budget, else None.
@@ -302,7 +308,8 @@ def knobs_that_act(workload: Workload, space: SearchSpace, graph: Any, *, verbos
 def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n_trials: int, storage: str,
               study_name: str, seed: int, sampler: optuna.samplers.BaseSampler | None, store: Any,
               callbacks: Sequence[TrialCallback], after_trial: Callable[[optuna.Trial, Path], None] | None,
-              verbose: bool, timeout_s: float | None = None) -> optuna.Study:
+              verbose: bool, timeout_s: float | None = None,
+              checkpoints: CheckpointStore | None = None) -> optuna.Study:
     """Open or resume the study, measure the base once, run trials until `n_trials` are COMPLETE."""
     with tempfile.TemporaryDirectory(prefix="lepton_") as tmp:
         work_dir = Path(tmp)
@@ -310,7 +317,8 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
         space = knobs_that_act(workload, space, graph, verbose=verbose)
         study = open_study(storage, study_name, space, sampler or make_sampler(space, seed))
         base = measure_base(study, workload, target, store, work_dir)
-        objective = Objective(study, workload, space, target, base, store, work_dir, seed, verbose, after_trial)
+        objective = Objective(study, workload, space, target, base, store, work_dir, seed, verbose, after_trial,
+                              checkpoints)
         optimize(study, objective, n_trials, space.n_configs, callbacks, timeout_s)
     return study
 

@@ -23,14 +23,40 @@ def progress(total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
 
 
+def loader_generator(loader: DataLoader) -> torch.Generator | None:
+    """The generator that shuffles `loader` (None when it does not shuffle with one)."""
+    sampler = getattr(loader, "sampler", None)
+    inner = getattr(sampler, "sampler", None)  # BatchSampler(RandomSampler(...)) of Workload.loader
+    for candidate in (getattr(inner, "generator", None), getattr(sampler, "generator", None), loader.generator):
+        if isinstance(candidate, torch.Generator):
+            return candidate
+    return None
+
+
 def fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, lr: float, weight_decay: float,
-        warmup: float, desc: str) -> None:
-    """Train `model` in place for `epochs`; `loss_fn(x, y)` returns the batch loss. A non-finite loss raises."""
+        warmup: float, desc: str, horizon: int | None = None, resume: dict | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None) -> None:
+    """Train `model` in place up to epoch `epochs`; `loss_fn(x, y)` returns the batch loss. A non-finite loss raises.
+
+    The one-cycle schedule spans `horizon` epochs (default `epochs`), so a run stopped at epoch e and one
+    resumed from it follow the same schedule. `resume` (a state `on_epoch` was given: optimizer, scheduler,
+    the loader's generator and the epoch reached) continues a run; the caller restores the weights.
+    `on_epoch(epoch, state)` is called after each epoch.
+    """
+    horizon = max(horizon or epochs, epochs)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    steps = epochs * len(loader)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=warmup)
-    with progress(steps, desc) as bar:
-        for _ in range(epochs):
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(horizon * len(loader), 1),
+                                                pct_start=warmup)
+    gen = loader_generator(loader)
+    start = 0
+    if resume is not None:
+        opt.load_state_dict(resume["optimizer"])
+        sched.load_state_dict(resume["scheduler"])
+        if gen is not None and resume.get("generator") is not None:
+            gen.set_state(resume["generator"])
+        start = int(resume["epoch"])
+    with progress((epochs - start) * len(loader), desc) as bar:
+        for epoch in range(start, epochs):
             model.train()
             for xb, yb in loader:
                 loss = loss_fn(xb, yb)
@@ -41,6 +67,9 @@ def fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, l
                 opt.step()
                 sched.step()
                 bar.update(1)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, {"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                     "generator": None if gen is None else gen.get_state()})
     model.eval()
 
 

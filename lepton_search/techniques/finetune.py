@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -43,14 +43,16 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: in
 
 def distill(
     student: nn.Module, teacher: nn.Module, loader: DataLoader, *, epochs: int, lr: float = 0.01,
-    temperature: float = 4.0, distill_weight: float = 0.7, desc: str = "fine-tune",
+    temperature: float = 4.0, distill_weight: float = 0.7, desc: str = "fine-tune", horizon: int | None = None,
+    resume: dict | None = None, on_epoch: Callable[[int, dict], None] | None = None,
 ) -> float:
     """Fine-tune `student` for `epochs` on `loader`, matching the teacher's soft labels.
 
     Loss = w * T^2 * KL(student/T || teacher/T) + (1 - w) * cross-entropy. Returns seconds spent.
+    `horizon`, `resume`, `on_epoch`: see `training.fit` (fine-tuning reuse across trials).
     """
     start = time.perf_counter()
-    if epochs <= 0:
+    if epochs <= 0 or (resume is not None and resume["epoch"] >= epochs):
         return 0.0
     teacher = teacher.eval()
 
@@ -62,7 +64,8 @@ def distill(
                       reduction="batchmean") * temperature**2
         return distill_weight * kd + (1 - distill_weight) * F.cross_entropy(s_logits, yb)
 
-    fit(student, loader, loss_fn, epochs=epochs, lr=lr, weight_decay=1e-5, warmup=0.15, desc=desc)
+    fit(student, loader, loss_fn, epochs=epochs, lr=lr, weight_decay=1e-5, warmup=0.15, desc=desc, horizon=horizon,
+        resume=resume, on_epoch=on_epoch)
     return time.perf_counter() - start
 
 

@@ -57,7 +57,9 @@ def simulate_int8(model: nn.Module) -> Iterator[nn.Module]:
     handles = []
     for layer in layers:
         parametrize.register_parametrization(layer, "weight", _WeightFakeQuant())
-        handles.append(layer.register_forward_pre_hook(_ActFakeQuant()))
+        hook = _ActFakeQuant()
+        layer._lepton_act_fq = hook
+        handles.append(layer.register_forward_pre_hook(hook))
     try:
         yield model
     finally:
@@ -65,3 +67,17 @@ def simulate_int8(model: nn.Module) -> Iterator[nn.Module]:
             h.remove()
         for layer in layers:
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+            del layer._lepton_act_fq
+
+
+def act_ranges(model: nn.Module) -> list[tuple[float | None, float | None]]:
+    """The running input ranges of every fake-quantized layer, in module order (inside `simulate_int8`)."""
+    return [(m._lepton_act_fq.lo, m._lepton_act_fq.hi) for m in model.modules() if hasattr(m, "_lepton_act_fq")]
+
+
+def set_act_ranges(model: nn.Module, ranges: list[tuple[float | None, float | None]]) -> None:
+    layers = [m for m in model.modules() if hasattr(m, "_lepton_act_fq")]
+    if len(layers) != len(ranges):
+        raise ValueError(f"{len(ranges)} ranges for {len(layers)} fake-quantized layers")
+    for m, (lo, hi) in zip(layers, ranges):
+        m._lepton_act_fq.lo, m._lepton_act_fq.hi = lo, hi
