@@ -6,6 +6,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -44,6 +45,35 @@ def calibration_batches(workload: Workload, n: int, seed: int) -> list[np.ndarra
     return [xb.numpy().astype(np.float32) for xb, _ in workload.loader("train", batch_size=1, subset=n, seed=seed + 1)]
 
 
+def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: CompressionConfig, settings: FinetuneSettings,
+              quant_aware: bool, horizon: int, checkpoints: CheckpointStore | None, key: str | None,
+              ) -> tuple[float, int, float]:
+    """Distil `model` up to `config.finetune_epochs`, from the latest stored epoch when there is one.
+
+    Returns (seconds trained here, epochs reused, seconds the reused epochs took)."""
+    found = None if key is None else checkpoints.latest(key, upto=config.finetune_epochs)
+    reused, seconds_before = (found[0], float(found[1]["seconds"])) if found else (0, 0.0)
+    with qat.simulate_int8(model) if quant_aware else contextlib.nullcontext():
+        if found:
+            model.load_state_dict(found[1]["model"])
+            if quant_aware:
+                qat.set_act_ranges(model, found[1]["act_ranges"])
+        start = time.perf_counter()
+
+        def save(epoch: int, state: dict) -> None:
+            checkpoints.save(key, epoch, {"model": model.state_dict(), "train": state,
+                                          "seconds": seconds_before + time.perf_counter() - start,
+                                          "act_ranges": qat.act_ranges(model) if quant_aware else []})
+
+        seconds = finetune.distill(
+            model, teacher, train, epochs=config.finetune_epochs, lr=settings.lr,
+            temperature=settings.temperature, distill_weight=settings.distill_weight,
+            desc=f"fine-tune {config.label()}", horizon=horizon, resume=found[1]["train"] if found else None,
+            on_epoch=save if key is not None else None,
+        )
+    return seconds, reused, seconds_before
+
+
 def compress(
     workload: Workload, config: CompressionConfig, out_path: str | Path, *, settings: FinetuneSettings,
     teacher: nn.Module | None = None, seed: int = 0, checkpoints: CheckpointStore | None = None, horizon: int = 0,
@@ -70,26 +100,11 @@ def compress(
         base=base_digest or weights_digest(base), prune={k: v for k, v in config.as_dict().items()
                                                          if k not in ("bits", "finetune_epochs")},
         quantization_aware=config.bits == 8, seed=seed, settings=settings, subset=subset, horizon=horizon)
-    found = None if key is None else checkpoints.latest(key, upto=config.finetune_epochs)
-    reused, seconds_before = (found[0], float(found[1]["seconds"])) if found else (0, 0.0)
-    with qat.simulate_int8(model) if quant_aware else contextlib.nullcontext():
-        if found:
-            model.load_state_dict(found[1]["model"])
-            if quant_aware:
-                qat.set_act_ranges(model, found[1]["act_ranges"])
-
-        def save(epoch: int, state: dict) -> None:
-            seconds = seconds_before + time.perf_counter() - ft_start
-            checkpoints.save(key, epoch, {"model": model.state_dict(), "train": state, "seconds": seconds,
-                                          "act_ranges": qat.act_ranges(model) if quant_aware else []})
-
-        ft_start = time.perf_counter()
-        ft_seconds = finetune.distill(
-            model, teacher, train, epochs=config.finetune_epochs, lr=settings.lr,
-            temperature=settings.temperature, distill_weight=settings.distill_weight,
-            desc=f"fine-tune {config.label()}", horizon=horizon, resume=found[1]["train"] if found else None,
-            on_epoch=save if key is not None else None,
-        )
+    with contextlib.ExitStack() as held:
+        if key is not None:
+            held.enter_context(checkpoints.lock(key))
+        ft_seconds, reused, seconds_before = _finetune(model, teacher, train, config, settings, quant_aware, horizon,
+                                                       checkpoints, key)
     if config.finetune_epochs > 0:
         # Weights moved: BN statistics follow the final weights, not a running mix over training.
         finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
