@@ -33,23 +33,6 @@ GRAPH_COLUMNS = ("graph", "bits", "n_kernels", "kernel_sum_us", "total_us")
 SWEEP_META = "sweep.json"
 
 
-def _ort_class(node: onnx.NodeProto) -> str:
-    """The kernel class (see `kernels.MAC_CLASSES`/`ELEM_CLASSES`) of a node of ORT's optimized graph."""
-    op = node.op_type
-    grp = any(a.name == "group" and a.i > 1 for a in node.attribute)
-    table = {"Gemm": "gemm", "FusedGemm": "gemm", "MatMul": "gemm", "QGemm": "qgemm", "QLinearMatMul": "qgemm",
-             "DequantizeLinear": "dq", "QuantizeLinear": "q", "Transpose": "layout", "ReorderInput": "layout",
-             "ReorderOutput": "layout", "MaxPool": "pool", "AveragePool": "pool", "NhwcMaxPool": "qpool",
-             "GlobalAveragePool": "gap", "QLinearGlobalAveragePool": "qgap", "Add": "add", "Sum": "add",
-             "QLinearAdd": "qadd", "Flatten": "reshape", "Reshape": "reshape"}
-    if op in ("Conv", "FusedConv"):
-        base = "dwconv" if grp else "conv"
-        return base + "_nchwc" if "nchwc" in node.domain else base
-    if op == "QLinearConv":
-        return "qdwconv" if grp else "qconv"
-    return table.get(op, "eltwise")
-
-
 def precision_forms(model: onnx.ModelProto, shape: tuple[int, ...], bits: int, seed: int) -> onnx.ModelProto:
     """The model in the form `lepton_search.techniques.quantize` gives it for `bits`."""
     from lepton_search.techniques import quantize
@@ -127,12 +110,12 @@ def read_kernel_csv(path: str | Path) -> dict[str, list[Measured]]:
     (sizes: input, weight and output elements; None in a CSV written before they were recorded)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("--csv", str(path), "no per-kernel CSV beside it; run `lepton-search measure DIR --out CSV "
+        raise ConfigError("csv_path", str(path), "no per-kernel CSV beside it; run `lepton-search measure DIR --out CSV "
                           "--kernels` on the device (it writes CSV and <CSV stem>.kernels.csv)")
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     if rows and not {"file", "cls", "us"} <= set(rows[0]):
-        raise ConfigError("--csv", str(path), "needs columns file, cls, us (as `lepton-search measure --kernels` writes)")
+        raise ConfigError("csv_path", str(path), "needs columns file, cls, us (as `lepton-search measure --kernels` writes)")
     out: dict[str, list[Measured]] = {}
     for r in rows:
         sizes = (tuple(int(float(r[c] or 0)) for c in ("in_elems", "w_elems", "out_elems"))
@@ -150,7 +133,7 @@ def ingest(graphs_dir: str | Path, totals_ms: dict[str, float], kernels: dict[st
     for file in sorted(totals_ms):
         path = graphs_dir / file
         if not path.is_file():
-            raise ConfigError("--graphs", str(graphs_dir), f"does not hold {file!r} named in the measurements")
+            raise ConfigError("graphs_dir", str(graphs_dir), f"does not hold {file!r} named in the measurements")
         paired, exact = pair(emulate(path), kernels.get(file, []))
         name = Path(file).stem
         total_us = totals_ms[file] * 1e3

@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from lepton_search.latency.onnx_graph import GraphIndex, fix_batch
+
 FREE_OPS = {"Identity", "Constant", "Shape", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Dropout", "Gather",
             "ConstantOfShape", "Concat_shape"}
 FUSED_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "HardSigmoid", "Sigmoid", "Tanh", "HardSwish"}
@@ -52,63 +54,7 @@ class NodeCost:
     two_four: bool = False
 
 
-class _Graph:
-    def __init__(self, model: onnx.ModelProto) -> None:
-        g = model.graph
-        self.inits = {i.name: i for i in g.initializer}
-        self.producer = {o: n for n in g.node for o in n.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in g.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.shapes: dict[str, tuple[int, ...]] = {}
-        for vi in [*g.input, *g.value_info, *g.output]:
-            dims = vi.type.tensor_type.shape.dim
-            if all(d.HasField("dim_value") for d in dims):
-                self.shapes[vi.name] = tuple(d.dim_value for d in dims)
-        for name, init in self.inits.items():
-            self.shapes[name] = tuple(init.dims)
-
-    def is_const(self, name: str) -> bool:
-        """An initializer, or a chain of Cast/DequantizeLinear/Identity over initializers."""
-        if name in self.inits or name == "":
-            return True
-        node = self.producer.get(name)
-        return node is not None and node.op_type in {"Cast", "DequantizeLinear", "Identity", "Constant"} and all(
-            self.is_const(i) for i in node.input)
-
-    def source_init(self, name: str) -> onnx.TensorProto | None:
-        """The stored initializer behind a (possibly cast/dequantized) constant."""
-        if name in self.inits:
-            return self.inits[name]
-        node = self.producer.get(name)
-        if node is not None and node.op_type in {"Cast", "DequantizeLinear", "Identity"} and node.input:
-            return self.source_init(node.input[0])
-        return None
-
-    def numel(self, name: str) -> int:
-        shape = self.shapes.get(name)
-        return int(np.prod(shape)) if shape is not None else 0
-
-
-def fix_batch(model: onnx.ModelProto, batch_size: int) -> onnx.ModelProto:
-    """A copy with symbolic input dimensions set to `batch_size`, shapes inferred."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    inits = {i.name for i in model.graph.initializer}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        for d in vi.type.tensor_type.shape.dim:
-            if not d.HasField("dim_value"):
-                d.dim_value = batch_size
-    del model.graph.value_info[:]
-    for out in model.graph.output:
-        for d in out.type.tensor_type.shape.dim:
-            d.Clear()
-    return onnx.shape_inference.infer_shapes(model, data_prop=True)
-
-
-def _precision(g: _Graph, node: onnx.NodeProto, weight_idx: int) -> str:
+def _precision(g: GraphIndex, node: onnx.NodeProto, weight_idx: int) -> str:
     if node.op_type in {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}:
         return "int8"
     if node.op_type == "MatMulNBits":
@@ -119,20 +65,20 @@ def _precision(g: _Graph, node: onnx.NodeProto, weight_idx: int) -> str:
     if w.data_type in INT4_TYPES:
         return "int4"
     if w.data_type in INT8_TYPES:
-        act = g.producer.get(node.input[0])
+        act = g.prod.get(node.input[0])
         return "int8" if act is not None and act.op_type == "DequantizeLinear" else "int8w"
     if w.data_type == TensorProto.FLOAT16:
         return "fp16"
     return "fp32"
 
 
-def _sparsity(g: _Graph, name: str) -> tuple[float, bool]:
+def _sparsity(g: GraphIndex, name: str) -> tuple[float, bool]:
     init = g.source_init(name)
     if init is None or init.data_type in INT4_TYPES:
         return 0.0, False
     w = numpy_helper.to_array(init)
     zero = 0
-    dq = g.producer.get(name)
+    dq = g.prod.get(name)
     if dq is not None and dq.op_type == "DequantizeLinear" and len(dq.input) > 2 and dq.input[2] in g.inits:
         zp = numpy_helper.to_array(g.inits[dq.input[2]])
         zero = zp.reshape(zp.shape + (1,) * (w.ndim - zp.ndim)) if zp.ndim == 1 and w.ndim > 1 else zp
@@ -143,7 +89,7 @@ def _sparsity(g: _Graph, name: str) -> tuple[float, bool]:
     return sparsity, two_four
 
 
-def _macs(g: _Graph, node: onnx.NodeProto) -> tuple[float, str, int]:
+def _macs(g: GraphIndex, node: onnx.NodeProto) -> tuple[float, str, int]:
     """(MACs, op class, index of the weight input) of a MAC node."""
     op, out = node.op_type, g.numel(node.output[0])
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -166,21 +112,21 @@ def _macs(g: _Graph, node: onnx.NodeProto) -> tuple[float, str, int]:
     return float(out * k), "gemm", w_idx
 
 
-def _is_fused_activation(g: _Graph, node: onnx.NodeProto) -> bool:
-    src = g.producer.get(node.input[0]) if node.input else None
+def _is_fused_activation(g: GraphIndex, node: onnx.NodeProto) -> bool:
+    src = g.prod.get(node.input[0]) if node.input else None
     return (node.op_type in FUSED_ACTIVATIONS and src is not None and src.op_type in MAC_OPS | {"Add"}
-            and len(g.consumers.get(src.output[0], [])) == 1)
+            and len(g.cons.get(src.output[0], [])) == 1)
 
 
-def _requantized(g: _Graph, node: onnx.NodeProto) -> bool:
+def _requantized(g: GraphIndex, node: onnx.NodeProto) -> bool:
     """Output goes (through at most one activation) straight into QuantizeLinear."""
-    outs = g.consumers.get(node.output[0], [])
+    outs = g.cons.get(node.output[0], [])
     if len(outs) == 1 and outs[0].op_type in FUSED_ACTIVATIONS:
-        outs = g.consumers.get(outs[0].output[0], [])
+        outs = g.cons.get(outs[0].output[0], [])
     return bool(outs) and all(c.op_type == "QuantizeLinear" for c in outs)
 
 
-def fused_int8(g: _Graph, model: onnx.ModelProto) -> set[str]:
+def fused_int8(g: GraphIndex, model: onnx.ModelProto) -> set[str]:
     """Outputs of QDQ-wrapped ops that run as integer kernels (QLinearConv, QGemm, QLinearAdd, ...).
 
     ONNX Runtime's QDQ rule: every activation input comes from DequantizeLinear and the output is
@@ -190,24 +136,24 @@ def fused_int8(g: _Graph, model: onnx.ModelProto) -> set[str]:
     for node in model.graph.node:
         if node.op_type not in QUANTIZED_IO or node.op_type in FUSED_ACTIVATIONS:
             continue
-        acts = [i for i in node.input if i and not g.is_const(i)]
-        from_dq = acts and all(g.producer.get(i) is not None and g.producer[i].op_type == "DequantizeLinear"
+        acts = [i for i in node.input if i and not g.const_weight(i)]
+        from_dq = acts and all(g.prod.get(i) is not None and g.prod[i].op_type == "DequantizeLinear"
                                for i in acts)
         if from_dq and _requantized(g, node):
             fused.add(node.output[0])
     return fused
 
 
-def _is_free_qdq(g: _Graph, node: onnx.NodeProto, fused: set[str]) -> bool:
+def _is_free_qdq(g: GraphIndex, node: onnx.NodeProto, fused: set[str]) -> bool:
     """Q/DQ of an activation that a runtime folds into its quantized neighbours."""
     if node.op_type == "DequantizeLinear":
-        if g.is_const(node.input[0]):
+        if g.const_weight(node.input[0]):
             return True  # weights: costed with the op that uses them
-        consumers = g.consumers.get(node.output[0], [])
+        consumers = g.cons.get(node.output[0], [])
         return bool(consumers) and all(c.output[0] in fused or c.op_type in FREE_OPS for c in consumers)
-    src = g.producer.get(node.input[0])
+    src = g.prod.get(node.input[0])
     if src is not None and src.op_type in FUSED_ACTIVATIONS:
-        src = g.producer.get(src.input[0])
+        src = g.prod.get(src.input[0])
     return src is not None and (src.output[0] in fused or src.op_type in FREE_OPS)
 
 
@@ -215,12 +161,12 @@ def analyze(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
     """Cost of every node that does work, in graph order."""
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
-    g = _Graph(fix_batch(model, batch_size))
+    g = GraphIndex(fix_batch(model, batch_size))
     fused = fused_int8(g, model)
     costs: list[NodeCost] = []
     for node in model.graph.node:
         op = node.op_type
-        if op in FREE_OPS or (op == "Cast" and g.is_const(node.input[0])) or _is_fused_activation(g, node):
+        if op in FREE_OPS or (op == "Cast" and g.const_weight(node.input[0])) or _is_fused_activation(g, node):
             continue
         if op in {"QuantizeLinear", "DequantizeLinear"} and _is_free_qdq(g, node, fused):
             continue
@@ -232,15 +178,15 @@ def analyze(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
             if prec == "int8" and node.output[0] not in fused and node.op_type not in {"QLinearConv", "QLinearMatMul"}:
                 prec = "int8w"  # QDQ op the runtime cannot fuse: FP32 compute on dequantized weights
             w_name = node.input[w_idx] if len(node.input) > w_idx else ""
-            w_elems = g.numel(w_name) if g.is_const(w_name) else 0
+            w_elems = g.numel(w_name) if g.const_weight(w_name) else 0
             act_b = BYTES["int8"] if prec == "int8" else BYTES["fp32"]
-            act_in = sum(g.numel(i) for i in node.input if i and not g.is_const(i))
+            act_in = sum(g.numel(i) for i in node.input if i and not g.const_weight(i))
             sparsity, two_four = _sparsity(g, w_name) if w_elems else (0.0, False)
             w_bytes = w_elems * BYTES["int8" if prec == "int8w" else prec]
             costs.append(NodeCost(name, op, cls, prec, macs, w_bytes,
                                   (act_in + out_elems) * act_b, w_elems, sparsity, two_four))
             continue
-        act_in = sum(g.numel(i) for i in node.input if i and not g.is_const(i))
+        act_in = sum(g.numel(i) for i in node.input if i and not g.const_weight(i))
         act_b = 1.0 if node.output[0] in fused else 4.0
         costs.append(NodeCost(name, op, "other", "fp32", 0.0, 0.0, act_in * act_b + out_elems * 4.0))
     return costs

@@ -2,7 +2,7 @@
 
 Reads only the graph (`onnx` + numpy), never a runtime, so a kernel-table prediction works where
 onnxruntime is absent. It mirrors what ORT 1.2x does on x86 (checked against its
-`optimized_model_filepath` output by `tests/test_kernel_model.py`):
+`optimized_model_filepath` output by `tests/latency/test_kernel_model.py`):
 
 - constants: Cast/Identity of initializers are folded; DequantizeLinear of a constant is *not* folded
   (it runs every call) unless a fused integer kernel absorbs it;
@@ -31,16 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from lepton_search.latency.graph_cost import fix_batch
-from lepton_search.latency.kernels_qdq import ACTS, _act_removable, _attrs, _bias_quantized, _int8_fused
+from lepton_search.latency.kernels_qdq import ACTS, act_removable, attrs, bias_quantized, int8_fused
+from lepton_search.latency.onnx_graph import DQ_TRANSPARENT, RESHAPES, GraphIndex, fix_batch
 
 BLOCK = 16  # NCHWc block on AVX-512; ORT pads channels to it
 MAC_CLASSES = ("conv_nchwc", "dwconv_nchwc", "conv", "dwconv", "qconv", "qdwconv", "gemm", "qgemm")
-ELEM_CLASSES = ("dq", "q", "layout", "pool", "qpool", "gap", "qgap", "add", "qadd", "eltwise", "reshape")
-RESHAPES = {"Flatten", "Reshape", "Squeeze", "Unsqueeze"}
-DQ_TRANSPARENT = {"MaxPool", *RESHAPES}
 
 
 @dataclass(frozen=True)
@@ -86,76 +82,16 @@ def _pad(c: int) -> int:
     return -(-c // BLOCK) * BLOCK
 
 
-class _G:
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.g = model.graph
-        self.inits = {i.name: i for i in self.g.initializer}
-        self.prod = {o: n for n in self.g.node for o in n.output}
-        self.cons: dict[str, list[onnx.NodeProto]] = {}
-        for n in self.g.node:
-            for i in n.input:
-                self.cons.setdefault(i, []).append(n)
-        self.shapes: dict[str, tuple[int, ...]] = {}
-        for vi in [*self.g.input, *self.g.value_info, *self.g.output]:
-            dims = vi.type.tensor_type.shape.dim
-            if all(d.HasField("dim_value") for d in dims):
-                self.shapes[vi.name] = tuple(d.dim_value for d in dims)
-        for name, init in self.inits.items():
-            self.shapes[name] = tuple(init.dims)
-        self.outputs = {o.name for o in self.g.output}
-
-    def op(self, name: str) -> str:
-        node = self.prod.get(name)
-        return node.op_type if node is not None else ""
-
-    def const(self, name: str) -> bool:
-        """Folded constant: initializer or Constant, through Cast/Identity (not through DequantizeLinear)."""
-        if name in self.inits or name == "":
-            return True
-        node = self.prod.get(name)
-        return node is not None and (node.op_type == "Constant" or (
-            node.op_type in {"Cast", "Identity"} and self.const(node.input[0])))
-
-    def const_dq(self, name: str) -> bool:
-        node = self.prod.get(name)
-        return node is not None and node.op_type == "DequantizeLinear" and self.const(node.input[0])
-
-    def numel(self, name: str) -> int:
-        s = self.shapes.get(name)
-        return int(np.prod(s)) if s is not None else 0
-
-    def one_consumer(self, name: str) -> onnx.NodeProto | None:
-        cons = self.cons.get(name, [])
-        return cons[0] if len(cons) == 1 and name not in self.outputs else None
-
-    def from_dq(self, name: str) -> bool:
-        """Activation produced by DequantizeLinear, possibly through MaxPool / reshapes (QDQ propagation)."""
-        node = self.prod.get(name)
-        while node is not None and node.op_type in DQ_TRANSPARENT | {"Identity"}:
-            node = self.prod.get(node.input[0])
-        return node is not None and node.op_type == "DequantizeLinear" and not self.const(node.input[0])
-
-    def value(self, name: str) -> np.ndarray | None:
-        if name in self.inits:
-            return numpy_helper.to_array(self.inits[name])
-        node = self.prod.get(name)
-        if node is not None and node.op_type == "Constant":
-            return numpy_helper.to_array(node.attribute[0].t)
-        if node is not None and node.op_type in {"Identity", "Cast"}:
-            return self.value(node.input[0])
-        return None
-
-
 def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list[Kernel]:
     """The kernels ORT runs for `model`, in graph order (see the module docstring for the rules)."""
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
-    g = _G(fix_batch(model, batch_size))
+    g = GraphIndex(fix_batch(model, batch_size))
     out: list[Kernel] = []
     skip: set[str] = set()  # outputs of nodes fused away
     layout: dict[str, str] = {i.name: "nchw" for i in g.g.input}  # nchw | nchwc | nhwc
     fusions = {n.output[0]: f for n in g.g.node
-               if n.op_type in {"Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool"} and (f := _int8_fused(g, n))}
+               if n.op_type in {"Conv", "Gemm", "MatMul", "Add", "GlobalAveragePool"} and (f := int8_fused(g, n))}
     int8_outs = {o for f in fusions.values() for o in f}
 
     def absorbed(name: str) -> bool:
@@ -259,7 +195,7 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
             layout[y] = want
             continue
         q = g.one_consumer(y)
-        if not (op in ACTS and q is not None and q.op_type == "QuantizeLinear" and _act_removable(g, node, q)):
+        if not (op in ACTS and q is not None and q.op_type == "QuantizeLinear" and act_removable(g, node, q)):
             out.append(Kernel("eltwise", 0.0, g.numel(x), g.numel(y)))  # (a Relu/Clip the Q clips anyway is dropped)
         layout[y] = lay
     named = _name_new(out, named, prev)
@@ -282,7 +218,7 @@ def _name_new(out: list[Kernel], start: int, node: onnx.NodeProto | None) -> int
     return len(out)
 
 
-def _bits(g: _G, name: str) -> int:
+def _bits(g: GraphIndex, name: str) -> int:
     """Integer width of `name`, a DQ's input: its initializer's type, or the zero point of the Q writing it."""
     node = g.prod.get(name)
     if name not in g.inits and node is not None and node.op_type in {"Identity", "Cast"}:
@@ -296,10 +232,10 @@ def _bits(g: _G, name: str) -> int:
     return 4 if "int4" in str(dtype) else dtype.itemsize * 8
 
 
-def _conv_dims(g: _G, node: onnx.NodeProto, w_name: str) -> tuple[int, int, int, int, int]:
+def _conv_dims(g: GraphIndex, node: onnx.NodeProto, w_name: str) -> tuple[int, int, int, int, int]:
     """(cin, cout, kernel h, kernel w, group) of a Conv from its weight shape."""
     w = g.shapes.get(w_name) or g.shapes.get(g.prod[w_name].input[0]) if w_name in g.prod else g.shapes.get(w_name)
-    group = int(_attrs(node).get("group", 1))
+    group = int(attrs(node).get("group", 1))
     cout, cin_g, kh, kw = w if w and len(w) == 4 else (g.shapes[node.output[0]][1], 1, 1, 1)
     return cin_g * group, cout, kh, kw, group
 
@@ -309,25 +245,25 @@ def _mac_kernel(cls: str, cin: int, cout: int, kh: int, kw: int, group: int, out
     return Kernel(cls, float(cout * out_hw * per_out), cin * in_hw, cout * out_hw, cout * per_out, kh)
 
 
-def _hw(g: _G, name: str) -> int:
+def _hw(g: GraphIndex, name: str) -> int:
     s = g.shapes.get(name, (1, 1))
     return int(np.prod(s[2:])) if len(s) > 2 else 1
 
 
-def _gemm(g: _G, node: onnx.NodeProto, cls: str, y: str) -> Kernel:
+def _gemm(g: GraphIndex, node: onnx.NodeProto, cls: str, y: str) -> Kernel:
     a = g.shapes.get(node.input[0], (1, 1))
-    k = a[0] if node.op_type == "Gemm" and _attrs(node).get("transA", 0) else a[-1]
+    k = a[0] if node.op_type == "Gemm" and attrs(node).get("transA", 0) else a[-1]
     n_out = g.numel(y)
     return Kernel(cls, float(n_out * k), g.numel(node.input[0]), n_out, k * (g.shapes.get(y, (1, 1))[-1]))
 
 
-def _float_mac(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, skip: set, has) -> None:
+def _float_mac(g: GraphIndex, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, skip: set, has) -> None:
     x, y = node.input[0], node.output[0]
     w = node.input[1]
     final, residual = y, ""
     if g.const_dq(w):
         out.append(Kernel("dq", 0.0, g.numel(w), g.numel(w), bits=_bits(g, g.prod[w].input[0])))
-    if _bias_quantized(g, node):
+    if bias_quantized(g, node):
         out.append(Kernel("dq", 0.0, g.numel(node.input[2]), g.numel(node.input[2]), bits=32))
     nxt = g.one_consumer(y)
     if node.op_type != "Conv":
@@ -365,7 +301,7 @@ def _float_mac(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dic
     layout[final] = "nchwc"
 
 
-def _plain_conv(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, final: str,
+def _plain_conv(g: GraphIndex, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, final: str,
                 residual: str, dims: tuple[int, int, int, int, int]) -> None:
     """NCHW Conv / FusedConv (im2col + GEMM, or the depthwise kernel)."""
     x, y = node.input[0], node.output[0]
@@ -379,7 +315,7 @@ def _plain_conv(g: _G, node: onnx.NodeProto, out: list[Kernel], need, layout: di
     layout[final] = "nchw"
 
 
-def _int8_kernel(g: _G, node: onnx.NodeProto, final: str, out: list[Kernel], need, layout: dict) -> None:
+def _int8_kernel(g: GraphIndex, node: onnx.NodeProto, final: str, out: list[Kernel], need, layout: dict) -> None:
     op, x, y = node.op_type, node.input[0], node.output[0]
     if op == "Conv":
         w = g.prod[node.input[1]].input[0]

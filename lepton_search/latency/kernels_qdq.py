@@ -9,22 +9,19 @@ kernel only when its inputs and output share one integer type (uint8 only, for c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx
 
-if TYPE_CHECKING:
-    from lepton_search.latency.kernels import _G
+from lepton_search.latency.onnx_graph import GraphIndex
 
 ACTS = {"Relu", "Clip"}
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
+def attrs(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _act_removable(g: _G, act: onnx.NodeProto, q: onnx.NodeProto) -> bool:
+def act_removable(g: GraphIndex, act: onnx.NodeProto, q: onnx.NodeProto) -> bool:
     """ORT drops Relu/Clip before QuantizeLinear when the Q range lies inside the clip range."""
     scale = g.value(q.input[1])
     zp = g.value(q.input[2]) if len(q.input) > 2 and q.input[2] else np.zeros((), np.uint8)
@@ -35,7 +32,7 @@ def _act_removable(g: _G, act: onnx.NodeProto, q: onnx.NodeProto) -> bool:
     upper = float(scale) * (info.max - int(zp))
     lo, hi = 0.0, float("inf")
     if act.op_type == "Clip":
-        a = _attrs(act)
+        a = attrs(act)
         lo, hi = a.get("min", -np.inf), a.get("max", np.inf)
         if len(act.input) > 1 and act.input[1]:
             v = g.value(act.input[1])
@@ -47,20 +44,20 @@ def _act_removable(g: _G, act: onnx.NodeProto, q: onnx.NodeProto) -> bool:
     return lo - lower <= eps and upper - hi <= eps
 
 
-def _dq_of(g: _G, name: str) -> onnx.NodeProto:
+def _dq_of(g: GraphIndex, name: str) -> onnx.NodeProto:
     node = g.prod[name]
     while node.op_type != "DequantizeLinear":
         node = g.prod[node.input[0]]
     return node
 
 
-def _scalar_q(g: _G, node: onnx.NodeProto) -> bool:
+def _scalar_q(g: GraphIndex, node: onnx.NodeProto) -> bool:
     """Integer kernels take per-tensor activation scales only (per-channel Q/DQ stays unfused)."""
     scale = g.value(node.input[1])
     return scale is not None and scale.size == 1
 
 
-def _q_dtype(g: _G, node: onnx.NodeProto) -> np.dtype:
+def _q_dtype(g: GraphIndex, node: onnx.NodeProto) -> np.dtype:
     """The integer type a Q (or the DQ reading it) carries once ORT has run: its zero point's type, except
     that an int8 Q -> DQ pair feeding exactly one node becomes uint8 (ORT's QDQS8ToU8 on x86; a DQ with
     several consumers is first duplicated, one per consumer, which leaves the Q with several DQs)."""
@@ -76,7 +73,7 @@ def _q_dtype(g: _G, node: onnx.NodeProto) -> np.dtype:
     return dtype
 
 
-def _bias_quantized(g: _G, node: onnx.NodeProto) -> bool:
+def bias_quantized(g: GraphIndex, node: onnx.NodeProto) -> bool:
     """ORT (WeightBiasQuantization) turns the float bias of a Conv/Gemm read through a per-tensor DQ and
     written, through Relu/Clip only, to a Q into int32 + DQ; left unfused, that DQ runs every call."""
     if node.op_type not in {"Conv", "Gemm"} or len(node.input) < 3 or not node.input[2] or not g.const(node.input[2]):
@@ -92,12 +89,12 @@ def _bias_quantized(g: _G, node: onnx.NodeProto) -> bool:
     scale = g.value(w.input[1])
     if scale is None or scale.size == 1:
         return scale is not None
-    axis = int(_attrs(w).get("axis", 1))
-    want = 0 if node.op_type == "Conv" else 1 - int(_attrs(node).get("transB", 0))
+    axis = int(attrs(w).get("axis", 1))
+    want = 0 if node.op_type == "Conv" else 1 - int(attrs(node).get("transB", 0))
     return scale.ndim == 1 and scale.size == g.numel(node.input[2]) and axis == want
 
 
-def _int8_fused(g: _G, node: onnx.NodeProto) -> list[str]:
+def int8_fused(g: GraphIndex, node: onnx.NodeProto) -> list[str]:
     """Names of the nodes absorbed when `node` runs as an integer kernel, else []."""
     acts = [i for i in node.input if i and not g.const(i) and not g.const_dq(i)]
     if not acts or not all(g.from_dq(i) and _scalar_q(g, _dq_of(g, i)) for i in acts):
@@ -110,7 +107,7 @@ def _int8_fused(g: _G, node: onnx.NodeProto) -> list[str]:
     absorbed = [node.output[0]]
     if nxt is not None and nxt.op_type in ACTS:
         q = g.one_consumer(nxt.output[0])
-        if q is None or q.op_type != "QuantizeLinear" or not _act_removable(g, nxt, q):
+        if q is None or q.op_type != "QuantizeLinear" or not act_removable(g, nxt, q):
             return []
         absorbed.append(nxt.output[0])
         nxt = q

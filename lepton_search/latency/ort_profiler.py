@@ -3,7 +3,8 @@
 Runs on the device being calibrated (`lepton-search measure DIR --out CSV --kernels`), so it needs
 only onnxruntime, numpy and the standard library: the class comes from what the profiler reports
 (op name, node name, input shapes), never from reading the graph with `onnx`. The classes are those
-`kernels.emulate` predicts (see `kernels.MAC_CLASSES` / `ELEM_CLASSES`).
+`kernels.emulate` predicts; `OP_CLASS` is the one ORT op -> class table (`node_class` reads a node of
+ORT's optimized graph with it, which is what tests check the emulation against).
 
 Example:
     >>> times = profile_kernels("g000-b32.onnx", (1, 3, 16, 16))  # doctest: +SKIP
@@ -16,11 +17,12 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 KERNEL_COLUMNS = ("file", "node", "op", "cls", "us", "in_elems", "w_elems", "out_elems")
-_TABLE = {"Gemm": "gemm", "FusedGemm": "gemm", "MatMul": "gemm", "QGemm": "qgemm", "QLinearMatMul": "qgemm",
+OP_CLASS = {"Gemm": "gemm", "FusedGemm": "gemm", "MatMul": "gemm", "QGemm": "qgemm", "QLinearMatMul": "qgemm",
           "MatMulIntegerToFloat": "qgemm", "DequantizeLinear": "dq", "QuantizeLinear": "q", "Transpose": "layout",
           "ReorderInput": "layout", "ReorderOutput": "layout", "MaxPool": "pool", "AveragePool": "pool",
           "NhwcMaxPool": "qpool", "GlobalAveragePool": "gap", "QLinearGlobalAveragePool": "qgap", "Add": "add",
@@ -42,18 +44,31 @@ class KernelTime:
     out_elems: int = 0
 
 
+def kernel_class(op: str, *, depthwise: bool = False, nchwc: bool = False) -> str:
+    """The kernel class of an ORT op (a conv's also by whether it is depthwise and runs in NCHWc)."""
+    if op == "QLinearConv":
+        return "qdwconv" if depthwise else "qconv"
+    if op in ("Conv", "FusedConv"):
+        base = "dwconv" if depthwise else "conv"
+        return base + "_nchwc" if nchwc else base
+    return OP_CLASS.get(op, "eltwise")
+
+
 def event_class(op: str, node: str, input_shapes: list[list[int]]) -> str:
     """Kernel class of a profiler event: NCHWc convs are named `*_nchwc*` by ORT's NCHWc transformer;
     a conv is depthwise when its weight has one input channel per group and the input has several."""
-    if op in ("Conv", "FusedConv", "QLinearConv"):
-        x = input_shapes[0] if input_shapes else []
-        w = input_shapes[3 if op == "QLinearConv" else 1] if len(input_shapes) > (3 if op == "QLinearConv" else 1) else []
-        dw = len(w) == 4 and w[1] == 1 and len(x) == 4 and x[1] > 1
-        if op == "QLinearConv":
-            return "qdwconv" if dw else "qconv"
-        base = "dwconv" if dw else "conv"
-        return base + "_nchwc" if "nchwc" in node else base
-    return _TABLE.get(op, "eltwise")
+    w_at = 3 if op == "QLinearConv" else 1
+    x = input_shapes[0] if input_shapes else []
+    w = input_shapes[w_at] if len(input_shapes) > w_at else []
+    dw = len(w) == 4 and w[1] == 1 and len(x) == 4 and x[1] > 1
+    return kernel_class(op, depthwise=dw, nchwc="nchwc" in node)
+
+
+def node_class(node: Any) -> str:
+    """Kernel class of a node (an `onnx.NodeProto`) of ORT's optimized graph (`optimized_model_filepath`):
+    grouped convs count as depthwise, NCHWc convs carry the `com.microsoft.nchwc` domain."""
+    grouped = any(a.name == "group" and a.i > 1 for a in node.attribute)
+    return kernel_class(node.op_type, depthwise=grouped, nchwc="nchwc" in node.domain)
 
 
 def _shapes(args: dict, key: str = "input_type_shape") -> list[list[int]]:

@@ -12,14 +12,14 @@ import textwrap
 import onnx
 import pytest
 
-from lepton_search.calibration.kernel_sweep import _ort_class, write_graphs
+from lepton_search.calibration.kernel_sweep import write_graphs
 from lepton_search.cli import main
 from lepton_search.errors import ConfigError
 from lepton_search.latency.host_cpu import session
 from lepton_search.latency.kernel_model import KernelLatency, KernelTable
 from lepton_search.latency.kernels import emulate
 from lepton_search.latency.measure import input_shape
-from lepton_search.latency.ort_profiler import profile_kernels
+from lepton_search.latency.ort_profiler import node_class, profile_kernels
 from lepton_search.techniques import quantize
 from lepton_search.testing.toy_graphs import conv_net, mlp_net
 
@@ -32,7 +32,7 @@ def test_profiled_classes_match_optimized_graph(build, bits, tmp_path):
     model = quantize.quantize(build(), bits)
     onnx.save(model, str(path))
     session(path, optimized_path=tmp_path / "opt.onnx")
-    ref = collections.Counter(_ort_class(n) for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+    ref = collections.Counter(node_class(n) for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
     shape = tuple(d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim)
     profiled = profile_kernels(path, shape, runs=2, warmup=1)
     assert collections.Counter(k.cls for k in profiled) == ref
@@ -47,7 +47,7 @@ def test_emulation_follows_ort_on_pruned_channel_counts(channels, tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(conv_net(channels), str(path))
     session(path, optimized_path=tmp_path / "opt.onnx")
-    ref = collections.Counter(_ort_class(n) for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+    ref = collections.Counter(node_class(n) for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
     assert collections.Counter(k.cls for k in emulate(path)) == ref
 
 
