@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 
 from lepton_search.calibration.kernel_sweep import ingest, read_kernel_csv, write_graphs, write_table
-from lepton_search.calibration.profile_fit import read_measurements, scores
+from lepton_search.calibration.profile_fit import measured_cpu, read_measurements, scores
 from lepton_search.errors import ConfigError
 from lepton_search.latency.kernel_model import KernelTable, table_path
 from lepton_search.latency.kernels import emulate
@@ -106,12 +106,12 @@ def calibrate_kernels(target: str = "host-cpu", *, csv_path: str | Path | None =
     With `csv_path` (a `lepton-search measure --kernels` CSV from the device) and `graphs_dir` (the folder
     it measured), nothing is timed here; otherwise the sweep graphs are written and timed on this host.
     """
-    name = safe_name("--target", target if target.endswith("-kernels") else f"{target}-kernels")
+    name = safe_name("target", target if target.endswith("-kernels") else f"{target}-kernels")
     measured_here = csv_path is None
     with tempfile.TemporaryDirectory(prefix="lepton_kernels_") as tmp:
         if csv_path is None:
             if target not in HERE:
-                raise ConfigError("--csv", None, f"{target} is not this machine: write the graphs with `lepton-search "
+                raise ConfigError("csv_path", None, f"{target} is not this machine: write the graphs with `lepton-search "
                                   f"calibrate --target {target} --kernels --write-graphs DIR`, run `lepton-search "
                                   "measure DIR --out m.csv --kernels` on the device, then pass --csv m.csv --graphs DIR")
             from lepton_search.latency.measure import measure_dir
@@ -122,13 +122,14 @@ def calibrate_kernels(target: str = "host-cpu", *, csv_path: str | Path | None =
             csv_path = Path(tmp) / "measured.csv"
             measure_dir(graphs_dir, csv_path, runs=runs, kernels=True, rounds=rounds, verbose=verbose)
         elif graphs_dir is None:
-            raise ConfigError("--graphs", None, "pass the folder of sweep graphs the CSV was measured on")
+            raise ConfigError("graphs_dir", None, "pass the folder of sweep graphs the CSV was measured on")
         from lepton_search.latency.measure import kernels_csv_path
 
         totals = read_measurements(csv_path)
         rows, graphs = ingest(graphs_dir, totals, read_kernel_csv(kernels_csv_path(csv_path)), verbose=verbose)
         heldout = crossval(graphs_dir, rows, graphs, totals)
-        meta = {"target": name, "device": _device(Path(csv_path)), "date": dt.date.today().isoformat(),
+        meta = {"target": name, "device": _device(Path(csv_path)), "cpu": measured_cpu(csv_path),
+                "date": dt.date.today().isoformat(),
                 "measured_graphs": len(totals), "runs": runs if measured_here else None,
                 "rounds": rounds if measured_here else None, "seed": _sweep_seed(graphs_dir, seed), "heldout": heldout}
     path = write_table(rows, graphs, _out_path(out, name), meta=meta)
@@ -178,7 +179,7 @@ def refresh(target: str = "host-cpu-kernels", *, n: int = REFERENCE_GRAPHS, roun
 
     name = target if target.endswith("-kernels") else f"{target}-kernels"
     if name not in HERE:
-        raise ConfigError("--target", target, "only a table measured on this host can be refreshed here")
+        raise ConfigError("target", target, "only a table measured on this host can be refreshed here")
     path = Path(path) if path is not None else table_path(name)
     table = KernelTable.load(path)
     n = min(n, sum(g.endswith("-b32") for g in table.graph_us))  # (a small table holds fewer)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from lepton_search.errors import ConfigError
+from lepton_search.latency.cpu_identity import CpuIdentity
 from lepton_search.latency.device_profile import Profile, load_profile, save_profile, user_dir
 from lepton_search.latency.graph_cost import analyze
 from lepton_search.latency.predicted import WorkItems, params_of, predict_ms, work_items
@@ -50,12 +51,23 @@ def read_measurements(csv_path: str | Path) -> dict[str, float]:
     """file name -> p50 ms, from a CSV written by `lepton-search measure`."""
     path = Path(csv_path)
     if not path.is_file():
-        raise ConfigError("--csv", str(path), "pass the CSV written by `lepton-search measure DIR --out CSV`")
+        raise ConfigError("csv_path", str(path), "pass the CSV written by `lepton-search measure DIR --out CSV`")
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows or not {"file", "p50_ms"} <= set(rows[0]):
-        raise ConfigError("--csv", str(path), "needs columns file and p50_ms (as `lepton-search measure` writes)")
+        raise ConfigError("csv_path", str(path), "needs columns file and p50_ms (as `lepton-search measure` writes)")
     return {r["file"]: float(r["p50_ms"]) for r in rows}
+
+
+def measured_cpu(csv_path: str | Path) -> dict[str, Any] | None:
+    """The CPU a `lepton-search measure` CSV was timed on (`CpuIdentity.as_dict()`); None in a CSV written
+    before `measure` recorded it."""
+    with open(csv_path, newline="") as fh:
+        row = next(csv.DictReader(fh), {})
+    if not row.get("cpu_model"):
+        return None
+    return CpuIdentity(row["cpu_model"], row.get("cpu_vendor") or "unknown",
+                       tuple((row.get("cpu_isa") or "").split())).as_dict()
 
 
 def read_groups(graphs_dir: Path) -> dict[str, str]:
@@ -74,7 +86,7 @@ def load_samples(graphs_dir: str | Path, measured: dict[str, float], profile: Pr
     for file, ms in sorted(measured.items()):
         path = graphs / file
         if not path.is_file():
-            raise ConfigError("--graphs", str(graphs), f"does not hold {file!r} named in the measurements")
+            raise ConfigError("graphs_dir", str(graphs), f"does not hold {file!r} named in the measurements")
         batch = 1
         samples.append(Sample(file, groups.get(file, "all"), ms, work_items(analyze(path, batch_size=batch), profile)))
     return samples
@@ -128,9 +140,13 @@ def heldout_predictions(samples: list[Sample], profile: Profile) -> tuple[np.nda
     return pred, names
 
 
-def calibrated_data(profile: Profile, params: dict[str, float], heldout: dict[str, Any], n: int) -> dict[str, Any]:
-    """The profile's YAML mapping with fitted figures and the held-out error written in."""
+def calibrated_data(profile: Profile, params: dict[str, float], heldout: dict[str, Any], n: int, *,
+                    cpu: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The profile's YAML mapping with fitted figures, the held-out error and the CPU measured on written in."""
     data = copy.deepcopy(profile.raw)
+    data.pop("cpu", None)
+    if cpu is not None:
+        data["cpu"] = cpu
     stamp = f"calibrated {dt.date.today().isoformat()} on {n} measured graphs (least squares, log latency)"
 
     def figure(value: float) -> dict[str, Any]:
@@ -152,16 +168,20 @@ def calibrated_data(profile: Profile, params: dict[str, float], heldout: dict[st
 
 
 def calibrate_profile(target: str | Profile, *, graphs_dir: str | Path, csv_path: str | Path | None = None,
-                      measured: dict[str, float] | None = None, out: str | Path | None = None) -> Fit:
+                      measured: dict[str, float] | None = None, out: str | Path | None = None,
+                      cpu: dict[str, Any] | None = None) -> Fit:
     """Fit `target`'s factors to measurements of the graphs in `graphs_dir`; write `<target>-calibrated.yaml`.
 
-    Measurements come from `csv_path` (a `lepton-search measure` CSV) or `measured` (file -> p50 ms).
+    Measurements come from `csv_path` (a `lepton-search measure` CSV) or `measured` (file -> p50 ms); the
+    CPU they were timed on is `cpu` (`CpuIdentity.as_dict()`), else the one `csv_path` records.
     """
     profile = target if isinstance(target, Profile) else load_profile(target)
     if measured is None:
         if csv_path is None:
-            raise ConfigError("--csv", None, "pass measurements (a CSV from `lepton-search measure`)")
+            raise ConfigError("csv_path", None, "pass measurements (a CSV from `lepton-search measure`)")
         measured = read_measurements(csv_path)
+    if cpu is None and csv_path is not None:
+        cpu = measured_cpu(csv_path)
     if len(measured) < 6:
         raise ConfigError("measurements", len(measured), "need at least 6 measured graphs to fit and hold out")
     samples = load_samples(graphs_dir, measured, profile)
@@ -172,5 +192,5 @@ def calibrate_profile(target: str | Profile, *, graphs_dir: str | Path, csv_path
     params = fit_params(samples, profile)
     name = profile.name.removesuffix("-calibrated") + "-calibrated"
     path = Path(out) if out is not None else user_dir() / f"{name}.yaml"
-    save_profile(calibrated_data(profile, params, heldout, len(samples)), path)
+    save_profile(calibrated_data(profile, params, heldout, len(samples), cpu=cpu), path)
     return Fit(params, heldout, path)

@@ -6,7 +6,9 @@ onnxruntime and numpy but no torch.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -14,6 +16,20 @@ import click
 from lepton_search.errors import ConfigError
 
 STORAGE_HELP = "Optuna storage URL (default: sqlite:///lepton_search.db in the current folder)."
+# library parameter -> the `calibrate` flag that sets it (library errors name the parameter)
+CALIBRATE_FLAGS = {"csv_path": "--csv", "graphs_dir": "--graphs", "target": "--target", "out": "--out",
+                   "n_graphs": "--n-graphs"}
+
+
+@contextlib.contextmanager
+def flag_names(flags: dict[str, str]) -> Iterator[None]:
+    """Re-raise a library `ConfigError` about parameter `p` as one about its flag `flags[p]`."""
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.field not in flags:
+            raise
+        raise ConfigError(flags[exc.field], exc.value, exc.fix) from None
 
 
 @click.command("targets")
@@ -33,6 +49,8 @@ def targets_cmd() -> None:
         device = info.get("device") or info.get("cpu", "")
         click.echo(f"{name:<28} {info.get('source', '?'):<10} {'-' if err is None else f'{err:.0f}%':>7} "
                    f"{'-' if price is None else f'{price:.3f}':>7}  {device}")
+        if info.get("warning"):  # a table or profile of another CPU than this host, or of an unknown one
+            click.echo(f"{'':<28} warning: {info['warning']}")
 
 
 @click.command("measure")
@@ -84,6 +102,12 @@ def measure_cmd(folder: str, out_csv: str, threads: int, batch_size: int, runs: 
 def calibrate_cmd(target: str | None, csv_path: str | None, graphs: str | None, out: str | None, kernels: bool,
                   write_graphs: str | None, n_graphs: int, refresh: bool) -> None:
     """Fit a profile's efficiency factors (or, with --kernels, build a kernel table); report the held-out error."""
+    with flag_names(CALIBRATE_FLAGS):
+        _calibrate(target, csv_path, graphs, out, kernels, write_graphs, n_graphs, refresh)
+
+
+def _calibrate(target: str | None, csv_path: str | None, graphs: str | None, out: str | None, kernels: bool,
+               write_graphs: str | None, n_graphs: int, refresh: bool) -> None:
     if refresh:
         if not kernels:
             raise ConfigError("--refresh", True, "add --kernels: only a kernel table of this host can be refreshed")
@@ -98,7 +122,7 @@ def calibrate_cmd(target: str | None, csv_path: str | None, graphs: str | None, 
     if target is None:
         raise ConfigError("--target", None, "name the profile to calibrate (see `lepton-search targets`), or pass "
                           "--kernels for a kernel table of this host")
-    from lepton_search.calibration.profile_fit import calibrate_profile, read_measurements
+    from lepton_search.calibration.profile_fit import calibrate_profile
     from lepton_search.latency.device_profile import load_profile
 
     profile = load_profile(target)
@@ -119,7 +143,7 @@ def calibrate_cmd(target: str | None, csv_path: str | None, graphs: str | None, 
 
             csv_path = str(Path(tmp) / "measured.csv")
             measure_dir(graphs, csv_path, threads=profile.threads or 1)
-        fit = calibrate_profile(profile, graphs_dir=graphs, measured=read_measurements(csv_path), out=out)
+        fit = calibrate_profile(profile, graphs_dir=graphs, csv_path=csv_path, out=out)
     h = fit.heldout
     click.echo(f"held-out ({h['scheme']}, {h['n']} graphs): {h['within_10pct']:.0%} within +-10%, "
                f"Spearman {h['spearman']:.3f}, MAPE {h['mape_pct']:.1f}%")
@@ -138,10 +162,10 @@ def _calibrate_kernels(target: str, csv_path: str | None, graphs: str | None, ou
                    f"  lepton-search measure {write_graphs} --out m.csv --kernels\nthen here\n"
                    f"  lepton-search calibrate --target NAME --kernels --csv m.csv --graphs {write_graphs}")
         return
-    from lepton_search.calibration.kernel_table import calibrate_kernels
+    from lepton_search.calibration.kernel_table import HERE, calibrate_kernels
     from lepton_search.latency.kernel_model import table_path
 
-    if csv_path is None:
+    if csv_path is None and target in HERE:
         click.echo(f"timing {n_graphs} sweep graphs x 4 widths here ...", err=True)
     built = calibrate_kernels(target, csv_path=csv_path, graphs_dir=graphs, out=out, n_graphs=n_graphs)
     h = built.heldout

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from lepton_search.latency._base import Inputs, LatencyEstimate, LatencyModel, graph_inputs, with_batch
+from lepton_search.latency.cpu_identity import this_cpu
 
 LOCK_PATH = Path(tempfile.gettempdir()) / "lepton_search_latency.lock"
 
@@ -100,12 +101,10 @@ class HostCpuLatency(LatencyModel):
         import onnxruntime as ort
 
         return {"name": self.name, "source": self.source, "runtime": f"onnxruntime {ort.__version__} CPU",
-                "threads": self.threads, "batch_size": self.batch_size, "runs": self.runs, "cpu": _cpu_name()}
+                "threads": self.threads, "batch_size": self.batch_size, "runs": self.runs, "cpu": _cpu_name(),
+                "cpu_identity": this_cpu().as_dict()}
 
 
 def _cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
+    """This host's CPU model name (`cpu_identity.this_cpu` has vendor and ISA flags too)."""
+    return this_cpu().model

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import numpy as np
 from lepton_search.errors import ConfigError
 from lepton_search.latency import _boost
 from lepton_search.latency._base import Inputs, LatencyEstimate, LatencyModel, batch_of
+from lepton_search.latency.cpu_identity import CpuIdentity, mismatch, this_cpu
 from lepton_search.latency.kernels import MAC_CLASSES, Kernel, emulate
 
 RIDGE = 0.05  # pulls a class's per-kernel overhead towards the shared one (relative units, see fit)
@@ -64,7 +66,7 @@ def _affine(a: float, b: float, size: np.ndarray | float) -> np.ndarray:
 class _ClassTable:
     a: float
     b: float
-    shape: _boost.Boosted  # log(us / f_c(size)) from the kernel's features
+    shape: Any  # log(us / f_c(size)) from the kernel's features: a `_boost.Boosted`, or what `fit_shape` made
     n: int
 
     def times(self, kernels: list[Kernel]) -> np.ndarray:
@@ -77,11 +79,13 @@ class KernelTable:
 
     def __init__(self, kernels: list[Kernel], us: list[float], *, per_call_us: float,
                  per_kernel_us: float | dict[str, float], meta: dict[str, Any] | None = None,
-                 graph_us: dict[str, float] | None = None, seed: int = 0) -> None:
+                 graph_us: dict[str, float] | None = None, seed: int = 0,
+                 fit_shape: Callable[..., Any] = _boost.fit) -> None:
         self.per_call_us = per_call_us
         self.per_kernel_us = per_kernel_us if isinstance(per_kernel_us, dict) else {"*": float(per_kernel_us)}
         self.meta = meta or {}
         self._kernels, self._us, self._seed = kernels, us, seed
+        self._fit_shape = fit_shape  # (x, y, seed=) -> a model with predict(x): how g_c is fitted
         self._classes: dict[str, _ClassTable] | None = None
         self.graph_us = graph_us or {}  # whole-call time of each sweep graph when the table was measured
 
@@ -107,7 +111,7 @@ class KernelTable:
                 sizes, times = np.array(s), np.array(y)
                 a, b = fit_affine(sizes, times)
                 ratio = np.log(times / _affine(a, b, sizes))
-                self._classes[c] = _ClassTable(a, b, _boost.fit(np.array(f), ratio, seed=self._seed), len(times))
+                self._classes[c] = _ClassTable(a, b, self._fit_shape(np.array(f), ratio, seed=self._seed), len(times))
         return self._classes
 
     def overhead_us(self, cls: str) -> float:
@@ -130,19 +134,16 @@ class KernelTable:
 
     @classmethod
     def from_rows(cls, rows: list[dict[str, Any]], graphs: list[dict[str, Any]], *,
-                  meta: dict[str, Any] | None = None) -> KernelTable:
+                  meta: dict[str, Any] | None = None, fit_shape: Callable[..., Any] = _boost.fit) -> KernelTable:
         """A table from kernel rows and per-graph rows (the dicts `kernel_sweep.ingest` returns)."""
-        kernels = [Kernel(r["cls"], float(r["macs"]), int(float(r["in_elems"])), int(float(r["out_elems"])),
-                          int(float(r["w_elems"])), int(float(r["k"])), int(float(r.get("graph_w_bytes") or 0)),
-                          int(float(r.get("bits") or 0)), bool(int(float(r.get("runtime_w") or 0))))
-                   for r in rows]
+        kernels = [kernel_of_row(r) for r in rows]
         counts: dict[str, dict[str, int]] = {}
         for r in rows:
             by = counts.setdefault(str(r["graph"]), {})
             by[r["cls"]] = by.get(r["cls"], 0) + 1
         per_call, per_kernel = fit_class_overheads(graphs, [counts.get(str(g["graph"]), {}) for g in graphs])
         return cls(kernels, [float(r["us"]) for r in rows], per_call_us=per_call, per_kernel_us=per_kernel,
-                   meta=meta, graph_us={str(g["graph"]): float(g["total_us"]) for g in graphs})
+                   meta=meta, graph_us={str(g["graph"]): float(g["total_us"]) for g in graphs}, fit_shape=fit_shape)
 
     @property
     def heldout_mape_pct(self) -> float | None:
@@ -177,17 +178,11 @@ class KernelTable:
         return self.predict_us(emulate(onnx_path, batch_size=batch_size)) / 1e3
 
 
-def fit_overheads(graphs: list[dict[str, Any]]) -> tuple[float, float]:
-    """(per-call us, per-kernel us): least squares of whole-call minus profiled-kernel time on kernel count."""
-    if len(graphs) < 2:
-        raise ConfigError("kernel table", len(graphs), "needs at least 2 fully emulated sweep graphs")
-    n = np.array([float(g["n_kernels"]) for g in graphs])
-    gap = np.array([float(g["total_us"]) - float(g["kernel_sum_us"]) for g in graphs])
-    # relative errors matter: weight each graph by 1 / its total time
-    w = 1.0 / np.array([float(g["total_us"]) for g in graphs])
-    a = np.stack([np.ones_like(n), n], axis=1) * w[:, None]
-    coef, *_ = np.linalg.lstsq(a, gap * w, rcond=None)
-    return float(max(coef[0], 0.0)), float(coef[1])
+def kernel_of_row(r: dict[str, Any]) -> Kernel:
+    """The kernel a table row (`kernel_sweep.COLUMNS`) describes; columns added later default to 0."""
+    return Kernel(r["cls"], float(r["macs"]), int(float(r["in_elems"])), int(float(r["out_elems"])),
+                  int(float(r["w_elems"])), int(float(r["k"])), int(float(r.get("graph_w_bytes") or 0)),
+                  int(float(r.get("bits") or 0)), bool(int(float(r.get("runtime_w") or 0))))
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -240,35 +235,47 @@ def fit_class_overheads(graphs: list[dict[str, Any]], counts: list[dict[str, int
 class KernelLatency(LatencyModel):
     """Latency predicted from a kernel table measured on a device (`source` calibrated).
 
-    `expected_error_pct` defaults to the held-out MAPE stored with the table.
+    `expected_error_pct` defaults to the held-out MAPE stored with the table. A host target (`host`: the
+    name starts with `host-cpu`) whose table was measured on another CPU than `here` (default: this one)
+    predicts with no expected error and says why in `details["host_mismatch"]` and `describe()`.
     """
 
     source = "calibrated"
 
     def __init__(self, *, table: str | Path | KernelTable, name: str = "host-cpu-kernels",
-                 expected_error_pct: float | None = None) -> None:
+                 expected_error_pct: float | None = None, host: bool | None = None,
+                 here: CpuIdentity | None = None) -> None:
         self.name = name
         self.table_path = None if isinstance(table, KernelTable) else Path(table)
         self.table = table if isinstance(table, KernelTable) else KernelTable.load(table)
         self.expected_error_pct = expected_error_pct if expected_error_pct is not None else self.table.heldout_mape_pct
+        recorded = self.table.meta.get("cpu")
+        self.cpu_warning = None if recorded else "CPU unknown: the table was written before CPUs were recorded"
+        is_host = name.startswith("host-cpu") if host is None else host
+        self.host_mismatch = mismatch(recorded, here or this_cpu()) if is_host and recorded else None
 
     def latency(self, onnx_path: str | Path, inputs: Inputs | None = None) -> LatencyEstimate:
         batch = 1 if inputs is None else batch_of(inputs)
         kernels = emulate(onnx_path, batch_size=batch)
         times = self.table.kernel_times(kernels)
         ms = self.table.predict_us(kernels, times=times) / 1e3
-        err = self.expected_error_pct
+        err = None if self.host_mismatch else self.expected_error_pct
         by_cls: dict[str, float] = {}
         for k, t in zip(kernels, times):
             by_cls[k.cls] = by_cls.get(k.cls, 0.0) + t / 1e3
+        details: dict[str, Any] = {"kernels": len(kernels), "ms_by_class": by_cls}
+        details.update((k, v) for k, v in (("host_mismatch", self.host_mismatch), ("cpu_warning", self.cpu_warning)) if v)
         return LatencyEstimate(p50_ms=ms, p90_ms=ms * (1 + (err or 0) / 100), source=self.source,
-                               expected_error_pct=err, threads=1, batch_size=batch,
-                               details={"kernels": len(kernels), "ms_by_class": by_cls})
+                               expected_error_pct=err, threads=1, batch_size=batch, details=details)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source, "expected_error_pct": self.expected_error_pct,
-                "device": self.table.meta.get("device", ""), "table": str(self.table_path or ""),
-                "heldout": self.table.meta.get("heldout"), "drift": self.table.meta.get("drift")}
+        cpu = self.table.meta.get("cpu") or {}
+        return {"name": self.name, "source": self.source,
+                "expected_error_pct": None if self.host_mismatch else self.expected_error_pct,
+                "device": self.table.meta.get("device", ""), "cpu": cpu.get("model", "CPU unknown"),
+                "table": str(self.table_path or ""), "heldout": self.table.meta.get("heldout"),
+                "drift": self.table.meta.get("drift"), "host_mismatch": self.host_mismatch,
+                "warning": self.host_mismatch or self.cpu_warning}
 
 
 def table_factory(target: str):

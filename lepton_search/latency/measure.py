@@ -17,9 +17,11 @@ import sys
 from pathlib import Path
 
 from lepton_search.latency._base import graph_inputs
-from lepton_search.latency.host_cpu import HostCpuLatency, _cpu_name
+from lepton_search.latency.cpu_identity import this_cpu
+from lepton_search.latency.host_cpu import HostCpuLatency
 
-COLUMNS = ("file", "p50_ms", "p90_ms", "cv", "threads", "batch_size", "load_avg_1min", "device", "runtime")
+COLUMNS = ("file", "p50_ms", "p90_ms", "cv", "threads", "batch_size", "load_avg_1min", "device", "runtime",
+           "cpu_model", "cpu_vendor", "cpu_isa")
 
 
 def input_shape(onnx_path: str | Path, batch_size: int) -> tuple[int, ...]:
@@ -50,7 +52,8 @@ def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, ba
     if not files:
         raise FileNotFoundError(f"no *.onnx files in {folder}")
     timer = HostCpuLatency(threads=threads, batch_size=batch_size, runs=runs, warmup=warmup)
-    device = f"{_cpu_name()} ({platform.machine()})"
+    cpu = this_cpu()
+    device = f"{cpu.model} ({platform.machine()})"
     best: dict[str, dict[str, object]] = {}
     best_kernels: dict[str, list[dict[str, object]]] = {}
     for r in range(rounds):
@@ -69,7 +72,8 @@ def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, ba
                 best[path.name] = {"file": path.name, "p50_ms": f"{est.p50_ms:.6g}", "p90_ms": f"{est.p90_ms:.6g}",
                                    "cv": f"{est.cv:.4f}", "threads": threads, "batch_size": batch_size,
                                    "load_avg_1min": f"{est.details['load_avg_1min']:.2f}", "device": device,
-                                   "runtime": f"onnxruntime {ort.__version__} CPU"}
+                                   "runtime": f"onnxruntime {ort.__version__} CPU", "cpu_model": cpu.model,
+                                   "cpu_vendor": cpu.vendor, "cpu_isa": " ".join(cpu.isa)}
             if verbose:
                 print(f"[{r + 1}/{rounds}] {path.name:<42} p50 {est.p50_ms:9.4f} ms  cv {est.cv:.3f}", file=sys.stderr)
     rows = [best[p.name] for p in files]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from lepton_search.latency._base import Inputs, LatencyEstimate, LatencyModel, batch_of
+from lepton_search.latency.cpu_identity import CpuIdentity, mismatch, this_cpu
 from lepton_search.latency.device_profile import Profile, load_profile
 from lepton_search.latency.graph_cost import BYTES, NodeCost, analyze
 
@@ -101,9 +102,15 @@ def predict_ms(items: WorkItems, params: dict[str, float], memory_gbps: float) -
 class PredictedLatency(LatencyModel):
     """A target whose latency is predicted from a profile (`source` predicted or calibrated)."""
 
-    def __init__(self, *, profile: str | Path | Profile, batch_size: int = 1) -> None:
+    def __init__(self, *, profile: str | Path | Profile, batch_size: int = 1, here: CpuIdentity | None = None) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.name, self.source, self.batch_size = self.profile.name, self.profile.source, batch_size
+        # a profile of this host (`measure_here`) calibrated on another CPU does not describe this one
+        recorded = self.profile.raw.get("cpu")
+        calibrated_here = self.profile.raw.get("measure_here", False) and self.source == "calibrated"
+        self.cpu_warning = ("CPU unknown: calibrated before CPUs were recorded"
+                            if calibrated_here and not recorded else None)
+        self.host_mismatch = mismatch(recorded, here or this_cpu()) if calibrated_here and recorded else None
 
     def latency(self, onnx_path: str | Path, inputs: Inputs | None = None) -> LatencyEstimate:
         batch = self.batch_size if inputs is None else batch_of(inputs)
@@ -121,8 +128,9 @@ class PredictedLatency(LatencyModel):
         }
         if self.profile.usd_per_hour is not None:
             details["usd_per_hour"] = self.profile.usd_per_hour
-        err = self.profile.expected_error_pct
-        return LatencyEstimate(p50_ms=ms, p90_ms=ms * (1 + err / 100), source=self.source, cv=None,
+        details.update((k, v) for k, v in (("host_mismatch", self.host_mismatch), ("cpu_warning", self.cpu_warning)) if v)
+        err = None if self.host_mismatch else self.profile.expected_error_pct
+        return LatencyEstimate(p50_ms=ms, p90_ms=ms * (1 + (err or 0) / 100), source=self.source, cv=None,
                                expected_error_pct=err, threads=self.profile.threads, batch_size=batch,
                                details=details)
 
@@ -130,8 +138,11 @@ class PredictedLatency(LatencyModel):
         p = self.profile
         note = "calibrated against measurements" if p.source == "calibrated" else (
             "uncalibrated: datasheet peaks and guessed efficiencies; run `lepton-search calibrate`")
-        return {"name": p.name, "source": p.source, "device": p.device, "expected_error_pct": p.expected_error_pct,
-                "usd_per_hour": p.usd_per_hour, "note": note, "unverified_figures": p.unverified}
+        return {"name": p.name, "source": p.source, "device": p.device,
+                "expected_error_pct": None if self.host_mismatch else p.expected_error_pct,
+                "usd_per_hour": p.usd_per_hour, "note": note, "unverified_figures": p.unverified,
+                "cpu": (p.raw.get("cpu") or {}).get("model"), "host_mismatch": self.host_mismatch,
+                "warning": self.host_mismatch or self.cpu_warning}
 
 
 def profile_factory(name: str):
