@@ -7,7 +7,8 @@ count), then, for each architecture in turn, fits the `host-cpu-model` profile o
 scores the held-out one. Also scores the kernel-table predictor (`kernel_model`): a table of kernels
 timed in 600 random synthetic graphs x 4 widths (never these architectures; `--kernel-table`, else
 swept now, ~10 min, and cached in experiments/results/host_kernel_table.csv), so every architecture is
-held out from it. 24 of the table's own sweep graphs are timed in the same rounds as the scored ones:
+held out from it. A cached table measured on another CPU (its `.json` records the CPU) is not used: the
+table of this CPU, `host_kernel_table-<cpu>.csv` beside it, is (swept now when missing). 24 of the table's own sweep graphs are timed in the same rounds as the scored ones:
 how much the host drifted since the sweep (the "refreshed" scores scale every prediction by it, as
 `lepton-search calibrate --kernels --refresh` does) and how well this host reproduces its own timings
 (a sweep timed beside other jobs here came out 7% slow across the board). The whole measurement is
@@ -31,13 +32,28 @@ import numpy as np
 from lepton_search.calibration.calibration_set import MANIFEST, build_set
 from lepton_search.calibration.kernel_table import drift_scale, reference_graphs, reference_ratios
 from lepton_search.calibration.profile_fit import heldout_predictions, load_samples, scores
+from lepton_search.latency.cpu_identity import mismatch, this_cpu
 from lepton_search.latency.device_profile import load_profile
 from lepton_search.latency.host_cpu import HostCpuLatency
-from lepton_search.latency.kernel_model import KernelTable
+from lepton_search.latency.kernel_model import KernelTable, kernel_of_row
 from lepton_search.latency.predicted import params_of, predict_ms
 
 OUT = Path(__file__).parent / "results" / "latency_model_accuracy.json"
 TABLE = Path(__file__).parent / "results" / "host_kernel_table.csv"
+
+
+def table_for_this_cpu(path: Path) -> Path:
+    """`path` if its table was measured on this CPU (or is missing), else `<stem>-<this cpu>.csv` beside it."""
+    meta = path.with_suffix(".json")
+    if not path.is_file() or not meta.is_file():
+        return path
+    here = this_cpu()
+    why = mismatch(json.loads(meta.read_text()).get("cpu"), here)
+    if why is None:
+        return path
+    own = path.with_name(f"{path.stem}-{here.slug}.csv")
+    print(f"{path.name}: {why}; using {own.name}{'' if own.is_file() else ' (sweeping it now)'}")
+    return own
 
 
 def kernel_table(path: Path, n_graphs: int) -> KernelTable:
@@ -83,15 +99,15 @@ def emulation_exact(graphs: Path, files: list[str]) -> float:
 
     import onnx
 
-    from lepton_search.calibration.kernel_sweep import _ort_class
     from lepton_search.latency.host_cpu import session
     from lepton_search.latency.kernels import emulate
+    from lepton_search.latency.ort_profiler import node_class
 
     exact = 0
     with tempfile.TemporaryDirectory() as tmp:
         for f in files:
             session(graphs / f, optimized_path=Path(tmp) / "opt.onnx")
-            ref = collections.Counter(_ort_class(n) for n in onnx.load(str(Path(tmp) / "opt.onnx")).graph.node)
+            ref = collections.Counter(node_class(n) for n in onnx.load(str(Path(tmp) / "opt.onnx")).graph.node)
             exact += collections.Counter(k.cls for k in emulate(graphs / f)) == ref
     return exact / len(files)
 
@@ -106,6 +122,82 @@ def repeat_summary(table: KernelTable, kern: np.ndarray, samples: list, measured
             "reference_retest_within_10pct": float(np.mean(np.abs(ratio - 1) <= 0.10))}
 
 
+def other_cpu_table(path: Path, graphs: Path, samples: list, runs: list) -> dict:
+    """The cached table of another CPU (`path`) scored on this host's measurements, each repeat raw and
+    refreshed by its own reference graphs (the same seed-0 sweep graphs the table of this CPU uses)."""
+    table = KernelTable.load(path)
+    pred = np.array([table.predict_ms(graphs / s.file) for s in samples]) / table.drift
+    out = []
+    for measured, _, ref_ms in runs:
+        meas = np.array([measured[s.file] for s in samples])
+        drift = drift_scale(table, ref_ms)
+        out.append({"raw": scores(pred, meas), "drift_scale": drift, "refreshed": scores(pred * drift, meas)})
+    return {"table": str(path), "cpu": table.meta.get("cpu"), "repeats": out}
+
+
+def compare_regressors(path: Path, *, folds: int = 5) -> dict[str, dict]:
+    """g_c fitted by `_boost` (seeds 0, 1) and by scikit-learn's HistGradientBoostingRegressor (the same 300
+    trees of depth 4, rate 0.05, 64 bins, 3 rows a leaf; and its defaults), scored as `kernel_table.crossval`
+    scores a table: `folds` folds over sweep graphs (all widths of a graph held out together), each graph's
+    whole-call time predicted by a table built without it, from its own kernel rows (the emulated kernels of a
+    fully paired graph). Needs scikit-learn."""
+    import csv
+
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from lepton_search.latency import _boost
+
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(path.with_suffix(".graphs.csv"), newline="") as fh:
+        graphs = list(csv.DictReader(fh))
+    bases = sorted({g["graph"].rsplit("-b", 1)[0] for g in graphs})
+    fold_of = {bases[j]: i % folds for i, j in enumerate(np.random.default_rng(0).permutation(len(bases)))}
+    fold = [fold_of[r["graph"].rsplit("-b", 1)[0]] for r in rows]
+
+    class Sklearn:
+        """`_boost.fit`'s signature over HistGradientBoostingRegressor."""
+
+        def __init__(self, **params) -> None:
+            self.params, self.model = params, None
+
+        def __call__(self, x: np.ndarray, y: np.ndarray, *, seed: int = 0) -> Sklearn:
+            fitted = Sklearn(**self.params)  # one model per kernel class
+            fitted.model = HistGradientBoostingRegressor(early_stopping=False, random_state=seed, **self.params)
+            fitted.model.fit(x, y)
+            return fitted
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return self.model.predict(np.atleast_2d(x))
+
+    fits = {"_boost (seed 0)": _boost.fit, "_boost (seed 1)": lambda x, y, seed=0: _boost.fit(x, y, seed=seed + 1),
+            "sklearn HGB, _boost's settings": Sklearn(max_iter=300, learning_rate=0.05, max_depth=4,
+                                                      max_leaf_nodes=16, min_samples_leaf=3, max_bins=64),
+            "sklearn HGB, defaults": Sklearn()}
+    out = {}
+    for name, fit in fits.items():
+        pred, meas, seconds = [], [], 0.0
+        for f in range(folds):
+            table = KernelTable.from_rows([r for r, k in zip(rows, fold) if k != f],
+                                          [g for g in graphs if fold_of[g["graph"].rsplit("-b", 1)[0]] != f],
+                                          fit_shape=fit)
+            t0 = time.perf_counter()
+            table.classes  # noqa: B018 (fits g_c)
+            seconds += time.perf_counter() - t0
+            held = [r for r, k in zip(rows, fold) if k == f]
+            by_graph: dict[str, list] = {}
+            for r in held:
+                by_graph.setdefault(r["graph"], []).append(kernel_of_row(r))
+            for g in graphs:
+                if fold_of[g["graph"].rsplit("-b", 1)[0]] == f:
+                    pred.append(table.predict_us(by_graph[g["graph"]]) / 1e3)
+                    meas.append(float(g["total_us"]) / 1e3)
+        out[name] = {**scores(np.array(pred), np.array(meas)), "fit_seconds": round(seconds, 1)}
+        print(f"{name:<32} MAPE {out[name]['mape_pct']:.2f}%  within 10% {out[name]['within_10pct']:.1%}  "
+              f"Spearman {out[name]['spearman']:.4f}  fit {seconds:.1f} s ({folds} tables)", flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--graphs", default=None, help="reuse a folder built by a previous run")
@@ -113,12 +205,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="measure the scored graphs this many separate times")
     parser.add_argument("--kernel-table", default=str(TABLE), help="kernel table CSV (swept here when missing)")
     parser.add_argument("--sweep-graphs", type=int, default=600, help="sweep graphs (x4 widths) when sweeping")
+    parser.add_argument("--compare-regressors", action="store_true",
+                        help="only score _boost against scikit-learn's HistGradientBoostingRegressor on --kernel-table")
     args = parser.parse_args()
+    if args.compare_regressors:
+        compare_regressors(Path(args.kernel_table))
+        return
     start = time.perf_counter()
     graphs = Path(args.graphs or tempfile.mkdtemp(prefix="lepton_latency_acc_"))
     if not (graphs / MANIFEST).is_file():
         build_set(graphs)
-    table = kernel_table(Path(args.kernel_table), args.sweep_graphs)
+    table_path = table_for_this_cpu(Path(args.kernel_table))
+    table = kernel_table(table_path, args.sweep_graphs)
     # a few of the table's own sweep graphs, timed in the same rounds: how much the host drifted since
     refs = reference_graphs(graphs / "_reference", seed=int(table.meta.get("seed", 0)))
     runs = []  # each repeat: the scored graphs' times, their spread over rounds, the reference graphs' times
@@ -142,7 +240,7 @@ def main() -> None:
         "heldout_overall": scores(pred, meas), "heldout_by_architecture": per_group,
         "uncalibrated_overall": scores(uncal, meas),
         "kernel_table": {"scheme": "kernel table from random synthetic graphs; no architecture used for fitting",
-                         "table": str(args.kernel_table), **breakdown(kern, meas, samples),
+                         "table": str(table_path), "table_cpu": table.meta.get("cpu"), **breakdown(kern, meas, samples),
                          "sweep_heldout": table.meta.get("heldout"),
                          "emulation_exact_share": emulation_exact(graphs, [s.file for s in samples]),
                          "per_call_us": table.per_call_us, "per_kernel_us": table.per_kernel_us,
@@ -157,6 +255,9 @@ def main() -> None:
         "reference_retest": {"n": len(ref_ratio), "within_10pct": float(np.mean(np.abs(ref_ratio - 1) <= 0.10)),
                              "ratio_p5_p50_p95": np.percentile(ref_ratio, [5, 50, 95]).tolist()},
         "repeats": [repeat_summary(table, kern, samples, m, r) for m, _, r in runs],
+        # what the cached table of another CPU would have scored here (None when it is this CPU's)
+        "other_cpu_table": None if table_path == Path(args.kernel_table) else other_cpu_table(
+            Path(args.kernel_table), graphs, samples, runs),
         "bar": {"within_10pct": 0.90, "spearman": 0.95},
         "measurement_spread": {"rounds": args.rounds, "median_pct": float(np.median(list(spread.values())) * 100),
                                "p90_pct": float(np.percentile(list(spread.values()), 90) * 100),
@@ -191,6 +292,10 @@ def main() -> None:
         print(f"{i:<8} {r['raw']['within_10pct']:>15.0%} {r['refreshed']['within_10pct']:>10.0%} "
               f"{r['drift_scale']:>7.3f} {r['raw']['spearman']:>9.3f} {r['raw']['mape_pct']:>7.1f} "
               f"{r['reference_retest_within_10pct']:>13.0%}")
+    for i, r in enumerate((result["other_cpu_table"] or {}).get("repeats", []), 1):
+        print(f"repeat {i}, the table of {result['other_cpu_table']['cpu']['model']}: {r['raw']['within_10pct']:.0%} "
+              f"within 10% raw (Spearman {r['raw']['spearman']:.3f}, MAPE {r['raw']['mape_pct']:.1f}%), "
+              f"{r['refreshed']['within_10pct']:.0%} refreshed (x{r['drift_scale']:.3f}, MAPE {r['refreshed']['mape_pct']:.1f}%)")
     rt = result["reference_retest"]
     print(f"the table's own {rt['n']} reference graphs timed again now: {rt['within_10pct']:.0%} within +-10% of "
           f"their table times (now / then p5 {rt['ratio_p5_p50_p95'][0]:.3f}, median {rt['ratio_p5_p50_p95'][1]:.3f}, "
