@@ -19,6 +19,7 @@ Writes experiments/results/round_to.{json,csv} and prints a table.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -41,7 +42,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def separable_cnn(widths: tuple[int, ...] = (32, 64, 128, 256, 512)) -> nn.Module:
     layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False),
                                nn.BatchNorm2d(widths[0]), nn.ReLU()]
-    for cin, cout in zip(widths, widths[1:]):
+    for cin, cout in itertools.pairwise(widths):
         layers += [nn.Conv2d(cin, cin, 3, stride=2 if cout > 128 else 1, padding=1, groups=cin, bias=False),
                    nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], 10)).eval()

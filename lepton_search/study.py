@@ -199,7 +199,6 @@ class Objective:
         self.base_digest = weights_digest(workload.model)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        trial.set_user_attr(records.OWNER, this_process())
         fail_dead_trials(self.study)  # a worker on this host that died: its config is free again, at once
         config = self.space.suggest(trial)
         delay_s = float(os.environ.get(TRIAL_DELAY_ENV, "0") or 0)
@@ -212,6 +211,7 @@ class Objective:
             self._queue_unseen(trial.number)
             raise optuna.TrialPruned(f"config {config.label()} already evaluated in trial {dup}")
         records.write_config(trial, config)
+        trial.set_user_attr(records.OWNER, this_process())  # after the config: a retry re-runs a whole config
         try:
             return self._run(trial, config)
         except Exception as exc:

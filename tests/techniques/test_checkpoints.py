@@ -33,8 +33,8 @@ def test_resume_from_epoch_1_equals_two_epochs_straight(digits_mlp, tmp_path, bi
     first = _compress(digits_mlp, config1, tmp_path / "e1.onnx", store)
     resumed = _compress(digits_mlp, config2, tmp_path / "e2.onnx", store)
     assert first.finetune_epochs_reused == 0 and resumed.finetune_epochs_reused == 1
-    assert resumed.finetune_seconds < straight.finetune_seconds  # one epoch trained, not two
-    assert resumed.finetune_seconds_total == pytest.approx(first.finetune_seconds + resumed.finetune_seconds, rel=0.2)
+    assert straight.finetune_epochs_reused == 0  # no store: both epochs trained
+    assert resumed.finetune_seconds_total > resumed.finetune_seconds  # the reused epoch's recorded time counts
     for a, b in zip(_weights(straight.onnx_path), _weights(resumed.onnx_path), strict=True):
         assert a.shape == b.shape
         assert abs(a.astype("float64") - b.astype("float64")).max() <= 1e-5 * max(1.0, abs(a).max())
