@@ -15,9 +15,8 @@ from lepton_search.results.notes import RoleNotes
 from lepton_search.results.remeasure import remeasure_front
 from lepton_search.results.result import SearchResult
 from lepton_search.space import SearchSpace, default_space
-from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for
+from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for, checkpoint_store
 from lepton_search.study import TrialCallback, make_target, run_study
-from lepton_search.techniques.checkpoints import CheckpointStore
 from lepton_search.workloads import Workload
 
 
@@ -67,13 +66,6 @@ def search(
     if remeasure:
         remeasure_front(result, latency_model, workload.sample_inputs())
     return result
-
-
-def checkpoint_store(artifact_store: object) -> CheckpointStore | None:
-    """Fine-tuning checkpoints live beside a folder artifact store (`<artifacts>/checkpoints`), shared by
-    every worker that reaches it; an S3 store gets none (each trial trains from scratch)."""
-    base = getattr(artifact_store, "_base_path", None)  # FileSystemArtifactStore keeps its folder here
-    return None if base is None else CheckpointStore(Path(base) / "checkpoints")
 
 
 def load(storage: str, study_name: str, *, artifacts: str | Path | None = None) -> SearchResult:

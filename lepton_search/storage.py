@@ -149,6 +149,15 @@ def artifact_store_for(storage: str, artifacts: str | Path | None = None) -> opt
     return optuna.artifacts.FileSystemArtifactStore(str(path))
 
 
+def checkpoint_store(artifact_store: object) -> Any:
+    """Fine-tuning checkpoints live beside a folder artifact store (`<artifacts>/checkpoints`), shared by
+    every worker that reaches it; an S3 store gets none (each trial trains from scratch)."""
+    from lepton_search.techniques.checkpoints import CheckpointStore  # torch: only when a search runs
+
+    base = getattr(artifact_store, "_base_path", None)  # FileSystemArtifactStore keeps its folder here
+    return None if base is None else CheckpointStore(Path(base) / "checkpoints")
+
+
 def describe_artifact_store(store: Any) -> str:
     """A path or bucket to print, so a user knows where the files went."""
     base = getattr(store, "_base_path", None)

@@ -201,9 +201,6 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         fail_dead_trials(self.study)  # a worker on this host that died: its config is free again, at once
         config = self.space.suggest(trial)
-        delay_s = float(os.environ.get(TRIAL_DELAY_ENV, "0") or 0)
-        if delay_s:  # crash drills and tests: hold the trial open so a kill lands mid-trial for sure
-            time.sleep(delay_s)
         # A heartbeat retry copies its stale ancestor's attrs (config_key too): not a duplicate of it.
         dup = find_duplicate(self.study, config, trial.number, ignore=retry_history(trial))
         if dup is not None:
@@ -212,6 +209,9 @@ class Objective:
             raise optuna.TrialPruned(f"config {config.label()} already evaluated in trial {dup}")
         records.write_config(trial, config)
         trial.set_user_attr(records.OWNER, this_process())  # after the config: a retry re-runs a whole config
+        delay_s = float(os.environ.get(TRIAL_DELAY_ENV, "0") or 0)
+        if delay_s:  # crash drills and tests: hold the trial open so a kill lands mid-trial for sure
+            time.sleep(delay_s)
         try:
             return self._run(trial, config)
         except Exception as exc:

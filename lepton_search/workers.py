@@ -36,19 +36,20 @@ from lepton_search.results.notes import RoleNotes
 from lepton_search.space import SearchSpace
 from lepton_search.storage import (
     HeartbeatSettings,
+    checkpoint_store,
     describe_artifact_store,
     open_artifact_store,
     open_storage,
     redact,
     retry_history,
 )
+from lepton_search.study import TRIAL_DELAY_ENV  # noqa: F401 - crash drills set it (re-exported for them)
 from lepton_search.techniques import export
 from lepton_search.workloads import Workload
 from lepton_search.workloads._cache import provided_weights
 
 BASE_STATE_ATTR = "base_state_artifact_id"
 DONE = (optuna.trial.TrialState.COMPLETE,)
-TRIAL_DELAY_ENV = "LEPTON_SEARCH_TRIAL_DELAY_S"  # seconds each trial waits after it starts (crash drills)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class WorkloadSpec:
 
     def build(self) -> Workload:
         if ":" in self.name:
-            return workloads.load_factory(self.name)()
+            return workloads.build_factory(self.name, field="workload")
         if self.data_dir is not None:
             return workloads.get(self.name, data_dir=self.data_dir)
         return workloads.get(self.name)
@@ -197,6 +198,7 @@ def run_worker(
     with tempfile.TemporaryDirectory(prefix="lepton_worker_") as tmp:
         base = BaseRecord.read(attrs)
         objective = Objective(study, wl, space, latency_model, base, store, Path(tmp), space.seed, verbose,
+                              checkpoints=checkpoint_store(store),
                               after_trial=lambda trial, folder: upload_trial_files(trial, store, folder))
         try:
             return _work(study, objective, space, n_trials, verbose)
@@ -224,8 +226,6 @@ def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int
     goal = n_trials if n_trials is not None else study_goal
     max_attempts = 4 * goal + 20
     pid = os.getpid()
-    # Crash drills and tests: hold each trial open this long, so a kill lands mid-trial for sure.
-    delay_s = float(os.environ.get(TRIAL_DELAY_ENV, "0") or 0)
 
     def traced(trial: optuna.Trial) -> Any:
         history = retry_history(trial)
@@ -235,9 +235,7 @@ def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int
         config = space.suggest(trial)  # the objective's own suggest returns the same values
         _log(verbose, f"worker {pid}: trial {trial.number} start {config.label()}"
                       + (f" (retry of {retry_of})" if retry_of is not None else ""))
-        if delay_s:
-            time.sleep(delay_s)
-        return objective(trial)
+        return objective(trial)  # it holds the trial TRIAL_DELAY_ENV seconds in crash drills
 
     def record(_: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         by_state = {optuna.trial.TrialState.COMPLETE: report.completed, optuna.trial.TrialState.PRUNED: report.pruned}

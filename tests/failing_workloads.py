@@ -78,3 +78,28 @@ def nan_when_pruned() -> Workload:
 
 def breaks_when_pruned() -> Workload:
     return _workload("breaks-when-pruned", _mlp(FixedScale(32)))
+
+
+def labels_beyond_classes() -> Workload:
+    """7 label values for a model with 3 outputs (was: a 'successful' study whose fine-tuned trials failed)."""
+    d = _data()
+    model = nn.Sequential(nn.Linear(FEATURES, 32), nn.ReLU(), nn.Linear(32, 3)).eval()
+    return _workload("labels-beyond", model, train=(d["train"][0], d["train"][1] % 7), val=(d["val"][0], d["val"][1] % 3))
+
+
+def float_labels() -> Workload:
+    d = _data()
+    return _workload("float-labels", _mlp(), train=(d["train"][0], d["train"][1].float()))
+
+
+def nan_inputs() -> Workload:
+    d = _data()
+    x = d["val"][0].clone()
+    x[3, 5] = float("nan")
+    return _workload("nan-inputs", _mlp(), val=(x, d["val"][1]))
+
+
+def fewer_labels() -> Workload:
+    """A val split of 80 inputs and 50 labels (was: a bare AssertionError 'Size mismatch between tensors')."""
+    d = _data()
+    return _workload("fewer-labels", _mlp(), val=(d["val"][0], d["val"][1][:50]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def _workload(spec: str | None, data_dir: str | None):
     if spec is None:
         return workloads.get("fashion-mnist-cnn", data_dir=data_dir)
     if ":" in spec:
-        return workloads.load_factory(spec)()
+        return workloads.build_factory(spec, field="--workload")
     return workloads.get(spec) if data_dir is None else workloads.get(spec, data_dir=data_dir)
 
 
@@ -37,8 +38,11 @@ def _workload(spec: str | None, data_dir: str | None):
 @click.option("--target", default="host-cpu", show_default=True, help="Latency target (see `targets`).")
 @click.option("--data-dir", default=None, help="Folder with the Fashion-MNIST *-ubyte.gz files.")
 @click.option("--artifacts", default=None, help="Artifact folder (default: beside the SQLite file).")
+@click.option("--sampler", default=None, help="tpe | nsga2 | gp | random (default: the space file's).")
+@click.option("--timeout", type=float, default=None, help="Wall-clock budget in seconds, checked between trials.")
 def run_cmd(space: str | None, storage: str | None, study_name: str | None, trials: int | None,
-            workload: str | None, target: str, data_dir: str | None, artifacts: str | None) -> None:
+            workload: str | None, target: str, data_dir: str | None, artifacts: str | None, sampler: str | None,
+            timeout: float | None) -> None:
     """Run (or resume) a search. With no SPACE, the embedded default on Fashion-MNIST."""
     from lepton_search import SearchSpace, default_space, search
     from lepton_search.results.report import front_table
@@ -47,12 +51,19 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
 
     _quiet_optuna()
     space_obj = SearchSpace.from_yaml(space) if space else default_space()
+    if sampler is not None:
+        try:
+            space_obj = dataclasses.replace(space_obj, sampler=sampler)
+        except ConfigError as exc:
+            raise ConfigError("--sampler", sampler, exc.fix) from None
+    if timeout is not None and timeout <= 0:
+        raise ConfigError("--timeout", timeout, "give a number of seconds > 0")
     if trials is not None and trials < 1:
         raise ConfigError("--trials", trials, "must be >= 1")
     make_target(target, space_obj)  # unknown target fails before any data is loaded
     wl = _workload(workload, data_dir)
     result = search(wl, space_obj, target=target, n_trials=trials, storage=storage, study_name=study_name,
-                    artifacts=artifacts)
+                    artifacts=artifacts, timeout=timeout)
     click.echo(front_table(result))
     store = artifact_store_for(storage or DEFAULT_STORAGE, artifacts)
     click.echo(f"\nstudy {result.study.study_name!r} in {storage or DEFAULT_STORAGE}; artifacts in {Path(store._base_path).resolve()}")

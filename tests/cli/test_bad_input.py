@@ -76,6 +76,18 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "worker-trials-0": (["worker", "--storage", "{db}", "--study", "existing", "--trials", "0"], ["--trials", "0", ">= 1"]),
     "worker-grace-below-heartbeat": (["worker", "--storage", "{db}", "--study", "existing", "--heartbeat-interval", "30",
                                       "--grace-period", "10"], ["--grace-period", "10", "exceed"]),
+    "labels-beyond-classes": (["run", "{dir}/good.yaml", "--workload", "failing_workloads:labels_beyond_classes"],
+                              ["workload.train labels", "0..6", "0..2"]),
+    "float-labels": (["run", "{dir}/good.yaml", "--workload", "failing_workloads:float_labels"],
+                     ["workload.train labels", "float32", "labels.long()"]),
+    "nan-inputs": (["run", "{dir}/good.yaml", "--workload", "failing_workloads:nan_inputs"],
+                   ["workload.val inputs", "NaN or inf", "#3"]),
+    "fewer-labels-than-inputs": (["run", "{dir}/good.yaml", "--workload", "failing_workloads:fewer_labels"],
+                                 ["workload.val", "80 inputs and 50 labels", "one label per input"]),
+    "factory-raises": (["run", "{dir}/good.yaml", "--workload", "os:system"],
+                       ["--workload", "os:system", "the factory raised TypeError"]),
+    "unknown-sampler": (["run", "{dir}/good.yaml", "--workload", "digits-mlp", "--sampler", "gpp"],
+                        ["--sampler", "gpp", "did you mean 'gp'"]),
     "export-unknown-trial": (["export", "--study", "existing", "--trial", "99", "--out", "exported"], ["trial", "99", "no such trial"]),
 }
 
