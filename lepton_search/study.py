@@ -62,15 +62,16 @@ def _dead_here(owner: Any) -> bool:
     return _process_start(int(owner["pid"])) != owner["start"]
 
 
-def fail_dead_trials(study: optuna.Study) -> list[int]:
+def fail_dead_trials(study: optuna.Study, *, running_here: int | None = None) -> list[int]:
     """Fail each RUNNING trial whose owner process on this host is dead, and queue its params again at once.
 
     Heartbeats find a dead worker only after their grace period (60 s); a search resumed right after a
-    kill would otherwise see the killed trial RUNNING and skip its config as a duplicate.
+    kill would otherwise see the killed trial RUNNING and skip its config as a duplicate. `running_here`:
+    the caller's own trial, never failed (a heartbeat retry starts with its dead ancestor's attrs, owner too).
     """
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if not _dead_here(t.user_attrs.get(records.OWNER)):
+        if t.number == running_here or not _dead_here(t.user_attrs.get(records.OWNER)):
             continue
         study._storage.set_trial_user_attr(t._trial_id, records.FAIL_REASON,  # Optuna has no public setter here
                                            "its process died (killed or crashed); retried")
@@ -189,23 +190,27 @@ class Objective:
     def __init__(self, study: optuna.Study, workload: Workload, space: SearchSpace, target: LatencyModel,
                  base: BaseRecord, store: Any, work_dir: Path, seed: int, verbose: bool = True,
                  after_trial: Callable[[optuna.Trial, Path], None] | None = None,
-                 checkpoints: CheckpointStore | None = None) -> None:
+                 checkpoints: CheckpointStore | None = None, queue_unseen: bool = True) -> None:
         self.study, self.workload, self.space, self.target = study, workload, space, target
         self.base, self.store, self.work_dir, self.seed, self.verbose = base, store, work_dir, seed, verbose
         self.after_trial = after_trial  # e.g. upload config.json + MODEL_CARD.md before the trial returns
         self.rejected: dict[int, dict[str, float]] = {}  # trial number -> budgets its untrained candidate missed
         self.teacher = finetune.frozen_copy(workload.model)
         self.checkpoints = checkpoints  # fine-tuning reuse across trials (None: every trial trains from scratch)
+        # One process: a duplicate proposal queues an unseen config, which the loop's next trial takes. Parallel
+        # workers stop at their own count and would leave such a queued trial WAITING: they do not queue.
+        self.queue_unseen = queue_unseen
         self.base_digest = weights_digest(workload.model)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        fail_dead_trials(self.study)  # a worker on this host that died: its config is free again, at once
+        fail_dead_trials(self.study, running_here=trial.number)  # a dead process's config is free again, at once
         config = self.space.suggest(trial)
         # A heartbeat retry copies its stale ancestor's attrs (config_key too): not a duplicate of it.
         dup = find_duplicate(self.study, config, trial.number, ignore=retry_history(trial))
         if dup is not None:
             trial.set_user_attr(records.DUPLICATE_OF, dup)
-            self._queue_unseen(trial.number)
+            if self.queue_unseen:
+                self._queue_unseen(trial.number)
             raise optuna.TrialPruned(f"config {config.label()} already evaluated in trial {dup}")
         records.write_config(trial, config)
         trial.set_user_attr(records.OWNER, this_process())  # after the config: a retry re-runs a whole config

@@ -198,7 +198,7 @@ def run_worker(
     with tempfile.TemporaryDirectory(prefix="lepton_worker_") as tmp:
         base = BaseRecord.read(attrs)
         objective = Objective(study, wl, space, latency_model, base, store, Path(tmp), space.seed, verbose,
-                              checkpoints=checkpoint_store(store),
+                              checkpoints=checkpoint_store(store), queue_unseen=False,
                               after_trial=lambda trial, folder: upload_trial_files(trial, store, folder))
         try:
             return _work(study, objective, space, n_trials, verbose)

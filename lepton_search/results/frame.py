@@ -67,7 +67,9 @@ class StudyFrame:
             row: dict[str, Any] = {"number": t.number, "state": t.state.name}
             config = read_config(t.user_attrs) or {}
             row.update({k: config.get(k, t.params.get(k, fixed.get(k))) for k in KNOBS})
-            record = dataclasses.asdict(TrialRecord.from_attrs(t.user_attrs)) if "accuracy" in t.user_attrs else {}
+            # Only a COMPLETE trial has its whole record: a running one (another worker's) is mid-write.
+            done = t.state == optuna.trial.TrialState.COMPLETE and "accuracy" in t.user_attrs
+            record = dataclasses.asdict(TrialRecord.from_attrs(t.user_attrs)) if done else {}
             row.update({k: record.get(k) for k in METRICS})
             row["latency_ms_remeasured"] = again.get(str(t.number), {}).get("latency_ms")
             row["speedup_remeasured"] = again.get(str(t.number), {}).get("speedup")
