@@ -13,7 +13,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from lepton_search.errors import ConfigError
@@ -50,3 +53,15 @@ def confined_file(field: str, folder: str | Path, name: str) -> Path:
     if folder not in target.parents:
         raise ConfigError(field, name, f"must stay inside {folder}; use a plain file name")
     return target
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive `flock` on `path` (created if missing) for the duration of the block."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

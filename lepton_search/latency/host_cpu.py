@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +13,14 @@ import numpy as np
 
 from lepton_search.latency._base import Inputs, LatencyEstimate, LatencyModel, graph_inputs, with_batch
 from lepton_search.latency.cpu_identity import this_cpu
+from lepton_search.paths import file_lock
 
 LOCK_PATH = Path(tempfile.gettempdir()) / "lepton_search_latency.lock"
 
 
-@contextlib.contextmanager
-def host_lock(path: Path = LOCK_PATH) -> Iterator[None]:
+def host_lock(path: Path = LOCK_PATH) -> contextlib.AbstractContextManager[None]:
     """Host-wide lock: two workers on one machine never time models at the same moment."""
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(path)
 
 
 def session(onnx_path: str | Path, *, threads: int = 1, optimized_path: str | Path | None = None) -> Any:

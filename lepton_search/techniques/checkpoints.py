@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from lepton_search.paths import file_lock
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -55,19 +55,11 @@ class CheckpointStore:
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
-    @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
+    def lock(self, key: str) -> contextlib.AbstractContextManager[None]:
         """Hold `key` while looking up and training it: a second worker on the same pruned model waits, then
         resumes from what the first stored instead of training the same epochs again. (flock: workers that
         share this folder on one host or a local-lock-aware filesystem.)"""
-        path = self.folder / key / ".lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return file_lock(self.folder / key / ".lock")
 
     def _path(self, key: str, epoch: int) -> Path:
         return self.folder / key / f"epoch{epoch}.pt"
