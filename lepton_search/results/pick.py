@@ -114,9 +114,11 @@ def recommend(result: StudyFrame, *, max_accuracy_drop_pts: float | None = None,
                                     f"({detail}); loosen that limit or run more trials")
 
 
-def knee(result: StudyFrame) -> Pick:
-    """The Pareto point nearest the ideal corner once each objective is scaled to the front's range [0, 1]."""
-    front = result.pareto()
+def knee(result: StudyFrame, *, front: pd.DataFrame | None = None) -> Pick:
+    """The Pareto point nearest the ideal corner once each objective is scaled to the front's range [0, 1].
+
+    `front`: an already computed `result.pareto()` (workers add trials between two reads of a live study)."""
+    front = result.pareto() if front is None else front
     if front.empty:
         raise ConfigError("study", result.study.study_name, "has no Pareto front yet; run more trials")
     dist = np.zeros(len(front))
@@ -194,7 +196,7 @@ def roles(result: StudyFrame) -> dict[int, list[str]]:
             continue
         if pick.trial in out:
             out[pick.trial].append(f"fastest within {drop:g} pt of base")
-    out[knee(result).trial].append("knee")
+    out[knee(result, front=front).trial].append("knee")  # the same front: workers may add trials meanwhile
     smallest = front.sort_values(["size_mb", "latency_ms", "number"]).iloc[0]
     out[int(smallest["number"])].append("smallest")
     return out
