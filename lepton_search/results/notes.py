@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
@@ -26,8 +27,13 @@ class RoleNotes:
         self.artifact_store = artifact_store
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == optuna.trial.TrialState.COMPLETE:
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            return
+        try:
             save_role_notes(StudyFrame(study, self.artifact_store))
+        except Exception as exc:  # noqa: BLE001 - notes are for people; a failure to write them never stops a search
+            warnings.warn(f"dashboard role notes not updated after trial {trial.number}: {type(exc).__name__}: {exc}",
+                          stacklevel=2)
 
 
 class _TrialRef:
