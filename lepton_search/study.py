@@ -194,7 +194,6 @@ class Objective:
         self.study, self.workload, self.space, self.target = study, workload, space, target
         self.base, self.store, self.work_dir, self.seed, self.verbose = base, store, work_dir, seed, verbose
         self.after_trial = after_trial  # e.g. upload config.json + MODEL_CARD.md before the trial returns
-        self.rejected: dict[int, dict[str, float]] = {}  # trial number -> budgets its untrained candidate missed
         self.teacher = finetune.frozen_copy(workload.model)
         self.checkpoints = checkpoints  # fine-tuning reuse across trials (None: every trial trains from scratch)
         # One process: a duplicate proposal queues an unseen config, which the loop's next trial takes. Parallel
@@ -239,8 +238,8 @@ class Objective:
                         checkpoints=self.checkpoints, horizon=self.space.finetune_epochs[1],
                         base_digest=self.base_digest)
 
-    def _over_budget(self, trial: optuna.Trial, config: CompressionConfig) -> Any:
-        """The untrained candidate when it already breaks a latency/speed-up/size budget, else None.
+    def _over_budget(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[Any, Any] | None:
+        """The untrained candidate and its latency when it already breaks a latency/speed-up/size budget, else None.
 
         Its graph is the trained one's (epochs change weights, not shapes), so no training step runs for
         a config that cannot fit."""
@@ -255,12 +254,13 @@ class Objective:
             return None
         reason = ", ".join(f"{k} missed by {v:.4g}" for k, v in missed.items())
         trial.set_user_attr(records.REJECTED, f"over budget before fine-tuning: {reason}")
-        self.rejected[trial.number] = missed
-        return dataclasses.replace(probe, config=config)  # measured as is; infeasible, so never on a front
+        return dataclasses.replace(probe, config=config), lat  # measured as is; infeasible, so never on a front
 
     def _run(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[float, ...]:
-        cand = self._over_budget(trial, config) or self._compress(trial, config)
-        meas = evaluate(cand, self.workload, self.target, with_test=True)  # test accuracy: recorded, never an objective
+        rejected = self._over_budget(trial, config)
+        cand, lat = rejected or (self._compress(trial, config), None)
+        # Test accuracy is recorded, never an objective; a rejected candidate keeps the latency that rejected it.
+        meas = evaluate(cand, self.workload, self.target, with_test=True, latency=lat)
         values = tuple(meas.objective(o) for o in self.space.objectives)
         if not all(math.isfinite(v) for v in values):  # before anything is stored for this trial
             raise FloatingPointError(f"objective values {values} are not finite")
@@ -268,8 +268,6 @@ class Objective:
         for key, value in record.to_attrs().items():
             trial.set_user_attr(key, value)
         violations = self.space.violations(dataclasses.asdict(record))
-        for name, missed in self.rejected.pop(trial.number, {}).items():  # infeasible even if re-timed faster
-            violations[name] = max(violations[name], missed)
         for name, violation in violations.items():  # feasible when every value is <= 0
             trial.set_constraint(name, violation)
         if violations:  # optuna-dashboard 0.21 only reads the older list form; write both, same values
@@ -331,19 +329,20 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
 def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs: int,
              callbacks: Sequence[TrialCallback] = (), timeout_s: float | None = None) -> None:
     """Run one trial at a time until `n_trials` (at most every config) are COMPLETE, or until `timeout_s`
-    seconds have passed (checked between trials: a started trial finishes); duplicates do not count."""
+    seconds have passed (checked between trials: the first trial always runs, a started one finishes);
+    duplicates do not count."""
     def n_complete() -> int:
         return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
     target = min(n_trials, n_configs)
     attempts, max_attempts = 0, 4 * n_trials + 20
     start = time.perf_counter()
-    fail_dead_trials(study)
+    fail_dead_trials(study)  # before the first ask: the sampler must not propose a dead trial's config first
     done = n_complete()
     with progress(target, "trials") as bar:
         bar.update(done)
         while done < target and attempts < max_attempts:
-            if timeout_s is not None and time.perf_counter() - start >= timeout_s:
+            if attempts and timeout_s is not None and time.perf_counter() - start >= timeout_s:
                 break
             attempts += 1
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True, callbacks=list(callbacks))

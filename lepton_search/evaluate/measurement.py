@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lepton_search.candidate import Candidate
 from lepton_search.evaluate.accuracy import onnx_accuracy
-from lepton_search.latency import LatencyModel
+from lepton_search.latency import LatencyEstimate, LatencyModel
 from lepton_search.workloads import Workload
 
 
@@ -37,16 +37,18 @@ class Measurement:
         return float(value)
 
 
-def evaluate(candidate: Candidate, workload: Workload, target: LatencyModel, *, with_test: bool = False) -> Measurement:
-    """Run the exported file for accuracy, then time it on `target`."""
-    return measure_onnx(candidate.onnx_path, workload, target, with_test=with_test)
+def evaluate(candidate: Candidate, workload: Workload, target: LatencyModel, *, with_test: bool = False,
+             latency: LatencyEstimate | None = None) -> Measurement:
+    """Run the exported file for accuracy, then time it on `target` (`latency`: already timed, not again)."""
+    return measure_onnx(candidate.onnx_path, workload, target, with_test=with_test, latency=latency)
 
 
-def measure_onnx(onnx_path: Path, workload: Workload, target: LatencyModel, *, with_test: bool = False) -> Measurement:
+def measure_onnx(onnx_path: Path, workload: Workload, target: LatencyModel, *, with_test: bool = False,
+                 latency: LatencyEstimate | None = None) -> Measurement:
     """Accuracy of `onnx_path` on the validation (and test) split in ONNX Runtime, its latency on `target`."""
     acc = onnx_accuracy(onnx_path, workload, "val")
     test = onnx_accuracy(onnx_path, workload, "test").accuracy if with_test and workload.test is not None else None
-    lat = target.latency(onnx_path, workload.sample_inputs())
+    lat = latency or target.latency(onnx_path, workload.sample_inputs())
     return Measurement(
         accuracy=acc.accuracy, val_correct=acc.correct, val_total=acc.total,
         latency_ms=lat.p50_ms, latency_p90_ms=lat.p90_ms, latency_cv=lat.cv, latency_source=lat.source,
