@@ -1,0 +1,163 @@
+"""Structured pruning of BERT-style encoders: whole attention heads and FFN channels leave the graph.
+
+A layer of the Hugging Face BERT family (BERT, MiniLM, RoBERTa, ELECTRA...) is found by its layout, so
+this module needs no `transformers` import:
+
+    layer.attention.self.{query,key,value}   Linear(hidden -> heads * head_size)
+    layer.attention.output.dense             Linear(heads * head_size -> hidden)
+    layer.intermediate.dense                 Linear(hidden -> ffn)
+    layer.output.dense                       Linear(ffn -> hidden)
+
+Removing head h deletes its rows of query/key/value and its columns of the output projection; removing
+FFN channel c deletes row c of `intermediate.dense` and column c of `output.dense`. The residual width
+(hidden size) is left whole: every LayerNorm, the embeddings and the head keep their shapes. Heads and
+channels are ranked by L1 magnitude of all the weights that go with them (the same criterion as
+`prune.prune_structured`).
+
+Example:
+    >>> from transformers import BertConfig, BertModel  # doctest: +SKIP
+    >>> model = BertModel(BertConfig(hidden_size=64, num_attention_heads=4, intermediate_size=128))  # doctest: +SKIP
+    >>> pruned = prune_encoder(model, 0.5)  # doctest: +SKIP
+    >>> pruned.encoder.layer[0].attention.self.num_attention_heads  # doctest: +SKIP
+    2
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class EncoderLayerShape:
+    """What pruning left in one encoder layer."""
+
+    heads: int
+    head_size: int
+    ffn_channels: int
+
+
+def encoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The BERT-style encoder layers inside `model`, in registration order (empty: not a BERT-style model)."""
+    return [m for m in model.modules() if _is_encoder_layer(m)]
+
+
+def is_transformer(model: nn.Module) -> bool:
+    """True when `model` holds BERT-style encoder layers this module knows how to prune."""
+    return bool(encoder_layers(model))
+
+
+def layer_shapes(model: nn.Module) -> list[EncoderLayerShape]:
+    return [EncoderLayerShape(_heads(layer), _attn(layer).attention_head_size, layer.intermediate.dense.out_features)
+            for layer in encoder_layers(model)]
+
+
+def head_scores(layer: nn.Module) -> torch.Tensor:
+    """L1 magnitude per head: its query/key/value rows (weights and biases) and output-projection columns."""
+    attn, size = _attn(layer), _attn(layer).attention_head_size
+    score = torch.zeros(_heads(layer))
+    for lin in (attn.query, attn.key, attn.value):
+        rows = lin.weight.detach().abs().sum(dim=1) + (lin.bias.detach().abs() if lin.bias is not None else 0)
+        score += rows.view(-1, size).sum(dim=1)
+    score += layer.attention.output.dense.weight.detach().abs().sum(dim=0).view(-1, size).sum(dim=1)
+    return score
+
+
+def ffn_scores(layer: nn.Module) -> torch.Tensor:
+    """L1 magnitude per FFN channel: its row of `intermediate.dense` (with bias) and column of `output.dense`."""
+    up, down = layer.intermediate.dense, layer.output.dense
+    score = up.weight.detach().abs().sum(dim=1) + down.weight.detach().abs().sum(dim=0)
+    return score + (up.bias.detach().abs() if up.bias is not None else 0)
+
+
+def keep_count(n: int, ratio: float, round_to: int = 1) -> int:
+    """How many of `n` units survive pruning `ratio` of them: floor(n * ratio) go, rounded so that a
+    multiple of `round_to` stays; never fewer than one unit (or one block of `round_to`)."""
+    keep = n - int(n * ratio)
+    if round_to > 1:
+        keep = keep // round_to * round_to
+    return min(n, max(keep, round_to, 1))
+
+
+def prune_heads(layer: nn.Module, keep: torch.Tensor) -> None:
+    """Keep only heads `keep` (indices) of `layer`, in place."""
+    attn, size = _attn(layer), _attn(layer).attention_head_size
+    keep = keep.sort().values
+    channels = (keep[:, None] * size + torch.arange(size)).flatten()
+    for name in ("query", "key", "value"):
+        setattr(attn, name, _slice_linear(getattr(attn, name), out_idx=channels))
+    out = layer.attention.output
+    out.dense = _slice_linear(out.dense, in_idx=channels)
+    # transformers reshapes with -1 heads, but keeps these for anything that reads them.
+    attn.num_attention_heads = len(keep)
+    attn.all_head_size = len(keep) * size
+
+
+def prune_ffn(layer: nn.Module, keep: torch.Tensor) -> None:
+    """Keep only FFN channels `keep` (indices) of `layer`, in place."""
+    keep = keep.sort().values
+    layer.intermediate.dense = _slice_linear(layer.intermediate.dense, out_idx=keep)
+    layer.output.dense = _slice_linear(layer.output.dense, in_idx=keep)
+
+
+def prune_encoder(model: nn.Module, ratio: float, round_to: int = 1, *, heads: bool = True,
+                  ffn: bool = True) -> nn.Module:
+    """A copy of `model` with `ratio` of the attention heads and of the FFN channels of every encoder layer
+    removed (the weakest by L1 magnitude); `round_to` > 1 keeps a multiple of that many FFN channels."""
+    if not 0 <= ratio < 1:
+        raise ValueError(f"prune ratio must lie in [0, 1), got {ratio!r}")
+    model = copy.deepcopy(model).eval()
+    if ratio == 0:
+        return model
+    layers = encoder_layers(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no BERT-style encoder layer "
+                         "(attention.self.query/key/value, intermediate.dense, output.dense)")
+    for layer in layers:
+        if heads:
+            n = _heads(layer)
+            prune_heads(layer, head_scores(layer).topk(keep_count(n, ratio)).indices)
+        if ffn:
+            n = layer.intermediate.dense.out_features
+            prune_ffn(layer, ffn_scores(layer).topk(keep_count(n, ratio, round_to)).indices)
+    return model
+
+
+# ---- helpers -------------------------------------------------------------------------------
+def _attn(layer: nn.Module) -> nn.Module:
+    return layer.attention.self
+
+
+def _heads(layer: nn.Module) -> int:
+    return _attn(layer).query.out_features // _attn(layer).attention_head_size
+
+
+def _is_encoder_layer(m: nn.Module) -> bool:
+    attn = getattr(getattr(m, "attention", None), "self", None)
+    linears = [getattr(attn, "query", None), getattr(attn, "key", None), getattr(attn, "value", None),
+               getattr(getattr(getattr(m, "attention", None), "output", None), "dense", None),
+               getattr(getattr(m, "intermediate", None), "dense", None),
+               getattr(getattr(m, "output", None), "dense", None)]
+    return all(isinstance(lin, nn.Linear) for lin in linears) and isinstance(
+        getattr(attn, "attention_head_size", None), int)
+
+
+def _slice_linear(lin: nn.Linear, *, out_idx: torch.Tensor | None = None,
+                  in_idx: torch.Tensor | None = None) -> nn.Linear:
+    """A new Linear holding the rows `out_idx` and columns `in_idx` of `lin` (None: all)."""
+    w = lin.weight.detach()
+    b = lin.bias.detach() if lin.bias is not None else None
+    if out_idx is not None:
+        w = w[out_idx]
+        b = b[out_idx] if b is not None else None
+    if in_idx is not None:
+        w = w[:, in_idx]
+    new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        new.weight.copy_(w)
+        if b is not None:
+            new.bias.copy_(b)
+    return new
