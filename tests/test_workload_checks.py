@@ -78,13 +78,13 @@ def test_factory_that_raises_or_returns_something_else(spec, fix):
         workloads.build_factory(spec)
 
 
-class _GRUClassifier(nn.Module):
-    """Embedding-free GRU over 8 steps of 4 features: nothing for pruning or quantization to act on
-    but the classifier (kept whole) and the GRU (left untouched)."""
+class _RNNClassifier(nn.Module):
+    """Embedding-free Elman RNN over 8 steps of 4 features: nothing for pruning or quantization to act on
+    but the classifier (kept whole) and the nn.RNN (left untouched; LSTM/GRU hidden units are pruned)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.rnn = nn.GRU(4, 16, batch_first=True)
+        self.rnn = nn.RNN(4, 16, batch_first=True)
         self.head = nn.Linear(16, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,11 +95,11 @@ def test_knob_that_cannot_act_is_dropped_with_a_warning(tmp_path):
     from lepton_search.study import knobs_that_act
     from lepton_search.techniques import export
 
-    wl = Workload("gru", _GRUClassifier().eval(), train=(torch.randn(64, 32), Y[:64]),
+    wl = Workload("rnn", _RNNClassifier().eval(), train=(torch.randn(64, 32), Y[:64]),
                   val=(torch.randn(64, 32), Y[:64]), example_input=torch.randn(1, 32))
     graph = export.check_traceable(wl.model, wl.example_input, tmp_path)
     space = SearchSpace(prune_ratio=(0.0, 0.6, 0.3), bits=(32, 8))
-    with pytest.warns(UserWarning, match=r"prune_ratio fixed at 0: no layer pruning can shrink \(left whole: rnn \(GRU\), head\)"):
+    with pytest.warns(UserWarning, match=r"prune_ratio fixed at 0: no layer pruning can shrink \(left whole: rnn \(RNN\), head\)"):
         narrowed = knobs_that_act(wl, space, graph, verbose=False)
     assert narrowed.prune_ratios == [0.0] and narrowed.bits == (32, 8)  # the head's Gemm can be quantized
 

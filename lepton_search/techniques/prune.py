@@ -13,6 +13,7 @@ import torch_pruning as tp
 from torch import nn
 
 from lepton_search.space import CompressionConfig
+from lepton_search.techniques import prune_rnn
 
 MAX_LAYER_RATIO = 0.9  # global ranking never empties a layer
 
@@ -44,6 +45,8 @@ def layers_pruning_skips(model: nn.Module) -> tuple[list[str], list[str]]:
             continue
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             (skipped if id(m) in classifier else shrinkable).append(name)
+        elif isinstance(m, prune_rnn.RNN_TYPES) and not getattr(m, "proj_size", 0):
+            shrinkable.append(f"{name} ({type(m).__name__} hidden units)")
         elif not isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.Embedding)):
             skipped.append(f"{name} ({type(m).__name__})")
     return shrinkable, skipped
@@ -78,12 +81,17 @@ def prune_structured(model: nn.Module, example_input: torch.Tensor, ratio: float
     model = copy.deepcopy(model).eval()
     if ratio <= 0:
         return model
+    # LSTM/GRU hidden units are pruned by prune_rnn (torch-pruning's LSTM pruner slices the gates wrongly);
+    # here they only follow a conv/linear layer that feeds them.
+    rnns = [m for _, m in prune_rnn.rnn_modules(model)]
     pruner = tp.pruner.MagnitudePruner(
         model, example_input, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
-        ignored_layers=classifier_layers(model), global_pruning=global_ranking, max_pruning_ratio=MAX_LAYER_RATIO,
-        round_to=round_to if round_to > 1 else None,
+        ignored_layers=classifier_layers(model) + rnns, global_pruning=global_ranking,
+        max_pruning_ratio=MAX_LAYER_RATIO, round_to=round_to if round_to > 1 else None,
+        customized_pruners=prune_rnn.customized_pruners(),
     )
     pruner.step()
+    prune_rnn.prune_rnns(model, example_input, ratio, round_to)
     empty = [name for name, m in model.named_modules()
              if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) and m.weight.shape[0] == 0]
     if empty:
