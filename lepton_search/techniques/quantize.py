@@ -6,6 +6,7 @@
 - 8: INT8 weights and activations by NNCF post-training quantization (ONNX backend, QDQ format) on a
   calibration subset, activations per tensor and stored UINT8 (`activations_uint8`); ONNX Runtime fuses
   the QDQ pairs into QLinearConv / QLinearMatMul / QLinearAdd integer kernels.
+  Graphs with integer inputs (token ids) take ONNX Runtime's dynamic INT8 instead (`int8_dynamic`).
 - 4: INT4 weights (symmetric, per output channel) packed as INT4 initializers feeding an opset-21
   DequantizeLinear; activations stay FP32. The file shrinks ~8x; the kernels run FP32 on this CPU.
 """
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from lepton_search.techniques import int8_dynamic
 
 WEIGHT_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1}  # op type -> input index of the weight
 
@@ -32,6 +35,8 @@ def quantize(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray
     if bits == 16:
         return _weight_only(model, _fp16)
     if bits == 8:
+        if int8_dynamic.has_token_inputs(model):  # Transformers, RNNs: see techniques/int8_dynamic.py
+            return int8_dynamic.int8_dynamic(model)
         return int8_static(model, calibration)
     if bits == 4:
         return _weight_only(model, _int4)
