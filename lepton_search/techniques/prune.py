@@ -13,7 +13,7 @@ import torch_pruning as tp
 from torch import nn
 
 from lepton_search.space import CompressionConfig
-from lepton_search.techniques import prune_rnn
+from lepton_search.techniques import prune_rnn, prune_transformer
 
 MAX_LAYER_RATIO = 0.9  # global ranking never empties a layer
 
@@ -81,6 +81,11 @@ def prune_structured(model: nn.Module, example_input: torch.Tensor, ratio: float
     model = copy.deepcopy(model).eval()
     if ratio <= 0:
         return model
+    if prune_transformer.is_transformer(model):  # whole heads and FFN channels; torch-pruning would split heads
+        if global_ranking:
+            raise ValueError("prune_method 'global' is not implemented for BERT-style encoders; use 'structured' "
+                             "(every layer loses prune_ratio of its attention heads and FFN channels)")
+        return prune_transformer.prune_encoder(model, ratio, round_to)
     # LSTM/GRU hidden units are pruned by prune_rnn (torch-pruning's LSTM pruner slices the gates wrongly);
     # here they only follow a conv/linear layer that feeds them.
     rnns = [m for _, m in prune_rnn.rnn_modules(model)]

@@ -130,3 +130,13 @@ def test_pruned_model_exports_with_dynamic_batch_and_matches_torch(slice2, batch
     with torch.no_grad():
         want = pruned(ids, mask).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_pipeline_prune_dispatches_to_heads_and_channels(slice2, batch):
+    from lepton_search.space import CompressionConfig
+    from lepton_search.techniques import prune
+
+    pruned = prune.prune(slice2, batch, CompressionConfig(prune_ratio=0.5, bits=32, finetune_epochs=0, round_to=64))
+    assert pt.layer_shapes(pruned) == [pt.EncoderLayerShape(6, 32, 768)] * 2
+    with pytest.raises(ValueError, match="use 'structured'"):
+        prune.prune(slice2, batch, CompressionConfig(prune_ratio=0.5, bits=32, finetune_epochs=0, prune_method="global"))
