@@ -32,7 +32,10 @@ CONFIG_ARTIFACT = "config_artifact_id"
 CARD_ARTIFACT = "card_artifact_id"
 OWNER = "owner"  # {host, pid, start}: the process running the trial, to fail it at once when that process died
 RETRY_OF = "retry_of"  # the number of the dead trial this one re-runs
-REJECTED = "rejected_before_training"  # why a config broke a budget before any fine-tuning step
+REJECTED = "rejected_before_training"  # why a config was rejected (a budget, a rule) before any fine-tuning step
+# The constraint an early-rejection rule sets: > 0 rejected (infeasible for the sampler), 0 checked and kept.
+# Every trial of a study with the rule on carries it (GPSampler needs the same constraints on every trial).
+DOMINATED = "dominated_before_training"
 _LEGACY_CONFIG_KEY = "config_key"  # schema 1: [prune_ratio, bits, finetune_epochs, prune_method]
 _LEGACY_KNOBS = ("prune_ratio", "bits", "finetune_epochs", "prune_method")
 _BOOKKEEPING = {CONFIG, DUPLICATE_OF, FAIL_REASON, ONNX_ARTIFACT, CONFIG_ARTIFACT, CARD_ARTIFACT, OWNER, RETRY_OF, REJECTED,

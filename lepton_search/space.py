@@ -22,6 +22,8 @@ PRUNE_METHODS = ("structured", "global", "unstructured")
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize",
               "usd_per_million_inferences": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+# Rules that reject a config before fine-tuning, beside the budgets (`study.dominated_before_training`).
+EARLY_REJECT = ("dominated", "off")
 # Constraint name -> (the measured figure it limits, "max" or "min"). The accuracy limit needs the trained
 # model; the other three are budgets the untrained candidate already answers (its graph is the same).
 CONSTRAINTS = {"max_accuracy_drop_pts": ("accuracy_drop_pts", "max"), "max_latency_ms": ("latency_ms", "max"),
@@ -134,6 +136,8 @@ class SearchSpace:
     min_speedup: float | None = None
     max_size_mb: float | None = None
     sampler: str = "tpe"
+    # dominated: a config no faster (untrained) than a found point at >= the base's accuracy trains nothing
+    early_reject: str = "dominated"
     trials: int = 12
     seed: int = 0
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
@@ -167,7 +171,8 @@ class SearchSpace:
     def from_dict(cls, data: dict[str, Any], *, source: str = "space") -> SearchSpace:
         if not isinstance(data, dict):
             raise ConfigError(source, type(data).__name__, "the top level must be a mapping of keys to values")
-        _check_keys(source, data, {"knobs", "objectives", "constraints", "sampler", "trials", "seed", "finetune", "latency"})
+        _check_keys(source, data, {"knobs", "objectives", "constraints", "sampler", "early_reject", "trials", "seed",
+                                    "finetune", "latency"})
         knobs = data.get("knobs", {}) or {}
         _check_keys("knobs", knobs, set(KNOB_NAMES))
         kwargs: dict[str, Any] = {}
@@ -184,6 +189,9 @@ class SearchSpace:
         for name in ("objectives", "sampler", "trials", "seed"):
             if name in data:
                 kwargs[name] = data[name]
+        if "early_reject" in data:  # YAML 1.1 reads a bare off/on as a boolean
+            value = data["early_reject"]
+            kwargs["early_reject"] = ("dominated" if value else "off") if isinstance(value, bool) else value
         for name, settings_cls in (("finetune", FinetuneSettings), ("latency", LatencySettings)):
             if name in data:
                 section = data[name] or {}
@@ -205,6 +213,7 @@ class SearchSpace:
             "objectives": list(self.objectives),
             "constraints": {name: getattr(self, name) for name in CONSTRAINTS},
             "sampler": self.sampler,
+            "early_reject": self.early_reject,
             "trials": self.trials,
             "seed": self.seed,
             "finetune": dataclasses.asdict(self.finetune),
@@ -385,6 +394,8 @@ def _validate(space: SearchSpace) -> None:
                 raise ConfigError(f"constraints.{name}", value, "must be > 0 (or left out for no budget)")
     if space.sampler not in SAMPLERS:
         raise ConfigError("sampler", space.sampler, f"unknown sampler; {did_you_mean(space.sampler, SAMPLERS)}")
+    if space.early_reject not in EARLY_REJECT:
+        raise ConfigError("early_reject", space.early_reject, f"unknown rule; {did_you_mean(space.early_reject, EARLY_REJECT)}")
     _number("trials", space.trials, int)
     if space.trials < 1:
         raise ConfigError("trials", space.trials, "must be >= 1")

@@ -184,6 +184,30 @@ def find_duplicate(study: optuna.Study, config: CompressionConfig, number: int, 
     return None
 
 
+def dominated_before_training(latency_ms: float, found: Sequence[tuple[float, float]],
+                              base_accuracy: float) -> str | None:
+    """Why a config may be rejected before fine-tuning, or None to train it.
+
+    Rejected when its untrained latency (the trained graph's: epochs change weights, not shapes) is no
+    faster than (>=) that of a found point, `found` being (latency_ms, accuracy) of completed, feasible
+    trials, whose accuracy is >= `base_accuracy`. Such a config joins the accuracy/latency front only by
+    beating that point's accuracy, so the unpruned base's: the bet is that compression rarely does. The
+    point named is the fastest such one. Pure, so a benchmark can replay it on a table of trials.
+
+    Example:
+        >>> dominated_before_training(2.0, [(1.5, 0.95), (1.0, 0.90)], base_accuracy=0.94)
+        "no faster than a found point (2 ms >= 1.5 ms) whose accuracy 0.95 is >= the base's 0.94"
+        >>> dominated_before_training(1.2, [(1.5, 0.95), (1.0, 0.90)], base_accuracy=0.94) is None
+        True
+    """
+    beaten_by = [(lat, acc) for lat, acc in found if acc >= base_accuracy and latency_ms >= lat]
+    if not beaten_by:
+        return None
+    lat, acc = min(beaten_by)
+    return (f"no faster than a found point ({latency_ms:.4g} ms >= {lat:.4g} ms) whose accuracy {acc:.4g} "
+            f"is >= the base's {base_accuracy:.4g}")
+
+
 class Objective:
     """One trial: suggest -> compress -> evaluate -> store. A config seen before is PRUNED."""
 
@@ -200,6 +224,10 @@ class Objective:
         # workers stop at their own count and would leave such a queued trial WAITING: they do not queue.
         self.queue_unseen = queue_unseen
         self.base_digest = weights_digest(workload.model)
+        # The rule reasons on accuracy and latency alone: a third objective (size, price) could put a slower
+        # config on the front, so there it stays off.
+        self.early_reject = (space.early_reject == "dominated" and "latency_ms" in space.objectives
+                             and set(space.objectives) <= {"accuracy", "latency_ms"})
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         fail_dead_trials(self.study, running_here=trial.number)  # a dead process's config is free again, at once
@@ -238,27 +266,43 @@ class Objective:
                         checkpoints=self.checkpoints, horizon=self.space.finetune_epochs[1],
                         base_digest=self.base_digest)
 
-    def _over_budget(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[Any, Any] | None:
-        """The untrained candidate and its latency when it already breaks a latency/speed-up/size budget, else None.
-
-        Its graph is the trained one's (epochs change weights, not shapes), so no training step runs for
-        a config that cannot fit."""
-        if config.finetune_epochs == 0 or all(getattr(self.space, b) is None for b in BUDGETS):
+    def _reject_early(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[Any, Any, bool] | None:
+        """(untrained candidate, its latency, dominated?) when a budget or the `early_reject` rule rejects the
+        config, else None. Its graph is the trained one's (epochs change weights, not shapes), so no training
+        step runs for a config that cannot fit or can only join the front by beating the base's accuracy."""
+        if config.finetune_epochs == 0:
+            return None
+        budgets = any(getattr(self.space, b) is not None for b in BUDGETS)
+        found = self._found_points() if self.early_reject else []
+        if not budgets and not found:
             return None
         probe = self._compress(trial, dataclasses.replace(config, finetune_epochs=0))
         lat = self.target.latency(probe.onnx_path, self.workload.sample_inputs())
         figures = {"latency_ms": lat.p50_ms, "speedup": self.base.latency_ms / lat.p50_ms, "size_mb": probe.size_mb}
         missed = {k: v for k, v in self.space.violations(figures, BUDGETS).items() if v > 0}
-        if not missed:
+        dominated = None if missed else dominated_before_training(lat.p50_ms, found, self.base.accuracy)
+        if missed:
+            reason = "over budget before fine-tuning: " + ", ".join(f"{k} missed by {v:.4g}" for k, v in missed.items())
+        elif dominated:
+            reason = f"dominated before fine-tuning: {dominated}"
+        else:
             probe.onnx_path.unlink(missing_ok=True)
             return None
-        reason = ", ".join(f"{k} missed by {v:.4g}" for k, v in missed.items())
-        trial.set_user_attr(records.REJECTED, f"over budget before fine-tuning: {reason}")
-        return dataclasses.replace(probe, config=config), lat  # measured as is; infeasible, so never on a front
+        trial.set_user_attr(records.REJECTED, reason)
+        return dataclasses.replace(probe, config=config), lat, bool(dominated)  # measured as is; infeasible
+
+    def _found_points(self) -> list[tuple[float, float]]:
+        """(latency_ms, accuracy) of every COMPLETE, feasible trial so far (all workers')."""
+        points = []
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if "accuracy" in t.user_attrs and all(v <= 0 for v in t.constraints.values()):
+                rec = TrialRecord.from_attrs(t.user_attrs)
+                points.append((rec.latency_ms, rec.accuracy))
+        return points
 
     def _run(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[float, ...]:
-        rejected = self._over_budget(trial, config)
-        cand, lat = rejected or (self._compress(trial, config), None)
+        rejected = self._reject_early(trial, config)
+        cand, lat, dominated = rejected or (self._compress(trial, config), None, False)
         # Test accuracy is recorded, never an objective; a rejected candidate keeps the latency that rejected it.
         meas = evaluate(cand, self.workload, self.target, with_test=True, latency=lat)
         values = tuple(meas.objective(o) for o in self.space.objectives)
@@ -268,6 +312,8 @@ class Objective:
         for key, value in record.to_attrs().items():
             trial.set_user_attr(key, value)
         violations = self.space.violations(dataclasses.asdict(record))
+        if self.early_reject:
+            violations[records.DOMINATED] = 1.0 if dominated else 0.0
         for name, violation in violations.items():  # feasible when every value is <= 0
             trial.set_constraint(name, violation)
         if violations:  # optuna-dashboard 0.21 only reads the older list form; write both, same values

@@ -74,8 +74,9 @@ def test_a_search_never_trains_the_same_epoch_twice(digits_mlp, sqlite_url, tmp_
 
     from lepton_search import SearchSpace, search
 
+    # early_reject off: an fp32 trial at the base's accuracy would reject the slower fp16 ones before training
     space = SearchSpace(prune_ratio=(0.25, 0.25, 0.25), bits=(32, 16), finetune_epochs=(1, 2), trials=4,
-                        finetune=SETTINGS)
+                        finetune=SETTINGS, early_reject="off")
     study = optuna.create_study(storage=sqlite_url, study_name="reuse", directions=space.directions)
     for bits, epochs in ((32, 1), (32, 2), (16, 2), (16, 1)):
         study.enqueue_trial({"bits": bits, "finetune_epochs": epochs})

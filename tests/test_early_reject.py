@@ -1,0 +1,108 @@
+"""Early rejection: a config whose untrained latency is no faster than a found point at >= the base's accuracy
+trains nothing, is stored with its reason and is infeasible for the sampler (`early_reject: dominated`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pytest
+
+from lepton_search import SearchSpace, search, study
+from lepton_search.errors import ConfigError
+from lepton_search.latency import LatencyEstimate, LatencyModel
+from lepton_search.records import DOMINATED, REJECTED
+from lepton_search.study import dominated_before_training
+
+
+def test_rule_rejects_only_configs_no_faster_than_a_point_at_base_accuracy():
+    found = [(1.5, 0.95), (1.0, 0.90), (1.2, 0.94)]
+    assert dominated_before_training(2.0, [], base_accuracy=0.94) is None  # nothing found yet
+    assert dominated_before_training(1.1, found, base_accuracy=0.94) is None  # faster than both points at >= base
+    assert dominated_before_training(0.5, found, base_accuracy=0.80) is None  # faster than everything
+    assert dominated_before_training(5.0, found, base_accuracy=0.96) is None  # no point reaches the base
+    reason = dominated_before_training(2.0, found, base_accuracy=0.94)
+    assert reason is not None and "(2 ms >= 1.2 ms)" in reason  # names the fastest point at >= base accuracy
+    assert "accuracy 0.94 is >= the base's 0.94" in reason
+    assert dominated_before_training(1.2, found, base_accuracy=0.94) is not None  # equal latency: no faster
+    assert dominated_before_training(1.0, found, base_accuracy=0.90) is not None  # equal accuracy counts
+
+
+def test_early_reject_from_yaml_and_bad_values(tmp_path):
+    assert SearchSpace().early_reject == "dominated"
+    path = tmp_path / "s.yaml"
+    path.write_text("early_reject: off\n")  # YAML 1.1 reads a bare off as False
+    space = SearchSpace.from_yaml(path)
+    assert space.early_reject == "off"
+    assert SearchSpace.from_dict(space.to_dict()).early_reject == "off"
+    with pytest.raises(ConfigError, match="early_reject.*did you mean 'dominated'"):
+        SearchSpace(early_reject="dominatd")
+
+
+class _SameLatency(LatencyModel):
+    """Every file takes 1 ms: which config is no faster than which does not depend on timing noise."""
+
+    name, source = "same-latency", "predicted"
+
+    def latency(self, onnx_path, inputs=None):
+        return LatencyEstimate(p50_ms=1.0, p90_ms=1.0, source=self.source)
+
+
+def _search(workload, space, sqlite_url, monkeypatch):
+    """ft0 then ft1 of one graph. The base's accuracy is read as 0, so the completed ft0 trial is a point at
+    >= the base's accuracy, and ft1 (same graph, same 1 ms) is no faster than it."""
+    real = study.measure_base
+    monkeypatch.setattr(study, "measure_base", lambda *a, **k: dataclasses.replace(real(*a, **k), accuracy=0.0))
+    created = optuna.create_study(storage=sqlite_url, study_name="e", directions=space.directions)
+    for epochs in (0, 1):
+        created.enqueue_trial({"finetune_epochs": epochs})
+    result = search(workload, space, target=_SameLatency(), n_trials=2, storage=sqlite_url, study_name="e",
+                    verbose=False, callbacks=[], remeasure=False)
+    trials = {t.number: t for t in result.study.get_trials()}
+    assert [trials[n].state.name for n in (0, 1)] == ["COMPLETE", "COMPLETE"]
+    assert [trials[n].user_attrs["config"]["finetune_epochs"] for n in (0, 1)] == [0, 1]
+    return result, trials
+
+
+def _trained(monkeypatch, *, forbid: bool) -> list[int]:
+    """Record each `fit` call that runs a training step (more epochs than it resumes from); with `forbid`, fail."""
+    from lepton_search.techniques import finetune
+
+    real, calls = finetune.fit, []
+
+    def fit(*args, epochs, resume=None, **kwargs):
+        if epochs > (resume or {}).get("epoch", 0):
+            assert not forbid, "a config rejected before fine-tuning must run no training step"
+            calls.append(epochs)
+        return real(*args, epochs=epochs, resume=resume, **kwargs)
+
+    monkeypatch.setattr(finetune, "fit", fit)
+    return calls
+
+
+def test_dominated_config_runs_no_training_step(digits_mlp, sqlite_url, monkeypatch):
+    _trained(monkeypatch, forbid=True)
+    space = SearchSpace(prune_ratio=(0.25, 0.25, 0.25), bits=(32,), finetune_epochs=(0, 1), trials=2)
+    result, trials = _search(digits_mlp, space, sqlite_url, monkeypatch)
+    rejected = trials[1]
+    assert rejected.user_attrs[REJECTED].startswith("dominated before fine-tuning: no faster than a found point "
+                                                    "(1 ms >= 1 ms)")
+    assert rejected.user_attrs["finetune_seconds"] == 0 and rejected.user_attrs["finetune_epochs_reused"] == 0
+    assert rejected.constraints[DOMINATED] == 1.0  # infeasible for the sampler
+    assert rejected.system_attrs["constraints"] == [1.0]  # the form optuna-dashboard 0.21 reads
+    assert REJECTED not in trials[0].user_attrs and trials[0].constraints[DOMINATED] == 0.0
+    assert list(result.pareto()["number"]) == [0]
+
+
+@pytest.mark.parametrize("rule, objectives", [("off", ("accuracy", "latency_ms")),
+                                              ("dominated", ("accuracy", "latency_ms", "size_mb"))])
+def test_rule_off_or_a_third_objective_never_rejects(digits_mlp, sqlite_url, monkeypatch, rule, objectives):
+    """A third objective (size here) could put a slower config on the front: the rule stays off there."""
+    trained = _trained(monkeypatch, forbid=False)
+    space = SearchSpace(prune_ratio=(0.25, 0.25, 0.25), bits=(32,), finetune_epochs=(0, 1), trials=2,
+                        early_reject=rule, objectives=objectives)
+    _, trials = _search(digits_mlp, space, sqlite_url, monkeypatch)
+    assert trained == [1]
+    for t in trials.values():
+        assert REJECTED not in t.user_attrs and DOMINATED not in t.constraints
+    assert trials[1].user_attrs["finetune_seconds"] > 0
