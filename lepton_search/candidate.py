@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,13 @@ def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: Compress
 def compress(
     workload: Workload, config: CompressionConfig, out_path: str | Path, *, settings: FinetuneSettings,
     teacher: nn.Module | None = None, seed: int = 0, checkpoints: CheckpointStore | None = None, horizon: int = 0,
-    base_digest: str | None = None,
+    base_digest: str | None = None, on_model: Callable[[nn.Module], None] | None = None,
 ) -> Candidate:
     """Prune -> re-estimate BN -> distil for `finetune_epochs` -> export -> quantize; write `out_path`.
 
     With `checkpoints`, fine-tuning resumes from the latest stored epoch of the same pruned model and stores
-    each epoch it trains (`techniques.checkpoints`); the schedule spans `horizon` epochs either way."""
+    each epoch it trains (`techniques.checkpoints`); the schedule spans `horizon` epochs either way.
+    `on_model` is given the pruned, fine-tuned torch model the file is exported from (`ModelOptimizer`)."""
     start = time.perf_counter()
     torch.manual_seed(seed)
     x = workload.example_input
@@ -110,6 +112,8 @@ def compress(
         finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
     model = prune.bake_masks(model, x)
     macs, params = prune.count(model, x)
+    if on_model is not None:
+        on_model(model)
 
     out_path = Path(out_path)
     graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"))
