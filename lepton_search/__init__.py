@@ -24,6 +24,7 @@ _EXPORTS = {
     "default_space": "lepton_search.space",
     "search": "lepton_search.api",
     "Workload": "lepton_search.workloads", "list_workloads": "lepton_search.workloads",
+    "ModelOptimizer": "lepton_search.optimizer", "migrate": "lepton_search.workloads.transfer",
 }
 __all__ = sorted([*_EXPORTS, "workloads"])  # noqa: PLE0605 - built from the lazy table
 __version__ = "0.1.0"

@@ -23,6 +23,7 @@ _REGISTRY: dict[str, str | Callable[..., Workload]] = {
     "fashion-mnist-cnn": "lepton_search.workloads.fashion_mnist:fashion_mnist_cnn",
     "digits-mlp": "lepton_search.workloads.digits:digits_mlp",
     "digits-cnn": "lepton_search.workloads.digits:digits_cnn",
+    "fashion-mobilenetv2": "lepton_search.workloads.fashion_mobilenet:fashion_mobilenetv2",
 }
 
 

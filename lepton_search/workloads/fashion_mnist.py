@@ -53,8 +53,8 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def load_split(split: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as normalised float tensors (N, 1, 28, 28) and int64 labels."""
+def load_raw(split: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as stored: uint8 (N, 28, 28), and int64 labels."""
     root = Path(data_dir or os.environ.get("LEPTON_FASHION_MNIST") or DEFAULT_DIR)
     images, labels = (root / name for name in FILES[split])
     if not images.is_file() or not labels.is_file():
@@ -63,9 +63,14 @@ def load_split(split: str, data_dir: str | Path | None = None) -> tuple[torch.Te
             "Fashion-MNIST not found: run `apt-get install dataset-fashion-mnist` or pass --data-dir DIR "
             "holding the four *-ubyte.gz files",
         )
-    x = torch.from_numpy(_read_idx(images).astype(np.float32) / 255.0).unsqueeze(1)
-    y = torch.from_numpy(_read_idx(labels).astype(np.int64))
-    return (x - MEAN) / STD, y
+    return torch.from_numpy(_read_idx(images).copy()), torch.from_numpy(_read_idx(labels).astype(np.int64))
+
+
+def load_split(split: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as normalised float tensors (N, 1, 28, 28) and int64 labels."""
+    images, labels = load_raw(split, data_dir)
+    x = (images.float() / 255.0).unsqueeze(1)
+    return (x - MEAN) / STD, labels
 
 
 def fashion_mnist_cnn(

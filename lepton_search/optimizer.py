@@ -1,0 +1,154 @@
+"""ModelOptimizer: one model, one call per technique, a before/after table. A thin layer over the pipeline's
+stages (`candidate.compress`, `evaluate.measure_onnx`, a latency target, `workloads.transfer.migrate`): a
+search runs the same code for each of its trials.
+
+Example:
+    >>> from lepton_search import ModelOptimizer
+    >>> opt = ModelOptimizer(model, {"train": (x, y), "val": (xv, yv), "test": (xt, yt)})  # doctest: +SKIP
+    >>> model, onnx_path, table = opt.compress(prune_ratio=0.5, bits=8, finetune_epochs=1)  # doctest: +SKIP
+    >>> table  # doctest: +SKIP
+            config  accuracy  test_accuracy  training_s  latency_ms  size_mb  params     macs
+    before    base    0.9310         0.9270         NaN       1.812    1.240  309642  2.3e+07
+    after  s0.50/int8/ft1  ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from lepton_search.candidate import Candidate, compress
+from lepton_search.errors import ConfigError
+from lepton_search.evaluate import Measurement, measure_onnx
+from lepton_search.latency import LatencyModel, get_target
+from lepton_search.space import CompressionConfig, FinetuneSettings
+from lepton_search.techniques import export, prune
+from lepton_search.workloads import Workload
+from lepton_search.workloads.transfer import migrate
+
+COLUMNS = ("config", "accuracy", "test_accuracy", "training_s", "latency_ms", "size_mb", "params", "macs")
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    """What one ModelOptimizer call made. Unpacks as `model, onnx_path, table`.
+
+    `model`: the torch model the ONNX file was exported from, when the file runs that model as it is (FP32);
+    None when the file is quantized (no torch model runs the INT8/FP16/INT4 graph). `table`: rows `before`
+    and `after`, columns COLUMNS (accuracy on the validation split, in ONNX Runtime; training seconds; p50
+    latency on the optimizer's target; file size).
+    """
+
+    model: nn.Module | None
+    onnx_path: Path
+    table: pd.DataFrame
+    workload: Workload
+    candidate: Candidate | None = None  # None for migrate (no compression)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.model, self.onnx_path, self.table))
+
+    @property
+    def speedup(self) -> float:
+        return float(self.table.loc["before", "latency_ms"] / self.table.loc["after", "latency_ms"])
+
+
+def _as_workload(model: nn.Module | None, data: Workload | Mapping[str, Any]) -> Workload:
+    if isinstance(data, Workload):
+        return data if model is None else dataclasses.replace(data, model=model)
+    if not isinstance(model, nn.Module):
+        raise ConfigError("model", type(model).__name__, "pass a torch.nn.Module (or a Workload holding one)")
+    if not isinstance(data, Mapping) or not {"train", "val"} <= set(data):
+        raise ConfigError("data", type(data).__name__, "pass a Workload or {'train': ..., 'val': ..., 'test': ...} "
+                          "splits (each (inputs, labels) tensors, a Dataset or a DataLoader)")
+    wl = Workload(type(model).__name__.lower(), model, train=data["train"], val=data["val"], test=data.get("test"),
+                  example_input=None)  # type: ignore[arg-type]  # set from the data just below
+    wl.example_input = wl.dataset("train")[0][0].unsqueeze(0).clone()
+    return wl
+
+
+class ModelOptimizer:
+    """Compress or migrate one model and compare it with what it was.
+
+    `data`: a Workload (its model is replaced by `model` unless `model` is None) or `{"train", "val"[, "test"]}`
+    splits. `target`: a latency target name (`lepton-search targets`) or a LatencyModel; default `host-cpu`.
+    Files go to `out_dir` (default: a new temporary folder, kept). `settings`: how candidates are fine-tuned
+    (`FinetuneSettings`, as in a search space).
+    """
+
+    def __init__(self, model: nn.Module | None, data: Workload | Mapping[str, Any], *,
+                 target: str | LatencyModel = "host-cpu", out_dir: str | Path | None = None,
+                 settings: FinetuneSettings | None = None, seed: int = 0) -> None:
+        self.workload = _as_workload(model, data)
+        self.workload.validate()
+        self.target = get_target(target) if isinstance(target, str) else target
+        self.out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lepton_optimizer_"))
+        self.settings = settings or FinetuneSettings()
+        self.seed = seed
+        self._before: dict[str, Any] | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        return self.workload.model
+
+    # ---- the techniques ---------------------------------------------------------------------
+    def prune(self, ratio: float, *, method: str = "structured", finetune_epochs: int = 0) -> OptimizeResult:
+        """Structured pruning (`method`: structured, global or unstructured), FP32 file."""
+        return self.compress(prune_ratio=ratio, bits=32, finetune_epochs=finetune_epochs, prune_method=method)
+
+    def quantize(self, bits: int) -> OptimizeResult:
+        """Quantize the unpruned model to `bits` (32, 16, 8 or 4) in ONNX, no training."""
+        return self.compress(prune_ratio=0.0, bits=bits, finetune_epochs=0)
+
+    def compress(self, *, prune_ratio: float = 0.0, bits: int = 8, finetune_epochs: int = 1,
+                 prune_method: str = "structured", round_to: int = 1) -> OptimizeResult:
+        """Prune -> fine-tune (distillation, QAT at 8 bits) -> export -> quantize: one search trial's candidate."""
+        config = CompressionConfig(prune_ratio=prune_ratio, bits=bits, finetune_epochs=finetune_epochs,
+                                   prune_method=prune_method, round_to=round_to)
+        before, kept = self._before_row(), []
+        path = self.out_dir / f"{config.label().replace('/', '_')}.onnx"
+        cand = compress(self.workload, config, path, settings=self.settings, seed=self.seed, on_model=kept.append)
+        after = self._row(config.label(), path, cand.finetune_seconds_total, cand.params, cand.macs)
+        return OptimizeResult(kept[0] if bits == 32 else None, path, _table(before, after), self.workload, cand)
+
+    def migrate(self, *, num_classes: int, data: Workload | Mapping[str, Any] | None = None,
+                **kwargs: Any) -> OptimizeResult:
+        """Fine-tune this model from its weights (or `weights=PATH`) on `data` (default: the optimizer's) with
+        a new head (`workloads.transfer.migrate`; its keyword arguments pass through). The migrated model
+        becomes this optimizer's model: later calls compress it, and compare with it."""
+        before = self._before_row()
+        wl = migrate(self.model, data if data is not None else self.workload, num_classes=num_classes, **kwargs)
+        path = self.out_dir / "migrated.onnx"
+        export.to_onnx(wl.model, wl.example_input, path)
+        macs, params = prune.count(wl.model, wl.example_input)
+        self.workload, self._before = wl, None
+        after = self._row("migrated", path, wl.info.get("train_seconds", math.nan), params, macs)
+        return OptimizeResult(wl.model, path, _table(before, after), wl)
+
+    # ---- measurements -----------------------------------------------------------------------
+    def _row(self, label: str, path: Path, training_s: float, params: int, macs: int) -> dict[str, Any]:
+        meas: Measurement = measure_onnx(path, self.workload, self.target, with_test=self.workload.test is not None)
+        return {"config": label, "accuracy": meas.accuracy, "test_accuracy": meas.test_accuracy,
+                "training_s": training_s, "latency_ms": meas.latency_ms, "size_mb": meas.size_mb,
+                "params": params, "macs": macs}
+
+    def _before_row(self) -> dict[str, Any]:
+        """The current model, exported FP32 and measured once (until a migration replaces it)."""
+        if self._before is None:
+            path = self.out_dir / "base.onnx"
+            export.to_onnx(self.model, self.workload.example_input, path)
+            macs, params = prune.count(self.model, self.workload.example_input)
+            self._before = self._row("base", path, self.workload.info.get("train_seconds", math.nan), params, macs)
+        return self._before
+
+
+def _table(before: dict[str, Any], after: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame([before, after], index=["before", "after"], columns=list(COLUMNS))
