@@ -41,9 +41,12 @@ class Candidate:
     finetune_seconds_total: float = 0.0  # the reused epochs' recorded seconds + this trial's
 
 
-def calibration_batches(workload: Workload, n: int, seed: int) -> list[np.ndarray]:
-    """`n` single-sample batches from the train split for INT8 calibration (never the validation split)."""
-    return [xb.numpy().astype(np.float32) for xb, _ in workload.loader("train", batch_size=1, subset=n, seed=seed + 1)]
+def calibration_batches(workload: Workload, n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """`n` single-sample feeds (input name -> array in its dtype) from the train split for INT8 calibration
+    (never the validation split)."""
+    specs = workload.inputs
+    return [{s.name: x.numpy().astype(s.dtype, copy=False) for s, x in zip(specs, xs)}
+            for *xs, _ in workload.loader("train", batch_size=1, subset=n, seed=seed + 1)]
 
 
 def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: CompressionConfig, settings: FinetuneSettings,
@@ -87,7 +90,7 @@ def compress(
     `on_model` is given the pruned, fine-tuned torch model the file is exported from (`ModelOptimizer`)."""
     start = time.perf_counter()
     torch.manual_seed(seed)
-    x = workload.example_input
+    x = workload.example_args
     base = workload.model.eval()
     teacher = teacher or finetune.frozen_copy(base)
     macs_base, params_base = prune.count(base, x)
@@ -116,7 +119,7 @@ def compress(
         on_model(model)
 
     out_path = Path(out_path)
-    graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"))
+    graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"), names=workload.input_names)
     calib = calibration_batches(workload, settings.calibration_size, seed) if config.bits == 8 else []
     graph = quantize.quantize(graph, config.bits, calib)
     onnx.save(graph, str(out_path))

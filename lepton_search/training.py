@@ -7,7 +7,7 @@ through tqdm, drawn only on a terminal (CI logs, notebooks and pipes stay clean)
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,26 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ModelInputs = torch.Tensor | tuple[torch.Tensor, ...]  # one input tensor, or one per model input (ids, mask...)
+LossFn = Callable[[ModelInputs, torch.Tensor], torch.Tensor]
+
+
+def split_batch(batch: Sequence[torch.Tensor]) -> tuple[ModelInputs, torch.Tensor]:
+    """(inputs, labels) of a batch `(x1, ..., xN, y)`: labels last; one input stays a bare tensor.
+
+    Example:
+        >>> ids, mask, y = torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), torch.tensor([0, 1])
+        >>> x, labels = split_batch((ids, mask, y))
+        >>> len(x), labels.tolist()
+        (2, [0, 1])
+    """
+    *xs, y = batch
+    return (xs[0] if len(xs) == 1 else tuple(xs)), y
+
+
+def forward(model: nn.Module, x: ModelInputs) -> torch.Tensor:
+    """`model(x)` for one input, `model(*x)` for several."""
+    return model(*x) if isinstance(x, tuple) else model(x)
 
 
 def progress(total: int, desc: str) -> tqdm:
@@ -36,7 +55,8 @@ def loader_generator(loader: DataLoader) -> torch.Generator | None:
 def fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, lr: float, weight_decay: float,
         warmup: float, desc: str, horizon: int | None = None, resume: dict | None = None,
         on_epoch: Callable[[int, dict], None] | None = None) -> None:
-    """Train `model` in place up to epoch `epochs`; `loss_fn(x, y)` returns the batch loss. A non-finite loss raises.
+    """Train `model` in place up to epoch `epochs`; `loss_fn(x, y)` returns the batch loss (`x`: the batch's inputs,
+    see `split_batch`). A non-finite loss raises.
 
     The one-cycle schedule spans `horizon` epochs (default `epochs`), so a run stopped at epoch e and one
     resumed from it follow the same schedule. `resume` (a state `on_epoch` was given: optimizer, scheduler,
@@ -58,8 +78,8 @@ def fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, l
     with progress((epochs - start) * len(loader), desc) as bar:
         for epoch in range(start, epochs):
             model.train()
-            for xb, yb in loader:
-                loss = loss_fn(xb, yb)
+            for batch in loader:
+                loss = loss_fn(*split_batch(batch))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{desc}: loss became {loss.item()} (try a smaller learning rate)")
                 opt.zero_grad(set_to_none=True)
@@ -76,6 +96,6 @@ def fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, l
 def train_classifier(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float = 0.05,
                      desc: str = "train base") -> nn.Module:
     """Plain supervised training with cross-entropy and a one-cycle schedule (used for base models)."""
-    fit(model, loader, lambda xb, yb: F.cross_entropy(model(xb), yb), epochs=epochs, lr=lr,
+    fit(model, loader, lambda xb, yb: F.cross_entropy(forward(model, xb), yb), epochs=epochs, lr=lr,
         weight_decay=5e-4, warmup=0.2, desc=desc)
     return model

@@ -10,6 +10,10 @@ import numpy as np
 from lepton_search.latency.host_cpu import session
 from lepton_search.workloads import Workload
 
+_NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+          "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+          "tensor(bool)": np.bool_}  # ONNX Runtime's input type -> the numpy dtype it is fed
+
 
 @dataclass(frozen=True)
 class AccuracyResult:
@@ -20,11 +24,15 @@ class AccuracyResult:
 
 def onnx_accuracy(onnx_path: str | Path, workload: Workload, split: str = "val", *, batch_size: int = 256,
                   threads: int = 2) -> AccuracyResult:
+    """Run `onnx_path` on every batch of `split`, each graph input fed its data column in the graph's dtype."""
     sess = session(onnx_path, threads=threads)
-    name = sess.get_inputs()[0].name
+    graph_inputs = [(i.name, _NUMPY.get(i.type, np.float32)) for i in sess.get_inputs()]
     logits, labels = [], []
-    for xb, yb in workload.batches(split, batch_size=batch_size):
-        out = sess.run(None, {name: xb.numpy().astype(np.float32)})[0]
+    for *xs, yb in workload.batches(split, batch_size=batch_size):
+        if len(xs) != len(graph_inputs):
+            raise ValueError(f"the {split} split gives {len(xs)} inputs per sample, the ONNX graph takes "
+                             f"{len(graph_inputs)} ({', '.join(n for n, _ in graph_inputs)})")
+        out = sess.run(None, {n: x.numpy().astype(t, copy=False) for (n, t), x in zip(graph_inputs, xs)})[0]
         if not np.all(np.isfinite(out)):
             # No file name in the message: `report` groups failures by reason, across trials.
             raise FloatingPointError(f"the ONNX model produced non-finite outputs (NaN/inf) on the {split} split")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lepton_search.training import fit
+from lepton_search.training import ModelInputs, fit, forward, split_batch
 
 
 def recalibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int = 20) -> int:
@@ -30,8 +30,8 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: in
     model.train()
     used = 0
     with torch.no_grad():
-        for xb, _ in loader:
-            model(xb)
+        for batch in loader:
+            forward(model, split_batch(batch)[0])
             used += 1
             if used >= max_batches:
                 break
@@ -56,10 +56,10 @@ def distill(
         return 0.0
     teacher = teacher.eval()
 
-    def loss_fn(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def loss_fn(xb: ModelInputs, yb: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            t_logits = teacher(xb)
-        s_logits = student(xb)
+            t_logits = forward(teacher, xb)
+        s_logits = forward(student, xb)
         kd = F.kl_div(F.log_softmax(s_logits / temperature, dim=1), F.softmax(t_logits / temperature, dim=1),
                       reduction="batchmean") * temperature**2
         return distill_weight * kd + (1 - distill_weight) * F.cross_entropy(s_logits, yb)

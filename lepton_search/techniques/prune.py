@@ -14,8 +14,10 @@ from torch import nn
 
 from lepton_search.space import CompressionConfig
 from lepton_search.techniques import prune_rnn, prune_transformer
+from lepton_search.techniques.export import no_mha_fastpath
 
 MAX_LAYER_RATIO = 0.9  # global ranking never empties a layer
+ExampleInputs = torch.Tensor | tuple[torch.Tensor, ...]  # one tensor per model input (token ids, mask...)
 
 
 class _Wrapped(nn.Module):
@@ -25,8 +27,8 @@ class _Wrapped(nn.Module):
         super().__init__()
         self.inner = inner
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x)
+    def forward(self, *x: torch.Tensor) -> torch.Tensor:
+        return self.inner(*x)
 
 
 def classifier_layers(model: nn.Module) -> list[nn.Module]:
@@ -35,13 +37,26 @@ def classifier_layers(model: nn.Module) -> list[nn.Module]:
     return layers[-1:]
 
 
+def kept_whole(model: nn.Module) -> list[nn.Module]:
+    """Modules structured pruning never shrinks: the classifier, and every `nn.MultiheadAttention`.
+
+    torch-pruning prunes an `nn.MultiheadAttention` along its embedding width, which is the residual stream of
+    a whole `nn.TransformerEncoder` and re-cuts the heads (width // num_heads) after arbitrary channels go, so
+    channels of different heads end up in one; it also fails when the kept width is not a multiple of the
+    heads. Kept whole, the encoder loses feed-forward channels (linear1 outputs, linear2 inputs) only.
+    """
+    return classifier_layers(model) + [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+
+
 def layers_pruning_skips(model: nn.Module) -> tuple[list[str], list[str]]:
     """(layers pruning can shrink, layers with weights it leaves whole): conv/linear layers other than the
     classifier, and every other module holding weights of its own (a GRU, an attention block...)."""
     classifier = set(map(id, classifier_layers(model)))
+    # out_proj of an attention block goes with it (listed once, as the block)
+    inside = {id(sub) for m in model.modules() if isinstance(m, nn.MultiheadAttention) for sub in m.modules() if sub is not m}
     shrinkable, skipped = [], []
     for name, m in model.named_modules():
-        if not any(True for _ in m.parameters(recurse=False)):
+        if not any(True for _ in m.parameters(recurse=False)) or id(m) in inside:
             continue
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             (skipped if id(m) in classifier else shrinkable).append(name)
@@ -52,8 +67,9 @@ def layers_pruning_skips(model: nn.Module) -> tuple[list[str], list[str]]:
     return shrinkable, skipped
 
 
-def count(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
-    macs, params = tp.utils.count_ops_and_params(model, example_input)
+def count(model: nn.Module, example_input: ExampleInputs) -> tuple[int, int]:
+    with no_mha_fastpath():  # torch-pruning's counting hooks cannot read the fast path's nested tensors
+        macs, params = tp.utils.count_ops_and_params(model, example_input)
     return int(macs), int(params)
 
 
@@ -66,7 +82,7 @@ def weight_sparsity(model: nn.Module) -> float:
     return zeros / max(total, 1)
 
 
-def prune_structured(model: nn.Module, example_input: torch.Tensor, ratio: float, round_to: int = 1, *,
+def prune_structured(model: nn.Module, example_input: ExampleInputs, ratio: float, round_to: int = 1, *,
                      global_ranking: bool = False) -> nn.Module:
     """Remove `ratio` of the output channels of every prunable layer (L1 magnitude), in place on a copy.
 
@@ -91,7 +107,7 @@ def prune_structured(model: nn.Module, example_input: torch.Tensor, ratio: float
     rnns = [m for _, m in prune_rnn.rnn_modules(model)]
     pruner = tp.pruner.MagnitudePruner(
         model, example_input, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
-        ignored_layers=classifier_layers(model) + rnns, global_pruning=global_ranking,
+        ignored_layers=kept_whole(model) + rnns, global_pruning=global_ranking,
         max_pruning_ratio=MAX_LAYER_RATIO, round_to=round_to if round_to > 1 else None,
         customized_pruners=prune_rnn.customized_pruners(),
     )
@@ -105,7 +121,7 @@ def prune_structured(model: nn.Module, example_input: torch.Tensor, ratio: float
     return model
 
 
-def prune_unstructured(model: nn.Module, example_input: torch.Tensor, ratio: float) -> nn.Module:
+def prune_unstructured(model: nn.Module, example_input: ExampleInputs, ratio: float) -> nn.Module:
     """Zero `ratio` of each layer's weights by magnitude with `nncf.prune`; masks stay during fine-tuning.
 
     The graph keeps its shape: dense kernels run no faster. The value is a smaller compressed file and
@@ -126,7 +142,7 @@ def prune_unstructured(model: nn.Module, example_input: torch.Tensor, ratio: flo
     return pruned
 
 
-def bake_masks(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
+def bake_masks(model: nn.Module, example_input: ExampleInputs) -> nn.Module:
     """Multiply NNCF masks into the weights and drop the hooks (no-op for plain modules)."""
     import nncf
 
@@ -136,7 +152,7 @@ def bake_masks(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     return stripped.inner if isinstance(stripped, _Wrapped) else stripped
 
 
-def prune(model: nn.Module, example_input: torch.Tensor, config: CompressionConfig) -> nn.Module:
+def prune(model: nn.Module, example_input: ExampleInputs, config: CompressionConfig) -> nn.Module:
     """A pruned copy of `model` as `config` says (prune_ratio, prune_method, round_to)."""
     if config.prune_method == "structured":
         return prune_structured(model, example_input, config.prune_ratio, config.round_to)

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -29,7 +29,7 @@ def weight_ops(model: onnx.ModelProto) -> list[str]:
     return [n.name or n.op_type for n in model.graph.node if n.op_type in WEIGHT_OPS]
 
 
-def quantize(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray] = ()) -> onnx.ModelProto:
+def quantize(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray | Mapping[str, np.ndarray]] = ()) -> onnx.ModelProto:
     if bits == 32:
         return model
     if bits == 16:
@@ -43,14 +43,15 @@ def quantize(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray
     raise ValueError(f"bits must be one of 32, 16, 8, 4; got {bits!r}")
 
 
-def int8_static(model: onnx.ModelProto, calibration: Sequence[np.ndarray]) -> onnx.ModelProto:
+def int8_static(model: onnx.ModelProto, calibration: Sequence[np.ndarray | Mapping[str, np.ndarray]]) -> onnx.ModelProto:
+    """INT8 by NNCF on `calibration`: arrays for the first graph input, or feeds (input name -> array) for several."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
 
     if not calibration:
         raise ValueError("INT8 quantization needs calibration batches")
     input_name = model.graph.input[0].name
-    dataset = nncf.Dataset(list(calibration), lambda x: {input_name: x})
+    dataset = nncf.Dataset(list(calibration), lambda x: dict(x) if isinstance(x, Mapping) else {input_name: x})
     # Per-tensor activation scales: ONNX Runtime's QLinearConv takes one input scale; NNCF's per-channel
     # scales before depthwise convolutions (an OpenVINO feature) left those convolutions in float.
     per_tensor = AdvancedQuantizationParameters(activations_quantization_params=QuantizationParameters(per_channel=False))
