@@ -25,6 +25,7 @@ _REGISTRY: dict[str, str | Callable[..., Workload]] = {
     "digits-cnn": "lepton_search.workloads.digits:digits_cnn",
     "fashion-mobilenetv2": "lepton_search.workloads.fashion_mobilenet:fashion_mobilenetv2",
     "bbc-minilm": "lepton_search.workloads.bbc_minilm:bbc_minilm",  # the [nlp] extra: transformers, weights, data
+    "bbc-lstm": "lepton_search.workloads.bbc:bbc_lstm",  # the [nlp] extra: tokenizer, data
 }
 
 
