@@ -1,0 +1,270 @@
+"""How fast each sampler finds the front: an exhaustive grid evaluated once, then samplers replayed on it.
+
+1. The grid: prune_ratio 0-0.75 step 0.125 x prune_method {structured, global} x bits {32, 8} x
+   finetune_epochs 0-4 on the default workload (Fashion-MNIST CNN, fine-tune subset 5,000 images per
+   epoch, round_to 8), evaluated once by the real engine (`lepton_search.search`, every config enqueued,
+   chains in increasing epochs so each trial trains one new epoch and reuses the rest). Ratio 0 is one
+   model whatever the method: evaluated once. Each config's wall seconds come from its Optuna trial
+   (start to complete: prune, fine-tune, export, quantize, ORT accuracy on val and test, latency, upload).
+   Without reuse a config would also retrain the epochs it loaded: wall_s + (ft_total_s - ft_s).
+2. The replay: TPE, NSGA-II, GP and random (the engine's own `make_sampler`, same constraints as the
+   default space) run on the table, 5 seeds each. A config costs its table seconds, minus the epochs the
+   same run already trained for that chain (in-run reuse, as the engine does); a repeated config costs
+   nothing and queues an unseen one (as the engine does). Each run stops when the hypervolume of what it
+   evaluated reaches 95% of the grid's (reference point: base accuracy - 3 pt, base latency). A variant
+   per sampler applies the engine's early-rejection rule (`study.dominated_before_training`): a rejected
+   config is charged its untrained probe (compress seconds without fine-tuning, at most its wall seconds).
+
+    .venv/bin/python experiments/search_efficiency.py              # grid (~60 min, resumable) + replay
+    .venv/bin/python experiments/search_efficiency.py --replay-only
+
+Writes experiments/results/search_efficiency.json and search_efficiency_grid.csv and prints tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import random
+import sys
+import warnings
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from lepton_search import default_space, search, workloads
+from lepton_search.latency.cpu_identity import this_cpu
+from lepton_search.records import TrialRecord, read_config
+from lepton_search.space import CompressionConfig, SearchSpace
+from lepton_search.study import dominated_before_training, make_sampler, open_study
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+SEEDS = (0, 1, 2, 3, 4)
+HV_SHARE = 0.95
+REF_DROP_PTS = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The grid's extent; the defaults are issue 10's (prune 0-0.75 step 0.125, epochs 0-4, 5,000 images)."""
+
+    prune_step: float = 0.125
+    max_epochs: int = 4
+    subset: int = 5000
+
+    @property
+    def study_name(self) -> str:
+        return f"search-efficiency-p{self.prune_step}-e{self.max_epochs}-n{self.subset}"
+
+
+def grid_space(grid: Grid) -> SearchSpace:
+    base = default_space()
+    return dataclasses.replace(
+        base, prune_ratio=(0.0, 0.75, grid.prune_step), prune_method=("structured", "global"), round_to=8,
+        bits=(32, 8), finetune_epochs=(0, grid.max_epochs), max_accuracy_drop_pts=None, early_reject="off",
+        sampler="random", finetune=dataclasses.replace(base.finetune, subset_size=grid.subset),
+    )
+
+
+def chain(cfg: CompressionConfig) -> tuple:
+    """Configs that share fine-tuning checkpoints: all knobs but the epochs."""
+    return tuple(v for k, v in cfg.as_dict().items() if k != "finetune_epochs")
+
+
+def canonical(cfg: CompressionConfig) -> CompressionConfig:
+    """Ratio 0 is the unpruned model whatever the method: one table row (the grid's order meets `global` first)."""
+    return dataclasses.replace(cfg, prune_method="global") if cfg.prune_ratio == 0 else cfg
+
+
+def grid_configs(space: SearchSpace) -> list[CompressionConfig]:
+    seen, out = set(), []
+    for cfg in sorted(space.configs(), key=lambda c: (chain(c), c.finetune_epochs)):
+        if canonical(cfg) not in seen:
+            seen.add(canonical(cfg))
+            out.append(cfg)
+    return out
+
+
+def run_grid(storage: str, grid: Grid, artifacts: Path) -> None:
+    space, study_name = grid_space(grid), grid.study_name
+    configs = grid_configs(space)
+    study = open_study(storage, study_name, space, make_sampler(space, 0))
+    done = {tuple(c.values()) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if (c := read_config(t.user_attrs)) is not None}
+    queued = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False,
+                                                                          states=(optuna.trial.TrialState.WAITING,))}
+    for cfg in configs:
+        params = space.params(cfg)
+        if tuple(cfg.as_dict().values()) not in done and tuple(sorted(params.items())) not in queued:
+            study.enqueue_trial(params)
+    wl = workloads.get("fashion-mnist-cnn")
+    search(wl, space, n_trials=len(configs), storage=storage, study_name=study_name, artifacts=artifacts,
+           callbacks=[], remeasure=False)
+
+
+def grid_table(storage: str, study_name: str) -> pd.DataFrame:
+    """One row per COMPLETE grid trial: its config, what it measured, and its seconds."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        rec = TrialRecord.from_attrs(t.user_attrs)
+        wall = (t.datetime_complete - t.datetime_start).total_seconds()
+        rows.append({**rec.config, "trial": t.number, "accuracy": rec.accuracy,
+                     "test_accuracy": rec.test_accuracy, "latency_ms": rec.latency_ms,
+                     "finetune_epochs_reused": rec.finetune_epochs_reused, "ft_s": rec.finetune_seconds,
+                     "ft_total_s": rec.finetune_seconds_total, "compress_s": rec.compress_seconds,
+                     "wall_s": wall, "wall_s_without_reuse": wall + rec.finetune_seconds_total - rec.finetune_seconds})
+    return pd.DataFrame(rows).sort_values("trial").reset_index(drop=True)
+
+
+def hypervolume(points: list[tuple[float, float]], ref_acc: float, ref_lat: float) -> float:
+    """Area dominated by (accuracy up, latency down) points inside the reference box. Two objectives: a sweep
+    over latency is exact and short, so no dependency on optuna's private hypervolume module."""
+    pts = sorted((lat, acc) for acc, lat in points if acc > ref_acc and lat < ref_lat)
+    area, best_acc = 0.0, ref_acc
+    for i, (lat, acc) in enumerate(pts):
+        best_acc = max(best_acc, acc)
+        next_lat = pts[i + 1][0] if i + 1 < len(pts) else ref_lat
+        area += (next_lat - lat) * (best_acc - ref_acc)
+    return area
+
+
+class Replay:
+    """One sampler run on the table, charged the table's seconds with in-run reuse."""
+
+    def __init__(self, table: dict, space: SearchSpace, base_acc: float, ref: tuple[float, float], target_hv: float,
+                 seed: int, early_reject: bool) -> None:
+        self.table, self.space, self.base_acc, self.ref, self.target_hv = table, space, base_acc, ref, target_hv
+        self.seed, self.early_reject = seed, early_reject
+        self.trained: dict[tuple, int] = {}  # chain -> epochs this run has trained
+        self.seen: set[CompressionConfig] = set()
+        self.points: list[tuple[float, float]] = []  # (accuracy, latency_ms) evaluated
+        self.found: list[tuple[float, float]] = []  # (latency_ms, accuracy) feasible, for the rejection rule
+        self.wall_s, self.reached_at, self.evaluated, self.rejected = 0.0, None, 0, 0
+
+    def cost(self, cfg: CompressionConfig) -> float:
+        row = self.table[canonical(cfg)]
+        if cfg.finetune_epochs == 0:
+            return row["wall_s"]
+        same = canonical(cfg)
+        epochs_cost = sum(self.table[dataclasses.replace(same, finetune_epochs=e)]["ft_s"]
+                          for e in range(self.trained.get(chain(cfg), 0) + 1, cfg.finetune_epochs + 1))
+        return row["wall_s"] - row["ft_s"] + epochs_cost
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        cfg = self.space.suggest(trial)
+        if cfg in self.seen:  # the engine prunes a repeat (seconds: ~0) and queues an unseen config
+            free = [c for c in self.space.configs() if c not in self.seen]
+            if free:
+                trial.study.enqueue_trial(self.space.params(random.Random(f"{self.seed}:{trial.number}").choice(free)))
+            raise optuna.TrialPruned()
+        self.seen.add(cfg)
+        row = self.table[canonical(cfg)]
+        acc, lat = row["accuracy"], row["latency_ms"]
+        violations = self.space.violations({"accuracy_drop_pts": 100 * (self.base_acc - acc), "latency_ms": lat})
+        dominated = (self.early_reject and cfg.finetune_epochs > 0
+                     and dominated_before_training(lat, self.found, self.base_acc) is not None)
+        if dominated:  # the engine stops at the untrained probe: prune, export, quantize, time
+            self.wall_s += min(row["compress_s"] - row["ft_s"], row["wall_s"])
+            self.rejected += 1
+            violations["dominated"] = 1.0
+            acc = dataclasses.replace(cfg, finetune_epochs=0)
+            acc = self.table[canonical(acc)]["accuracy"]  # what the engine stores: the untrained probe's
+        else:
+            self.wall_s += self.cost(cfg)
+            self.trained[chain(cfg)] = max(self.trained.get(chain(cfg), 0), cfg.finetune_epochs)
+            self.points.append((acc, lat))
+            self.evaluated += 1
+        for name, v in violations.items():
+            trial.set_constraint(name, v)
+        if all(v <= 0 for v in violations.values()):
+            self.found.append((lat, acc))
+        if self.reached_at is None and hypervolume(self.points, *self.ref) >= self.target_hv:
+            self.reached_at = self.wall_s
+            trial.study.stop()
+        return acc, lat
+
+
+def replay(df: pd.DataFrame, grid: Grid, base_acc: float, base_lat: float, sampler_name: str, seed: int,
+           early_reject: bool) -> dict:
+    space = dataclasses.replace(grid_space(grid), sampler=sampler_name,
+                                max_accuracy_drop_pts=default_space().max_accuracy_drop_pts)
+    names = [k for k in CompressionConfig.__dataclass_fields__]
+    table = {CompressionConfig.from_dict({n: r[n] for n in names}): r for r in df.to_dict("records")}
+    ref = (base_acc - REF_DROP_PTS / 100, base_lat)
+    target = HV_SHARE * hypervolume([(a, lt) for a, lt in zip(df.accuracy, df.latency_ms)], *ref)
+    run = Replay(table, space, base_acc, ref, target, seed, early_reject)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(space, seed))
+        for _ in range(4 * space.n_configs):
+            if run.reached_at is not None or len(run.seen) == space.n_configs:
+                break
+            study.optimize(run, n_trials=1, catch=())
+    return {"sampler": sampler_name, "seed": seed, "early_reject": early_reject, "wall_s_to_95pct": run.reached_at,
+            "evaluated": run.evaluated, "rejected_early": run.rejected, "trials": len(study.trials)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--storage", default=f"sqlite:///{RESULTS / 'search_efficiency.db'}")
+    ap.add_argument("--prune-step", type=float, default=Grid.prune_step)
+    ap.add_argument("--max-epochs", type=int, default=Grid.max_epochs)
+    ap.add_argument("--subset", type=int, default=Grid.subset, help="fine-tune images per epoch")
+    ap.add_argument("--replay-only", action="store_true", help="use the stored grid; run no training")
+    args = ap.parse_args(argv)
+    optuna.logging.set_verbosity(logging.WARNING)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    grid = Grid(args.prune_step, args.max_epochs, args.subset)
+    if not args.replay_only:
+        run_grid(args.storage, grid, RESULTS / "search_efficiency_artifacts")
+
+    from lepton_search import load
+    result = load(args.storage, grid.study_name, artifacts=RESULTS / "search_efficiency_artifacts")
+    base = result.base
+    df = grid_table(args.storage, grid.study_name)
+    df.to_csv(RESULTS / "search_efficiency_grid.csv", index=False)
+    ref = (base.accuracy - REF_DROP_PTS / 100, base.latency_ms)
+    grid_hv = hypervolume(list(zip(df.accuracy, df.latency_ms)), *ref)
+    grid_wall, grid_wall_no_reuse = float(df.wall_s.sum()), float(df.wall_s_without_reuse.sum())
+
+    runs = [replay(df, grid, base.accuracy, base.latency_ms, s, seed, early)
+            for s in SAMPLERS for early in (False, True) for seed in SEEDS]
+    runs_df = pd.DataFrame(runs)
+    summary = (runs_df.groupby(["sampler", "early_reject"])
+               .agg(median_wall_s=("wall_s_to_95pct", "median"), reached=("wall_s_to_95pct", "count"),
+                    median_evaluated=("evaluated", "median"), median_rejected=("rejected_early", "median"))
+               .reset_index())
+    summary["share_of_grid_wall"] = summary.median_wall_s / grid_wall
+    random_s = summary[(summary.sampler == "random") & ~summary.early_reject].median_wall_s.iloc[0]
+    summary["vs_random"] = summary.median_wall_s / random_s
+    plain = summary[~summary.early_reject & (summary.reached == len(SEEDS))]
+    default = plain.sort_values("median_wall_s").sampler.iloc[0] if len(plain) else "tpe"
+
+    out = {
+        "host": str(this_cpu()), "workload": "fashion-mnist-cnn", "grid_extent": dataclasses.asdict(grid), "space": grid_space(grid).to_dict(),
+        "base": {"accuracy": base.accuracy, "latency_ms": base.latency_ms},
+        "reference_point": {"accuracy": ref[0], "latency_ms": ref[1]},
+        "grid": {"configs": len(df), "hypervolume": grid_hv, "wall_s": grid_wall,
+                 "wall_s_without_reuse": grid_wall_no_reuse,
+                 "finetune_s": float(df.ft_s.sum()), "finetune_s_without_reuse": float(df.ft_total_s.sum())},
+        "hv_share": HV_SHARE, "runs": runs, "summary": summary.to_dict("records"), "default_sampler": default,
+        "bar": {"default_share_of_grid_wall": float(plain[plain.sampler == default].share_of_grid_wall.iloc[0])
+                if len(plain) else None,
+                "default_vs_random": float(plain[plain.sampler == default].vs_random.iloc[0]) if len(plain) else None},
+    }
+    (RESULTS / "search_efficiency.json").write_text(json.dumps(out, indent=2, default=str))
+    print(f"host: {out['host']}")
+    print(f"grid: {len(df)} configs, wall {grid_wall:.0f} s with reuse, {grid_wall_no_reuse:.0f} s without "
+          f"({grid_wall_no_reuse / grid_wall:.2f}x); hypervolume {grid_hv:.5f} (ref: acc {ref[0]:.4f}, {ref[1]:.3f} ms)")
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"default sampler: {default} (fewest median seconds to {HV_SHARE:.0%} of the grid hypervolume)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
