@@ -171,7 +171,6 @@ class Replay:
         if dominated:  # the engine stops at the untrained probe: prune, export, quantize, time
             self.wall_s += min(row["compress_s"] - row["ft_s"], row["wall_s"])
             self.rejected += 1
-            violations["dominated"] = 1.0
             acc = dataclasses.replace(cfg, finetune_epochs=0)
             acc = self.table[canonical(acc)]["accuracy"]  # what the engine stores: the untrained probe's
         else:
@@ -179,6 +178,8 @@ class Replay:
             self.trained[chain(cfg)] = max(self.trained.get(chain(cfg), 0), cfg.finetune_epochs)
             self.points.append((acc, lat))
             self.evaluated += 1
+        if self.early_reject:  # on every trial, as the engine does: GPSampler needs the same constraints on all
+            violations["dominated"] = 1.0 if dominated else 0.0
         for name, v in violations.items():
             trial.set_constraint(name, v)
         if all(v <= 0 for v in violations.values()):
