@@ -6,13 +6,16 @@
 - 8: INT8 weights and activations by NNCF post-training quantization (ONNX backend, QDQ format) on a
   calibration subset, activations per tensor and stored UINT8 (`activations_uint8`); ONNX Runtime fuses
   the QDQ pairs into QLinearConv / QLinearMatMul / QLinearAdd integer kernels.
-  Graphs with integer inputs (token ids) take ONNX Runtime's dynamic INT8 instead (`int8_dynamic`).
+  Graphs with integer inputs (token ids) take ONNX Runtime's dynamic INT8 instead (`int8_dynamic`), and so do
+  graphs with an LSTM (NNCF leaves it FP32; ONNX Runtime's quantizer makes it DynamicQuantizeLSTM). GRU and
+  vanilla RNN nodes stay FP32 at every width, with a warning: ONNX Runtime has no integer GRU/RNN kernel.
 - 4: INT4 weights (symmetric, per output channel) packed as INT4 initializers feeding an opset-21
   DequantizeLinear; activations stay FP32. The file shrinks ~8x; the kernels run FP32 on this CPU.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -22,20 +25,25 @@ from onnx import TensorProto, helper, numpy_helper
 from lepton_search.techniques import int8_dynamic
 
 WEIGHT_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1}  # op type -> input index of the weight
+FLOAT_RECURRENT_OPS = ("GRU", "RNN")  # no quantizer here makes them integer
 
 
 def weight_ops(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes quantization acts on (Conv, Gemm, MatMul); empty: every width is a no-op."""
-    return [n.name or n.op_type for n in model.graph.node if n.op_type in WEIGHT_OPS]
+    """Names of the nodes quantization acts on (Conv, Gemm, MatMul; LSTM at 8 bits); empty: every width is a no-op."""
+    return [n.name or n.op_type for n in model.graph.node if n.op_type in WEIGHT_OPS or n.op_type == "LSTM"]
 
 
 def quantize(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray | Mapping[str, np.ndarray]] = ()) -> onnx.ModelProto:
     if bits == 32:
         return model
+    floating = sorted({n.name or n.op_type for n in model.graph.node if n.op_type in FLOAT_RECURRENT_OPS})
+    if floating:
+        warnings.warn(f"{bits}-bit quantization leaves {', '.join(floating)} in FP32: ONNX Runtime has no integer "
+                      "GRU/RNN kernel (an LSTM becomes DynamicQuantizeLSTM at 8 bits)", stacklevel=2)
     if bits == 16:
         return _weight_only(model, _fp16)
     if bits == 8:
-        if int8_dynamic.has_token_inputs(model):  # Transformers, RNNs: see techniques/int8_dynamic.py
+        if int8_dynamic.has_token_inputs(model) or any(n.op_type == "LSTM" for n in model.graph.node):
             return int8_dynamic.int8_dynamic(model)
         return int8_static(model, calibration)
     if bits == 4:
