@@ -23,7 +23,7 @@ def test_quickstart_notebook_executes():
     assert "application/vnd.plotly.v1+json" in mimes
     assert mimes.count("image/png") == mimes.count("application/vnd.plotly.v1+json")  # each plot has a static twin
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert "recommended: trial" in text and "['MODEL_CARD.md', 'config.json', 'model.onnx']" in text
+    assert "recommended: trial" in text and "['MODEL_CARD.md', 'config.json', 'model.onnx', 'sample_inputs.npz']" in text
 
 
 def test_committed_notebook_has_outputs_and_is_small():

@@ -30,7 +30,8 @@ def load_digits_split(seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tens
     return {k: (x[idx], y[idx]) for k, idx in parts.items()}
 
 
-def _build(name: str, model: nn.Module, epochs: int, seed: int, flatten: bool, verbose: bool) -> Workload:
+def _build(name: str, model: nn.Module, epochs: int, seed: int, flatten: bool, verbose: bool,
+           variant: str = "") -> Workload:
     splits = load_digits_split(seed)
     if flatten:
         splits = {k: (x.flatten(1), y) for k, (x, y) in splits.items()}
@@ -42,7 +43,8 @@ def _build(name: str, model: nn.Module, epochs: int, seed: int, flatten: bool, v
         return train_classifier(m, loader, epochs=epochs, lr=0.05, desc=f"train {name}")
 
     torch.manual_seed(seed)
-    model = cached_model(f"{name}-e{epochs}-s{seed}", model, _train, verbose=verbose)
+    # `variant` names a non-default architecture: each one caches its own weights
+    model = cached_model(f"{name}{variant}-e{epochs}-s{seed}", model, _train, verbose=verbose)
     return Workload(name, model, train=splits["train"], val=splits["val"], test=splits["test"],
                     example_input=splits["val"][0][:1].clone(), batch_size=128)
 
@@ -50,7 +52,8 @@ def _build(name: str, model: nn.Module, epochs: int, seed: int, flatten: bool, v
 def digits_mlp(*, hidden: int = 128, epochs: int = 30, seed: int = 0, verbose: bool = False) -> Workload:
     model = nn.Sequential(nn.Linear(64, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
                           nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 10))
-    return _build("digits-mlp", model, epochs, seed, flatten=True, verbose=verbose)
+    return _build("digits-mlp", model, epochs, seed, flatten=True, verbose=verbose,
+                  variant="" if hidden == 128 else f"-h{hidden}")
 
 
 class DigitsCNN(nn.Module):
@@ -70,4 +73,7 @@ class DigitsCNN(nn.Module):
 
 
 def digits_cnn(*, width: int = 16, epochs: int = 15, seed: int = 0, verbose: bool = False) -> Workload:
-    return _build("digits-cnn", DigitsCNN(width), epochs, seed, flatten=False, verbose=verbose)
+    """Width 16 (the default, ~0.5 MMACs) is overhead-bound in ONNX Runtime; at width 64 (7 MMACs) the
+    convolutions dominate and INT8 and pruning show in latency (the quickstart notebook uses it)."""
+    return _build("digits-cnn", DigitsCNN(width), epochs, seed, flatten=False, verbose=verbose,
+                  variant="" if width == 16 else f"-w{width}")
