@@ -7,6 +7,7 @@ number of classes.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch_pruning as tp
@@ -132,6 +133,10 @@ def prune_unstructured(model: nn.Module, example_input: ExampleInputs, ratio: fl
     model = copy.deepcopy(model).eval()
     if ratio <= 0:
         return model
+    dense = [f"{name} ({type(m).__name__})" for name, m in prune_rnn.rnn_modules(model)]
+    if dense:
+        warnings.warn(f"unstructured pruning leaves {', '.join(dense)} dense: NNCF masks Conv/Linear weights only; "
+                      "prune_method 'structured' removes LSTM/GRU hidden units", stacklevel=2)
     wrapped = _Wrapped(model)
     pruned = nncf.prune(wrapped, nncf.PruneMode.UNSTRUCTURED_MAGNITUDE_LOCAL, ratio=ratio, examples_inputs=example_input)
     # Keep the classifier whole: NNCF names its hooks "<module path with ':'>:weight__0".

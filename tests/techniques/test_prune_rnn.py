@@ -213,3 +213,8 @@ def test_refusals_name_the_module_and_the_fix():
         prune_rnn.plan(projected, 4)
     with pytest.raises(ValueError, match="round_to 16 at prune ratio 0.5 leaves no hidden unit in rnn"):
         prune_rnn.prune_rnns(SeqClassifier(hidden=12).eval(), ids_batch(), 0.5, round_to=16)
+
+
+def test_unstructured_pruning_says_it_leaves_the_lstm_dense():
+    with pytest.warns(UserWarning, match=r"unstructured pruning leaves rnn \(LSTM\) dense.*'structured' removes"):
+        prune.prune(SeqClassifier(hidden=8).eval(), ids_batch(), CompressionConfig(0.5, 32, 0, prune_method="unstructured"))
