@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -32,13 +32,14 @@ CONFIG_ARTIFACT = "config_artifact_id"
 CARD_ARTIFACT = "card_artifact_id"
 OWNER = "owner"  # {host, pid, start}: the process running the trial, to fail it at once when that process died
 RETRY_OF = "retry_of"  # the number of the dead trial this one re-runs
+SAMPLE_INPUTS_ARTIFACT = "sample_inputs_artifact_id"  # the validation samples latency was timed on (.npz)
 REJECTED = "rejected_before_training"  # why a config was rejected (a budget, a rule) before any fine-tuning step
 # The constraint an early-rejection rule sets: > 0 rejected (infeasible for the sampler), 0 checked and kept.
 # Every trial of a study with the rule on carries it (GPSampler needs the same constraints on every trial).
 DOMINATED = "dominated_before_training"
 _LEGACY_CONFIG_KEY = "config_key"  # schema 1: [prune_ratio, bits, finetune_epochs, prune_method]
 _LEGACY_KNOBS = ("prune_ratio", "bits", "finetune_epochs", "prune_method")
-_BOOKKEEPING = {CONFIG, DUPLICATE_OF, FAIL_REASON, ONNX_ARTIFACT, CONFIG_ARTIFACT, CARD_ARTIFACT, OWNER, RETRY_OF, REJECTED,
+_BOOKKEEPING = {CONFIG, DUPLICATE_OF, FAIL_REASON, ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, CONFIG_ARTIFACT, CARD_ARTIFACT, OWNER, RETRY_OF, REJECTED,
                 _LEGACY_CONFIG_KEY, "prune_method", "schema"}
 
 
@@ -77,6 +78,7 @@ class _Record:
     usd_per_million_inferences: float | None = None
     macs: int | None = None
     params: int | None = None
+    sequence_length: int | None = None  # tokens per sample of a sequence model; None for images and tables
     extra: Mapping[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
 
@@ -127,6 +129,8 @@ class BaseRecord(_Record):
     target: Mapping[str, Any] | str | None = None
     workload: str | None = None
     workload_info: Mapping[str, Any] = field(default_factory=dict)
+    inputs: Sequence[Mapping[str, Any]] = ()  # the graph's inputs: [{name, dtype, shape (per sample)}]
+    sample_inputs_artifact_id: str | None = None  # the validation samples every latency was timed on (.npz)
 
     ATTR = "base"
 
@@ -137,6 +141,25 @@ class BaseRecord(_Record):
 
     def write(self, study: Any) -> None:
         study.set_user_attr(self.ATTR, self.to_attrs())
+
+    def inputs_label(self) -> str | None:
+        """The model's inputs in one line for cards and reports (None for studies that did not record them).
+
+        Example:
+            >>> BaseRecord(0.9, 1.0, 0.1, sequence_length=128, inputs=[
+            ...     {"name": "input_ids", "dtype": "int64", "shape": [128]},
+            ...     {"name": "attention_mask", "dtype": "int64", "shape": [128]}]).inputs_label()
+            'input_ids int64 (128,), attention_mask int64 (128,); sequence length 128'
+        """
+        return inputs_label(self.inputs, self.sequence_length)
+
+
+def inputs_label(inputs: Sequence[Mapping[str, Any]] | None, sequence_length: int | None) -> str | None:
+    """`BaseRecord.inputs_label` from plain data (a `config.json`'s base entry)."""
+    if not inputs:
+        return None
+    text = ", ".join(f"{i.get('name')} {i.get('dtype')} {tuple(i.get('shape') or ())}" for i in inputs)
+    return text + (f"; sequence length {sequence_length}" if sequence_length else "")
 
 
 @dataclass(frozen=True)
@@ -175,7 +198,8 @@ class TrialRecord(_Record):
             finetune_seconds_total=c.finetune_seconds_total, finetune_epochs_reused=c.finetune_epochs_reused,
             finetune_subset=c.finetune_subset, finetune_samples=c.finetune_samples, bn_batches=c.bn_batches,
             compress_seconds=c.compress_seconds, quantization_aware=c.quantization_aware, exporter=c.exporter,
-            seed=seed, versions=dict(versions), **_relative(meas.latency_ms, meas.size_mb, base),
+            seed=seed, versions=dict(versions), sequence_length=base.sequence_length,
+            **_relative(meas.latency_ms, meas.size_mb, base),
         )
 
     def with_latency(self, lat: Any, base: BaseRecord) -> TrialRecord:

@@ -28,7 +28,7 @@ from lepton_search import records
 from lepton_search.candidate import compress
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, measure_onnx
-from lepton_search.latency import LatencyModel, get_target
+from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, get_target, save_inputs
 from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.space import BUDGETS, CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
@@ -158,14 +158,20 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
     stored = BaseRecord.read(study.user_attrs)
     if stored is not None:
         return stored
-    x = workload.example_input
+    x = workload.example_args
     path = work_dir / "base.onnx"
-    export.to_onnx(workload.model, x, path)
+    export.to_onnx(workload.model, x, path, names=workload.input_names)
+    # The samples every latency of this study is timed on (measure_onnx takes the same ones), kept for
+    # `measure` and `retarget` elsewhere.
+    samples = save_inputs(work_dir / SAMPLE_INPUTS_FILE, workload.sample_inputs())
     meas = measure_onnx(path, workload, target, with_test=True)
     macs, params = prune.count(workload.model, x)
     artifact_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(path), artifact_store=store)
+    samples_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(samples), artifact_store=store)
     base = BaseRecord(**BaseRecord.measured(meas), macs=macs, params=params, onnx_artifact_id=artifact_id,
-                      target=target.describe(), workload=workload.name, workload_info=dict(workload.info))
+                      target=target.describe(), workload=workload.name, workload_info=dict(workload.info),
+                      inputs=workload.describe_inputs(), sequence_length=workload.seq_len,
+                      sample_inputs_artifact_id=samples_id)
     base.write(study)
     return base
 
@@ -321,6 +327,8 @@ class Objective:
         artifact_id = optuna.artifacts.upload_artifact(study_or_trial=trial, file_path=str(cand.onnx_path),
                                                        artifact_store=self.store)
         trial.set_user_attr(records.ONNX_ARTIFACT, artifact_id)
+        if self.base.sample_inputs_artifact_id is not None:  # the same samples for every file of the study
+            trial.set_user_attr(records.SAMPLE_INPUTS_ARTIFACT, self.base.sample_inputs_artifact_id)
         if self.after_trial is not None:
             self.after_trial(trial, self.work_dir)
         cand.onnx_path.unlink(missing_ok=True)
@@ -362,7 +370,7 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
     """Open or resume the study, measure the base once, run trials until `n_trials` are COMPLETE."""
     with tempfile.TemporaryDirectory(prefix="lepton_") as tmp:
         work_dir = Path(tmp)
-        graph = export.check_traceable(workload.model, workload.example_input, work_dir)
+        graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names)
         space = knobs_that_act(workload, space, graph, verbose=verbose)
         study = open_study(storage, study_name, space, sampler or make_sampler(space, seed))
         base = measure_base(study, workload, target, store, work_dir)

@@ -114,7 +114,7 @@ def init_study(
     wl.validate()
     with tempfile.TemporaryDirectory(prefix="lepton_init_") as tmp:
         work_dir = Path(tmp)
-        export.check_traceable(wl.model, wl.example_input, work_dir)
+        export.check_traceable(wl.model, wl.example_args, work_dir, names=wl.input_names)
         study = open_study(storage_obj, study_name, space, make_sampler(space, space.seed))
         study.set_user_attr("workload", asdict(spec))
         study.set_user_attr("target", target)

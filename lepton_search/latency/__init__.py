@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lepton_search.errors import ConfigError, did_you_mean
-from lepton_search.latency._base import LatencyEstimate, LatencyModel
+from lepton_search.latency._base import (
+    SAMPLE_INPUTS_FILE,
+    LatencyEstimate,
+    LatencyModel,
+    load_inputs,
+    save_inputs,
+)
 from lepton_search.latency.host_cpu import HostCpuLatency
 
-__all__ = ["HostCpuLatency", "LatencyEstimate", "LatencyModel", "get_target", "list_targets", "register_target"]
+__all__ = ["SAMPLE_INPUTS_FILE", "HostCpuLatency", "LatencyEstimate", "LatencyModel", "get_target", "list_targets",
+           "load_inputs", "register_target", "save_inputs"]
 
 _TARGETS: dict[str, Callable[..., LatencyModel]] = {"host-cpu": HostCpuLatency}
 

@@ -73,6 +73,32 @@ def graph_inputs(onnx_path: str | Path, batch_size: int = 1, seed: int = 0) -> d
     return out
 
 
+SAMPLE_INPUTS_FILE = "sample_inputs.npz"  # real validation samples saved beside each model (input name -> array)
+
+
+def save_inputs(path: str | Path, inputs: Inputs) -> Path:
+    """Write `inputs` (input name -> array, batch first, each in its own dtype) to an .npz file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:  # a file object: np.savez would append .npz to another suffix
+        np.savez(fh, **{name: np.asarray(x) for name, x in inputs.items()})
+    return path
+
+
+def load_inputs(path: str | Path) -> dict[str, np.ndarray]:
+    """The inputs `save_inputs` wrote (no pickled objects are read).
+
+    Example:
+        >>> import tempfile
+        >>> feeds = {"input_ids": np.arange(6).reshape(1, 6), "attention_mask": np.ones((1, 6), dtype=np.int64)}
+        >>> back = load_inputs(save_inputs(Path(tempfile.mkdtemp()) / SAMPLE_INPUTS_FILE, feeds))
+        >>> sorted(back), back["input_ids"].dtype
+        (['attention_mask', 'input_ids'], dtype('int64'))
+    """
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
 def batch_of(inputs: Inputs) -> int:
     """The batch size of a set of inputs (the first dimension of the first one; 1 for scalars)."""
     first = next(iter(inputs.values()))

@@ -3,6 +3,9 @@
 Runs on the device to calibrate for: it needs only onnxruntime, numpy and the standard library (never
 torch, onnx or yaml), so `pip install --no-deps lepton-search onnxruntime numpy` is enough there. Also
 runnable without click: `python -m lepton_search.latency.measure DIR --out CSV`.
+Each file is fed real samples when they lie beside it: `<stem>.sample_inputs.npz`, else a `sample_inputs.npz`
+in the folder (what `export` writes beside `model.onnx`) whose names are the graph's inputs; otherwise synthetic
+inputs of the graph's shapes (`graph_inputs`). The CSV's `inputs` column says which.
 The CSV is what `lepton-search calibrate --target NAME --csv CSV` reads. With `kernels=True`
 (`--kernels`) each file is also run with ORT's profiler and every kernel's median time goes to
 `<CSV stem>.kernels.csv`, what `calibrate --kernels --csv CSV` reads.
@@ -16,12 +19,12 @@ import platform
 import sys
 from pathlib import Path
 
-from lepton_search.latency._base import graph_inputs
+from lepton_search.latency._base import SAMPLE_INPUTS_FILE, graph_inputs, load_inputs
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.latency.host_cpu import HostCpuLatency
 
 COLUMNS = ("file", "p50_ms", "p90_ms", "cv", "threads", "batch_size", "load_avg_1min", "device", "runtime",
-           "cpu_model", "cpu_vendor", "cpu_isa")
+           "cpu_model", "cpu_vendor", "cpu_isa", "inputs")
 
 
 def input_shape(onnx_path: str | Path, batch_size: int) -> tuple[int, ...]:
@@ -30,6 +33,21 @@ def input_shape(onnx_path: str | Path, batch_size: int) -> tuple[int, ...]:
 
     shape = session(onnx_path).get_inputs()[0].shape
     return tuple(d if isinstance(d, int) else batch_size for d in shape)
+
+
+def feeds_for(onnx_path: str | Path, batch_size: int = 1) -> tuple[dict[str, object], str]:
+    """(inputs to time `onnx_path` on, where they came from): the saved samples beside the file when their names
+    are the graph's inputs (`<stem>.sample_inputs.npz`, then the folder's `sample_inputs.npz`), else synthetic."""
+    from lepton_search.latency.host_cpu import session
+
+    path = Path(onnx_path)
+    names = {i.name for i in session(path).get_inputs()}
+    for npz in (path.with_name(f"{path.stem}.{SAMPLE_INPUTS_FILE}"), path.with_name(SAMPLE_INPUTS_FILE)):
+        if npz.is_file():
+            feeds = load_inputs(npz)
+            if set(feeds) == names:
+                return feeds, npz.name
+    return graph_inputs(path, batch_size), "synthetic"
 
 
 def kernels_csv_path(out_csv: str | Path) -> Path:
@@ -59,7 +77,8 @@ def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, ba
     for r in range(rounds):
         for path in files:
             shape = input_shape(path, batch_size)
-            est = timer.latency(path, graph_inputs(path, batch_size))
+            feeds, source = feeds_for(path, batch_size)
+            est = timer.latency(path, feeds)
             if kernels:
                 got = profile_kernels(path, shape, runs=runs, warmup=warmup, threads=threads)
                 old = best_kernels.get(path.name)
@@ -73,7 +92,7 @@ def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, ba
                                    "cv": f"{est.cv:.4f}", "threads": threads, "batch_size": batch_size,
                                    "load_avg_1min": f"{est.details['load_avg_1min']:.2f}", "device": device,
                                    "runtime": f"onnxruntime {ort.__version__} CPU", "cpu_model": cpu.model,
-                                   "cpu_vendor": cpu.vendor, "cpu_isa": " ".join(cpu.isa)}
+                                   "cpu_vendor": cpu.vendor, "cpu_isa": " ".join(cpu.isa), "inputs": source}
             if verbose:
                 print(f"[{r + 1}/{rounds}] {path.name:<42} p50 {est.p50_ms:9.4f} ms  cv {est.cv:.3f}", file=sys.stderr)
     rows = [best[p.name] for p in files]

@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 
-from lepton_search.records import CARD_ARTIFACT, CONFIG_ARTIFACT, BaseRecord, TrialRecord
+from lepton_search.records import CARD_ARTIFACT, CONFIG_ARTIFACT, BaseRecord, TrialRecord, inputs_label
 from lepton_search.space import KNOBS
 
 FORMAT = "lepton-search/config-2"  # 2: config is a knob -> value mapping with every knob; metrics from the record
@@ -72,6 +72,9 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
          f"batch {m.get('batch_size', 'n/a')}, {m.get('threads', 'n/a')} thread(s)."),
         f"Accuracy: ONNX Runtime on the validation split ({m.get('val_correct', 'n/a')}/{m.get('val_total', 'n/a')} correct).",
     ]
+    inputs = inputs_label(b.get("inputs"), b.get("sequence_length"))
+    if inputs:
+        lines.append(f"Inputs: {inputs}; latency timed on validation samples (`sample_inputs.npz`).")
     again = config.get("remeasured")
     if again:
         lines.append(f"Re-measured after the search, interleaved with the base, min of {again['repeats']}: "

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from lepton_search.errors import ConfigError
+from lepton_search.records import inputs_label
 from lepton_search.results import pick
 from lepton_search.results.pick import ROLE_DROPS_PTS
 
@@ -67,6 +68,7 @@ def render_html(result: StudyFrame) -> str:
     plot = fig.to_html(full_html=False, include_plotlyjs=True, config={"displaylogo": False})
     e = html.escape
     base = data["base"]
+    inputs = inputs_label(base.get("inputs"), base.get("sequence_length"))
     front = data["front"].copy()
     front.insert(1, "roles", [", ".join(data["roles"].get(int(n), [])) for n in front["number"]])
     pick_rows = "".join(
@@ -80,7 +82,7 @@ def render_html(result: StudyFrame) -> str:
 <h1>{e(data['title'])}</h1>
 <p>Base (FP32): accuracy {base.get('accuracy', float('nan')):.4f}, latency p50 {base.get('latency_ms', float('nan')):.4g} ms,
 size {base.get('size_mb', float('nan')):.4g} MB ({e(str(base.get('latency_source', '?')))}); workload
-<code>{e(str(base.get('workload')))}</code>.</p>
+<code>{e(str(base.get('workload')))}</code>{'; inputs ' + e(inputs) if inputs else ''}.</p>
 <p>Trials: {e(counts)}; {data['infeasible']} complete but infeasible. Hypervolume of the front: {hv}
 <span class="muted">(accuracy points x ms, reference = base accuracy - allowed drop, base latency)</span>.</p>
 {plot}

@@ -1,5 +1,8 @@
 """Export one trial for deployment: `model.onnx`, `config.json`, `MODEL_CARD.md`, and a re-check in ORT.
 
+With them goes `sample_inputs.npz`, the validation samples the trial's latency was timed on (studies that
+stored them): `lepton-search measure` on another machine feeds them to `model.onnx`.
+
 The re-check runs the exported file on the workload's validation split and compares the number of
 correct answers with the one stored when the trial was measured; a mismatch is an error.
 """
@@ -13,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lepton_search.errors import ConfigError, LeptonError
+from lepton_search.latency import SAMPLE_INPUTS_FILE
 from lepton_search.paths import confined_file
-from lepton_search.records import ONNX_ARTIFACT, TrialRecord
+from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, TrialRecord
 from lepton_search.results.card import model_card, trial_config
 from lepton_search.results.frame import REMEASURED
 
@@ -77,6 +81,11 @@ def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workloa
     onnx_path, config_path, card_path = (confined_file("out_dir", out, n) for n in FILES)
     with result.artifact_store.open_reader(artifact_id) as reader, open(onnx_path, "wb") as fh:
         shutil.copyfileobj(reader, fh)
+    samples_id = frozen.user_attrs.get(SAMPLE_INPUTS_ARTIFACT) or (base.sample_inputs_artifact_id if base else None)
+    if samples_id is not None:
+        with result.artifact_store.open_reader(samples_id) as reader, \
+                open(confined_file("out_dir", out, SAMPLE_INPUTS_FILE), "wb") as fh:
+            shutil.copyfileobj(reader, fh)
     config = trial_config(study_name=result.study.study_name, number=frozen.number, record=record,
                           base=base, space=result.study.user_attrs.get("space"),
                           values=dict(zip(result.objectives, frozen.values or [])))
@@ -109,5 +118,6 @@ def describe_export(out_dir: str | Path) -> str:
     """One line for the CLI: what was written and how the re-check went."""
     out = Path(out_dir)
     checked = json.loads((out / "config.json").read_text()).get("recheck", {})
-    return (f"wrote {', '.join(FILES)} in {out}\nre-check in ONNX Runtime: {checked.get('status', 'n/a')} "
+    files = [*FILES, *([SAMPLE_INPUTS_FILE] if (out / SAMPLE_INPUTS_FILE).is_file() else [])]
+    return (f"wrote {', '.join(files)} in {out}\nre-check in ONNX Runtime: {checked.get('status', 'n/a')} "
             f"({checked.get('detail', '')})")

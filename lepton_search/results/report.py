@@ -63,6 +63,9 @@ def front_table(result: StudyFrame) -> str:
     nan = float("nan")
     lines = [(f"base: accuracy {base.get('accuracy', nan):.4f}  latency p50 {base.get('latency_ms', nan):.3f} ms  "
               f"size {base.get('size_mb', nan):.3f} MB  ({base.get('latency_source', '?')})")]
+    inputs = None if result.base is None else result.base.inputs_label()
+    if inputs:
+        lines.append(f"inputs: {inputs}")
     if front.empty:
         return "\n".join([*lines, "no complete feasible trials yet"])
     cols = [c for c in TABLE_COLUMNS if c in front and front[c].notna().any()]

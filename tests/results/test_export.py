@@ -33,7 +33,8 @@ def pareto_trial(result) -> int:
 
 def test_export_runs_in_ort_with_stored_accuracy(result, pareto_trial, digits_cnn, tmp_path):
     path = result.export(pareto_trial, tmp_path / "deploy", workload=digits_cnn)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["MODEL_CARD.md", "config.json", "model.onnx"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["MODEL_CARD.md", "config.json", "model.onnx",
+                                                             "sample_inputs.npz"]  # what latency was timed on
     # independent of lepton_search.evaluate: a plain ORT session over the validation tensors
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x, y = digits_cnn.val
