@@ -6,8 +6,8 @@ The base is pinned: the built-in Fashion-MNIST CNN at width 64 (six 3x3 convs, 1
 is >= 1.5 ms, so compute and not per-call overhead dominates; the floor (a 1-conv graph) is printed too.
 
 The search is the engine's own (`lepton_search.search`, fine-tuning reuse on): structured pruning with
-widths rounded to multiples of 8, INT8 (QAT during distillation), distillation on half the train split
-(27,500 images) per epoch, epochs 1 and 2 of every pruned chain (ratios 0.25-0.625; the 2-epoch trial
+widths rounded to multiples of 8, INT8 (QAT during distillation), distillation on a quarter of the train split
+(13,750 images) per epoch, epochs 1 and 2 of every pruned chain (ratios 0.25-0.625; the 2-epoch trial
 resumes from the 1-epoch checkpoint), plus INT8 alone. Points are chosen on VALIDATION: the fastest Pareto point whose
 validation drop is within 0.75 pt (for the 1-pt bar) and within 0.25 pt (for the 0.3-pt bar): a margin
 below each bar for the validation-to-test noise (5k validation images: one standard error ~0.35 pt).
@@ -44,13 +44,14 @@ from torch import nn
 
 from lepton_search import default_space, search, workloads
 from lepton_search.candidate import calibration_batches
-from lepton_search.evaluate import onnx_accuracy
-from lepton_search.latency import HostCpuLatency
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.space import CompressionConfig, SearchSpace
 from lepton_search.study import make_sampler, open_study
 from lepton_search.techniques import export
 from lepton_search.techniques.prune import count
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as harness  # the experiments folder is not a package
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WIDTH = 64
@@ -64,7 +65,7 @@ def space() -> SearchSpace:
     return dataclasses.replace(
         base, prune_ratio=(0.0, 0.75, 0.125), prune_method="structured", round_to=8, bits=(32, 8),
         finetune_epochs=(0, max(EPOCHS)), max_accuracy_drop_pts=None, early_reject="off", sampler="random",
-        finetune=dataclasses.replace(base.finetune, subset_size=0.5),
+        finetune=dataclasses.replace(base.finetune, subset_size=0.25),
     )
 
 
@@ -120,20 +121,6 @@ def peer(base_onnx: Path, wl: workloads.Workload, out: Path) -> tuple[Path, floa
     return out, time.perf_counter() - start
 
 
-def remeasure(paths: dict[str, Path], inputs: dict, rounds: int = 3) -> dict[str, list[float]]:
-    target = HostCpuLatency(threads=1, batch_size=1, runs=100, warmup=20)
-    out: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(rounds):
-        for name, path in paths.items():
-            out[name].append(target.latency(path, inputs).p50_ms)
-    return out
-
-
-def choose(points: list[dict], threshold: float) -> dict | None:
-    ok = [p for p in points if p["val_drop_pts"] <= threshold]
-    return min(ok, key=lambda p: p["latency_ms"]) if ok else None
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--storage", default=f"sqlite:///{RESULTS / 'front_quality.db'}")
@@ -148,39 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     result = run_search(args.storage, args.study, artifacts, wl)
     search_s = time.perf_counter() - start
-    front = result.pareto()
-    base = result.base
     macs = count(wl.model, wl.example_input)[0]
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        paths = {"base": tmp / "base.onnx"}
-        with result.artifact_store.open_reader(base.onnx_artifact_id) as r:
-            paths["base"].write_bytes(r.read())
+        paths, rows = harness.export_front(result, tmp)
         paths["floor"] = floor_graph(tmp / "floor.onnx")
         paths["peer"], peer_s = peer(paths["base"], wl, tmp / "peer.onnx")
-        configs = {}
-        for row in front.itertuples():
-            name = f"trial {row.number}"
-            paths[name] = result.export(int(row.number), tmp / f"t{row.number}")
-            configs[name] = row
-        test = {n: onnx_accuracy(p, wl, "test").accuracy for n, p in paths.items() if n != "floor"}
-        val = {n: onnx_accuracy(p, wl, "val").accuracy for n, p in paths.items() if n != "floor"}
-        lat = remeasure(paths, wl.sample_inputs())
+        scored = {n: p for n, p in paths.items() if n != "floor"}
+        val = harness.accuracies(scored, wl, "val")
+        test = harness.accuracies(scored, wl, "test")
+        lat = harness.remeasure(paths, wl.sample_inputs())
 
     best = {n: min(v) for n, v in lat.items()}
-    points = []
-    for name, row in configs.items():
-        cfg = CompressionConfig.from_dict({k: getattr(row, k) for k in CompressionConfig.__dataclass_fields__})
-        points.append({
-            "trial": int(row.number), "config": cfg.label(), "config_knobs": cfg.as_dict(),
-            "val_accuracy": val[name], "val_drop_pts": 100 * (val["base"] - val[name]),
-            "test_accuracy": test[name], "test_drop_pts": 100 * (test["base"] - test[name]),
-            "latency_ms": best[name], "latency_ms_rounds": lat[name], "speedup": best["base"] / best[name],
-            "finetune_seconds_total": float(getattr(row, "finetune_seconds_total", float("nan"))),
-        })
-    points.sort(key=lambda p: p["latency_ms"])
-    chosen = {bar: choose(points, thr) for bar, thr in VAL_THRESHOLDS_PTS.items()}
+    points = harness.points(rows, val, test, lat)
+    chosen = {bar: harness.choose(points, thr) for bar, thr in VAL_THRESHOLDS_PTS.items()}
     peer_point = {"latency_ms": best["peer"], "latency_ms_rounds": lat["peer"], "test_accuracy": test["peer"],
                   "val_accuracy": val["peer"], "speedup": best["base"] / best["peer"], "seconds": peer_s}
     beats_peer = [p for p in points if p["latency_ms"] < best["peer"] and p["test_accuracy"] >= test["peer"]]
@@ -199,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "floor_ms": best["floor"], "val_thresholds_pts": VAL_THRESHOLDS_PTS, "points": points,
         "chosen": chosen, "peer": peer_point, "checks": checks, "search_seconds": search_s,
         "space": space().to_dict(), "planned_configs": [c.label() for c in planned()],
-        "harness": "ONNX Runtime CPU, 1 thread, batch 1, 100 runs after 20 warm-up; 3 interleaved rounds; min of medians",
+        "harness": harness.HARNESS,
     }
     (RESULTS / "front_quality.json").write_text(json.dumps(out, indent=2, default=str))
 

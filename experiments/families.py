@@ -1,0 +1,142 @@
+"""The other model families through the same engine: a Transformer (bbc-minilm), an RNN (bbc-lstm) and a
+migrated CNN (fashion-mobilenetv2). Per family: base test accuracy, the point chosen on validation, its test
+accuracy and its speed-up measured interleaved with the base.
+
+Each family runs the engine's own search (`lepton_search.search`, fine-tuning reuse on) over a short planned
+list of configs, enqueued in chain order (a 2-epoch trial resumes the 1-epoch checkpoint), so a run fits its
+time budget; base training is cached and excluded. The point is the fastest Pareto point whose VALIDATION
+drop is within `VAL_THRESHOLD_PTS`; test accuracy is reported, never used to choose. Base and points share
+the export path and the sequence length (the workload's), and are re-timed in one run, interleaved, min of 3
+(`experiments/_harness.py`).
+
+    .venv/bin/python experiments/families.py                      # all three (~20 min each, base cached)
+    .venv/bin/python experiments/families.py --only bbc-lstm
+
+Writes experiments/results/families.json (entries of families already run are kept) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from lepton_search import default_space, search, workloads
+from lepton_search.latency.cpu_identity import this_cpu
+from lepton_search.space import CompressionConfig, FinetuneSettings, SearchSpace
+from lepton_search.study import make_sampler, open_study
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import itertools
+
+import _harness as harness
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VAL_THRESHOLD_PTS = 0.5  # a margin under the 1-pt test bar for validation-to-test noise
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    workload: str
+    plan: tuple[CompressionConfig, ...]  # in chain order: prune/bits, then increasing epochs
+    finetune: FinetuneSettings
+    why: str
+
+
+def _c(ratio: float, bits: int, epochs: int) -> CompressionConfig:
+    return CompressionConfig(prune_ratio=ratio, bits=bits, finetune_epochs=epochs, round_to=8)
+
+
+FAMILIES = {
+    # Trained from scratch on 1,275 articles: distillation wants a high rate and small batches (H3's sweep).
+    "bbc-lstm": Family("bbc-lstm", (_c(0, 8, 0), _c(0.25, 8, 2), _c(0.5, 8, 1), _c(0.5, 8, 2), _c(0.75, 8, 2)),
+                       FinetuneSettings(subset_size="all", batch_size=32, lr=0.2),
+                       "hidden units of the LSTM pruned, INT8 by ONNX Runtime's dynamic quantizer (DynamicQuantizeLSTM)"),
+    # An epoch of MiniLM on CPU is minutes: one epoch per pruned chain.
+    "bbc-minilm": Family("bbc-minilm", (_c(0, 8, 0), _c(0.25, 8, 1), _c(0.5, 8, 1)),
+                         FinetuneSettings(subset_size="all", batch_size=16, lr=0.01),
+                         "attention heads and FFN channels pruned, INT8 MatMuls by dynamic quantization"),
+    "fashion-mobilenetv2": Family("fashion-mobilenetv2", (_c(0, 8, 0), _c(0.25, 8, 1), _c(0.5, 8, 1)),
+                                  FinetuneSettings(subset_size=5000, batch_size=64, lr=0.01),
+                                  "inverted-residual channels pruned (torch-pruning), INT8 QLinearConv"),
+}
+
+
+def space_for(family: Family) -> SearchSpace:
+    ratios = sorted({c.prune_ratio for c in family.plan})
+    step = min((b - a for a, b in itertools.pairwise(ratios)), default=0.25)
+    return dataclasses.replace(
+        default_space(), prune_ratio=(0.0, max(ratios), step), prune_method="structured", round_to=8,
+        bits=tuple(sorted({c.bits for c in family.plan}, reverse=True)),
+        finetune_epochs=(0, max(c.finetune_epochs for c in family.plan)), max_accuracy_drop_pts=None,
+        early_reject="off", sampler="random", finetune=family.finetune,
+    )
+
+
+def run_family(family: Family, storage: str) -> dict:
+    wl = workloads.get(family.workload)  # the cached base (trained once, excluded from the budget)
+    sp = space_for(family)
+    name = f"families-{family.workload}"
+    study = open_study(storage, name, sp, make_sampler(sp, 0))
+    taken = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)
+             if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING)}
+    for cfg in family.plan:
+        if tuple(sorted(sp.params(cfg).items())) not in taken:
+            study.enqueue_trial(sp.params(cfg))
+    start = time.perf_counter()
+    result = search(wl, sp, n_trials=len(family.plan), storage=storage, study_name=name,
+                    artifacts=RESULTS / "families_artifacts", callbacks=[], remeasure=False)
+    search_s = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, rows = harness.export_front(result, Path(tmp))
+        val = harness.accuracies(paths, wl, "val")
+        test = harness.accuracies(paths, wl, "test")
+        lat = harness.remeasure(paths, wl.sample_inputs())
+    pts = harness.points(rows, val, test, lat)
+    chosen = harness.choose(pts, VAL_THRESHOLD_PTS)
+    n_test = len(wl.dataset("test"))
+    base_ms = min(lat["base"])
+    return {
+        "workload": family.workload, "how": family.why, "host": str(this_cpu()),
+        "inputs": [dataclasses.asdict(s) for s in wl.inputs], "sequence_length": wl.seq_len,
+        "base_test_accuracy": test["base"], "base_val_accuracy": val["base"], "base_latency_ms": base_ms,
+        "base_latency_ms_rounds": lat["base"], "test_size": n_test,
+        "test_stderr_pts": harness.stderr_pts(test["base"], n_test), "val_threshold_pts": VAL_THRESHOLD_PTS,
+        "chosen": chosen, "points": pts, "search_seconds": search_s, "planned": [c.label() for c in family.plan],
+        "finetune": dataclasses.asdict(family.finetune), "harness": harness.HARNESS,
+        "bar_2x_at_1pt_test": bool(chosen and chosen["speedup"] >= 2 and chosen["test_drop_pts"] <= 1.0),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", action="append", choices=sorted(FAMILIES), help="run these families (repeatable)")
+    ap.add_argument("--storage", default=f"sqlite:///{RESULTS / 'families.db'}")
+    args = ap.parse_args(argv)
+    optuna.logging.set_verbosity(logging.WARNING)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_path = RESULTS / "families.json"
+    entries = {e["workload"]: e for e in json.loads(out_path.read_text())} if out_path.is_file() else {}
+    for name in args.only or list(FAMILIES):
+        entries[name] = run_family(FAMILIES[name], args.storage)
+        out_path.write_text(json.dumps(list(entries.values()), indent=2, default=str))
+
+    print(f"{'workload':<21}{'seq':>5}{'base test':>10}{'+/-':>6}{'base ms':>9}  {'chosen (val drop <= ' + str(VAL_THRESHOLD_PTS) + ' pt)':<30}"
+          f"{'test drop':>10}{'ms':>8}{'speed-up':>9}")
+    for e in entries.values():
+        c = e["chosen"] or {}
+        print(f"{e['workload']:<21}{e['sequence_length'] or '-':>5}{e['base_test_accuracy']:>10.4f}{e['test_stderr_pts']:>6.2f}"
+              f"{e['base_latency_ms']:>9.3f}  {c.get('config', 'none'):<30}{c.get('test_drop_pts', float('nan')):>10.2f}"
+              f"{c.get('latency_ms', float('nan')):>8.3f}{c.get('speedup', float('nan')):>9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
