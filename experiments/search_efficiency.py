@@ -57,6 +57,11 @@ class Grid:
     subset: int = 5000
 
     @property
+    def suffix(self) -> str:
+        """'' for the issue's grid, else the extent, so a smaller grid never overwrites its results."""
+        return "" if self == Grid() else f"-p{self.prune_step}-e{self.max_epochs}-n{self.subset}"
+
+    @property
     def study_name(self) -> str:
         return f"search-efficiency-p{self.prune_step}-e{self.max_epochs}-n{self.subset}"
 
@@ -117,7 +122,8 @@ def grid_table(storage: str, study_name: str) -> pd.DataFrame:
                      "test_accuracy": rec.test_accuracy, "latency_ms": rec.latency_ms,
                      "finetune_epochs_reused": rec.finetune_epochs_reused, "ft_s": rec.finetune_seconds,
                      "ft_total_s": rec.finetune_seconds_total, "compress_s": rec.compress_seconds,
-                     "wall_s": wall, "wall_s_without_reuse": wall + rec.finetune_seconds_total - rec.finetune_seconds})
+                     "wall_s": wall, "overhead_s": wall - rec.finetune_seconds,
+                     "wall_s_without_reuse": wall - rec.finetune_seconds + rec.finetune_seconds_total})
     return pd.DataFrame(rows).sort_values("trial").reset_index(drop=True)
 
 
@@ -147,13 +153,15 @@ class Replay:
         self.wall_s, self.reached_at, self.evaluated, self.rejected = 0.0, None, 0, 0
 
     def cost(self, cfg: CompressionConfig) -> float:
+        """The config's seconds outside training, plus the epochs of its chain this run has not trained yet."""
         row = self.table[canonical(cfg)]
-        if cfg.finetune_epochs == 0:
-            return row["wall_s"]
-        same = canonical(cfg)
-        epochs_cost = sum(self.table[dataclasses.replace(same, finetune_epochs=e)]["ft_s"]
-                          for e in range(self.trained.get(chain(cfg), 0) + 1, cfg.finetune_epochs + 1))
-        return row["wall_s"] - row["ft_s"] + epochs_cost
+        done = self.trained.get(chain(cfg), 0)
+        return row["overhead_s"] + max(0.0, row["ft_total_s"] - self._ft_total(cfg, done))
+
+    def _ft_total(self, cfg: CompressionConfig, epochs: int) -> float:
+        """Seconds to train `cfg`'s chain to `epochs` (recorded with the checkpoints: an epoch trained in an
+        earlier run of the grid still counts)."""
+        return 0.0 if epochs == 0 else self.table[canonical(dataclasses.replace(cfg, finetune_epochs=epochs))]["ft_total_s"]
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         cfg = self.space.suggest(trial)
@@ -228,10 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     result = load(args.storage, grid.study_name, artifacts=RESULTS / "search_efficiency_artifacts")
     base = result.base
     df = grid_table(args.storage, grid.study_name)
-    df.to_csv(RESULTS / "search_efficiency_grid.csv", index=False)
+    df.to_csv(RESULTS / f"search_efficiency{grid.suffix}_grid.csv", index=False)
     ref = (base.accuracy - REF_DROP_PTS / 100, base.latency_ms)
     grid_hv = hypervolume(list(zip(df.accuracy, df.latency_ms)), *ref)
-    grid_wall, grid_wall_no_reuse = float(df.wall_s.sum()), float(df.wall_s_without_reuse.sum())
+    # With reuse each chain trains once, to its last epoch (ft_total_s of its longest config; epochs an earlier,
+    # interrupted run of the grid trained count too); without, every config trains all its epochs.
+    chains = df.assign(chain=[chain(canonical(CompressionConfig.from_dict(r))) for r in df.to_dict("records")])
+    grid_wall = float(df.overhead_s.sum() + chains.groupby("chain").ft_total_s.max().sum())
+    grid_wall_no_reuse = float(df.wall_s_without_reuse.sum())
 
     runs = [replay(df, grid, base.accuracy, base.latency_ms, s, seed, early)
             for s in SAMPLERS for early in (False, True) for seed in SEEDS]
@@ -258,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 if len(plain) else None,
                 "default_vs_random": float(plain[plain.sampler == default].vs_random.iloc[0]) if len(plain) else None},
     }
-    (RESULTS / "search_efficiency.json").write_text(json.dumps(out, indent=2, default=str))
+    (RESULTS / f"search_efficiency{grid.suffix}.json").write_text(json.dumps(out, indent=2, default=str))
     print(f"host: {out['host']}")
     print(f"grid: {len(df)} configs, wall {grid_wall:.0f} s with reuse, {grid_wall_no_reuse:.0f} s without "
           f"({grid_wall_no_reuse / grid_wall:.2f}x); hypervolume {grid_hv:.5f} (ref: acc {ref[0]:.4f}, {ref[1]:.3f} ms)")
