@@ -5,6 +5,7 @@ In CI (`CI=true`) these tests fail, not skip, when the server or the driver is m
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import optuna
 import pytest
 
 from lepton_search.cli import main
+from lepton_search.records import TrialRecord
 from lepton_search.testing.postgres import pg_bin_dir, throwaway_cluster
 from lepton_search.workers import TRIAL_DELAY_ENV
 
@@ -33,6 +35,17 @@ knobs:
 trials: 8
 """
 SLOW_SPACE = FAST_SPACE.replace("{low: 0, high: 0}", "{low: 0, high: 2}")
+# Two pruned models, each fine-tuned for 1, 2 or 3 epochs: 8 configs, 3 of each model's share its checkpoints.
+# Early rejection off: a rejected config trains nothing, and every config here should get the chance to.
+CHAIN_SPACE = """\
+knobs:
+  prune_ratio: {low: 0.25, high: 0.5, step: 0.25}
+  bits: [32]
+  finetune_epochs: {low: 0, high: 3}
+early_reject: off
+trials: 8
+finetune: {subset_size: all, batch_size: 32, bn_batches: 4, calibration_size: 16}
+"""
 
 
 def _missing(why: str) -> None:
@@ -155,3 +168,44 @@ def test_sigkilled_worker_trial_is_retried_with_identical_params(pg_url, tmp_pat
     assert after == before  # earlier completed trials intact
     assert sum(t.state == DONE for t in trials) == 3
     assert not [t for t in trials if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)]
+
+
+def test_two_workers_share_checkpoints_and_never_train_an_epoch_twice(pg_url, tmp_path, worker_env):
+    """Each trial trains the epochs (reused, finetune_epochs] of its pruned model's chain; across both workers
+    those intervals never overlap and together cover the chain's deepest trial (a second worker on the same
+    model waits on the checkpoint lock, then resumes from what the first stored)."""
+    env, _ = worker_env
+    art = _init(pg_url, "chains", CHAIN_SPACE, tmp_path)
+    procs = [_worker(pg_url, "chains", env, "--trials", "4") for _ in range(2)]
+    try:
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:  # a timeout must not leave workers behind
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-1500:] for o in outputs)
+    assert all(len(_completed_by(o)) == 4 for o in outputs)  # both workers completed trials
+
+    complete = optuna.load_study(study_name="chains", storage=pg_url).get_trials(states=(DONE,))
+    assert len(complete) == 8  # the whole grid
+    chains: dict[tuple, list[tuple[int, int]]] = {}
+    for t in complete:
+        rec = TrialRecord.from_attrs(t.user_attrs)
+        epochs, reused = rec.config["finetune_epochs"], rec.finetune_epochs_reused
+        assert 0 <= reused <= epochs
+        model = tuple((k, v) for k, v in rec.config.items() if k != "finetune_epochs")
+        if epochs > reused:
+            chains.setdefault(model, []).append((reused, epochs))  # trained the epochs (reused, epochs]
+    assert len(chains) == 2
+    for model, trained in chains.items():
+        trained.sort()
+        for (_, end), (start, _) in itertools.pairwise(trained):
+            assert end <= start, f"{dict(model)}: epochs trained twice, intervals {trained}"
+        assert trained[0][0] == 0 and trained[-1][1] == 3 and sum(b - a for a, b in trained) == 3, trained
+    reused = [TrialRecord.from_attrs(t.user_attrs).finetune_epochs_reused for t in complete]
+    assert max(reused) > 0  # 3 trials per model and 3 epochs in all: at least one resumed
+    # The checkpoints sit in the one artifact folder both workers were given by init: one key per pruned model.
+    keys = sorted(p for p in (art / "checkpoints").iterdir() if p.is_dir())
+    assert len(keys) == 2
+    for key in keys:
+        assert sorted(p.name for p in key.glob("epoch*.pt")) == ["epoch1.pt", "epoch2.pt", "epoch3.pt"]
