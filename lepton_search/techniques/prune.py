@@ -44,7 +44,9 @@ def kept_whole(model: nn.Module) -> list[nn.Module]:
     torch-pruning prunes an `nn.MultiheadAttention` along its embedding width, which is the residual stream of
     a whole `nn.TransformerEncoder` and re-cuts the heads (width // num_heads) after arbitrary channels go, so
     channels of different heads end up in one; it also fails when the kept width is not a multiple of the
-    heads. Kept whole, the encoder loses feed-forward channels (linear1 outputs, linear2 inputs) only.
+    heads. Whole heads cannot go either: the module's projection width is its `embed_dim`, the residual
+    width, so fewer heads would need another module. Kept whole, an encoder loses feed-forward channels
+    (linear1 outputs, linear2 inputs) only; BERT-style layers prune whole heads in `prune_transformer`.
     """
     return classifier_layers(model) + [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
 

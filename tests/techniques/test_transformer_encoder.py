@@ -82,3 +82,40 @@ def test_compress_prunes_finetunes_quantizes_and_exports_token_inputs(tmp_path, 
     assert sess.get_inputs()[0].shape[1] == SEQ
     acc = onnx_accuracy(cand.onnx_path, wl)
     assert acc.total == len(wl.val[0]) and acc.accuracy > 0.5  # 3 classes: chance is 1/3
+
+
+class _AttentionOnly(nn.Module):
+    """Embedding + one nn.MultiheadAttention + head: nothing structured pruning may shrink."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.attn, self.head = nn.Embedding(32, 8), nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 3)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.emb(input_ids)
+        return self.head(self.attn(h, h, h, key_padding_mask=attention_mask == 0)[0].mean(1))
+
+
+def test_no_op_check_drops_pruning_for_attention_only_and_keeps_it_for_an_encoder(tmp_path):
+    from lepton_search.space import SearchSpace
+    from lepton_search.study import knobs_that_act
+    from lepton_search.workloads import Workload
+
+    wl = token_workload()
+    space = SearchSpace(prune_ratio=(0.0, 0.5, 0.5), bits=(32, 8))
+    graph = export.check_traceable(wl.model, wl.example_args, tmp_path, names=wl.input_names)
+    assert knobs_that_act(wl, space, graph, verbose=False) is space
+    attn = Workload("attn", _AttentionOnly().eval(), train=wl.train, val=wl.val, example_input=wl.example_input,
+                    input_spec=wl.input_spec)
+    graph = export.check_traceable(attn.model, attn.example_args, tmp_path, names=attn.input_names)
+    with pytest.warns(UserWarning, match=r"prune_ratio fixed at 0: .*attn \(MultiheadAttention\), head"):
+        narrowed = knobs_that_act(attn, space, graph, verbose=False)
+    assert narrowed.prune_ratios == [0.0] and narrowed.bits == (32, 8)
+
+
+def test_unstructured_and_global_pruning_take_the_two_inputs():
+    wl = token_workload()
+    baked = prune.bake_masks(prune.prune_unstructured(wl.model, wl.example_args, 0.5), wl.example_args)
+    assert isinstance(baked, TinyTokenClassifier) and 0.4 < prune.weight_sparsity(baked) < 0.55
+    pruned = prune.prune_structured(wl.model, wl.example_args, 0.5, global_ranking=True)
+    assert sum(layer.linear1.out_features for layer in pruned.encoder.layers) < 2 * 32
