@@ -13,6 +13,7 @@ from token_workload import SEQ, token_workload
 
 from lepton_search import SearchSpace, search
 from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyEstimate, LatencyModel, load_inputs
+from lepton_search.latency.measure import measure_dir
 from lepton_search.records import SAMPLE_INPUTS_ARTIFACT
 from lepton_search.results.report import front_table
 from lepton_search.results.retarget import retarget
@@ -65,6 +66,8 @@ def test_transformer_encoder_token_classifier_through_a_search(sqlite_url, tmp_p
         samples = load_inputs(out / SAMPLE_INPUTS_FILE)
         for name, array in wl.sample_inputs().items():  # what latency was timed on
             np.testing.assert_array_equal(samples[name], array)
+    rows = measure_dir(out, tmp_path / "m.csv", runs=20, warmup=2, verbose=False)  # an export, timed elsewhere
+    assert [(r["file"], r["inputs"]) for r in rows] == [("model.onnx", SAMPLE_INPUTS_FILE)]
     recorder = _Recorder()
     retarget(sqlite_url, "tok", recorder, artifacts=tmp_path / "art")
     assert len(recorder.fed) == 1 + len(complete)

@@ -65,7 +65,10 @@ def targets_cmd() -> None:
               help="Time the folder N times over; each file keeps its fastest round (shared machines).")
 def measure_cmd(folder: str, out_csv: str, threads: int, batch_size: int, runs: int, kernels: bool,
                 rounds: int) -> None:
-    """Time every *.onnx in FOLDER here with ONNX Runtime; write a CSV for `calibrate --csv`."""
+    """Time every *.onnx in FOLDER here with ONNX Runtime; write a CSV for `calibrate --csv`.
+
+    Each file is fed the validation samples beside it (<stem>.sample_inputs.npz, or the sample_inputs.npz that
+    `export` writes beside model.onnx) when they fit its inputs, else synthetic inputs (CSV column `inputs`)."""
     from lepton_search.latency.measure import measure_dir
 
     for name, value in (("--threads", threads), ("--batch-size", batch_size), ("--rounds", rounds)):
