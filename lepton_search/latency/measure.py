@@ -19,7 +19,7 @@ import platform
 import sys
 from pathlib import Path
 
-from lepton_search.latency._base import SAMPLE_INPUTS_FILE, graph_inputs, load_inputs
+from lepton_search.latency._base import SAMPLE_INPUTS_FILE, graph_inputs, load_inputs, with_batch
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.latency.host_cpu import HostCpuLatency
 
@@ -80,7 +80,9 @@ def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, ba
             feeds, source = feeds_for(path, batch_size)
             est = timer.latency(path, feeds)
             if kernels:
-                got = profile_kernels(path, shape, runs=runs, warmup=warmup, threads=threads)
+                # the saved samples (or every input, synthetic) when there are any beyond one float input
+                feed = None if source == "synthetic" and len(feeds) == 1 else with_batch(feeds, batch_size)
+                got = profile_kernels(path, shape, runs=runs, warmup=warmup, threads=threads, feed=feed)
                 old = best_kernels.get(path.name)
                 best_kernels[path.name] = [
                     {"file": path.name, "node": k.node, "op": k.op, "cls": k.cls,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,10 @@ def _numel(shapes: list[list[int]], i: int = 0) -> int:
 
 
 def profile_kernels(path: str | Path, shape: tuple[int, ...], *, runs: int = 40, warmup: int = 10,
-                    threads: int = 1) -> list[KernelTime]:
-    """Time of every kernel (trimmed mean) over `runs` profiled calls after `warmup`, in execution order."""
+                    threads: int = 1, feed: Mapping[str, np.ndarray] | None = None) -> list[KernelTime]:
+    """Time of every kernel (trimmed mean) over `runs` profiled calls after `warmup`, in execution order.
+
+    Fed `feed` (input name -> array) when given, else N(0, 1) floats of `shape` for the first input."""
     import onnxruntime as ort
 
     from lepton_search.latency.host_cpu import host_lock
@@ -93,7 +96,8 @@ def profile_kernels(path: str | Path, shape: tuple[int, ...], *, runs: int = 40,
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "prof")
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+        if feed is None:
+            feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
         with host_lock():
             for _ in range(warmup + runs):
                 sess.run(None, feed)

@@ -61,3 +61,13 @@ def test_measure_cli_runs_without_torch_on_multi_input_samples(tmp_path):
     (row,) = list(csv.DictReader(out.open()))
     assert row["file"] == "model.onnx" and row["inputs"] == SAMPLE_INPUTS_FILE and row["batch_size"] == "4"
     assert float(row["p50_ms"]) > 0
+
+
+def test_kernel_profiling_feeds_every_input(tmp_path):
+    from lepton_search.latency.measure import kernels_csv_path, measure_dir
+
+    _token_folder(tmp_path)
+    rows = measure_dir(tmp_path, tmp_path / "m.csv", runs=20, warmup=1, kernels=True, verbose=False)
+    assert [r["inputs"] for r in rows] == [SAMPLE_INPUTS_FILE]
+    kernels = list(csv.DictReader(kernels_csv_path(tmp_path / "m.csv").open()))
+    assert {"Gather", "MatMul"} <= {k["op"] for k in kernels}  # the embedding look-up and attention ran
