@@ -97,3 +97,29 @@ def test_bad_input_specs_are_one_line_config_errors(case):
         _workload(**changes).validate()
     message = str(info.value)
     assert "\n" not in message and field in message and fix in message, message
+
+
+class _TwoFloat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(8, 32), nn.Linear(4, 32), nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.a(x) + self.b(z)))
+
+
+def test_two_float_inputs_compress_with_static_int8_calibrated_on_both(tmp_path):
+    from lepton_search.candidate import compress
+    from lepton_search.evaluate import onnx_accuracy
+    from lepton_search.latency.host_cpu import optimized_op_types
+    from lepton_search.space import CompressionConfig, FinetuneSettings
+
+    g = torch.Generator().manual_seed(0)
+    x, z, y = torch.randn(96, 8, generator=g), torch.randn(96, 4, generator=g), torch.randint(0, 3, (96,), generator=g)
+    wl = Workload("two-float", _TwoFloat(), train=(x, z, y), val=(x, z, y), example_input=(x[:1], z[:1]))
+    wl.validate()
+    assert wl.input_names == ["input_0", "input_1"]
+    cand = compress(wl, CompressionConfig(0.5, 8, 0), tmp_path / "c.onnx",
+                    settings=FinetuneSettings(bn_batches=1, calibration_size=8))
+    assert cand.macs_ratio < 0.6 and "QGemm" in optimized_op_types(cand.onnx_path)
+    assert onnx_accuracy(cand.onnx_path, wl).total == 96
