@@ -103,3 +103,23 @@ def fewer_labels() -> Workload:
     """A val split of 80 inputs and 50 labels (was: a bare AssertionError 'Size mismatch between tensors')."""
     d = _data()
     return _workload("fewer-labels", _mlp(), val=(d["val"][0], d["val"][1][:50]))
+
+
+class _TokenBag(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.head = nn.Embedding(50, 16), nn.Linear(16, CLASSES)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head((self.emb(input_ids) * attention_mask.unsqueeze(-1)).sum(1))
+
+
+def token_ids_int32() -> Workload:
+    """Two int64 inputs declared; the train split holds int32 token ids."""
+    from lepton_search.workloads import InputSpec
+
+    g = torch.Generator().manual_seed(0)
+    ids, mask, y = torch.randint(0, 50, (64, 8), generator=g), torch.ones(64, 8, dtype=torch.long), torch.randint(0, CLASSES, (64,))
+    spec = (InputSpec("input_ids", "int64", (8,)), InputSpec("attention_mask", "int64", (8,)))
+    return Workload("token-ids-int32", _TokenBag().eval(), train=(ids.int(), mask, y), val=(ids, mask, y),
+                    example_input=(ids[:1], mask[:1]), input_spec=spec, sequence_length=8)

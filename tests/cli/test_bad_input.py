@@ -46,6 +46,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "empty-data": (["run", "{dir}/good.yaml", "--workload", "failing_workloads:empty_data"], ["workload.train", "0 samples"]),
     "wrong-example-shape": (["run", "{dir}/good.yaml", "--workload", "failing_workloads:wrong_input_shape"],
                             ["workload.example_input", "(1, 32)", "(64,)"]),
+    "token-ids-int32": (["run", "{dir}/good.yaml", "--workload", "failing_workloads:token_ids_int32"],
+                        ["workload.train inputs", "input_ids int32", "x.to(torch.int64)"]),
     "untraceable-model": (["run", "{dir}/good.yaml", "--workload", "failing_workloads:untraceable"],
                           ["model", "cannot be exported to ONNX", "special_i1e"]),
     "factory-not-importable": (["run", "{dir}/good.yaml", "--workload", "no_such_module:make"],
