@@ -44,7 +44,7 @@ knobs:
   finetune_epochs: {low: 0, high: 3}
 early_reject: off
 trials: 8
-finetune: {subset_size: all, batch_size: 32, bn_batches: 4, calibration_size: 16}
+finetune: {subset_size: all, batch_size: 8, bn_batches: 4, calibration_size: 16}  # ~1 s an epoch: a window
 """
 
 
@@ -176,6 +176,9 @@ def test_two_workers_share_checkpoints_and_never_train_an_epoch_twice(pg_url, tm
     model waits on the checkpoint lock, then resumes from what the first stored)."""
     env, _ = worker_env
     art = _init(pg_url, "chains", CHAIN_SPACE, tmp_path)
+    queue = optuna.load_study(study_name="chains", storage=pg_url)
+    for epochs in (3, 2):  # each worker's first trial, on one pruned model at once: the lock is what keeps them apart
+        queue.enqueue_trial({"prune_ratio": 0.25, "finetune_epochs": epochs})
     procs = [_worker(pg_url, "chains", env, "--trials", "4") for _ in range(2)]
     try:
         outputs = [p.communicate(timeout=600)[0] for p in procs]
