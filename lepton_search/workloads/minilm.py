@@ -91,11 +91,14 @@ class MeanPoolClassifier(nn.Module):
         self.encoder = encoder
         self.head = nn.Linear(encoder.config.hidden_size, n_classes)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's last hidden states averaged over the real (mask 1) tokens: (batch, hidden)."""
         hidden = getattr(self.encoder(input_ids=input_ids, attention_mask=attention_mask), HIDDEN_STATES)
         weight = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
-        return self.head(pooled)
+        return (hidden * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(input_ids, attention_mask))
 
 
 def minilm_classifier(n_classes: int, *, num_layers: int | None = None, seed: int = 0) -> MeanPoolClassifier:
