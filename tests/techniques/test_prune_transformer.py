@@ -117,18 +117,23 @@ def test_pruned_model_trains(slice2, batch):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
-def test_pruned_model_exports_with_dynamic_batch_and_matches_torch(slice2, batch, tmp_path):
+@pytest.mark.parametrize("ratio", [0.0, 0.5])
+def test_hf_attention_exports_with_dynamic_batch_and_matches_torch(slice2, batch, tmp_path, ratio):
+    """The pipeline's exporter on HF BertModel attention (eager), unpruned and pruned: exported at batch 1,
+    run at batch 3 with padded rows."""
     ort = pytest.importorskip("onnxruntime")
-    pruned = pt.prune_encoder(slice2, 0.5)
-    path = tmp_path / "pruned.onnx"
+    from lepton_search.techniques import export
+
+    model = pt.prune_encoder(slice2, ratio)
+    path = tmp_path / "m.onnx"
     ids, mask = batch
-    torch.onnx.export(pruned, (ids[:1], mask[:1]), str(path), dynamo=False, opset_version=17,
-                      input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                      dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"}, "logits": {0: "batch"}})
+    export.to_onnx(model, (ids[:1], mask[:1]), path, names=["input_ids", "attention_mask"])
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]  # batch 3, exported at 1
+    assert [(i.name, i.type, i.shape[0]) for i in sess.get_inputs()] == [
+        ("input_ids", "tensor(int64)", "batch"), ("attention_mask", "tensor(int64)", "batch")]
+    got = sess.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
     with torch.no_grad():
-        want = pruned(ids, mask).numpy()
+        want = model(ids, mask).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
