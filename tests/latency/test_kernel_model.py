@@ -122,7 +122,8 @@ def test_dq_kernels_are_kept_apart_by_width():
     model, shape = _inverted_residual()
     int8 = emulate(precision_forms(model, shape, 8, 0))
     assert {k.table_class for k in int4 if k.cls == "dq"} == {"dq4"}
-    assert {k.table_class for k in int8 if k.cls == "dq"} == {"dq8", "dq32"}  # activations/weights, int32 biases
+    # activations/weights; INT32 bias DQs only where the quantizer keeps biases quantized (per-tensor NNCF: not)
+    assert "dq8" in {k.table_class for k in int8 if k.cls == "dq"} <= {"dq8", "dq32"}
     rows = [{"graph": "g", "cls": "dq", "macs": 0, "in_elems": 1000, "out_elems": 1000, "w_elems": 0, "k": 1,
              "bits": b, "us": us} for b, us in ((4, 40.0), (8, 4.0))]
     graphs = [{"graph": "g", "n_kernels": 2, "kernel_sum_us": 44.0, "total_us": 50.0},
