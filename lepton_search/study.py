@@ -180,10 +180,14 @@ _TAKEN = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, opt
 
 
 def find_duplicate(study: optuna.Study, config: CompressionConfig, number: int, ignore: Collection[int] = ()) -> int | None:
-    """The number of another trial with this config that is done, running or queued; `ignore`: retried ancestors."""
+    """The number of another trial with this config that is done, queued (a heartbeat retry), or running with a
+    lower number; `ignore`: retried ancestors. Of two trials running the same config (two workers sampled it at
+    once), the lower number goes on and the higher one yields: each sees the other's config, same rule."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
     for t in study.get_trials(deepcopy=False, states=states):
         if t.number == number or t.number in ignore:
+            continue
+        if t.state == optuna.trial.TrialState.RUNNING and t.number > number:
             continue
         if records.read_config(t.user_attrs) == config.as_dict():
             return t.number
@@ -238,6 +242,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         fail_dead_trials(self.study, running_here=trial.number)  # a dead process's config is free again, at once
         config = self.space.suggest(trial)
+        # The config is written BEFORE the duplicate check: two workers that sample the same config at the same
+        # moment both see it, and the later trial (higher number) yields (see find_duplicate).
+        records.write_config(trial, config)
         # A heartbeat retry copies its stale ancestor's attrs (config_key too): not a duplicate of it.
         dup = find_duplicate(self.study, config, trial.number, ignore=retry_history(trial))
         if dup is not None:
@@ -245,7 +252,6 @@ class Objective:
             if self.queue_unseen:
                 self._queue_unseen(trial.number)
             raise optuna.TrialPruned(f"config {config.label()} already evaluated in trial {dup}")
-        records.write_config(trial, config)
         trial.set_user_attr(records.OWNER, this_process())  # after the config: a retry re-runs a whole config
         delay_s = float(os.environ.get(TRIAL_DELAY_ENV, "0") or 0)
         if delay_s:  # crash drills and tests: hold the trial open so a kill lands mid-trial for sure

@@ -73,3 +73,14 @@ def test_heartbeat_settings_are_validated_and_name_their_parameter(kwargs, field
     with pytest.raises(ConfigError) as err:
         HeartbeatSettings(**kwargs)
     assert err.value.field == field and "--" not in str(err.value)  # API users never read CLI flags
+
+
+def test_of_two_trials_running_one_config_the_later_yields():
+    """Two workers sampled the same config at once; each wrote it before looking: only the lower number runs."""
+    study = optuna.create_study()
+    config = CompressionConfig(0.25, 8, 1)
+    first, second = study.ask(), study.ask()
+    for t in (first, second):
+        t.set_user_attr("config", config.as_dict())
+    assert find_duplicate(study, config, first.number) is None
+    assert find_duplicate(study, config, second.number) == first.number

@@ -114,9 +114,10 @@ def test_four_workers_finish_exactly_4xN_trials_with_one_base_model(pg_url, tmp_
     assert not [t for t in trials if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)]
     for t in complete:
         assert (art / t.user_attrs["onnx_artifact_id"]).is_file()
-    # One base model: made by init (ONNX + state_dict), loaded by every worker, trained by none.
+    # One base model: made by init (ONNX + state_dict + the sample inputs latency is timed on), loaded by every
+    # worker, trained by none.
     study = optuna.load_study(study_name="four", storage=pg_url)
-    assert len(optuna.artifacts.get_all_artifact_meta(study)) == 2
+    assert len(optuna.artifacts.get_all_artifact_meta(study)) == 3
     for out in outputs:
         assert "weights from the study's base artifact" in out and "training once" not in out
     assert not list(cache.iterdir())
