@@ -101,7 +101,7 @@ def peer(base_onnx: Path, wl: workloads.Workload, out: Path) -> tuple[Path, floa
     import nncf
 
     name = onnx.load(str(base_onnx)).graph.input[0].name
-    calib = nncf.Dataset(calibration_batches(wl, 300, 0), lambda x: {name: x})
+    calib = nncf.Dataset(calibration_batches(wl, 300, 0), lambda x: dict(x) if isinstance(x, dict) else {name: x})
     val_items = [(xb.numpy(), yb.numpy()) for xb, yb in wl.batches("val", batch_size=250)]
     val = nncf.Dataset(val_items, lambda item: {name: item[0]})
 
