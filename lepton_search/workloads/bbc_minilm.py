@@ -7,7 +7,9 @@ when it runs, starts from a good head instead of tearing the pretrained features
 On this CPU the probe is what fits the budget: MiniLM-L6 mean-pooled features already separate the five
 topics (98.4% validation accuracy at 128 tokens), one forward pass over the train split took 11.5 min on a
 loaded 2-core host, and a full fine-tuning epoch ~3x that. SGD at lr 0.02 on the whole model from a random
-head fell to 45% (2 epochs), so `base_epochs` defaults to 0 and its lr to 0.002.
+head fell to 45% (2 epochs), so `base_epochs` defaults to 0 and its lr to 0.002. After the probe, one full
+epoch at lr 0.002 gave 98.1% val / 95.5% test against the probe's 98.4% / 95.3% (one article either way,
+within the 1-point standard error; 23 min of wall time here), so the default stays the probe.
 """
 
 from __future__ import annotations
