@@ -9,6 +9,7 @@ import pytest
 from lepton_search import SearchSpace, load, search
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import onnx_accuracy
+from lepton_search.records import DOMINATED
 from lepton_search.results.pareto import non_dominated
 
 SPACE = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 8, 4), finetune_epochs=(0, 1),
@@ -66,7 +67,8 @@ def test_old_and_new_constraint_forms_agree(run):
     for t in result.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         old = t.system_attrs["constraints"]
         new = t.system_attrs["constraints:max_accuracy_drop_pts"]
-        assert old == [new]
+        # the early-rejection constraint rides along (0 unless the rule rejected the config), same order
+        assert old == [new, t.system_attrs[f"constraints:{DOMINATED}"]]
         assert (new <= 0) == (t.user_attrs["accuracy_drop_pts"] <= SPACE.max_accuracy_drop_pts)
 
 
