@@ -25,19 +25,11 @@ import pandas as pd
 
 from lepton_search import default_space, search, workloads
 from lepton_search.evaluate import onnx_accuracy
-from lepton_search.latency import HostCpuLatency
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as harness  # the experiments folder is not a package
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def remeasure(paths: dict[str, Path], inputs: dict, repeats: int = 3) -> dict[str, list[float]]:
-    """p50 of every file, `repeats` rounds interleaved so drift hits all files alike."""
-    target = HostCpuLatency(threads=1, batch_size=1, runs=100, warmup=20)
-    out: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(repeats):
-        for name, path in paths.items():
-            out[name].append(target.latency(path, inputs).p50_ms)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in front["number"]:
             paths[f"trial {n}"] = result.export(int(n), Path(tmp) / f"t{n}")
         test_acc = {name: onnx_accuracy(p, wl, "test").accuracy for name, p in paths.items()}
-        lat = remeasure(paths, wl.sample_inputs())
+        lat = harness.remeasure(paths, wl.sample_inputs())
 
     base_ms = min(lat["base"])
     rows = [{

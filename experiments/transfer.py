@@ -39,24 +39,16 @@ from torchvision.models import mobilenet_v2
 
 from lepton_search import ModelOptimizer, SearchSpace, migrate, search
 from lepton_search.evaluate import onnx_accuracy
-from lepton_search.latency import HostCpuLatency
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.space import FinetuneSettings
 from lepton_search.techniques import export, finetune
 from lepton_search.workloads.fashion_mobilenet import fashion_splits
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as harness  # the experiments folder is not a package
+
 RESULTS = Path(__file__).resolve().parent / "results"
 EPOCHS = (1, 2, 4)
-
-
-def remeasure(paths: dict[str, Path], inputs: dict, repeats: int = 3) -> dict[str, list[float]]:
-    """p50 of every file, `repeats` rounds interleaved so drift hits all files alike."""
-    target = HostCpuLatency(threads=1, batch_size=1, runs=100, warmup=20)
-    out: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(repeats):
-        for name, path in paths.items():
-            out[name].append(target.latency(path, inputs).p50_ms)
-    return out
 
 
 def compare_inits(splits: dict, lr: float, random_lr: float, tmp: Path) -> tuple[list[dict], dict]:
@@ -108,7 +100,7 @@ def front(wl, trials: int, ft_subset: int, tmp: Path) -> tuple[list[dict], dict]
         paths["base"].write_bytes(r.read())
     for n in pareto["number"]:
         paths[f"trial {n}"] = result.export(int(n), tmp / f"t{n}")
-    lat = remeasure(paths, wl.sample_inputs())
+    lat = harness.remeasure(paths, wl.sample_inputs())
     test = {name: onnx_accuracy(p, wl, "test").accuracy for name, p in paths.items()}
     val = {"base": base.accuracy, "base INT8": float(int8.table.loc["after", "accuracy"])}
     configs = {"base": "s0.00/fp32/ft0", "base INT8": "s0.00/int8/ft0"}
