@@ -180,3 +180,20 @@ def test_quantization_aware_context_rounds_weights_and_restores_the_module(digit
     assert not parametrize.is_parametrized(conv, "weight")
     assert torch.equal(conv.weight.detach(), raw)  # float weights back, no hooks left
     assert not conv._forward_pre_hooks
+
+
+def test_int8_fine_tuning_simulates_the_quantization_the_file_gets(digits_cnn, tmp_path):
+    """Static INT8 (a CNN): quantization-aware fine-tuning. Dynamic INT8 (token ids): plain float fine-tuning,
+    since activations are quantized at run time, not with trained ranges."""
+    from token_workload import token_workload
+
+    from lepton_search.candidate import compress
+    from lepton_search.space import CompressionConfig, FinetuneSettings
+
+    settings = FinetuneSettings(subset_size=64, batch_size=32)
+    config = CompressionConfig(0.0, 8, 1)
+    cnn = compress(digits_cnn, config, tmp_path / "cnn.onnx", settings=settings)
+    tokens = compress(token_workload(), config, tmp_path / "tok.onnx", settings=settings)
+    assert cnn.quantization_aware and not tokens.quantization_aware
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "tok.onnx")).graph.node}
+    assert ops & {"DynamicQuantizeMatMul", "MatMulInteger", "DynamicQuantizeLinear"}  # the file is dynamic INT8
