@@ -124,10 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(logging.WARNING)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_path = RESULTS / "families.json"
-    entries = {e["workload"]: e for e in json.loads(out_path.read_text())} if out_path.is_file() else {}
+
+    def stored() -> dict[str, dict]:  # read again before each write: two runs (--only) may share the file
+        return {e["workload"]: e for e in json.loads(out_path.read_text())} if out_path.is_file() else {}
+
     for name in args.only or list(FAMILIES):
-        entries[name] = run_family(FAMILIES[name], args.storage)
+        entry = run_family(FAMILIES[name], args.storage)
+        entries = {**stored(), name: entry}
         out_path.write_text(json.dumps(list(entries.values()), indent=2, default=str))
+    entries = stored()
 
     print(f"{'workload':<21}{'seq':>5}{'base test':>10}{'+/-':>6}{'base ms':>9}  {'chosen (val drop <= ' + str(VAL_THRESHOLD_PTS) + ' pt)':<30}"
           f"{'test drop':>10}{'ms':>8}{'speed-up':>9}")
