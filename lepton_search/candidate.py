@@ -100,9 +100,8 @@ def compress(
     train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=subset, seed=seed)
     bn_batches = finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
     # INT8 of token-id and LSTM graphs is dynamic (weights INT8, activations quantized at run time: see
-    # techniques.quantize): fine-tuning them under static fake-quant of activations trains for a file that is
-    # never made (a 50%-pruned MiniLM fell to 19% after one such epoch, where its untrained file kept 89%),
-    # so they fine-tune in float.
+    # techniques.quantize): fine-tuning them under static fake-quant of activations would train for a file
+    # that is never made, so they fine-tune in float.
     dynamic_int8 = (any(not s.dtype.startswith(("float", "bfloat")) for s in workload.inputs)
                     or any(isinstance(m, nn.LSTM) for m in model.modules()))
     quant_aware = config.bits == 8 and config.finetune_epochs > 0 and not dynamic_int8
