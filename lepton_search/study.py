@@ -238,6 +238,10 @@ class Objective:
         # config on the front, so there it stays off.
         self.early_reject = (space.early_reject == "dominated" and "latency_ms" in space.objectives
                              and set(space.objectives) <= {"accuracy", "latency_ms"})
+        # GPSampler refuses trials with different constraint sets: a study begun before the rule (or with it
+        # off) keeps its constraints as they were; rejections are still stored with their reason.
+        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        self.dominated_constraint = self.early_reject and all(records.DOMINATED in t.constraints for t in done)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         fail_dead_trials(self.study, running_here=trial.number)  # a dead process's config is free again, at once
@@ -324,7 +328,7 @@ class Objective:
         for key, value in record.to_attrs().items():
             trial.set_user_attr(key, value)
         violations = self.space.violations(dataclasses.asdict(record))
-        if self.early_reject:
+        if self.dominated_constraint:
             violations[records.DOMINATED] = 1.0 if dominated else 0.0
         for name, violation in violations.items():  # feasible when every value is <= 0
             trial.set_constraint(name, violation)

@@ -106,3 +106,4 @@ def test_rule_off_or_a_third_objective_never_rejects(digits_mlp, sqlite_url, mon
     for t in trials.values():
         assert REJECTED not in t.user_attrs and DOMINATED not in t.constraints
     assert trials[1].user_attrs["finetune_seconds"] > 0
+
