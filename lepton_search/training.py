@@ -52,6 +52,12 @@ def loader_generator(loader: DataLoader) -> torch.Generator | None:
     return None
 
 
+def _warmup_share(warmup: float, total_steps: int) -> float:
+    """`warmup`, unless its phase would end on step 1 exactly: OneCycleLR then divides by zero (5 batches at
+    warm-up 0.2, a tiny fine-tune subset); a step and a half of warm-up instead."""
+    return min(0.75, 1.5 / total_steps) if abs(warmup * total_steps - 1.0) < 1e-9 else warmup
+
+
 def fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, lr: float, weight_decay: float,
         warmup: float, desc: str, horizon: int | None = None, resume: dict | None = None,
         on_epoch: Callable[[int, dict], None] | None = None) -> None:
@@ -65,8 +71,9 @@ def fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, l
     """
     horizon = max(horizon or epochs, epochs)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(horizon * len(loader), 1),
-                                                pct_start=warmup)
+    total = max(horizon * len(loader), 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total,
+                                                pct_start=_warmup_share(warmup, total))
     gen = loader_generator(loader)
     start = 0
     if resume is not None:
