@@ -9,22 +9,46 @@ per-round medians, and speed-ups are ratios of those figures within one run.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 
+from lepton_search import search
+from lepton_search.candidate import compress
 from lepton_search.evaluate import onnx_accuracy
 from lepton_search.latency import HostCpuLatency
-from lepton_search.space import CompressionConfig
+from lepton_search.space import CompressionConfig, FinetuneSettings, SearchSpace
+from lepton_search.study import make_sampler, open_study
 
 HARNESS = "ONNX Runtime CPU, 1 thread, batch 1, 100 runs after 20 warm-up; rounds interleaved; min of medians"
 
 
-def remeasure(paths: Mapping[str, Path], inputs: Mapping[str, np.ndarray], rounds: int = 3) -> dict[str, list[float]]:
-    """p50 of every file per round, files interleaved so drift hits all alike."""
-    target = HostCpuLatency(threads=1, batch_size=1, runs=100, warmup=20)
+def run_planned(workload: Any, space: SearchSpace, configs: Sequence[CompressionConfig], *, storage: str,
+                study_name: str, artifacts: Path) -> Any:
+    """The engine's search over a planned list of configs: each one not yet completed or queued is enqueued in
+    the given order (chains in increasing epochs: a trial resumes the previous one's checkpoint), then
+    `search` runs until all are COMPLETE (a resumed run trains nothing twice)."""
+    study = open_study(storage, study_name, space, make_sampler(space, 0))
+    taken = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)
+             if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING)}
+    for cfg in configs:
+        params = space.params(cfg)
+        if tuple(sorted(params.items())) not in taken:
+            study.enqueue_trial(params)
+    return search(workload, space, n_trials=len(configs), storage=storage, study_name=study_name,
+                  artifacts=artifacts, callbacks=[], remeasure=False)
+
+
+def remeasure(paths: Mapping[str, Path], inputs: Mapping[str, np.ndarray], rounds: int = 3,
+              target: HostCpuLatency | None = None) -> dict[str, list[float]]:
+    """p50 of every file per round, files interleaved so drift hits all alike (`target`: the harness's own
+    1-thread, 100-run timer unless given)."""
+    target = target or HostCpuLatency(threads=1, batch_size=1, runs=100, warmup=20)
     out: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(rounds):
         for name, path in paths.items():
@@ -74,3 +98,34 @@ def choose(candidates: list[dict], val_threshold_pts: float) -> dict | None:
 def stderr_pts(accuracy: float, n: int) -> float:
     """Binomial standard error of an accuracy measured on `n` samples, in points."""
     return 100 * math.sqrt(accuracy * (1 - accuracy) / n)
+
+
+def compare_configs(workload: Any, configs: Sequence[CompressionConfig], settings: FinetuneSettings, folder: Path,
+                    *, rounds: int, runs: int) -> list[dict]:
+    """Build each config with the pipeline's `compress` (the first is the base), score it in ONNX Runtime on
+    validation and test, time all files interleaved (1 thread, `runs` runs, min over `rounds` medians); one row
+    per config with its drops and speed-up against the first."""
+    rows, files = [], {}
+    for config in configs:
+        start = time.perf_counter()
+        cand = compress(workload, config, folder / f"{config.label().replace('/', '_')}.onnx", settings=settings)
+        files[config.label()] = cand.onnx_path
+        val = onnx_accuracy(cand.onnx_path, workload, "val", threads=1)
+        test = onnx_accuracy(cand.onnx_path, workload, "test", threads=1)
+        rows.append({"config": config.as_dict(), "label": config.label(), "size_mb": cand.size_mb,
+                     "params_ratio": cand.params_ratio, "macs_ratio": cand.macs_ratio,
+                     "val_accuracy": val.accuracy, "test_accuracy": test.accuracy, "test_n": test.total,
+                     "finetune_seconds": cand.finetune_seconds, "build_seconds": time.perf_counter() - start})
+        print(f"built {config.label()}: val {val.accuracy:.4f} test {test.accuracy:.4f} "
+              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+    times = remeasure(files, workload.sample_inputs(), rounds,
+                      target=HostCpuLatency(threads=1, runs=runs, max_repeats=1))
+    base = rows[0]
+    base_ms = min(times[base["label"]])
+    for row in rows:
+        row["latency_ms"] = min(times[row["label"]])
+        row["latency_ms_rounds"] = times[row["label"]]
+        row["speedup"] = base_ms / row["latency_ms"]
+        row["val_drop_pts"] = 100 * (base["val_accuracy"] - row["val_accuracy"])
+        row["test_drop_pts"] = 100 * (base["test_accuracy"] - row["test_accuracy"])
+    return rows

@@ -16,28 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from lepton_search import workloads
-from lepton_search.candidate import compress
-from lepton_search.evaluate import onnx_accuracy
-from lepton_search.latency import HostCpuLatency
 from lepton_search.latency.host_cpu import _cpu_name
 from lepton_search.space import CompressionConfig, FinetuneSettings
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as harness  # the experiments folder is not a package
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = "0/32/0,0/8/0,0.25/8/0,0.5/8/0,0.25/8/1"  # prune_ratio/bits/finetune_epochs
-
-
-def stderr_pts(accuracy: float, n: int) -> float:
-    """Binomial standard error of an accuracy on `n` samples, in points."""
-    return 100 * math.sqrt(accuracy * (1 - accuracy) / n)
 
 
 def parse_configs(text: str) -> list[CompressionConfig]:
@@ -60,40 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     wl = workloads.get("bbc-minilm")
     settings = FinetuneSettings(subset_size=args.subset, batch_size=16, lr=args.lr)
-    timer = HostCpuLatency(threads=1, runs=args.runs, max_repeats=1)
-    inputs = wl.sample_inputs()
-    rows = []
     with tempfile.TemporaryDirectory(prefix="bbc_minilm_") as tmp:
-        files = {}
-        for config in parse_configs(args.configs):
-            start = time.perf_counter()
-            cand = compress(wl, config, Path(tmp) / f"{config.label().replace('/', '_')}.onnx", settings=settings)
-            files[config.label()] = cand.onnx_path
-            val = onnx_accuracy(cand.onnx_path, wl, "val", threads=1)
-            test = onnx_accuracy(cand.onnx_path, wl, "test", threads=1)
-            rows.append({"config": config.as_dict(), "label": config.label(), "size_mb": cand.size_mb,
-                         "params_ratio": cand.params_ratio, "macs_ratio": cand.macs_ratio,
-                         "val_accuracy": val.accuracy, "test_accuracy": test.accuracy, "test_n": test.total,
-                         "finetune_seconds": cand.finetune_seconds, "build_seconds": time.perf_counter() - start})
-            print(f"built {config.label()}: val {val.accuracy:.4f} test {test.accuracy:.4f} "
-                  f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-        times: dict[str, list[float]] = {k: [] for k in files}
-        for _ in range(args.rounds):  # interleaved: every file once per round
-            for key, path in files.items():
-                times[key].append(timer.latency(path, inputs).p50_ms)
+        rows = harness.compare_configs(wl, parse_configs(args.configs), settings, Path(tmp), rounds=args.rounds, runs=args.runs)
     base = rows[0]
-    base_ms = min(times[base["label"]])
-    for row in rows:
-        row["latency_ms"] = min(times[row["label"]])
-        row["latency_ms_rounds"] = times[row["label"]]
-        row["speedup"] = base_ms / row["latency_ms"]
-        row["val_drop_pts"] = 100 * (base["val_accuracy"] - row["val_accuracy"])
-        row["test_drop_pts"] = 100 * (base["test_accuracy"] - row["test_accuracy"])
+    base_ms = base["latency_ms"]
     out = {"workload": "bbc-minilm", "sequence_length": wl.seq_len,
            "split_sizes": {s: wl.info.get(s) for s in ("train", "val", "test")},
            "base_training": wl.info.get("base_training"),
            "base_test_accuracy": base["test_accuracy"],
-           "base_test_stderr_pts": stderr_pts(base["test_accuracy"], base["test_n"]),
+           "base_test_stderr_pts": harness.stderr_pts(base["test_accuracy"], base["test_n"]),
            "base_latency_ms": base_ms,
            "finetune": {"lr": args.lr, "batch_size": 16, "subset": args.subset, "optimizer": "SGD one-cycle, distil"},
            "int8": "onnxruntime.quantization.quantize_dynamic (INT8 per-channel weights, dynamic UINT8 activations)",

@@ -24,7 +24,6 @@ import optuna
 import pandas as pd
 
 from lepton_search import default_space, search, workloads
-from lepton_search.evaluate import onnx_accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as harness  # the experiments folder is not a package
@@ -51,12 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     base = result.base
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {"base": Path(tmp) / "base.onnx"}
-        with result.artifact_store.open_reader(base.onnx_artifact_id) as r:
-            paths["base"].write_bytes(r.read())
-        for n in front["number"]:
-            paths[f"trial {n}"] = result.export(int(n), Path(tmp) / f"t{n}")
-        test_acc = {name: onnx_accuracy(p, wl, "test").accuracy for name, p in paths.items()}
+        paths, _ = harness.export_front(result, Path(tmp))
+        test_acc = harness.accuracies(paths, wl, "test")
         lat = harness.remeasure(paths, wl.sample_inputs())
 
     base_ms = min(lat["base"])

@@ -28,10 +28,9 @@ from pathlib import Path
 
 import optuna
 
-from lepton_search import default_space, search, workloads
+from lepton_search import default_space, workloads
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.space import CompressionConfig, FinetuneSettings, SearchSpace
-from lepton_search.study import make_sampler, open_study
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import itertools
@@ -84,16 +83,9 @@ def space_for(family: Family) -> SearchSpace:
 def run_family(family: Family, storage: str) -> dict:
     wl = workloads.get(family.workload)  # the cached base (trained once, excluded from the budget)
     sp = space_for(family)
-    name = f"families-{family.workload}"
-    study = open_study(storage, name, sp, make_sampler(sp, 0))
-    taken = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)
-             if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING)}
-    for cfg in family.plan:
-        if tuple(sorted(sp.params(cfg).items())) not in taken:
-            study.enqueue_trial(sp.params(cfg))
     start = time.perf_counter()
-    result = search(wl, sp, n_trials=len(family.plan), storage=storage, study_name=name,
-                    artifacts=RESULTS / "families_artifacts", callbacks=[], remeasure=False)
+    result = harness.run_planned(wl, sp, family.plan, storage=storage, study_name=f"families-{family.workload}",
+                                 artifacts=RESULTS / "families_artifacts")
     search_s = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         paths, rows = harness.export_front(result, Path(tmp))

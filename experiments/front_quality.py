@@ -42,11 +42,10 @@ import optuna
 import torch
 from torch import nn
 
-from lepton_search import default_space, search, workloads
+from lepton_search import default_space, workloads
 from lepton_search.candidate import calibration_batches
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.space import CompressionConfig, SearchSpace
-from lepton_search.study import make_sampler, open_study
 from lepton_search.techniques import export
 from lepton_search.techniques.prune import count
 
@@ -74,19 +73,6 @@ def planned() -> list[CompressionConfig]:
     configs = [CompressionConfig(prune_ratio=0.0, bits=8, finetune_epochs=0, round_to=8)]
     configs += [CompressionConfig(prune_ratio=r, bits=8, finetune_epochs=e, round_to=8) for r in RATIOS for e in EPOCHS]
     return configs
-
-
-def run_search(storage: str, study_name: str, artifacts: Path, wl: workloads.Workload):
-    sp = space()
-    study = open_study(storage, study_name, sp, make_sampler(sp, 0))
-    taken = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)
-             if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING)}
-    for cfg in planned():
-        params = sp.params(cfg)
-        if tuple(sorted(params.items())) not in taken:
-            study.enqueue_trial(params)
-    return search(wl, sp, n_trials=len(planned()), storage=storage, study_name=study_name, artifacts=artifacts,
-                  callbacks=[], remeasure=False)
 
 
 def floor_graph(path: Path) -> Path:
@@ -133,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
     wl = workloads.get("fashion-mnist-cnn", width=WIDTH, data_dir=args.data_dir)  # trained once, cached
     start = time.perf_counter()
-    result = run_search(args.storage, args.study, artifacts, wl)
+    result = harness.run_planned(wl, space(), planned(), storage=args.storage, study_name=args.study,
+                                 artifacts=artifacts)
     search_s = time.perf_counter() - start
     macs = count(wl.model, wl.example_input)[0]
 

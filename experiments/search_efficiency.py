@@ -35,11 +35,14 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from lepton_search import default_space, search, workloads
+from lepton_search import default_space, workloads
 from lepton_search.latency.cpu_identity import this_cpu
-from lepton_search.records import TrialRecord, read_config
+from lepton_search.records import TrialRecord
 from lepton_search.space import CompressionConfig, SearchSpace
-from lepton_search.study import dominated_before_training, make_sampler, open_study
+from lepton_search.study import dominated_before_training, make_sampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as harness  # the experiments folder is not a package
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -95,20 +98,9 @@ def grid_configs(space: SearchSpace) -> list[CompressionConfig]:
 
 
 def run_grid(storage: str, grid: Grid, artifacts: Path) -> None:
-    space, study_name = grid_space(grid), grid.study_name
-    configs = grid_configs(space)
-    study = open_study(storage, study_name, space, make_sampler(space, 0))
-    done = {tuple(c.values()) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if (c := read_config(t.user_attrs)) is not None}
-    queued = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False,
-                                                                          states=(optuna.trial.TrialState.WAITING,))}
-    for cfg in configs:
-        params = space.params(cfg)
-        if tuple(cfg.as_dict().values()) not in done and tuple(sorted(params.items())) not in queued:
-            study.enqueue_trial(params)
-    wl = workloads.get("fashion-mnist-cnn")
-    search(wl, space, n_trials=len(configs), storage=storage, study_name=study_name, artifacts=artifacts,
-           callbacks=[], remeasure=False)
+    space = grid_space(grid)
+    harness.run_planned(workloads.get("fashion-mnist-cnn"), space, grid_configs(space), storage=storage,
+                        study_name=grid.study_name, artifacts=artifacts)
 
 
 def grid_table(storage: str, study_name: str) -> pd.DataFrame:
