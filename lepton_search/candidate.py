@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lepton_search.space import CompressionConfig, FinetuneSettings
-from lepton_search.techniques import export, finetune, prune, qat, quantize
+from lepton_search.techniques import export, finetune, int8_dynamic, prune, qat, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.workloads import Workload
 
@@ -99,11 +99,9 @@ def compress(
     subset = settings.subset_of(len(workload.dataset("train")))
     train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=subset, seed=seed)
     bn_batches = finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
-    # INT8 of token-id and LSTM graphs is dynamic (weights INT8, activations quantized at run time: see
-    # techniques.quantize): fine-tuning them under static fake-quant of activations would train for a file
-    # that is never made, so they fine-tune in float.
-    dynamic_int8 = (any(not s.dtype.startswith(("float", "bfloat")) for s in workload.inputs)
-                    or any(isinstance(m, nn.LSTM) for m in model.modules()))
+    # INT8 of token-id and LSTM graphs is dynamic (weights INT8, activations quantized at run time): they
+    # fine-tune in float. The rule is quantize's own (int8_dynamic.dynamic_route).
+    dynamic_int8 = int8_dynamic.module_takes_dynamic_route(model, [s.dtype for s in workload.inputs])
     quant_aware = config.bits == 8 and config.finetune_epochs > 0 and not dynamic_int8
     horizon = max(horizon, config.finetune_epochs)
     key = None if checkpoints is None or config.finetune_epochs == 0 else CheckpointStore.key(

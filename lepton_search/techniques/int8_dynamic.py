@@ -20,11 +20,35 @@ import onnx
 from onnx import TensorProto
 
 INTEGER_INPUTS = {TensorProto.INT64, TensorProto.INT32}
+INTEGER_INPUT_DTYPES = {"int64", "int32"}  # the same set, as a Workload's InputSpec names it
+
+
+def dynamic_route(*, token_inputs: bool, lstm: bool) -> bool:
+    """The one rule for which INT8 route a model takes: dynamic for token-id inputs or an LSTM, else static.
+
+    `quantize.quantize` applies it to the exported graph and `candidate.compress` to the torch model before
+    fine-tuning (a dynamic-route model fine-tunes in float: static fake-quant would train for a file that is
+    never made); both go through here so they cannot disagree.
+    """
+    return token_inputs or lstm
 
 
 def has_token_inputs(model: onnx.ModelProto) -> bool:
     """True when a graph input holds integers (token ids, masks): the INT8 route is then dynamic."""
     return any(i.type.tensor_type.elem_type in INTEGER_INPUTS for i in model.graph.input)
+
+
+def graph_takes_dynamic_route(model: onnx.ModelProto) -> bool:
+    """`dynamic_route` of an exported graph."""
+    return dynamic_route(token_inputs=has_token_inputs(model), lstm=any(n.op_type == "LSTM" for n in model.graph.node))
+
+
+def module_takes_dynamic_route(module, input_dtypes) -> bool:
+    """`dynamic_route` of a torch model whose inputs have `input_dtypes` (InputSpec dtype names)."""
+    from torch import nn
+
+    return dynamic_route(token_inputs=any(d in INTEGER_INPUT_DTYPES for d in input_dtypes),
+                         lstm=any(isinstance(m, nn.LSTM) for m in module.modules()))
 
 
 def int8_dynamic(model: onnx.ModelProto, *, per_channel: bool = True) -> onnx.ModelProto:

@@ -43,7 +43,7 @@ def quantize(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray
     if bits == 16:
         return _weight_only(model, _fp16)
     if bits == 8:
-        if int8_dynamic.has_token_inputs(model) or any(n.op_type == "LSTM" for n in model.graph.node):
+        if int8_dynamic.graph_takes_dynamic_route(model):
             return int8_dynamic.int8_dynamic(model)
         return int8_static(model, calibration)
     if bits == 4:
