@@ -32,7 +32,7 @@ from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, get_target, 
 from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.space import BUDGETS, CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
-from lepton_search.techniques import export, finetune, prune, quantize
+from lepton_search.techniques import export, finetune, prune, prune_transformer, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.training import progress
 from lepton_search.workloads import Workload
@@ -357,6 +357,14 @@ def knobs_that_act(workload: Workload, space: SearchSpace, graph: Any, *, verbos
     """
     shrinkable, skipped = prune.layers_pruning_skips(workload.model)
     notes, changes = [], {}
+    methods = space.domain("prune_method")
+    if "global" in methods and space.prune_ratio[1] > 0 and prune_transformer.is_transformer(workload.model):
+        why = "BERT-style encoders prune whole heads and FFN channels by the same share in every layer"
+        if methods == ["global"]:
+            raise ConfigError("prune_method", "global", f"is not implemented here ({why}); use 'structured'")
+        rest = tuple(m for m in methods if m != "global")
+        changes["prune_method"] = rest[0] if len(rest) == 1 else rest
+        notes.append(f"prune_method 'global' dropped: {why} ('structured')")
     if space.prune_ratio[1] > 0 and not shrinkable:
         changes["prune_ratio"] = (0.0, 0.0, space.prune_ratio[2])
         notes.append(f"prune_ratio fixed at 0: no layer pruning can shrink (left whole: {', '.join(skipped)})")

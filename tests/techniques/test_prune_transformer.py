@@ -145,3 +145,38 @@ def test_the_pipeline_prune_dispatches_to_heads_and_channels(slice2, batch):
     assert pt.layer_shapes(pruned) == [pt.EncoderLayerShape(6, 32, 768)] * 2
     with pytest.raises(ValueError, match="use 'structured'"):
         prune.prune(slice2, batch, CompressionConfig(prune_ratio=0.5, bits=32, finetune_epochs=0, prune_method="global"))
+
+
+def _token_workload(model: torch.nn.Module):
+    from lepton_search.workloads import InputSpec, Workload
+
+    gen = torch.Generator().manual_seed(0)
+    ids, mask = torch.randint(1000, 20000, (16, 8), generator=gen), torch.ones(16, 8, dtype=torch.int64)
+    y = torch.randint(0, 5, (16,), generator=gen)
+    return Workload("minilm-slice", model, train=(ids, mask, y), val=(ids, mask, y), example_input=(ids[:1], mask[:1]),
+                    input_spec=(InputSpec("input_ids", "int64", (8,)), InputSpec("attention_mask", "int64", (8,))),
+                    sequence_length=8)
+
+
+def test_global_ranking_on_an_encoder_is_refused_before_any_trial(slice2, tmp_path):
+    from lepton_search import SearchSpace, search
+    from lepton_search.errors import ConfigError
+
+    space = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), prune_method="global", bits=(32,), finetune_epochs=(0, 0))
+    db = tmp_path / "s.db"
+    with pytest.raises(ConfigError, match=r"prune_method.*global.*use 'structured'"):
+        search(_token_workload(slice2), space, n_trials=2, storage=f"sqlite:///{db}", verbose=False)
+
+
+def test_global_is_dropped_with_a_warning_when_structured_is_sampled_too(slice2, tmp_path):
+    from lepton_search import SearchSpace
+    from lepton_search.study import knobs_that_act
+    from lepton_search.techniques import export
+
+    wl = _token_workload(slice2)
+    space = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), prune_method=("structured", "global"), bits=(32,),
+                        finetune_epochs=(0, 0))
+    graph = export.check_traceable(wl.model, wl.example_args, tmp_path, names=wl.input_names)
+    with pytest.warns(UserWarning, match="prune_method 'global' dropped"):
+        narrowed = knobs_that_act(wl, space, graph, verbose=False)
+    assert narrowed.domain("prune_method") == ["structured"]
