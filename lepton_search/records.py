@@ -128,6 +128,7 @@ class BaseRecord(_Record):
     onnx_artifact_id: str | None = None
     target: Mapping[str, Any] | str | None = None
     workload: str | None = None
+    family: str | None = None  # 'CNN', 'RNN (LSTM)', 'Transformer', ... (workloads.model_family); None: older study
     workload_info: Mapping[str, Any] = field(default_factory=dict)
     inputs: Sequence[Mapping[str, Any]] = ()  # the graph's inputs: [{name, dtype, shape (per sample)}]
     sample_inputs_artifact_id: str | None = None  # the validation samples every latency was timed on (.npz)

@@ -169,7 +169,8 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
     artifact_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(path), artifact_store=store)
     samples_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(samples), artifact_store=store)
     base = BaseRecord(**BaseRecord.measured(meas), macs=macs, params=params, onnx_artifact_id=artifact_id,
-                      target=target.describe(), workload=workload.name, workload_info=dict(workload.info),
+                      target=target.describe(), workload=workload.name, family=workload.family,
+                      workload_info=dict(workload.info),
                       inputs=workload.describe_inputs(), sequence_length=workload.seq_len,
                       sample_inputs_artifact_id=samples_id)
     base.write(study)

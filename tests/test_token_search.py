@@ -53,6 +53,7 @@ def test_transformer_encoder_token_classifier_through_a_search(sqlite_url, tmp_p
     assert base.sequence_length == SEQ and [i["name"] for i in base.inputs] == ["input_ids", "attention_mask"]
     assert base.inputs_label() == f"input_ids int64 ({SEQ},), attention_mask int64 ({SEQ},); sequence length {SEQ}"
     assert f"inputs: {base.inputs_label()}" in front_table(result)
+    assert base.family == "Transformer" and front_table(result).splitlines()[0].endswith("Transformer")
     for t in complete:
         assert t.user_attrs["sequence_length"] == SEQ
         assert t.user_attrs[SAMPLE_INPUTS_ARTIFACT] == base.sample_inputs_artifact_id
@@ -62,7 +63,10 @@ def test_transformer_encoder_token_classifier_through_a_search(sqlite_url, tmp_p
         result.export(t.number, out, workload=wl)  # re-runs the file in ORT: raises unless val_correct matches
         config = json.loads((out / "config.json").read_text())
         assert config["recheck"]["status"] == "passed" and config["recheck"]["val_correct"] == t.user_attrs["val_correct"]
-        assert "Inputs: input_ids int64" in (out / "MODEL_CARD.md").read_text()
+        card = (out / "MODEL_CARD.md").read_text()
+        assert "Inputs: input_ids int64" in card and "(Transformer)" in card
+        if t.params["bits"] == 8:  # token ids: ONNX Runtime's dynamic INT8, not NNCF's static route
+            assert "activations quantized at run time (ONNX Runtime dynamic)" in card and "NNCF" not in card
         samples = load_inputs(out / SAMPLE_INPUTS_FILE)
         for name, array in wl.sample_inputs().items():  # what latency was timed on
             np.testing.assert_array_equal(samples[name], array)

@@ -14,6 +14,7 @@ import optuna
 
 from lepton_search.records import CARD_ARTIFACT, CONFIG_ARTIFACT, BaseRecord, TrialRecord, inputs_label
 from lepton_search.space import KNOBS
+from lepton_search.techniques import int8_dynamic
 
 FORMAT = "lepton-search/config-2"  # 2: config is a knob -> value mapping with every knob; metrics from the record
 _NOT_METRICS = {"config", "versions", "seed", "extra", "schema"}
@@ -56,13 +57,12 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
          f"{k.get('finetune_epochs')} epoch(s) of distillation"),
     ]
     bits = k.get("bits")
-    precision = {32: "FP32", 16: "FP16 weights", 8: "INT8 weights and activations (NNCF, static)",
-                 4: "INT4 weights"}.get(bits, f"{bits} bit")
+    precision = {32: "FP32", 16: "FP16 weights", 8: _int8_route(b), 4: "INT4 weights"}.get(bits, f"{bits} bit")
     if m.get("quantization_aware"):
         precision += " after quantization-aware fine-tuning"
     lines = [
         f"# Model card: {config['study']} trial {config['trial']}", "",
-        (f"Workload `{config.get('workload')}`; {k.get('prune_method')} pruning of {_fmt(k.get('prune_ratio'), '.0%')} "
+        (f"Workload `{config.get('workload')}`{' (' + b['family'] + ')' if b.get('family') else ''}; {k.get('prune_method')} pruning of {_fmt(k.get('prune_ratio'), '.0%')} "
          f"of channels, {precision}, {k.get('finetune_epochs')} fine-tune epoch(s); seed {config.get('seed')}."), "",
         "| | before (base FP32) | after (this model) | change |", "|---|---|---|---|",
         *[f"| {a} | {bb} | {c} | {d} |" for a, bb, c, d in rows], "",
@@ -86,6 +86,17 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
     if versions:
         lines += ["", "Versions: " + ", ".join(f"{n} {v}" for n, v in sorted(versions.items())) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _int8_route(base: dict[str, Any]) -> str:
+    """How INT8 was made for this study's model: quantize's own rule (int8_dynamic.dynamic_route) on the base's
+    recorded inputs and family."""
+    dtypes = [i.get("dtype") for i in base.get("inputs") or ()]
+    dynamic = int8_dynamic.dynamic_route(token_inputs=any(d in int8_dynamic.INTEGER_INPUT_DTYPES for d in dtypes),
+                                         lstm=base.get("family") == "RNN (LSTM)")
+    if dynamic:
+        return "INT8 weights, activations quantized at run time (ONNX Runtime dynamic)"
+    return "INT8 weights and activations (NNCF, static)"
 
 
 def _target(target: Any) -> str:

@@ -82,7 +82,7 @@ def render_html(result: StudyFrame) -> str:
 <h1>{e(data['title'])}</h1>
 <p>Base (FP32): accuracy {base.get('accuracy', float('nan')):.4f}, latency p50 {base.get('latency_ms', float('nan')):.4g} ms,
 size {base.get('size_mb', float('nan')):.4g} MB ({e(str(base.get('latency_source', '?')))}); workload
-<code>{e(str(base.get('workload')))}</code>{'; inputs ' + e(inputs) if inputs else ''}.</p>
+<code>{e(str(base.get('workload')))}</code>{' (' + e(str(base['family'])) + ')' if base.get('family') else ''}{'; inputs ' + e(inputs) if inputs else ''}.</p>
 <p>Trials: {e(counts)}; {data['infeasible']} complete but infeasible. Hypervolume of the front: {hv}
 <span class="muted">(accuracy points x ms, reference = base accuracy - allowed drop, base latency)</span>.</p>
 {plot}

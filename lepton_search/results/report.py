@@ -62,7 +62,8 @@ def front_table(result: StudyFrame) -> str:
     base = {} if result.base is None else result.base.to_attrs()
     nan = float("nan")
     lines = [(f"base: accuracy {base.get('accuracy', nan):.4f}  latency p50 {base.get('latency_ms', nan):.3f} ms  "
-              f"size {base.get('size_mb', nan):.3f} MB  ({base.get('latency_source', '?')})")]
+              f"size {base.get('size_mb', nan):.3f} MB  ({base.get('latency_source', '?')})"
+              + (f"  {base['family']}" if base.get("family") else ""))]
     inputs = None if result.base is None else result.base.inputs_label()
     if inputs:
         lines.append(f"inputs: {inputs}")

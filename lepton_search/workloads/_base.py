@@ -27,6 +27,7 @@ from torch.utils.data import (
 )
 
 from lepton_search.errors import ConfigError
+from lepton_search.techniques import prune_transformer
 from lepton_search.techniques.export import OUTPUT_NAME, input_names
 from lepton_search.training import split_batch
 
@@ -50,6 +51,26 @@ class InputSpec:
     name: str
     dtype: str
     shape: tuple[int, ...]
+
+
+def model_family(model: nn.Module) -> str:
+    """What kind of network `model` is, as cards and reports name it: 'Transformer', 'RNN (LSTM)',
+    'RNN (GRU)', 'RNN', 'CNN' or 'MLP' (the first that applies, in that order).
+
+    Example:
+        >>> model_family(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(3)))
+        'CNN'
+        >>> model_family(nn.LSTM(4, 8))
+        'RNN (LSTM)'
+    """
+    modules = list(model.modules())
+    if prune_transformer.is_transformer(model) or any(
+            isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer)) for m in modules):
+        return "Transformer"
+    for cls, name in ((nn.LSTM, "RNN (LSTM)"), (nn.GRU, "RNN (GRU)"), (nn.RNN, "RNN")):
+        if any(isinstance(m, cls) for m in modules):
+            return name
+    return "CNN" if any(isinstance(m, nn.modules.conv._ConvNd) for m in modules) else "MLP"
 
 
 def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -132,6 +153,11 @@ class Workload:
             return self.sequence_length
         shapes = {tuple(s.shape) for s in self.inputs if not s.dtype.startswith(("float", "bfloat"))}
         return shapes.pop()[0] if len(shapes) == 1 and len(next(iter(shapes))) == 1 else None
+
+    @property
+    def family(self) -> str:
+        """`model_family` of this workload's model."""
+        return model_family(self.model)
 
     def describe_inputs(self) -> list[dict[str, object]]:
         """The inputs as plain data for records, cards and reports: [{name, dtype, shape}]."""

@@ -123,3 +123,16 @@ def test_two_float_inputs_compress_with_static_int8_calibrated_on_both(tmp_path)
                     settings=FinetuneSettings(bn_batches=1, calibration_size=8))
     assert cand.macs_ratio < 0.6 and "QGemm" in optimized_op_types(cand.onnx_path)
     assert onnx_accuracy(cand.onnx_path, wl).total == 96
+
+
+def test_model_family_names_each_kind_the_pipeline_handles():
+    from torch import nn
+
+    from lepton_search.workloads import model_family
+
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 1)
+    assert model_family(nn.Sequential(nn.Embedding(10, 8), encoder)) == "Transformer"
+    assert model_family(nn.Sequential(nn.Embedding(10, 8), nn.LSTM(8, 8))) == "RNN (LSTM)"
+    assert model_family(nn.GRU(8, 8)) == "RNN (GRU)"
+    assert model_family(nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU())) == "CNN"
+    assert model_family(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))) == "MLP"
