@@ -111,11 +111,34 @@ def run_family(family: Family, storage: str) -> dict:
     }
 
 
+def markdown_fronts(entries: list[dict]) -> str:
+    """Per family: the base and every re-measured Pareto point (validation front), as a Markdown table."""
+    out = []
+    for e in entries:
+        chosen = (e.get("chosen") or {}).get("config")
+        out += [f"`{e['workload']}` ({e['how']}; sequence length {e['sequence_length'] or '-'}; test n = {e['test_size']}):",
+                "", "| config (prune / bits / epochs) | val drop (pt) | test acc | test drop (pt) | latency (ms) | speed-up |",
+                "|---|---|---|---|---|---|",
+                f"| base FP32 | 0 | {e['base_test_accuracy']:.4f} | 0 | {e['base_latency_ms']:.3f} | 1.00× |"]
+        for p in sorted(e["points"], key=lambda p: -p["latency_ms"]):
+            k = p["config_knobs"]
+            label = f"{k['prune_ratio']:g} / {k['bits']} / {k['finetune_epochs']}" + (" (chosen)" if p["config"] == chosen else "")
+            out.append(f"| {label} | {p['val_drop_pts']:.2f} | {p['test_accuracy']:.4f} | {p['test_drop_pts']:.2f} | "
+                       f"{p['latency_ms']:.3f} | {p['speedup']:.2f}× |")
+        out.append("")
+    return "\n".join(out).replace("-0.00", "0.00")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", action="append", choices=sorted(FAMILIES), help="run these families (repeatable)")
     ap.add_argument("--storage", default=f"sqlite:///{RESULTS / 'families.db'}")
+    ap.add_argument("--markdown", action="store_true",
+                    help="print each family's front from the stored JSON as Markdown tables (the README's); run nothing")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown_fronts(json.loads((RESULTS / "families.json").read_text())))
+        return 0
     optuna.logging.set_verbosity(logging.WARNING)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_path = RESULTS / "families.json"
