@@ -74,7 +74,7 @@ def load_split(split: str, data_dir: str | Path | None = None) -> tuple[torch.Te
 
 
 def fashion_mnist_cnn(
-    *, data_dir: str | Path | None = None, width: int = 48, base_epochs: int = 2, val_size: int = 5000,
+    *, data_dir: str | Path | None = None, width: int = 48, base_epochs: int = 3, val_size: int = 5000,
     seed: int = 0, verbose: bool = True,
 ) -> Workload:
     """The default workload: train 55k / validation 5k (seeded split of the 60k train set) / test 10k."""
