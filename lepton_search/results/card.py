@@ -15,6 +15,7 @@ import optuna
 from lepton_search.records import CARD_ARTIFACT, CONFIG_ARTIFACT, BaseRecord, TrialRecord, inputs_label
 from lepton_search.space import KNOBS
 from lepton_search.techniques import int8_dynamic
+from lepton_search.workloads import LSTM_FAMILY
 
 FORMAT = "lepton-search/config-2"  # 2: config is a knob -> value mapping with every knob; metrics from the record
 _NOT_METRICS = {"config", "versions", "seed", "extra", "schema"}
@@ -92,9 +93,7 @@ def _int8_route(base: dict[str, Any]) -> str:
     """How INT8 was made for this study's model: quantize's own rule (int8_dynamic.dynamic_route) on the base's
     recorded inputs and family."""
     dtypes = [i.get("dtype") for i in base.get("inputs") or ()]
-    dynamic = int8_dynamic.dynamic_route(token_inputs=any(d in int8_dynamic.INTEGER_INPUT_DTYPES for d in dtypes),
-                                         lstm=base.get("family") == "RNN (LSTM)")
-    if dynamic:
+    if int8_dynamic.dynamic_route(dtypes, lstm=base.get("family") == LSTM_FAMILY):
         return "INT8 weights, activations quantized at run time (ONNX Runtime dynamic)"
     return "INT8 weights and activations (NNCF, static)"
 

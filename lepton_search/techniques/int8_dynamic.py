@@ -14,41 +14,51 @@ Why not the static QDQ route (`quantize.int8_static`) for these models: on MiniL
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import onnx
-from onnx import TensorProto
 
-INTEGER_INPUTS = {TensorProto.INT64, TensorProto.INT32}
-INTEGER_INPUT_DTYPES = {"int64", "int32"}  # the same set, as a Workload's InputSpec names it
+TOKEN_DTYPES = {"int64", "int32"}  # input dtypes (InputSpec names) that hold token ids or masks
 
 
-def dynamic_route(*, token_inputs: bool, lstm: bool) -> bool:
+def dynamic_route(input_dtypes: Iterable[str], *, lstm: bool) -> bool:
     """The one rule for which INT8 route a model takes: dynamic for token-id inputs or an LSTM, else static.
 
-    `quantize.quantize` applies it to the exported graph and `candidate.compress` to the torch model before
+    `quantize.quantize` applies it to the exported graph, `candidate.compress` to the torch model before
     fine-tuning (a dynamic-route model fine-tunes in float: static fake-quant would train for a file that is
-    never made); both go through here so they cannot disagree.
+    never made) and the model card to the study's recorded inputs; all go through here so they cannot disagree.
     """
-    return token_inputs or lstm
+    return lstm or any(d in TOKEN_DTYPES for d in input_dtypes)
+
+
+def graph_input_dtypes(model: onnx.ModelProto) -> list[str]:
+    """The dtype names of a graph's inputs ('float32', 'int64', ...), as an InputSpec names them (a type numpy
+    has no name for keeps ONNX's own, lower-cased)."""
+    def name(elem_type: int) -> str:
+        try:
+            return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
+        except (KeyError, TypeError, ValueError):
+            return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+    return [name(i.type.tensor_type.elem_type) for i in model.graph.input]
 
 
 def has_token_inputs(model: onnx.ModelProto) -> bool:
     """True when a graph input holds integers (token ids, masks): the INT8 route is then dynamic."""
-    return any(i.type.tensor_type.elem_type in INTEGER_INPUTS for i in model.graph.input)
+    return dynamic_route(graph_input_dtypes(model), lstm=False)
 
 
 def graph_takes_dynamic_route(model: onnx.ModelProto) -> bool:
     """`dynamic_route` of an exported graph."""
-    return dynamic_route(token_inputs=has_token_inputs(model), lstm=any(n.op_type == "LSTM" for n in model.graph.node))
+    return dynamic_route(graph_input_dtypes(model), lstm=any(n.op_type == "LSTM" for n in model.graph.node))
 
 
-def module_takes_dynamic_route(module, input_dtypes) -> bool:
+def module_takes_dynamic_route(module, input_dtypes: Iterable[str]) -> bool:
     """`dynamic_route` of a torch model whose inputs have `input_dtypes` (InputSpec dtype names)."""
     from torch import nn
 
-    return dynamic_route(token_inputs=any(d in INTEGER_INPUT_DTYPES for d in input_dtypes),
-                         lstm=any(isinstance(m, nn.LSTM) for m in module.modules()))
+    return dynamic_route(input_dtypes, lstm=any(isinstance(m, nn.LSTM) for m in module.modules()))
 
 
 def int8_dynamic(model: onnx.ModelProto, *, per_channel: bool = True) -> onnx.ModelProto:

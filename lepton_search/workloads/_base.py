@@ -53,6 +53,9 @@ class InputSpec:
     shape: tuple[int, ...]
 
 
+LSTM_FAMILY = "RNN (LSTM)"  # model_family's name for a model with an LSTM (its INT8 route is dynamic)
+
+
 def model_family(model: nn.Module) -> str:
     """What kind of network `model` is, as cards and reports name it: 'Transformer', 'RNN (LSTM)',
     'RNN (GRU)', 'RNN', 'CNN' or 'MLP' (the first that applies, in that order).
@@ -67,7 +70,7 @@ def model_family(model: nn.Module) -> str:
     if prune_transformer.is_transformer(model) or any(
             isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer)) for m in modules):
         return "Transformer"
-    for cls, name in ((nn.LSTM, "RNN (LSTM)"), (nn.GRU, "RNN (GRU)"), (nn.RNN, "RNN")):
+    for cls, name in ((nn.LSTM, LSTM_FAMILY), (nn.GRU, "RNN (GRU)"), (nn.RNN, "RNN")):
         if any(isinstance(m, cls) for m in modules):
             return name
     return "CNN" if any(isinstance(m, nn.modules.conv._ConvNd) for m in modules) else "MLP"
