@@ -136,7 +136,8 @@ class SearchSpace:
     min_speedup: float | None = None
     max_size_mb: float | None = None
     sampler: str = "tpe"
-    # dominated: a config no faster (untrained) than a found point at >= the base's accuracy trains nothing
+    # dominated: a config no faster (untrained) than a found point at >= the base's accuracy (less one standard
+    # error of its validation estimate) trains nothing
     early_reject: str = "dominated"
     trials: int = 12
     seed: int = 0

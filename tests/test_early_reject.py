@@ -28,6 +28,21 @@ def test_rule_rejects_only_configs_no_faster_than_a_point_at_base_accuracy():
     assert dominated_before_training(1.0, found, base_accuracy=0.90) is not None  # equal accuracy counts
 
 
+def test_rule_tolerance_counts_points_within_it_of_the_base():
+    found = [(1.5, 0.937)]  # 0.3 pt below the base
+    assert dominated_before_training(2.0, found, base_accuracy=0.94) is None
+    assert dominated_before_training(2.0, found, base_accuracy=0.94, tolerance=0.002) is None  # 0.2 pt: not within
+    reason = dominated_before_training(2.0, found, base_accuracy=0.94, tolerance=0.0035)
+    assert reason is not None and "0.937 is >= the base's 0.94 - 0.0035" in reason
+    assert dominated_before_training(1.4, found, base_accuracy=0.94, tolerance=0.0035) is None  # faster: trained
+
+
+def test_standard_error_of_an_accuracy():
+    assert study.accuracy_standard_error(0.92, 5000) == pytest.approx((0.92 * 0.08 / 5000) ** 0.5)
+    assert study.accuracy_standard_error(1.0, 100) == 0.0  # a perfect base: no tolerance
+    assert study.accuracy_standard_error(1.3, 0) == 0.0  # clamped: a score outside [0, 1] or no samples
+
+
 def test_early_reject_from_yaml_and_bad_values(tmp_path):
     assert SearchSpace().early_reject == "dominated"
     path = tmp_path / "s.yaml"
@@ -107,3 +122,21 @@ def test_rule_off_or_a_third_objective_never_rejects(digits_mlp, sqlite_url, mon
         assert REJECTED not in t.user_attrs and DOMINATED not in t.constraints
     assert trials[1].user_attrs["finetune_seconds"] > 0
 
+
+
+def test_study_tolerance_is_one_standard_error_of_the_validation_split(digits_mlp, sqlite_url, monkeypatch):
+    """The study asks for the standard error of the base's accuracy on the validation split's size and passes
+    it to the rule: patched to 1 (100 pt), ft1 is rejected whatever the ft0 point's accuracy, and the reason
+    names the tolerance."""
+    _trained(monkeypatch, forbid=True)
+    asked = []
+    monkeypatch.setattr(study, "accuracy_standard_error", lambda acc, n: asked.append((acc, n)) or 1.0)
+    space = SearchSpace(prune_ratio=(0.25, 0.25, 0.25), bits=(32,), finetune_epochs=(0, 1), trials=2)
+    created = optuna.create_study(storage=sqlite_url, study_name="t", directions=space.directions)
+    for epochs in (0, 1):
+        created.enqueue_trial({"finetune_epochs": epochs})
+    result = search(digits_mlp, space, target=_SameLatency(), n_trials=2, storage=sqlite_url, study_name="t",
+                    verbose=False, callbacks=[], remeasure=False)
+    assert asked == [(result.base.accuracy, len(digits_mlp.dataset("val")))]
+    rejected = result.study.trials[1]
+    assert rejected.user_attrs[REJECTED].endswith(f"is >= the base's {result.base.accuracy:.4g} - 1")
