@@ -54,6 +54,9 @@ def test_wheel_ships_the_default_space_as_a_real_file(wheel):
         assert not stat.S_ISLNK(info.external_attr >> 16)
         assert zf.read(info) == (REPO / "search_spaces" / "default.yaml").read_bytes()
         assert any(n.startswith("lepton_search/latency/profiles/") and n.endswith(".yaml") for n in zf.namelist())
+        # the default demo's base: a fresh install's demo loads it instead of training it (~7 min)
+        assert {"lepton_search/workloads/weights/manifest.json",
+                "lepton_search/workloads/weights/fashion-cnn-w48-e3-v5000-s0.pt"} <= set(zf.namelist())
 
 
 @pytest.mark.slow

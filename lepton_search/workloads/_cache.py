@@ -1,7 +1,15 @@
-"""Cache of trained base models: trained once, then loaded with `weights_only=True`."""
+"""Cache of trained base models: trained once, then loaded with `weights_only=True`.
+
+The default demo's base (`fashion-mnist-cnn`, 3 epochs) also ships with the package (`weights/`, 2.6 MB, listed
+with its SHA-256 and accuracies in `weights/manifest.json`): a fresh clone's demo starts from it instead of
+spending ~7 of its minutes training it. `experiments/demo_base.py` retrains it and compares;
+`LEPTON_SEARCH_TRAIN_BASE=1` trains instead of loading shipped weights.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -11,6 +19,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+TRAIN_BASE_ENV = "LEPTON_SEARCH_TRAIN_BASE"  # "1": ignore shipped weights (train, or read the cache)
 
 # Set by `provided_weights`: a worker joining a study uses the study's base model, never trains one.
 _PROVIDED: ContextVar[dict | None] = ContextVar("lepton_search_base_state", default=None)
@@ -34,8 +45,33 @@ def cache_dir() -> Path:
     return path
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shipped_manifest() -> dict[str, dict]:
+    """Shipped base weights: cache key -> {sha256, val_accuracy, test_accuracy, host, torch, command}."""
+    path = SHIPPED_DIR / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def shipped_weights(key: str) -> Path | None:
+    """The shipped weights file for cache entry `key` when it exists and matches its recorded SHA-256."""
+    if os.environ.get(TRAIN_BASE_ENV, "") not in ("", "0"):
+        return None
+    entry, path = shipped_manifest().get(key), SHIPPED_DIR / f"{key}.pt"
+    if entry is None or not path.is_file():
+        return None
+    if file_sha256(path) != entry.get("sha256"):
+        print(f"base model: shipped {path.name} does not match its SHA-256 in manifest.json; training instead",
+              file=sys.stderr)
+        return None
+    return path
+
+
 def cached_model(key: str, model: nn.Module, train: Callable[[nn.Module], nn.Module], *, verbose: bool = True) -> nn.Module:
-    """Load `model`'s weights from the cache entry `key`, or train it and store them."""
+    """Load `model`'s weights from the cache entry `key`, else from the shipped weights of that key, else train
+    it and store them in the cache."""
     provided = _PROVIDED.get()
     if provided is not None:
         model.load_state_dict(provided)
@@ -46,6 +82,13 @@ def cached_model(key: str, model: nn.Module, train: Callable[[nn.Module], nn.Mod
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         if verbose:
             print(f"base model: loaded from cache {path}", file=sys.stderr)
+        return model.eval()
+    shipped = shipped_weights(key)
+    if shipped is not None:
+        model.load_state_dict(torch.load(shipped, map_location="cpu", weights_only=True))
+        if verbose:
+            print(f"base model: shipped weights {shipped.name} (not trained here; {TRAIN_BASE_ENV}=1 trains it)",
+                  file=sys.stderr)
         return model.eval()
     if verbose:
         print(f"base model: training once, will cache at {path}", file=sys.stderr)
