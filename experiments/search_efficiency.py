@@ -8,12 +8,15 @@
    (start to complete: prune, fine-tune, export, quantize, ORT accuracy on val and test, latency, upload).
    Without reuse a config would also retrain the epochs it loaded: wall_s + (ft_total_s - ft_s).
 2. The replay: TPE, NSGA-II, GP and random (the engine's own `make_sampler`, same constraints as the
-   default space) run on the table, 5 seeds each. A config costs its table seconds, minus the epochs the
+   default space) run on the table, 20 seeds each (the issue asks for 5: the first 5 seeds' medians are
+   reported too; they swung 2x with the seeds picked), charged their own seconds as well (GP fits a model). A config costs its table seconds, minus the epochs the
    same run already trained for that chain (in-run reuse, as the engine does); a repeated config costs
    nothing and queues an unseen one (as the engine does). Each run stops when the hypervolume of what it
    evaluated reaches 95% of the grid's (reference point: base accuracy - 3 pt, base latency). A variant
-   per sampler applies the engine's early-rejection rule (`study.dominated_before_training`): a rejected
-   config is charged its untrained probe (compress seconds without fine-tuning, at most its wall seconds).
+   per sampler applies the engine's early-rejection rule (`study.dominated_before_training`, tolerance one
+   standard error of the base's validation accuracy, as the study passes it): a rejected config is charged its
+   untrained probe (compress seconds without fine-tuning, at most its wall seconds). The default sampler is the
+   one with the fewest median seconds over all seeds with the rule on (the default space's setting).
 
     .venv/bin/python experiments/search_efficiency.py              # grid (~60 min, resumable) + replay
     .venv/bin/python experiments/search_efficiency.py --replay-only
@@ -29,6 +32,7 @@ import json
 import logging
 import random
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -39,14 +43,15 @@ from lepton_search import default_space, workloads
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.records import TrialRecord
 from lepton_search.space import CompressionConfig, SearchSpace
-from lepton_search.study import dominated_before_training, make_sampler
+from lepton_search.study import accuracy_standard_error, dominated_before_training, make_sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as harness  # the experiments folder is not a package
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
-SEEDS = (0, 1, 2, 3, 4)
+SEEDS = tuple(range(20))  # the issue asks for 5; its first 5 are reported too (their median swung 2x)
+ISSUE_SEEDS = 5
 HV_SHARE = 0.95
 REF_DROP_PTS = 3.0
 # The base this grid was evaluated on: the default workload's CNN trained 2 epochs (the default trains 3). A session
@@ -140,14 +145,14 @@ class Replay:
     """One sampler run on the table, charged the table's seconds with in-run reuse."""
 
     def __init__(self, table: dict, space: SearchSpace, base_acc: float, ref: tuple[float, float], target_hv: float,
-                 seed: int, early_reject: bool) -> None:
+                 seed: int, early_reject: bool, tolerance: float) -> None:
         self.table, self.space, self.base_acc, self.ref, self.target_hv = table, space, base_acc, ref, target_hv
-        self.seed, self.early_reject = seed, early_reject
+        self.seed, self.early_reject, self.tolerance = seed, early_reject, tolerance
         self.trained: dict[tuple, int] = {}  # chain -> epochs this run has trained
         self.seen: set[CompressionConfig] = set()
         self.points: list[tuple[float, float]] = []  # (accuracy, latency_ms) evaluated
         self.found: list[tuple[float, float]] = []  # (latency_ms, accuracy) feasible, for the rejection rule
-        self.wall_s, self.reached_at, self.evaluated, self.rejected = 0.0, None, 0, 0
+        self.wall_s, self.reached_at, self.evaluated, self.rejected, self.sampler_s = 0.0, None, 0, 0, 0.0
 
     def cost(self, cfg: CompressionConfig) -> float:
         """The config's seconds outside training, plus the epochs of its chain this run has not trained yet."""
@@ -172,7 +177,7 @@ class Replay:
         acc, lat = row["accuracy"], row["latency_ms"]
         violations = self.space.violations({"accuracy_drop_pts": 100 * (self.base_acc - acc), "latency_ms": lat})
         dominated = (self.early_reject and cfg.finetune_epochs > 0
-                     and dominated_before_training(lat, self.found, self.base_acc) is not None)
+                     and dominated_before_training(lat, self.found, self.base_acc, self.tolerance) is not None)
         if dominated:  # the engine stops at the untrained probe: prune, export, quantize, time
             self.wall_s += min(row["compress_s"] - row["ft_s"], row["wall_s"])
             self.rejected += 1
@@ -196,23 +201,28 @@ class Replay:
 
 
 def replay(df: pd.DataFrame, grid: Grid, base_acc: float, base_lat: float, sampler_name: str, seed: int,
-           early_reject: bool) -> dict:
+           early_reject: bool, tolerance: float) -> dict:
     space = dataclasses.replace(grid_space(grid), sampler=sampler_name,
                                 max_accuracy_drop_pts=default_space().max_accuracy_drop_pts)
     names = [k for k in CompressionConfig.__dataclass_fields__]
     table = {CompressionConfig.from_dict({n: r[n] for n in names}): r for r in df.to_dict("records")}
     ref = (base_acc - REF_DROP_PTS / 100, base_lat)
     target = HV_SHARE * hypervolume([(a, lt) for a, lt in zip(df.accuracy, df.latency_ms)], *ref)
-    run = Replay(table, space, base_acc, ref, target, seed, early_reject)
+    run = Replay(table, space, base_acc, ref, target, seed, early_reject, tolerance)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(space, seed))
         for _ in range(4 * space.n_configs):
             if run.reached_at is not None or len(run.seen) == space.n_configs:
                 break
+            started = time.perf_counter()
             study.optimize(run, n_trials=1, catch=())
+            run.sampler_s += time.perf_counter() - started  # the sampler's own seconds (GP fits a model per trial)
+    if run.reached_at is not None:  # charged too: a real study waits for its sampler
+        run.reached_at += run.sampler_s
     return {"sampler": sampler_name, "seed": seed, "early_reject": early_reject, "wall_s_to_95pct": run.reached_at,
-            "evaluated": run.evaluated, "rejected_early": run.rejected, "trials": len(study.trials)}
+            "evaluated": run.evaluated, "rejected_early": run.rejected, "trials": len(study.trials),
+            "sampler_s": run.sampler_s}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,18 +252,30 @@ def main(argv: list[str] | None = None) -> int:
     grid_wall = float(df.overhead_s.sum() + chains.groupby("chain").ft_total_s.max().sum())
     grid_wall_no_reuse = float(df.wall_s_without_reuse.sum())
 
-    runs = [replay(df, grid, base.accuracy, base.latency_ms, s, seed, early)
+    tolerance = accuracy_standard_error(base.accuracy, int(base.workload_info.get("val", 0)))
+    runs = [replay(df, grid, base.accuracy, base.latency_ms, s, seed, early, tolerance)
             for s in SAMPLERS for early in (False, True) for seed in SEEDS]
     runs_df = pd.DataFrame(runs)
+    first = runs_df[runs_df.seed.isin(SEEDS[:ISSUE_SEEDS])]
     summary = (runs_df.groupby(["sampler", "early_reject"])
                .agg(median_wall_s=("wall_s_to_95pct", "median"), reached=("wall_s_to_95pct", "count"),
-                    median_evaluated=("evaluated", "median"), median_rejected=("rejected_early", "median"))
-               .reset_index())
+                    q25_wall_s=("wall_s_to_95pct", lambda w: w.quantile(0.25)),
+                    q75_wall_s=("wall_s_to_95pct", lambda w: w.quantile(0.75)),
+                    median_evaluated=("evaluated", "median"), median_rejected=("rejected_early", "median"),
+                    median_sampler_s=("sampler_s", "median"))
+               .reset_index()
+               .merge(first.groupby(["sampler", "early_reject"]).wall_s_to_95pct.median()
+                      .rename(f"median{ISSUE_SEEDS}_wall_s").reset_index()))
     summary["share_of_grid_wall"] = summary.median_wall_s / grid_wall
-    random_s = summary[(summary.sampler == "random") & ~summary.early_reject].median_wall_s.iloc[0]
-    summary["vs_random"] = summary.median_wall_s / random_s
-    plain = summary[~summary.early_reject & (summary.reached == len(SEEDS))]
-    default = plain.sort_values("median_wall_s").sampler.iloc[0] if len(plain) else "tpe"
+    summary[f"share{ISSUE_SEEDS}_of_grid_wall"] = summary[f"median{ISSUE_SEEDS}_wall_s"] / grid_wall
+    plain_random = summary[(summary.sampler == "random") & ~summary.early_reject]
+    summary["vs_random"] = summary.median_wall_s / plain_random.median_wall_s.iloc[0]
+    summary[f"vs_random{ISSUE_SEEDS}"] = summary[f"median{ISSUE_SEEDS}_wall_s"] / plain_random[f"median{ISSUE_SEEDS}_wall_s"].iloc[0]
+    # The default study rejects early (early_reject: dominated), so the default sampler is chosen with the rule on,
+    # on all seeds' median; the bar compares it with RandomSampler without the rule.
+    ruled = summary[summary.early_reject & (summary.reached == len(SEEDS))]
+    default = ruled.sort_values("median_wall_s").sampler.iloc[0] if len(ruled) else "tpe"
+    chosen = summary[(summary.sampler == default) & summary.early_reject]
 
     out = {
         "host": str(this_cpu()), "workload": "fashion-mnist-cnn", "grid_extent": dataclasses.asdict(grid), "space": grid_space(grid).to_dict(),
@@ -263,16 +285,20 @@ def main(argv: list[str] | None = None) -> int:
                  "wall_s_without_reuse": grid_wall_no_reuse,
                  "finetune_s": float(df.ft_s.sum()), "finetune_s_without_reuse": float(df.ft_total_s.sum())},
         "hv_share": HV_SHARE, "runs": runs, "summary": summary.to_dict("records"), "default_sampler": default,
-        "bar": {"default_share_of_grid_wall": float(plain[plain.sampler == default].share_of_grid_wall.iloc[0])
-                if len(plain) else None,
-                "default_vs_random": float(plain[plain.sampler == default].vs_random.iloc[0]) if len(plain) else None},
+        "early_reject_tolerance": tolerance,
+        "bar": {"seeds": len(SEEDS), "default_share_of_grid_wall": float(chosen.share_of_grid_wall.iloc[0]),
+                "default_vs_random": float(chosen.vs_random.iloc[0]),
+                f"default_share_of_grid_wall_first{ISSUE_SEEDS}": float(chosen[f"share{ISSUE_SEEDS}_of_grid_wall"].iloc[0]),
+                f"default_vs_random_first{ISSUE_SEEDS}": float(chosen[f"vs_random{ISSUE_SEEDS}"].iloc[0])},
     }
     (RESULTS / f"search_efficiency{grid.suffix}.json").write_text(json.dumps(out, indent=2, default=str))
     print(f"host: {out['host']}")
     print(f"grid: {len(df)} configs, wall {grid_wall:.0f} s with reuse, {grid_wall_no_reuse:.0f} s without "
           f"({grid_wall_no_reuse / grid_wall:.2f}x); hypervolume {grid_hv:.5f} (ref: acc {ref[0]:.4f}, {ref[1]:.3f} ms)")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"default sampler: {default} (fewest median seconds to {HV_SHARE:.0%} of the grid hypervolume)")
+    print(f"early rejection tolerance: {tolerance:.4f} (one standard error of the base's validation accuracy)")
+    print(f"default sampler: {default} (fewest median seconds over {len(SEEDS)} seeds to {HV_SHARE:.0%} of the grid "
+          f"hypervolume, early rejection on, sampler seconds charged)")
     return 0
 
 
