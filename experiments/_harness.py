@@ -8,7 +8,6 @@ per-round medians, and speed-ups are ratios of those figures within one run.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -23,7 +22,7 @@ from lepton_search.candidate import compress
 from lepton_search.evaluate import onnx_accuracy
 from lepton_search.latency import HostCpuLatency
 from lepton_search.space import CompressionConfig, FinetuneSettings, SearchSpace
-from lepton_search.study import make_sampler, open_study
+from lepton_search.study import accuracy_standard_error, make_sampler, open_study
 
 HARNESS = "ONNX Runtime CPU, 1 thread, batch 1, 100 runs after 20 warm-up; rounds interleaved; min of medians"
 
@@ -96,8 +95,8 @@ def choose(candidates: list[dict], val_threshold_pts: float) -> dict | None:
 
 
 def stderr_pts(accuracy: float, n: int) -> float:
-    """Binomial standard error of an accuracy measured on `n` samples, in points."""
-    return 100 * math.sqrt(accuracy * (1 - accuracy) / n)
+    """Binomial standard error of an accuracy measured on `n` samples, in points (the study's own formula)."""
+    return 100 * accuracy_standard_error(accuracy, n)
 
 
 def compare_configs(workload: Any, configs: Sequence[CompressionConfig], settings: FinetuneSettings, folder: Path,

