@@ -24,6 +24,8 @@ OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "mini
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 # Rules that reject a config before fine-tuning, beside the budgets (`study.dominated_before_training`).
 EARLY_REJECT = ("dominated", "off")
+# What a fresh study evaluates before its sampler proposes anything (`SearchSpace.anchor_configs`).
+ANCHORS = ("untrained", "off")
 # Constraint name -> (the measured figure it limits, "max" or "min"). The accuracy limit needs the trained
 # model; the other three are budgets the untrained candidate already answers (its graph is the same).
 CONSTRAINTS = {"max_accuracy_drop_pts": ("accuracy_drop_pts", "max"), "max_latency_ms": ("latency_ms", "max"),
@@ -139,6 +141,9 @@ class SearchSpace:
     # dominated: a config no faster (untrained) than a found point at >= the base's accuracy (less one standard
     # error of its validation estimate) trains nothing
     early_reject: str = "dominated"
+    # untrained: a fresh study first evaluates the unpruned model at each bit width below 32, untrained
+    # (quantization alone: no fine-tuning step); off: the sampler proposes every trial
+    anchors: str = "untrained"
     trials: int = 12
     seed: int = 0
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
@@ -172,7 +177,8 @@ class SearchSpace:
     def from_dict(cls, data: dict[str, Any], *, source: str = "space") -> SearchSpace:
         if not isinstance(data, dict):
             raise ConfigError(source, type(data).__name__, "the top level must be a mapping of keys to values")
-        _check_keys(source, data, {"knobs", "objectives", "constraints", "sampler", "early_reject", "trials", "seed",
+        _check_keys(source, data, {"knobs", "objectives", "constraints", "sampler", "early_reject", "anchors", "trials",
+                                    "seed",
                                     "finetune", "latency"})
         knobs = data.get("knobs", {}) or {}
         _check_keys("knobs", knobs, set(KNOB_NAMES))
@@ -190,9 +196,10 @@ class SearchSpace:
         for name in ("objectives", "sampler", "trials", "seed"):
             if name in data:
                 kwargs[name] = data[name]
-        if "early_reject" in data:  # YAML 1.1 reads a bare off/on as a boolean
-            value = data["early_reject"]
-            kwargs["early_reject"] = ("dominated" if value else "off") if isinstance(value, bool) else value
+        for name, on in (("early_reject", "dominated"), ("anchors", "untrained")):
+            if name in data:  # YAML 1.1 reads a bare off/on as a boolean
+                value = data[name]
+                kwargs[name] = (on if value else "off") if isinstance(value, bool) else value
         for name, settings_cls in (("finetune", FinetuneSettings), ("latency", LatencySettings)):
             if name in data:
                 section = data[name] or {}
@@ -215,6 +222,7 @@ class SearchSpace:
             "constraints": {name: getattr(self, name) for name in CONSTRAINTS},
             "sampler": self.sampler,
             "early_reject": self.early_reject,
+            "anchors": self.anchors,
             "trials": self.trials,
             "seed": self.seed,
             "finetune": dataclasses.asdict(self.finetune),
@@ -266,6 +274,18 @@ class SearchSpace:
         names = [k.name for k in KNOBS]
         return [CompressionConfig.from_dict(dict(zip(names, values)))
                 for values in itertools.product(*(self.domain(n) for n in names))]
+
+    def anchor_configs(self) -> list[CompressionConfig]:
+        """What a fresh study evaluates first (`anchors: untrained`): the unpruned model, untrained, at each bit
+        width below 32 in the space, i.e. quantization alone. They run no fine-tuning step (seconds each), are
+        the point any pruning must beat, and give early rejection a point at about the base's accuracy before
+        the first config trains. None when the space lacks ratio 0 or 0 epochs, or has no bits below 32 (the
+        FP32 unpruned model is the base, measured anyway)."""
+        if self.anchors == "off" or 0.0 not in self.prune_ratios or self.finetune_epochs[0] != 0:
+            return []
+        first = {k.name: self.domain(k.name)[0] for k in KNOBS}  # method and round_to: no effect at ratio 0
+        return [CompressionConfig.from_dict({**first, "prune_ratio": 0.0, "finetune_epochs": 0, "bits": b})
+                for b in self.bits if b != 32]
 
     def params(self, config: CompressionConfig) -> dict[str, Any]:
         """The Optuna params that make `suggest` return `config` (its sampled knobs only)."""
@@ -397,6 +417,8 @@ def _validate(space: SearchSpace) -> None:
         raise ConfigError("sampler", space.sampler, f"unknown sampler; {did_you_mean(space.sampler, SAMPLERS)}")
     if space.early_reject not in EARLY_REJECT:
         raise ConfigError("early_reject", space.early_reject, f"unknown rule; {did_you_mean(space.early_reject, EARLY_REJECT)}")
+    if space.anchors not in ANCHORS:
+        raise ConfigError("anchors", space.anchors, f"unknown value; {did_you_mean(space.anchors, ANCHORS)}")
     _number("trials", space.trials, int)
     if space.trials < 1:
         raise ConfigError("trials", space.trials, "must be >= 1")

@@ -92,7 +92,7 @@ def init_study(
 ) -> optuna.Study:
     """Create the study and its base model once (idempotent: a second call checks and returns)."""
     from lepton_search.paths import safe_name
-    from lepton_search.study import make_sampler, make_target, measure_base, open_study
+    from lepton_search.study import make_sampler, make_target, measure_base, open_study, queue_anchors
 
     safe_name("study_name", study_name)
     spec = WorkloadSpec(workload, data_dir)
@@ -120,6 +120,7 @@ def init_study(
         study.set_user_attr("target", target)
         study.set_user_attr("artifacts", describe_artifact_store(store))
         base = measure_base(study, wl, latency_model, store, work_dir)
+        queue_anchors(study, space)  # the first workers take them
         state_path = work_dir / "base_state_dict.pt"
         torch.save(wl.model.state_dict(), state_path)
         artifact_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(state_path),
