@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                 space = SearchSpace(prune_ratio=(0.0, 0.875, 0.125), bits=(32, 16, 8), finetune_epochs=(0, 2),
                                     sampler=sampler, seed=seed, trials=args.trials, max_size_mb=1e9,
                                     finetune=FinetuneSettings(subset_size="all", batch_size=64),
-                                    early_reject="off")  # count budget rejections only
+                                    early_reject="off", anchors="off")  # count budget rejections only, of
+                                                                        # the sampler's own suggestions
                 if base_size is None:  # one throwaway trial tells the base's file size
                     probe = search(wl, SearchSpace(bits=(32,), finetune_epochs=(0, 0), prune_ratio=(0.0, 0.0, 0.1)),
                                    n_trials=1, storage=f"sqlite:///{tmp}/probe.db", study_name="p", verbose=False,

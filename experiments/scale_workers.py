@@ -38,6 +38,7 @@ knobs:
   prune_ratio: {low: 0.0, high: 0.6, step: 0.1}
   bits: [32, 16, 8]
   finetune_epochs: {low: 0, high: 1}
+anchors: off  # every run does the same queued configs, nothing else
 trials: 40
 """
 

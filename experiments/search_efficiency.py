@@ -17,8 +17,11 @@
    base latency). A variant per sampler applies the engine's early-rejection rule
    (`study.dominated_before_training`, tolerance one standard error of the base's validation accuracy, as the
    study passes it): a rejected config is charged its untrained probe (compress seconds without fine-tuning,
-   at most its wall seconds). The default sampler is the one with the fewest median seconds over all seeds
-   with the rule on (the default space's setting).
+   at most its wall seconds). A third variant also starts as a fresh engine study does (`anchors: untrained`,
+   `study.queue_anchors`): quantization alone, 0 / 8 / 0, is evaluated first (table seconds charged) and the
+   sampler proposes the rest. The default sampler is the one with the fewest median seconds over all seeds with
+   the rule and the anchors on (the default space's settings); the bar compares it with RandomSampler alone
+   (no rule, no anchors), and the table shows random with both as well.
 
     .venv/bin/python experiments/search_efficiency.py              # grid (~60 min, resumable) + replay
     .venv/bin/python experiments/search_efficiency.py --replay-only
@@ -30,14 +33,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
+import os
 import random
 import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 
@@ -45,15 +52,25 @@ from lepton_search import default_space, workloads
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.records import TrialRecord
 from lepton_search.space import CompressionConfig, SearchSpace
-from lepton_search.study import accuracy_standard_error, dominated_before_training, make_sampler
+from lepton_search.study import (
+    accuracy_standard_error,
+    dominated_before_training,
+    make_sampler,
+    queue_anchors,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as harness  # the experiments folder is not a package
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
-SEEDS = tuple(range(20))  # the issue asks for 5; its first 5 are reported too (their median swung 2x)
+# The issue asks for 5 seeds; the first 5 are reported too. Their median swung 2x with the seeds picked, and on 20
+# seeds the bar's ratio still had a 10-90% bootstrap interval of 0.49-0.77 (TPE with the rule over random):
+# 100 seeds, run on every core (each run times its own sampler, one process per core).
+SEEDS = tuple(range(100))
 ISSUE_SEEDS = 5
+# (early rejection, anchors): the sampler alone; with the rule; as the engine's default study runs it
+VARIANTS = ((False, False), (True, False), (True, True))
 HV_SHARE = 0.95
 REF_DROP_PTS = 3.0
 # The grid runs on the default workload as the demo has it: the shipped 3-epoch base and the default space's
@@ -202,7 +219,7 @@ class Replay:
 
 
 def replay(df: pd.DataFrame, grid: Grid, base_acc: float, base_lat: float, sampler_name: str, seed: int,
-           early_reject: bool, tolerance: float) -> dict:
+           early_reject: bool, tolerance: float, anchors: bool = False) -> dict:
     space = dataclasses.replace(grid_space(grid), sampler=sampler_name,
                                 max_accuracy_drop_pts=default_space().max_accuracy_drop_pts)
     names = [k for k in CompressionConfig.__dataclass_fields__]
@@ -213,6 +230,8 @@ def replay(df: pd.DataFrame, grid: Grid, base_acc: float, base_lat: float, sampl
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(space, seed))
+        if anchors:  # as a fresh engine study starts: quantization alone first
+            queue_anchors(study, space)
         for _ in range(4 * space.n_configs):
             if run.reached_at is not None or len(run.seen) == space.n_configs:
                 break
@@ -221,9 +240,32 @@ def replay(df: pd.DataFrame, grid: Grid, base_acc: float, base_lat: float, sampl
             run.sampler_s += time.perf_counter() - started  # the sampler's own seconds (GP fits a model per trial)
     if run.reached_at is not None:  # charged too: a real study waits for its sampler
         run.reached_at += run.sampler_s
-    return {"sampler": sampler_name, "seed": seed, "early_reject": early_reject, "wall_s_to_95pct": run.reached_at,
+    return {"sampler": sampler_name, "seed": seed, "early_reject": early_reject, "anchors": anchors,
+            "wall_s_to_95pct": run.reached_at,
             "evaluated": run.evaluated, "rejected_early": run.rejected, "trials": len(study.trials),
             "sampler_s": run.sampler_s}
+
+
+def _one_thread() -> None:
+    """One torch thread per replay process: GPSampler fits with torch, and two processes each spinning two
+    OpenMP threads on two cores ran the replay several times slower."""
+    import torch
+    torch.set_num_threads(1)
+
+
+def _replay_job(df: pd.DataFrame, grid: Grid, base_acc: float, base_lat: float, tolerance: float,
+                job: tuple[str, int, bool, bool]) -> dict:
+    sampler_name, seed, early_reject, anchors = job
+    optuna.logging.set_verbosity(logging.WARNING)  # a worker process starts with optuna's default level
+    return replay(df, grid, base_acc, base_lat, sampler_name, seed, early_reject, tolerance, anchors)
+
+
+def bootstrap_ratio(a: pd.Series, b: pd.Series, n: int = 4000, seed: int = 0) -> list[float]:
+    """5%, 50% and 95% quantiles of median(a) / median(b) over seeds resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    a, b = a.to_numpy(float), b.to_numpy(float)
+    ratios = [np.median(rng.choice(a, a.size)) / np.median(rng.choice(b, b.size)) for _ in range(n)]
+    return [float(q) for q in np.quantile(ratios, [0.05, 0.5, 0.95])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-epochs", type=int, default=Grid.max_epochs)
     ap.add_argument("--subset", type=int, default=Grid.subset, help="fine-tune images per epoch")
     ap.add_argument("--replay-only", action="store_true", help="use the stored grid; run no training")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="replay processes (default: one per core)")
     args = ap.parse_args(argv)
     optuna.logging.set_verbosity(logging.WARNING)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -254,29 +297,38 @@ def main(argv: list[str] | None = None) -> int:
     grid_wall_no_reuse = float(df.wall_s_without_reuse.sum())
 
     tolerance = accuracy_standard_error(base.accuracy, int(base.workload_info.get("val", 0)))
-    runs = [replay(df, grid, base.accuracy, base.latency_ms, s, seed, early, tolerance)
-            for s in SAMPLERS for early in (False, True) for seed in SEEDS]
+    jobs = [(s, seed, early, anchors) for s in SAMPLERS for early, anchors in VARIANTS for seed in SEEDS]
+    with ProcessPoolExecutor(max_workers=args.jobs, initializer=_one_thread) as pool:
+        runs = list(pool.map(functools.partial(_replay_job, df, grid, base.accuracy, base.latency_ms, tolerance),
+                             jobs, chunksize=10))
     runs_df = pd.DataFrame(runs)
     first = runs_df[runs_df.seed.isin(SEEDS[:ISSUE_SEEDS])]
-    summary = (runs_df.groupby(["sampler", "early_reject"])
+    summary = (runs_df.groupby(["sampler", "early_reject", "anchors"])
                .agg(median_wall_s=("wall_s_to_95pct", "median"), reached=("wall_s_to_95pct", "count"),
                     q25_wall_s=("wall_s_to_95pct", lambda w: w.quantile(0.25)),
                     q75_wall_s=("wall_s_to_95pct", lambda w: w.quantile(0.75)),
                     median_evaluated=("evaluated", "median"), median_rejected=("rejected_early", "median"),
                     median_sampler_s=("sampler_s", "median"))
                .reset_index()
-               .merge(first.groupby(["sampler", "early_reject"]).wall_s_to_95pct.median()
+               .merge(first.groupby(["sampler", "early_reject", "anchors"]).wall_s_to_95pct.median()
                       .rename(f"median{ISSUE_SEEDS}_wall_s").reset_index()))
     summary["share_of_grid_wall"] = summary.median_wall_s / grid_wall
     summary[f"share{ISSUE_SEEDS}_of_grid_wall"] = summary[f"median{ISSUE_SEEDS}_wall_s"] / grid_wall
-    plain_random = summary[(summary.sampler == "random") & ~summary.early_reject]
+    plain_random = summary[(summary.sampler == "random") & ~summary.early_reject & ~summary.anchors]
     summary["vs_random"] = summary.median_wall_s / plain_random.median_wall_s.iloc[0]
     summary[f"vs_random{ISSUE_SEEDS}"] = summary[f"median{ISSUE_SEEDS}_wall_s"] / plain_random[f"median{ISSUE_SEEDS}_wall_s"].iloc[0]
-    # The default study rejects early (early_reject: dominated), so the default sampler is chosen with the rule on,
-    # on all seeds' median; the bar compares it with RandomSampler without the rule.
-    ruled = summary[summary.early_reject & (summary.reached == len(SEEDS))]
-    default = ruled.sort_values("median_wall_s").sampler.iloc[0] if len(ruled) else "tpe"
-    chosen = summary[(summary.sampler == default) & summary.early_reject]
+    # The default study rejects early (early_reject: dominated) and starts from its anchors, so the default sampler
+    # is chosen with both on; the bar compares it with RandomSampler alone. The default space's sampler stays
+    # unless another is faster beyond the seeds' noise (the 95% bootstrap quantile of its median ratio below 1):
+    # with 100 seeds GP and TPE came out 0.4% apart, which says nothing about which is faster.
+    engine_runs = runs_df[runs_df.early_reject & runs_df.anchors]
+    incumbent = default_space().sampler
+    versus = {s: bootstrap_ratio(engine_runs[engine_runs.sampler == s].wall_s_to_95pct,
+                                 engine_runs[engine_runs.sampler == incumbent].wall_s_to_95pct)
+              for s in SAMPLERS if s != incumbent}
+    faster = {s: q[1] for s, q in versus.items() if q[2] < 1.0}
+    default = min(faster, key=faster.get) if faster else incumbent
+    chosen = summary[(summary.sampler == default) & summary.early_reject & summary.anchors]
 
     out = {
         "host": str(this_cpu()), "workload": "fashion-mnist-cnn", "grid_extent": dataclasses.asdict(grid), "space": grid_space(grid).to_dict(),
@@ -286,9 +338,17 @@ def main(argv: list[str] | None = None) -> int:
                  "wall_s_without_reuse": grid_wall_no_reuse,
                  "finetune_s": float(df.ft_s.sum()), "finetune_s_without_reuse": float(df.ft_total_s.sum())},
         "hv_share": HV_SHARE, "runs": runs, "summary": summary.to_dict("records"), "default_sampler": default,
+        "default_choice": {"incumbent": incumbent, "median_ratio_to_incumbent_bootstrap_5_50_95": versus},
         "early_reject_tolerance": tolerance,
         "bar": {"seeds": len(SEEDS), "default_share_of_grid_wall": float(chosen.share_of_grid_wall.iloc[0]),
                 "default_vs_random": float(chosen.vs_random.iloc[0]),
+                "default_vs_random_bootstrap_5_50_95": bootstrap_ratio(
+                    runs_df[(runs_df.sampler == default) & runs_df.early_reject & runs_df.anchors].wall_s_to_95pct,
+                    runs_df[(runs_df.sampler == "random") & ~runs_df.early_reject & ~runs_df.anchors].wall_s_to_95pct),
+                # what the sampler adds: random with the same rule and anchors
+                "default_vs_random_with_rule_and_anchors": float(
+                    chosen.median_wall_s.iloc[0] / summary[(summary.sampler == "random") & summary.early_reject
+                                                           & summary.anchors].median_wall_s.iloc[0]),
                 f"default_share_of_grid_wall_first{ISSUE_SEEDS}": float(chosen[f"share{ISSUE_SEEDS}_of_grid_wall"].iloc[0]),
                 f"default_vs_random_first{ISSUE_SEEDS}": float(chosen[f"vs_random{ISSUE_SEEDS}"].iloc[0])},
     }
@@ -297,9 +357,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"grid: {len(df)} configs, wall {grid_wall:.0f} s with reuse, {grid_wall_no_reuse:.0f} s without "
           f"({grid_wall_no_reuse / grid_wall:.2f}x); hypervolume {grid_hv:.5f} (ref: acc {ref[0]:.4f}, {ref[1]:.3f} ms)")
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    bar = out["bar"]
+    print(f"bar: {default} with rule and anchors {bar['default_share_of_grid_wall']:.1%} of the grid's seconds, "
+          f"{bar['default_vs_random']:.2f}x random alone (bootstrap 5-95%: "
+          f"{bar['default_vs_random_bootstrap_5_50_95'][0]:.2f}-{bar['default_vs_random_bootstrap_5_50_95'][2]:.2f}), "
+          f"{bar['default_vs_random_with_rule_and_anchors']:.2f}x random with both")
     print(f"early rejection tolerance: {tolerance:.4f} (one standard error of the base's validation accuracy)")
-    print(f"default sampler: {default} (fewest median seconds over {len(SEEDS)} seeds to {HV_SHARE:.0%} of the grid "
-          f"hypervolume, early rejection on, sampler seconds charged)")
+    print(f"default sampler: {default} (with early rejection and anchors, median seconds over {len(SEEDS)} seeds to "
+          f"{HV_SHARE:.0%} of the grid hypervolume, sampler seconds charged; the default space's {incumbent} stays "
+          f"unless another is faster beyond noise). Median ratio to {incumbent}, bootstrap 5/50/95%: "
+          + ", ".join(f"{k} {q[0]:.2f}/{q[1]:.2f}/{q[2]:.2f}" for k, q in versus.items()))
     return 0
 
 
