@@ -177,9 +177,8 @@ class SearchSpace:
     def from_dict(cls, data: dict[str, Any], *, source: str = "space") -> SearchSpace:
         if not isinstance(data, dict):
             raise ConfigError(source, type(data).__name__, "the top level must be a mapping of keys to values")
-        _check_keys(source, data, {"knobs", "objectives", "constraints", "sampler", "early_reject", "anchors", "trials",
-                                    "seed",
-                                    "finetune", "latency"})
+        _check_keys(source, data, {"knobs", "objectives", "constraints", "sampler", "early_reject", "anchors",
+                                    "trials", "seed", "finetune", "latency"})
         knobs = data.get("knobs", {}) or {}
         _check_keys("knobs", knobs, set(KNOB_NAMES))
         kwargs: dict[str, Any] = {}

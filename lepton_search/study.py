@@ -149,8 +149,9 @@ def _normalised(stored: dict) -> dict:
 
 
 def _identity(space: dict) -> dict:
-    """What must match to resume a study: everything but the trial budget."""
-    return {k: v for k, v in space.items() if k != "trials"}
+    """What must match to resume a study: everything but the trial budget and the anchors (they act only on a
+    study with no trial yet)."""
+    return {k: v for k, v in space.items() if k not in ("trials", "anchors")}
 
 
 def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, store: Any, work_dir: Path) -> BaseRecord:

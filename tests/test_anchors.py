@@ -3,13 +3,15 @@ below 32), before its sampler proposes anything (`anchors: untrained`, the defau
 
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import pytest
 
 from lepton_search import SearchSpace, search
 from lepton_search.errors import ConfigError
 from lepton_search.space import CompressionConfig
-from lepton_search.study import queue_anchors
+from lepton_search.study import open_study, queue_anchors
 from lepton_search.workers import init_study
 
 
@@ -75,6 +77,15 @@ def test_search_runs_the_anchor_first_and_trains_nothing_for_it(digits_mlp, sqli
     assert CompressionConfig.from_dict(first.user_attrs["config"]) == space.anchor_configs()[0]
     assert first.user_attrs["finetune_seconds"] == 0
     assert len(result.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2  # counts as a trial
+
+
+def test_a_study_resumes_with_the_anchors_changed(sqlite_url):
+    """Anchors act only when a study is created: changing them does not make the space a different one."""
+    space = SearchSpace(prune_ratio=(0.0, 0.25, 0.25), bits=(32, 8), finetune_epochs=(0, 1))
+    open_study(sqlite_url, "r", space, optuna.samplers.RandomSampler(seed=0))
+    open_study(sqlite_url, "r", dataclasses.replace(space, anchors="off"), optuna.samplers.RandomSampler(seed=0))
+    with pytest.raises(ConfigError, match="different search space"):  # a knob that matters still refuses
+        open_study(sqlite_url, "r", dataclasses.replace(space, early_reject="off"), optuna.samplers.RandomSampler(seed=0))
 
 
 def test_init_study_queues_the_anchors_for_the_workers(sqlite_url):
