@@ -32,6 +32,7 @@ import torch
 from lepton_search import workloads
 from lepton_search.evaluate import onnx_accuracy
 from lepton_search.latency.cpu_identity import this_cpu
+from lepton_search.paths import file_sha256
 from lepton_search.techniques import export
 from lepton_search.workloads import _cache
 from lepton_search.workloads.fashion_mnist import FashionCNN
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             shipped = score(twin.eval(), wl, Path(tmp))
     out = {
         "host": str(this_cpu()), "key": KEY, "torch": torch.__version__,
-        "trained": {"path": str(trained), "sha256": _cache.file_sha256(trained), "seconds_to_load_or_train": seconds,
+        "trained": {"path": str(trained), "sha256": file_sha256(trained), "seconds_to_load_or_train": seconds,
                     "val_accuracy": mine["val"], "test_accuracy": mine["test"]},
         "shipped": None if shipped is None else {**manifest.get(KEY, {}), "measured_val_accuracy": shipped["val"],
                                                   "measured_test_accuracy": shipped["test"]},
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         _cache.SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(trained, shipped_path)
         manifest[KEY] = {
-            "sha256": _cache.file_sha256(shipped_path), "val_accuracy": mine["val"], "test_accuracy": mine["test"],
+            "sha256": file_sha256(shipped_path), "val_accuracy": mine["val"], "test_accuracy": mine["test"],
             "host": out["host"], "torch": torch.__version__, "shipped": datetime.date.today().isoformat(),
             "command": "python experiments/demo_base.py --ship",
         }

@@ -9,7 +9,6 @@ correct answers with the one stored when the trial was measured; a mismatch is a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lepton_search.errors import ConfigError, LeptonError
 from lepton_search.latency import SAMPLE_INPUTS_FILE
-from lepton_search.paths import confined_file
+from lepton_search.paths import confined_file, file_sha256
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, TrialRecord
 from lepton_search.results.card import model_card, trial_config
 from lepton_search.results.frame import REMEASURED
@@ -31,14 +30,6 @@ FILES = ("model.onnx", "config.json", "MODEL_CARD.md")
 
 class RecheckError(LeptonError):
     """The exported model does not reproduce the accuracy stored with its trial."""
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def recheck(onnx_path: Path, record: TrialRecord, workload: Workload) -> dict[str, Any]:
@@ -89,7 +80,7 @@ def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workloa
     config = trial_config(study_name=result.study.study_name, number=frozen.number, record=record,
                           base=base, space=result.study.user_attrs.get("space"),
                           values=dict(zip(result.objectives, frozen.values or [])))
-    config["onnx_sha256"] = sha256(onnx_path)
+    config["onnx_sha256"] = file_sha256(onnx_path)
     again = result.study.user_attrs.get(REMEASURED) or {}
     if str(frozen.number) in again.get("trials", {}):
         config["remeasured"] = {"base_latency_ms": again["base_latency_ms"], "repeats": again["repeats"],

@@ -8,7 +8,6 @@ spending ~7 of its minutes training it. `experiments/demo_base.py` retrains it a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from lepton_search.paths import file_sha256
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
 TRAIN_BASE_ENV = "LEPTON_SEARCH_TRAIN_BASE"  # "1": ignore shipped weights (train, or read the cache)
@@ -43,10 +44,6 @@ def cache_dir() -> Path:
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def shipped_manifest() -> dict[str, dict]:

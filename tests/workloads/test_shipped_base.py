@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lepton_search.evaluate import onnx_accuracy
+from lepton_search.paths import file_sha256
 from lepton_search.techniques import export
 from lepton_search.workloads import _cache, fashion_mnist
 from lepton_search.workloads.fashion_mnist import FashionCNN
@@ -20,7 +21,7 @@ KEY = "fashion-cnn-w48-e3-v5000-s0"
 def test_shipped_file_matches_its_manifest_and_the_architecture():
     entry = _cache.shipped_manifest()[KEY]
     path = _cache.SHIPPED_DIR / f"{KEY}.pt"
-    assert _cache.file_sha256(path) == entry["sha256"]
+    assert file_sha256(path) == entry["sha256"]
     FashionCNN(48).load_state_dict(torch.load(path, map_location="cpu", weights_only=True))  # strict: same layers
     assert entry["command"].startswith("python experiments/demo_base.py") and 0.9 < entry["val_accuracy"] < 1
 
@@ -42,7 +43,7 @@ def test_default_workload_loads_shipped_weights_and_scores_as_recorded(tmp_path,
 def _fake_shipped(tmp_path, monkeypatch, *, sha: str | None = None) -> nn.Module:
     model = nn.Linear(2, 2)
     torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "k.pt")
-    entry = {"sha256": sha or _cache.file_sha256(tmp_path / "k.pt")}
+    entry = {"sha256": sha or file_sha256(tmp_path / "k.pt")}
     (tmp_path / "manifest.json").write_text(json.dumps({"k": entry}))
     monkeypatch.setattr(_cache, "SHIPPED_DIR", tmp_path)
     monkeypatch.setenv("LEPTON_SEARCH_CACHE", str(tmp_path / "cache"))
