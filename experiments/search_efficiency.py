@@ -247,17 +247,18 @@ def replay(df: pd.DataFrame, grid: Grid, base_acc: float, base_lat: float, sampl
             "sampler_s": run.sampler_s}
 
 
-def _one_thread() -> None:
-    """One torch thread per replay process: GPSampler fits with torch, and two processes each spinning two
-    OpenMP threads on two cores ran the replay several times slower."""
+def _replay_process() -> None:
+    """Set up a replay process once: optuna's log level as the parent's, and one torch thread (GPSampler fits
+    with torch, and two processes each spinning two OpenMP threads on two cores ran the replay several times
+    slower)."""
     import torch
     torch.set_num_threads(1)
+    optuna.logging.set_verbosity(logging.WARNING)
 
 
 def _replay_job(df: pd.DataFrame, grid: Grid, base_acc: float, base_lat: float, tolerance: float,
                 job: tuple[str, int, bool, bool]) -> dict:
     sampler_name, seed, early_reject, anchors = job
-    optuna.logging.set_verbosity(logging.WARNING)  # a worker process starts with optuna's default level
     return replay(df, grid, base_acc, base_lat, sampler_name, seed, early_reject, tolerance, anchors)
 
 
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     tolerance = accuracy_standard_error(base.accuracy, int(base.workload_info.get("val", 0)))
     seeds = tuple(range(args.seeds))
     jobs = [(s, seed, early, anchors) for s in SAMPLERS for early, anchors in VARIANTS for seed in seeds]
-    with ProcessPoolExecutor(max_workers=args.jobs, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(max_workers=args.jobs, initializer=_replay_process) as pool:
         runs = list(pool.map(functools.partial(_replay_job, df, grid, base.accuracy, base.latency_ms, tolerance),
                              jobs, chunksize=10))
     runs_df = pd.DataFrame(runs)
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         "bar": {"seeds": len(seeds), "default_share_of_grid_wall": float(chosen.share_of_grid_wall.iloc[0]),
                 "default_vs_random": float(chosen.vs_random.iloc[0]),
                 "default_vs_random_bootstrap_5_50_95": bootstrap_ratio(
-                    runs_df[(runs_df.sampler == default) & runs_df.early_reject & runs_df.anchors].wall_s_to_95pct,
+                    engine_runs[engine_runs.sampler == default].wall_s_to_95pct,
                     runs_df[(runs_df.sampler == "random") & ~runs_df.early_reject & ~runs_df.anchors].wall_s_to_95pct),
                 # what the sampler adds: random with the same rule and anchors
                 "default_vs_random_with_rule_and_anchors": float(

@@ -37,17 +37,6 @@ def test_no_anchor_outside_the_space_or_when_off(kwargs, why):
     assert SearchSpace(**{"bits": (32, 8), **kwargs}).anchor_configs() == [], why
 
 
-def test_anchors_from_yaml_and_bad_values(tmp_path):
-    assert SearchSpace().anchors == "untrained"
-    path = tmp_path / "s.yaml"
-    path.write_text("anchors: off\n")  # YAML 1.1 reads a bare off as False
-    space = SearchSpace.from_yaml(path)
-    assert space.anchors == "off"
-    assert SearchSpace.from_dict(space.to_dict()).anchors == "off"
-    with pytest.raises(ConfigError, match="anchors.*untrainde.*did you mean 'untrained'"):
-        SearchSpace(anchors="untrainde")
-
-
 def test_only_a_study_with_no_trial_is_anchored():
     space = SearchSpace(prune_ratio=(0.0, 0.25, 0.25), bits=(32, 16, 8), finetune_epochs=(0, 1))
     fresh = optuna.create_study(directions=space.directions)

@@ -43,15 +43,20 @@ def test_standard_error_of_an_accuracy():
     assert study.accuracy_standard_error(1.3, 0) == 0.0  # clamped: a score outside [0, 1] or no samples
 
 
-def test_early_reject_from_yaml_and_bad_values(tmp_path):
-    assert SearchSpace().early_reject == "dominated"
+@pytest.mark.parametrize("name, default, typo, match", [
+    ("early_reject", "dominated", "dominatd", "early_reject.*did you mean 'dominated'"),
+    ("anchors", "untrained", "untrainde", "anchors.*untrainde.*did you mean 'untrained'"),
+])
+def test_on_off_settings_from_yaml_and_bad_values(tmp_path, name, default, typo, match):
+    """The space's two on/off settings: the rule and the anchors."""
+    assert getattr(SearchSpace(), name) == default
     path = tmp_path / "s.yaml"
-    path.write_text("early_reject: off\n")  # YAML 1.1 reads a bare off as False
+    path.write_text(f"{name}: off\n")  # YAML 1.1 reads a bare off as False
     space = SearchSpace.from_yaml(path)
-    assert space.early_reject == "off"
-    assert SearchSpace.from_dict(space.to_dict()).early_reject == "off"
-    with pytest.raises(ConfigError, match="early_reject.*did you mean 'dominated'"):
-        SearchSpace(early_reject="dominatd")
+    assert getattr(space, name) == "off"
+    assert getattr(SearchSpace.from_dict(space.to_dict()), name) == "off"
+    with pytest.raises(ConfigError, match=match):
+        SearchSpace(**{name: typo})
 
 
 class _SameLatency(LatencyModel):
