@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from lepton_search.space import KNOB_NAMES, CompressionConfig
+from lepton_search.errors import ConfigError
+from lepton_search.space import CONSTRAINTS, KNOB_NAMES, CompressionConfig
 
 SCHEMA = 2
 # Trial attrs that are bookkeeping, not measurements.
@@ -37,6 +38,11 @@ REJECTED = "rejected_before_training"  # why a config was rejected (a budget, a 
 # The constraint an early-rejection rule sets: > 0 rejected (infeasible for the sampler), 0 checked and kept.
 # Every trial of a study with the rule on carries it (GPSampler needs the same constraints on every trial).
 DOMINATED = "dominated_before_training"
+# Study user attr: how its trials store constraints (see `ConstraintLayout`).
+CONSTRAINT_LAYOUT = "constraint_layout"
+_CONSTRAINTS_LIST = "constraints"  # Optuna's list form (system attr): optuna-dashboard 0.21 reads only this one
+_CONSTRAINT_PREFIX = "constraints:"  # Optuna's named form (`set_constraint`), one system attr per name
+_LEGACY_CONSTRAINT_NAMES = {"accuracy_drop_pts": "max_accuracy_drop_pts"}  # schema 1 name -> today's
 _LEGACY_CONFIG_KEY = "config_key"  # schema 1: [prune_ratio, bits, finetune_epochs, prune_method]
 _LEGACY_KNOBS = ("prune_ratio", "bits", "finetune_epochs", "prune_method")
 _BOOKKEEPING = {CONFIG, DUPLICATE_OF, FAIL_REASON, ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, CONFIG_ARTIFACT, CARD_ARTIFACT, OWNER, RETRY_OF, REJECTED,
@@ -220,3 +226,96 @@ class TrialRecord(_Record):
 def _relative(latency_ms: float, size_mb: float, base: BaseRecord) -> dict[str, Any]:
     return {"speedup": base.latency_ms / latency_ms, "size_ratio": size_mb / base.size_mb,
             "slower_than_base": latency_ms > 0.95 * base.latency_ms}
+
+
+@dataclass(frozen=True)
+class ConstraintLayout:
+    """How a study stores its constraint values: the same names on every trial, so that no sampler sees two
+    sets (Optuna 5.1's GPSampler fails every trial when names differ; every sampler sums or models each name).
+
+    A study this version creates writes Optuna's list form only (system attr `constraints`: optuna-dashboard
+    reads it, Optuna reads its values as names `"0"`, `"1"`, ...) and keeps what each position means in the
+    study user attr `constraint_layout`. Studies written before (schema 1 and 2) carry the list *and* the same
+    values by name (`set_constraint`), which Optuna 5.1 reads as both sets of names; resumed, they go on writing
+    both, under the names they already have, so their old and new trials look alike to a sampler.
+
+    Example:
+        >>> layout = ConstraintLayout(("max_accuracy_drop_pts", DOMINATED))
+        >>> layout.system_attrs({"max_accuracy_drop_pts": -1.5, DOMINATED: 1.0})
+        {'constraints': [-1.5, 1.0]}
+    """
+
+    names: tuple[str, ...]  # this package's constraint names, in list order
+    named: tuple[str, ...] = ()  # the `set_constraint` names an older study also wrote, in the same order
+
+    @classmethod
+    def fresh(cls, names: Sequence[str]) -> ConstraintLayout:
+        return cls(tuple(names))
+
+    @classmethod
+    def stored(cls, study: Any) -> ConstraintLayout | None:
+        """The layout the study recorded, else the one its first COMPLETE trial shows (older studies), else None
+        (a study with no COMPLETE trial yet)."""
+        attr = study.user_attrs.get(CONSTRAINT_LAYOUT)
+        if isinstance(attr, Mapping):
+            return cls(tuple(attr.get("names", ())), tuple(attr.get("named", ())))
+        done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        return cls.infer(done[0].system_attrs) if done else None
+
+    @classmethod
+    def infer(cls, system_attrs: Mapping[str, Any]) -> ConstraintLayout:
+        """The layout of a trial written before layouts were recorded: its names (schema-1 names renamed), in the
+        order of its list, which this package always wrote in `CONSTRAINTS` order with `DOMINATED` last."""
+        named = [k[len(_CONSTRAINT_PREFIX):] for k in system_attrs if k.startswith(_CONSTRAINT_PREFIX)]
+        listed = list(system_attrs.get(_CONSTRAINTS_LIST) or ())
+        known = (*CONSTRAINTS, DOMINATED)
+        ours = {n: _LEGACY_CONSTRAINT_NAMES.get(n, n) for n in named}
+        unknown = sorted(n for n, o in ours.items() if o not in known)
+        if unknown or (listed and named and len(listed) != len(named)) or (listed and not named):
+            raise ConfigError("study", f"constraints {sorted(named) or len(listed)}",
+                              "were not written by lepton-search (unknown names or counts); start a new study")
+        named.sort(key=lambda n: known.index(ours[n]))
+        return cls(tuple(ours[n] for n in named), tuple(named) if named else ())
+
+    def system_attrs(self, values: Mapping[str, float]) -> dict[str, Any]:
+        """The trial system attrs that store `values` (this package's name -> value) in this layout."""
+        if not self.names:
+            return {}
+        row = [float(values[n]) for n in self.names]
+        return {_CONSTRAINTS_LIST: row, **{_CONSTRAINT_PREFIX + n: v for n, v in zip(self.named, row)}}
+
+    def write(self, trial: Any, values: Mapping[str, float]) -> None:
+        """Store `values` on a running trial (`values` must name every constraint of the layout)."""
+        for key, value in self.system_attrs(values).items():
+            trial.storage.set_trial_system_attr(trial._trial_id, key, value)
+
+    def read(self, trial: Any) -> dict[str, float]:
+        """This package's name -> value on a finished trial ({} when it has none)."""
+        attrs = trial.system_attrs
+        listed = attrs.get(_CONSTRAINTS_LIST)
+        if listed is not None and len(listed) == len(self.names):
+            return dict(zip(self.names, listed))
+        return {_LEGACY_CONSTRAINT_NAMES.get(n, n): v for n, v in trial.constraints.items()}
+
+    def record(self, study: Any) -> None:
+        study.set_user_attr(CONSTRAINT_LAYOUT, {"names": list(self.names), "named": list(self.named)})
+
+
+def constraint_layout(study: Any, names: Sequence[str]) -> ConstraintLayout:
+    """The layout a run writes new trials in, recorded on the study: the stored one when the study has one,
+    else `names` (the constraints the space and the early-rejection rule set). A stored layout must not need a
+    constraint the space no longer sets (the space check refuses such resumes first; this is the backstop)."""
+    layout = ConstraintLayout.stored(study) or ConstraintLayout.fresh(names)
+    missing = [n for n in layout.names if n not in names and n != DOMINATED]
+    if missing:
+        raise ConfigError("study", study.study_name, f"its trials carry constraints {missing} this space does not "
+                          "set; resume with the space it was created with, or start a new study")
+    if CONSTRAINT_LAYOUT not in study.user_attrs:
+        layout.record(study)
+    return layout
+
+
+def trial_constraints(study: Any, trial: Any) -> dict[str, float]:
+    """This package's constraint name -> value on a finished trial of `study`, whatever layout it has."""
+    layout = ConstraintLayout.stored(study)
+    return layout.read(trial) if layout is not None else {}

@@ -30,7 +30,7 @@ from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, measure_onnx
 from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, get_target, save_inputs
 from lepton_search.records import BaseRecord, TrialRecord
-from lepton_search.space import BUDGETS, CompressionConfig, SearchSpace
+from lepton_search.space import BUDGETS, CONSTRAINTS, CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
 from lepton_search.techniques import export, finetune, prune, prune_transformer, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
@@ -274,10 +274,10 @@ class Objective:
         # config on the front, so there it stays off.
         self.early_reject = (space.early_reject == "dominated" and "latency_ms" in space.objectives
                              and set(space.objectives) <= {"accuracy", "latency_ms"})
-        # GPSampler refuses trials with different constraint sets: a study begun before the rule (or with it
-        # off) keeps its constraints as they were; rejections are still stored with their reason.
-        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        self.dominated_constraint = self.early_reject and all(records.DOMINATED in t.constraints for t in done)
+        # Every trial of a study stores the same constraint names (samplers refuse or misread mixed ones): a study
+        # begun before the rule (or with it off) keeps the constraints it has; rejections still store their reason.
+        wanted = [n for n in CONSTRAINTS if getattr(space, n) is not None]
+        self.constraints = records.constraint_layout(study, wanted + [records.DOMINATED] * self.early_reject)
         # The rule's tolerance: one standard error of the base's validation accuracy (5,000 images at 92%: 0.38 pt)
         self.reject_tolerance = accuracy_standard_error(base.accuracy, len(workload.dataset("val")))
 
@@ -366,13 +366,9 @@ class Objective:
         record = TrialRecord.build(cand, meas, self.base, seed=self.seed, versions=library_versions())
         for key, value in record.to_attrs().items():
             trial.set_user_attr(key, value)
-        violations = self.space.violations(dataclasses.asdict(record))
-        if self.dominated_constraint:
-            violations[records.DOMINATED] = 1.0 if dominated else 0.0
-        for name, violation in violations.items():  # feasible when every value is <= 0
-            trial.set_constraint(name, violation)
-        if violations:  # optuna-dashboard 0.21 only reads the older list form; write both, same values
-            trial.storage.set_trial_system_attr(trial._trial_id, "constraints", list(violations.values()))
+        violations = self.space.violations(dataclasses.asdict(record))  # feasible when every value is <= 0
+        violations[records.DOMINATED] = 1.0 if dominated else 0.0
+        self.constraints.write(trial, violations)
         artifact_id = optuna.artifacts.upload_artifact(study_or_trial=trial, file_path=str(cand.onnx_path),
                                                        artifact_store=self.store)
         trial.set_user_attr(records.ONNX_ARTIFACT, artifact_id)

@@ -7,7 +7,7 @@ import pytest
 
 from lepton_search import SearchSpace, search
 from lepton_search.errors import ConfigError
-from lepton_search.records import REJECTED
+from lepton_search.records import DOMINATED, REJECTED, trial_constraints
 
 
 def test_over_budget_config_runs_no_training_step(digits_mlp, sqlite_url, monkeypatch):
@@ -27,7 +27,8 @@ def test_over_budget_config_runs_no_training_step(digits_mlp, sqlite_url, monkey
     assert len(complete) == 2
     for t in complete:
         assert t.user_attrs[REJECTED].startswith("over budget before fine-tuning: max_size_mb missed by")
-        assert t.constraints["max_size_mb"] > 0 and "max_accuracy_drop_pts" in t.constraints
+        values = trial_constraints(result.study, t)
+        assert values["max_size_mb"] > 0 and "max_accuracy_drop_pts" in values
         assert t.user_attrs["finetune_seconds"] == 0
         assert t.system_attrs["constraints"]  # the form optuna-dashboard 0.21 reads
     assert result.pareto().empty  # nothing feasible
@@ -39,8 +40,10 @@ def test_budgets_that_fit_train_as_usual(digits_mlp, sqlite_url):
     result = search(digits_mlp, space, n_trials=1, storage=sqlite_url, study_name="ok", verbose=False, callbacks=[])
     (t,) = [t for t in result.study.get_trials() if t.state.name == "COMPLETE"]
     assert REJECTED not in t.user_attrs and t.user_attrs["finetune_seconds"] > 0
-    assert set(t.constraints) >= {"max_latency_ms", "min_speedup", "max_size_mb"}  # and the older list form
-    assert all(v <= 0 for v in t.constraints.values())
+    values = trial_constraints(result.study, t)
+    assert set(values) == {"max_latency_ms", "min_speedup", "max_size_mb", DOMINATED}  # the rule is on by default
+    assert t.constraints.keys() == {"0", "1", "2", "3"}  # the list form only, as the sampler reads it
+    assert all(v <= 0 for v in values.values())
     assert len(result.pareto()) == 1
 
 

@@ -11,7 +11,7 @@ import pytest
 from lepton_search import SearchSpace, search, study
 from lepton_search.errors import ConfigError
 from lepton_search.latency import LatencyEstimate, LatencyModel
-from lepton_search.records import DOMINATED, REJECTED
+from lepton_search.records import DOMINATED, REJECTED, trial_constraints
 from lepton_search.study import dominated_before_training
 
 
@@ -108,9 +108,10 @@ def test_dominated_config_runs_no_training_step(digits_mlp, sqlite_url, monkeypa
     assert rejected.user_attrs[REJECTED].startswith("dominated before fine-tuning: no faster than a found point "
                                                     "(1 ms >= 1 ms)")
     assert rejected.user_attrs["finetune_seconds"] == 0 and rejected.user_attrs["finetune_epochs_reused"] == 0
-    assert rejected.constraints[DOMINATED] == 1.0  # infeasible for the sampler
+    assert trial_constraints(result.study, rejected)[DOMINATED] == 1.0  # infeasible for the sampler
+    assert rejected.constraints == {"0": 1.0}  # what the sampler reads: one name, once
     assert rejected.system_attrs["constraints"] == [1.0]  # the form optuna-dashboard 0.21 reads
-    assert REJECTED not in trials[0].user_attrs and trials[0].constraints[DOMINATED] == 0.0
+    assert REJECTED not in trials[0].user_attrs and trial_constraints(result.study, trials[0])[DOMINATED] == 0.0
     assert list(result.pareto()["number"]) == [0]
 
 
@@ -121,10 +122,10 @@ def test_rule_off_or_a_third_objective_never_rejects(digits_mlp, sqlite_url, mon
     trained = _trained(monkeypatch, forbid=False)
     space = SearchSpace(prune_ratio=(0.25, 0.25, 0.25), bits=(32,), finetune_epochs=(0, 1), trials=2,
                         early_reject=rule, objectives=objectives)
-    _, trials = _search(digits_mlp, space, sqlite_url, monkeypatch)
+    result, trials = _search(digits_mlp, space, sqlite_url, monkeypatch)
     assert trained == [1]
     for t in trials.values():
-        assert REJECTED not in t.user_attrs and DOMINATED not in t.constraints
+        assert REJECTED not in t.user_attrs and not t.constraints and not trial_constraints(result.study, t)
     assert trials[1].user_attrs["finetune_seconds"] > 0
 
 

@@ -109,8 +109,8 @@ def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_s
             values = [float(new.get(o)) for o in objectives]
             dst.add_trial(optuna.trial.create_trial(
                 params=t.params, distributions=t.distributions, values=values, user_attrs=attrs,
-                system_attrs={k: v for k, v in t.system_attrs.items() if k == "constraints"},
-                constraints=dict(t.constraints) or None))
+                # the constraints as stored (list and, in older studies, names): the copy keeps the layout
+                system_attrs={k: v for k, v in t.system_attrs.items() if k.split(":")[0] == "constraints"}))
             if verbose:
                 print(f"trial {t.number:3d}: {old.latency_ms:.4f} ms -> {new.latency_ms:.4f} ms "
                       f"({new.latency_source})", file=sys.stderr)

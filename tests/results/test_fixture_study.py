@@ -62,22 +62,3 @@ def test_v1_study_resumes_without_repeating_a_config(v1, digits_mlp):
     assert len(set(configs)) == 6  # the new trials saw the old (positional) configs as taken
     new = [t for t in complete if t.number not in before]
     assert len(new) == 2 and all(t.user_attrs["schema"] == SCHEMA for t in new)
-
-
-def test_v1_study_resumes_under_gp_with_early_rejection_on(v1, digits_mlp):
-    """Its trials predate the early-rejection constraint, and GPSampler refuses trials whose constraint sets
-    differ: the resumed study keeps the constraints it had (rejections still carry their reason)."""
-    import warnings
-
-    import optuna
-
-    storage, artifacts = v1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        gp = optuna.samplers.GPSampler(seed=0, n_startup_trials=1)
-    result = search(digits_mlp, SPACE, n_trials=6, storage=storage, study_name="v1", artifacts=artifacts,
-                    sampler=gp, verbose=False, callbacks=[], remeasure=False)
-    complete = [t for t in result.study.trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 6
-    assert len({len(t.constraints) for t in complete}) == 1  # what GPSampler needs
-    assert not [t for t in complete if "dominated_before_training" in t.constraints]

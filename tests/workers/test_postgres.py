@@ -32,6 +32,7 @@ knobs:
   prune_ratio: {low: 0.0, high: 0.5, step: 0.1}
   bits: [32, 16, 8]
   finetune_epochs: {low: 0, high: 0}
+constraints: {max_accuracy_drop_pts: 50}  # holds: here to give every trial a constraint beside the rule's
 trials: 8
 """
 SLOW_SPACE = FAST_SPACE.replace("{low: 0, high: 0}", "{low: 0, high: 2}")
@@ -111,6 +112,8 @@ def test_four_workers_finish_exactly_4xN_trials_with_one_base_model(pg_url, tmp_
     assert all(len(done) == n for done in per_worker)
     assert sorted(n for done in per_worker for n in done) == sorted(t.number for t in complete)  # none lost, none counted twice
     assert len({tuple(t.user_attrs["config"].values()) for t in complete}) == 4 * n  # no config evaluated twice
+    # four processes, one set of constraint names (the budget's and the rejection rule's, in Optuna's list form)
+    assert {frozenset(t.constraints) for t in complete} == {frozenset({"0", "1"})}
     assert not [t for t in trials if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)]
     for t in complete:
         assert (art / t.user_attrs["onnx_artifact_id"]).is_file()
