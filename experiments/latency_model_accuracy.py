@@ -151,6 +151,7 @@ def compare_regressors(path: Path, *, folds: int = 5) -> dict[str, dict]:
         rows = list(csv.DictReader(fh))
     with open(path.with_suffix(".graphs.csv"), newline="") as fh:
         graphs = list(csv.DictReader(fh))
+    cpu = KernelTable.load(path).meta.get("cpu")  # its kernels run in the NCHWc blocks of the CPU it was measured on
     bases = sorted({g["graph"].rsplit("-b", 1)[0] for g in graphs})
     fold_of = {bases[j]: i % folds for i, j in enumerate(np.random.default_rng(0).permutation(len(bases)))}
     fold = [fold_of[r["graph"].rsplit("-b", 1)[0]] for r in rows]
@@ -180,14 +181,14 @@ def compare_regressors(path: Path, *, folds: int = 5) -> dict[str, dict]:
         for f in range(folds):
             table = KernelTable.from_rows([r for r, k in zip(rows, fold) if k != f],
                                           [g for g in graphs if fold_of[g["graph"].rsplit("-b", 1)[0]] != f],
-                                          fit_shape=fit)
+                                          meta={"cpu": cpu}, fit_shape=fit)
             t0 = time.perf_counter()
             table.classes  # noqa: B018 (fits g_c)
             seconds += time.perf_counter() - t0
             held = [r for r, k in zip(rows, fold) if k == f]
             by_graph: dict[str, list] = {}
             for r in held:
-                by_graph.setdefault(r["graph"], []).append(kernel_of_row(r))
+                by_graph.setdefault(r["graph"], []).append(kernel_of_row(r, block=table.block))
             for g in graphs:
                 if fold_of[g["graph"].rsplit("-b", 1)[0]] == f:
                     pred.append(table.predict_us(by_graph[g["graph"]]) / 1e3)

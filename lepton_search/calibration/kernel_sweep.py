@@ -4,8 +4,9 @@ The graphs are random chains (conv / depthwise / pool / residual blocks, or MLPs
 `onnx.helper`, never the architectures a model is scored on, in FP32, FP16-weight, INT8 (NNCF QDQ)
 and INT4-weight forms (`write_graphs`). Each is timed by `measure.measure_dir(kernels=True)`, here or
 on a device: whole-call time, and ORT's profiler for per-kernel times (the median over `runs`).
-`ingest` pairs each profiled kernel with the kernel `kernels.emulate` predicts for that graph (same
-class, same order), so a table row has exactly the features the predictor computes. Imports
+`ingest` pairs each profiled kernel with the kernel `kernels.emulate` predicts for that graph on the
+measured CPU (its NCHWc block; same class, same order), so a table row has exactly the features the
+predictor computes. Imports
 onnxruntime (and nncf for INT8) lazily.
 
 Example:
@@ -125,8 +126,9 @@ def read_kernel_csv(path: str | Path) -> dict[str, list[Measured]]:
 
 
 def ingest(graphs_dir: str | Path, totals_ms: dict[str, float], kernels: dict[str, list[tuple[str, float]]], *,
-           verbose: bool = False) -> tuple[list[dict], list[dict]]:
-    """Kernel rows and per-graph rows from measured whole-call times and profiled kernels of `graphs_dir`."""
+           block: int | None = None, verbose: bool = False) -> tuple[list[dict], list[dict]]:
+    """Kernel rows and per-graph rows from measured whole-call times and profiled kernels of `graphs_dir`;
+    `block`: the NCHWc block of the CPU they were measured on (`cpu_identity.recorded_block`), None: this host's."""
     graphs_dir = Path(graphs_dir)
     rows: list[dict] = []
     graphs: list[dict] = []
@@ -134,7 +136,7 @@ def ingest(graphs_dir: str | Path, totals_ms: dict[str, float], kernels: dict[st
         path = graphs_dir / file
         if not path.is_file():
             raise ConfigError("graphs_dir", str(graphs_dir), f"does not hold {file!r} named in the measurements")
-        paired, exact = pair(emulate(path), kernels.get(file, []))
+        paired, exact = pair(emulate(path, block=block), kernels.get(file, []))
         name = Path(file).stem
         total_us = totals_ms[file] * 1e3
         if verbose:

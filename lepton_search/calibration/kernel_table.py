@@ -31,6 +31,7 @@ import onnx
 from lepton_search.calibration.kernel_sweep import ingest, read_kernel_csv, write_graphs, write_table
 from lepton_search.calibration.profile_fit import measured_cpu, read_measurements, scores
 from lepton_search.errors import ConfigError
+from lepton_search.latency.cpu_identity import recorded_block
 from lepton_search.latency.kernel_model import KernelTable, table_path
 from lepton_search.latency.kernels import emulate
 from lepton_search.paths import safe_name
@@ -54,8 +55,9 @@ def _base(graph: str) -> str:
 
 
 def crossval(graphs_dir: str | Path, rows: list[dict], graphs: list[dict], totals_ms: dict[str, float], *,
-             folds: int = 5, seed: int = 0) -> dict[str, Any]:
-    """Scores of whole-graph predictions, each from a table built without that sweep graph (any bit width)."""
+             cpu: dict[str, Any] | None = None, folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Scores of whole-graph predictions, each from a table built without that sweep graph (any bit width);
+    `cpu`: the CPU they were measured on (`CpuIdentity.as_dict()`), whose NCHWc block the graphs are emulated with."""
     names = sorted(Path(f).stem for f in totals_ms)
     bases = sorted({_base(n) for n in names})
     if len(bases) < 2:
@@ -63,12 +65,12 @@ def crossval(graphs_dir: str | Path, rows: list[dict], graphs: list[dict], total
     folds = min(folds, len(bases))
     order = np.random.default_rng(seed).permutation(len(bases))
     fold_of = {bases[j]: i % folds for i, j in enumerate(order)}
-    emulated = {n: emulate(Path(graphs_dir) / f"{n}.onnx") for n in names}
+    emulated = {n: emulate(Path(graphs_dir) / f"{n}.onnx", block=recorded_block(cpu)) for n in names}
     pred: dict[str, float] = {}
     for f in range(folds):
         train_rows = [r for r in rows if fold_of[_base(r["graph"])] != f]
         train_graphs = [g for g in graphs if fold_of[_base(g["graph"])] != f]
-        table = KernelTable.from_rows(train_rows, train_graphs)
+        table = KernelTable.from_rows(train_rows, train_graphs, meta={"cpu": cpu})
         for n in names:
             if fold_of[_base(n)] == f:
                 pred[n] = table.predict_us(emulated[n]) / 1e3
@@ -126,9 +128,11 @@ def calibrate_kernels(target: str = "host-cpu", *, csv_path: str | Path | None =
         from lepton_search.latency.measure import kernels_csv_path
 
         totals = read_measurements(csv_path)
-        rows, graphs = ingest(graphs_dir, totals, read_kernel_csv(kernels_csv_path(csv_path)), verbose=verbose)
-        heldout = crossval(graphs_dir, rows, graphs, totals)
-        meta = {"target": name, "device": _device(Path(csv_path)), "cpu": measured_cpu(csv_path),
+        cpu = measured_cpu(csv_path)  # the device's CPU: ORT's kernels there follow its NCHWc block
+        rows, graphs = ingest(graphs_dir, totals, read_kernel_csv(kernels_csv_path(csv_path)),
+                              block=recorded_block(cpu), verbose=verbose)
+        heldout = crossval(graphs_dir, rows, graphs, totals, cpu=cpu)
+        meta = {"target": name, "device": _device(Path(csv_path)), "cpu": cpu,
                 "date": dt.date.today().isoformat(),
                 "measured_graphs": len(totals), "runs": runs if measured_here else None,
                 "rounds": rounds if measured_here else None, "seed": _sweep_seed(graphs_dir, seed), "heldout": heldout}

@@ -60,14 +60,17 @@ def read_measurements(csv_path: str | Path) -> dict[str, float]:
 
 
 def measured_cpu(csv_path: str | Path) -> dict[str, Any] | None:
-    """The CPU a `lepton-search measure` CSV was timed on (`CpuIdentity.as_dict()`); None in a CSV written
-    before `measure` recorded it."""
+    """The CPU and ONNX Runtime version a `lepton-search measure` CSV was timed on (`CpuIdentity.as_dict()`);
+    None in a CSV written before `measure` recorded the CPU. The version comes from the `onnxruntime` column,
+    else from `runtime` (`onnxruntime 1.32.0 CPU`, written before the column was)."""
     with open(csv_path, newline="") as fh:
         row = next(csv.DictReader(fh), {})
     if not row.get("cpu_model"):
         return None
+    runtime = (row.get("runtime") or "").split()
+    version = row.get("onnxruntime") or (runtime[1] if len(runtime) > 1 and runtime[0] == "onnxruntime" else None)
     return CpuIdentity(row["cpu_model"], row.get("cpu_vendor") or "unknown",
-                       tuple((row.get("cpu_isa") or "").split())).as_dict()
+                       tuple((row.get("cpu_isa") or "").split()), version).as_dict()
 
 
 def read_groups(graphs_dir: Path) -> dict[str, str]:

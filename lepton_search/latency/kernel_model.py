@@ -10,8 +10,9 @@ on the table's kernels of class c over `Kernel.features` (sizes, channel counts 
 the graph's weight footprint). f_c carries the prediction past the largest kernel measured; g_c the
 shape effects f_c cannot see. per_call_us and the per-class per_kernel_us (the profiler's own cost per
 kernel comes out negative) are a robust least-squares fit of each sweep graph's whole-call time minus
-its profiled kernel times on its kernel counts. Reads the table CSV written by `kernel_sweep`; imports
-neither torch nor onnxruntime.
+its profiled kernel times on its kernel counts. Graphs are emulated for the table's CPU (its NCHWc block,
+`cpu_identity.recorded_block` of the CPU the table records), never for this host's. Reads the table CSV
+written by `kernel_sweep`; imports neither torch nor onnxruntime.
 
 Example:
     >>> table = KernelTable.load("experiments/results/host_kernel_table.csv")  # doctest: +SKIP
@@ -32,7 +33,7 @@ import numpy as np
 from lepton_search.errors import ConfigError
 from lepton_search.latency import _boost
 from lepton_search.latency._base import Inputs, LatencyEstimate, LatencyModel, batch_of
-from lepton_search.latency.cpu_identity import CpuIdentity, mismatch, this_cpu
+from lepton_search.latency.cpu_identity import LEGACY_BLOCK, CpuIdentity, mismatch, recorded_block, this_cpu
 from lepton_search.latency.kernels import MAC_CLASSES, Kernel, emulate
 
 RIDGE = 0.05  # pulls a class's per-kernel overhead towards the shared one (relative units, see fit)
@@ -90,6 +91,12 @@ class KernelTable:
         self.graph_us = graph_us or {}  # whole-call time of each sweep graph when the table was measured
 
     @property
+    def block(self) -> int:
+        """The NCHWc block of the CPU the table was measured on (16 for a table that records no CPU): graphs
+        are emulated with it, as ORT runs them there."""
+        return recorded_block(self.meta.get("cpu"))
+
+    @property
     def drift(self) -> float:
         """How much slower (>1) the device runs now than when the table was measured, as last re-timed
         (`kernel_calibrate.refresh`); 1 if never. Every prediction is scaled by it."""
@@ -135,8 +142,10 @@ class KernelTable:
     @classmethod
     def from_rows(cls, rows: list[dict[str, Any]], graphs: list[dict[str, Any]], *,
                   meta: dict[str, Any] | None = None, fit_shape: Callable[..., Any] = _boost.fit) -> KernelTable:
-        """A table from kernel rows and per-graph rows (the dicts `kernel_sweep.ingest` returns)."""
-        kernels = [kernel_of_row(r) for r in rows]
+        """A table from kernel rows and per-graph rows (the dicts `kernel_sweep.ingest` returns); `meta["cpu"]`:
+        the CPU they were measured on, whose NCHWc block the rows' kernels carry."""
+        block = recorded_block((meta or {}).get("cpu"))
+        kernels = [kernel_of_row(r, block=block) for r in rows]
         counts: dict[str, dict[str, int]] = {}
         for r in rows:
             by = counts.setdefault(str(r["graph"]), {})
@@ -175,14 +184,15 @@ class KernelTable:
                                                     for k, t in zip(kernels, times)))
 
     def predict_ms(self, onnx_path: str | Path, *, batch_size: int = 1) -> float:
-        return self.predict_us(emulate(onnx_path, batch_size=batch_size)) / 1e3
+        return self.predict_us(emulate(onnx_path, batch_size=batch_size, block=self.block)) / 1e3
 
 
-def kernel_of_row(r: dict[str, Any]) -> Kernel:
-    """The kernel a table row (`kernel_sweep.COLUMNS`) describes; columns added later default to 0."""
+def kernel_of_row(r: dict[str, Any], *, block: int = LEGACY_BLOCK) -> Kernel:
+    """The kernel a table row (`kernel_sweep.COLUMNS`) describes, on a CPU of NCHWc block `block` (the
+    table's); columns added later default to 0."""
     return Kernel(r["cls"], float(r["macs"]), int(float(r["in_elems"])), int(float(r["out_elems"])),
                   int(float(r["w_elems"])), int(float(r["k"])), int(float(r.get("graph_w_bytes") or 0)),
-                  int(float(r.get("bits") or 0)), bool(int(float(r.get("runtime_w") or 0))))
+                  int(float(r.get("bits") or 0)), bool(int(float(r.get("runtime_w") or 0))), block=block)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -256,7 +266,7 @@ class KernelLatency(LatencyModel):
 
     def latency(self, onnx_path: str | Path, inputs: Inputs | None = None) -> LatencyEstimate:
         batch = 1 if inputs is None else batch_of(inputs)
-        kernels = emulate(onnx_path, batch_size=batch)
+        kernels = emulate(onnx_path, batch_size=batch, block=self.table.block)
         times = self.table.kernel_times(kernels)
         ms = self.table.predict_us(kernels, times=times) / 1e3
         err = None if self.host_mismatch else self.expected_error_pct

@@ -1,7 +1,7 @@
 """The kernels ONNX Runtime (CPU EP, 1 thread, all optimizations) runs for an ONNX graph, emulated.
 
 Reads only the graph (`onnx` + numpy), never a runtime, so a kernel-table prediction works where
-onnxruntime is absent. It mirrors what ORT 1.2x does on x86 (checked against its
+onnxruntime is absent. It mirrors what ORT 1.2x-1.3x does on x86 (checked against its
 `optimized_model_filepath` output by `tests/latency/test_kernel_model.py`):
 
 - constants: Cast/Identity of initializers are folded; DequantizeLinear of a constant is *not* folded
@@ -11,11 +11,14 @@ onnxruntime is absent. It mirrors what ORT 1.2x does on x86 (checked against its
   reshapes pass DQ through), a Relu/Clip in between is covered by the Q range and the integer types agree
   (`kernels_qdq`: an int8 Q read by several nodes stays int8, which x86 integer convs refuse); the other
   Q/DQ nodes run, a shared DQ once per consumer, plus the int32 bias DQ ORT adds to an unfused conv;
-- FP32 Conv with constant weights runs in NCHWc (channels padded to blocks of 16) with Relu/Clip and
-  a residual Add fused in, when its input channels are a multiple of 4 (under 16 it reads NCHW);
+- FP32 Conv with constant weights runs in NCHWc (channels padded to whole blocks) with Relu/Clip and
+  a residual Add fused in, when its input channels are a multiple of 4 (under one block it reads NCHW);
   pools stay NCHWc only on whole blocks; ReorderInput/ReorderOutput at the edges, once per tensor (a
   tensor reordered to NCHW is still held in NCHWc); an NCHWc conv takes a residual Add only when the
-  other input is held in NCHWc, else a plain conv feeding the Add takes it;
+  other input is held in NCHWc, else a plain conv feeding the Add takes it. The block is the CPU's
+  (`cpu_identity.nchwc_block`): 16 with AVX-512F, 8 on other x86-64 (these rules hold at both, checked
+  under `qemu-x86_64 -cpu EPYC-Rome` by `tests/latency/test_kernel_model.py`); 1 (no NCHWc) is assumed
+  on Arm;
 - Conv on run-time weights (INT4, unfused INT8) runs as NCHW FusedConv; NHWC integer regions get
   Transposes at their edges.
 
@@ -26,16 +29,17 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from lepton_search.latency.cpu_identity import LEGACY_BLOCK, nchwc_block, this_cpu
 from lepton_search.latency.kernels_qdq import ACTS, act_removable, attrs, bias_quantized, int8_fused
 from lepton_search.latency.onnx_graph import DQ_TRANSPARENT, RESHAPES, GraphIndex, fix_batch
 
-BLOCK = 16  # NCHWc block on AVX-512; ORT pads channels to it
 MAC_CLASSES = ("conv_nchwc", "dwconv_nchwc", "conv", "dwconv", "qconv", "qdwconv", "gemm", "qgemm")
 
 
@@ -53,6 +57,7 @@ class Kernel:
     bits: int = 0  # integer width a DequantizeLinear reads (4-bit weights unpack slower than 8-bit activations)
     runtime_w: bool = False  # conv/gemm weights made each call (INT4 DequantizeLinear): not prepacked, cached
     names: tuple[str, ...] = ()  # the graph node (and output tensors) it runs: how a profiled kernel is paired
+    block: int = LEGACY_BLOCK  # the NCHWc block of the CPU it runs on (`emulate` sets it): 16 on AVX-512
 
     @property
     def table_class(self) -> str:
@@ -64,9 +69,10 @@ class Kernel:
 
     def features(self) -> list[float]:
         """What the kernel table regresses on. MAC kernels: log sizes, the channel counts and spatial size
-        they imply, how the channels fall on ORT's blocks of 16 and 4 (a pruned conv with 18 channels runs
-        another path than one with 16), and the graph's weight footprint (a GEMV whose weights fall out of
-        cache is several times slower). Other kernels: log element counts and the footprint."""
+        they imply, how the channels fall on ORT's NCHWc blocks (`block`: 16 on AVX-512) and on 4 (a pruned
+        conv with 18 channels runs another path than one with 16), and the graph's weight footprint (a GEMV
+        whose weights fall out of cache is several times slower). Other kernels: log element counts and the
+        footprint."""
         if self.cls in MAC_CLASSES:
             hw = self.macs / max(self.w_elems, 1)
             cout = self.out_elems / max(hw, 1)
@@ -74,16 +80,26 @@ class Kernel:
             ci, co = round(cin), round(cout)
             return [*np.log2([self.macs + 1, self.in_elems + 1, self.out_elems + 1, self.w_elems + 1, cin + 1,
                               cout + 1, hw + 1, self.graph_w_bytes + 1]).tolist(),
-                    self.k, ci % 16, co % 16, ci % 4, co % 4, self.w_elems * 4 / max(self.graph_w_bytes, 1)]
+                    self.k, ci % self.block, co % self.block, ci % 4, co % 4, self.w_elems * 4 / max(self.graph_w_bytes, 1)]
         return np.log2([self.in_elems + 1, self.out_elems + 1, self.graph_w_bytes + 1]).tolist()
 
 
-def _pad(c: int) -> int:
-    return -(-c // BLOCK) * BLOCK
+def _pad(c: int, block: int) -> int:
+    return -(-c // block) * block
 
 
-def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list[Kernel]:
-    """The kernels ORT runs for `model`, in graph order (see the module docstring for the rules)."""
+@functools.cache
+def host_block() -> int:
+    """The NCHWc block ORT uses on this host (`nchwc_block` of its ISA flags)."""
+    return nchwc_block(this_cpu().isa)
+
+
+def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1, block: int | None = None) -> list[Kernel]:
+    """The kernels ORT runs for `model`, in graph order (see the module docstring for the rules).
+
+    `block`: the NCHWc block of the CPU ORT runs on (`cpu_identity.nchwc_block`; 1: no NCHWc kernels);
+    None: this host's. Emulating for a device takes the device's block, never this host's."""
+    block = host_block() if block is None else block
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     g = GraphIndex(fix_batch(model, batch_size))
@@ -118,7 +134,7 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
         n = g.numel(name)
         if "nchwc" in (have, want):
             c = g.shapes[name][1]
-            padded = n // c * _pad(c)
+            padded = n // c * _pad(c, block)
             out.append(Kernel("layout", 0.0, padded if have == "nchwc" else n, n if have == "nchwc" else padded))
         else:
             out.append(Kernel("layout", 0.0, n, n))
@@ -176,11 +192,11 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
             layout[y] = "nhwc"
             continue
         if op in {"Conv", "Gemm", "MatMul"}:
-            _float_mac(g, node, out, need, layout, skip, has)
+            _float_mac(g, node, out, need, layout, skip, has, block)
             continue
         if op in {"MaxPool", "AveragePool", "GlobalAveragePool"}:
             c = g.shapes.get(x, (0, 0))[1]
-            stay = c % BLOCK == 0 and (lay == "nchwc" or op != "GlobalAveragePool")
+            stay = block > 1 and c % block == 0 and (lay == "nchwc" or op != "GlobalAveragePool")
             need(x, "nchwc" if stay else "nchw")
             out.append(Kernel("gap" if op == "GlobalAveragePool" else "pool", 0.0, g.numel(x), g.numel(y)))
             layout[y] = "nchwc" if stay else "nchw"
@@ -205,7 +221,7 @@ def emulate(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
         need(o, "nchw")
     # integer kernels read 1-byte weights; the others FP32 (FP16 is cast at load, INT4 dequantized per call)
     footprint = sum(k.w_elems * (1 if k.cls.startswith("q") else 4) for k in out if k.cls in MAC_CLASSES)
-    return [dataclasses.replace(k, graph_w_bytes=footprint) for k in out]
+    return [dataclasses.replace(k, graph_w_bytes=footprint, block=block) for k in out]
 
 
 def _name_new(out: list[Kernel], start: int, node: onnx.NodeProto | None) -> int:
@@ -257,7 +273,8 @@ def _gemm(g: GraphIndex, node: onnx.NodeProto, cls: str, y: str) -> Kernel:
     return Kernel(cls, float(n_out * k), g.numel(node.input[0]), n_out, k * (g.shapes.get(y, (1, 1))[-1]))
 
 
-def _float_mac(g: GraphIndex, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, skip: set, has) -> None:
+def _float_mac(g: GraphIndex, node: onnx.NodeProto, out: list[Kernel], need, layout: dict, skip: set, has,
+               block: int) -> None:
     x, y = node.input[0], node.output[0]
     w = node.input[1]
     final, residual = y, ""
@@ -275,10 +292,10 @@ def _float_mac(g: GraphIndex, node: onnx.NodeProto, out: list[Kernel], need, lay
         return
     cin, cout, kh, kw, group = _conv_dims(g, node, w)
     dw = group > 1 and group == cin
-    # ORT: under 16 input channels the NCHWc conv reads NCHW; otherwise (and for depthwise) the
+    # ORT: under one block of input channels the NCHWc conv reads NCHW; otherwise (and for depthwise) the
     # channel count must be a multiple of 4, else the conv stays a plain NCHW FusedConv
-    small_in = group == 1 and cin < BLOCK
-    nchwc = g.const(w) and (group == 1 or dw) and (small_in or cin % 4 == 0)
+    small_in = group == 1 and cin < block
+    nchwc = block > 1 and g.const(w) and (group == 1 or dw) and (small_in or cin % 4 == 0)
     if nxt is not None and nxt.op_type == "Add" and nxt.output[0] not in skip:
         # Conv + residual Add (+ Relu/Clip) run as one kernel; an NCHWc conv takes the Add only when the
         # other input is already held in NCHWc (else a plain conv feeding the Add takes it, or it runs alone)
@@ -292,11 +309,11 @@ def _float_mac(g: GraphIndex, node: onnx.NodeProto, out: list[Kernel], need, lay
     if not nchwc:
         return _plain_conv(g, node, out, need, layout, final, residual, (cin, cout, kh, kw, group))
     need(x, "nchw" if small_in else "nchwc")
-    ci = cin if small_in else _pad(cin)
+    ci = cin if small_in else _pad(cin, block)
     if residual and not g.const(residual):
         need(residual, "nchwc")
-    kernel = _mac_kernel("dwconv_nchwc" if dw else "conv_nchwc", _pad(cin) if dw else ci, _pad(cout), kh, kw,
-                         _pad(cin) if dw else 1, _hw(g, y), _hw(g, x))
+    kernel = _mac_kernel("dwconv_nchwc" if dw else "conv_nchwc", _pad(cin, block) if dw else ci, _pad(cout, block),
+                         kh, kw, _pad(cin, block) if dw else 1, _hw(g, y), _hw(g, x))
     out.append(dataclasses.replace(kernel, names=(node.name, y, final)))
     layout[final] = "nchwc"
 

@@ -24,7 +24,7 @@ from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.latency.host_cpu import HostCpuLatency
 
 COLUMNS = ("file", "p50_ms", "p90_ms", "cv", "threads", "batch_size", "load_avg_1min", "device", "runtime",
-           "cpu_model", "cpu_vendor", "cpu_isa", "inputs")
+           "cpu_model", "cpu_vendor", "cpu_isa", "onnxruntime", "inputs")
 
 
 def input_shape(onnx_path: str | Path, batch_size: int) -> tuple[int, ...]:
@@ -94,7 +94,8 @@ def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, ba
                                    "cv": f"{est.cv:.4f}", "threads": threads, "batch_size": batch_size,
                                    "load_avg_1min": f"{est.details['load_avg_1min']:.2f}", "device": device,
                                    "runtime": f"onnxruntime {ort.__version__} CPU", "cpu_model": cpu.model,
-                                   "cpu_vendor": cpu.vendor, "cpu_isa": " ".join(cpu.isa), "inputs": source}
+                                   "cpu_vendor": cpu.vendor, "cpu_isa": " ".join(cpu.isa),
+                                   "onnxruntime": cpu.onnxruntime or ort.__version__, "inputs": source}
             if verbose:
                 print(f"[{r + 1}/{rounds}] {path.name:<42} p50 {est.p50_ms:9.4f} ms  cv {est.cv:.3f}", file=sys.stderr)
     rows = [best[p.name] for p in files]

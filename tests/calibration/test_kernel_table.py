@@ -13,13 +13,15 @@ import onnx
 import pytest
 
 from lepton_search.calibration.kernel_sweep import write_graphs
+from lepton_search.calibration.kernel_table import calibrate_kernels
 from lepton_search.cli import main
 from lepton_search.errors import ConfigError
+from lepton_search.latency.cpu_identity import CpuIdentity, this_cpu
 from lepton_search.latency.host_cpu import session
 from lepton_search.latency.kernel_model import KernelLatency, KernelTable
 from lepton_search.latency.kernels import emulate
-from lepton_search.latency.measure import input_shape
-from lepton_search.latency.ort_profiler import node_class, profile_kernels
+from lepton_search.latency.measure import COLUMNS, input_shape
+from lepton_search.latency.ort_profiler import KERNEL_COLUMNS, node_class, profile_kernels
 from lepton_search.techniques import quantize
 from lepton_search.testing.toy_graphs import conv_net, mlp_net
 
@@ -49,6 +51,37 @@ def test_emulation_follows_ort_on_pruned_channel_counts(channels, tmp_path):
     session(path, optimized_path=tmp_path / "opt.onnx")
     ref = collections.Counter(node_class(n) for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
     assert collections.Counter(k.cls for k in emulate(path)) == ref
+
+
+def test_a_device_table_pairs_kernels_as_ort_runs_them_on_the_device(tmp_path):
+    """Kernels measured on an AVX2-only CPU (NCHWc blocks of 8) are paired with, cross-validated on and
+    predicted from the kernels ORT runs there, not those it would run on this host."""
+    rome = CpuIdentity("AMD EPYC 7502 32-Core Processor", "AuthenticAMD", ("avx2", "fma"))
+    folder, measured, profiled = tmp_path / "graphs", [], []
+    folder.mkdir()
+    for i, channels in enumerate([(12, 20, 36), (8, 24), (4, 8, 12)]):  # kernels that differ between the blocks
+        file = f"g{i:03d}-b32.onnx"
+        onnx.save(conv_net(channels), str(folder / file))
+        kernels = emulate(folder / file, block=8)
+        assert collections.Counter(k.cls for k in kernels) != collections.Counter(
+            k.cls for k in emulate(folder / file, block=16))
+        us = [1.0 + (k.macs + k.in_elems) / 1e4 for k in kernels]  # (as the device's profiler would report)
+        profiled += [{"file": file, "node": (k.names or ("",))[0], "cls": k.cls, "us": t, "in_elems": k.in_elems,
+                      "w_elems": k.w_elems, "out_elems": k.out_elems} for k, t in zip(kernels, us)]
+        measured.append({"file": file, "p50_ms": (sum(us) + 5.0) / 1e3, "cpu_model": rome.model,
+                         "cpu_vendor": rome.vendor, "cpu_isa": " ".join(rome.isa)})
+    csv_path = tmp_path / "m.csv"
+    for path, cols, data in ((csv_path, COLUMNS, measured), (tmp_path / "m.kernels.csv", KERNEL_COLUMNS, profiled)):
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(cols))
+            writer.writeheader()
+            writer.writerows(data)
+    built = calibrate_kernels("rome-box", csv_path=csv_path, graphs_dir=folder, out=tmp_path)
+    assert built.n_graphs == 3  # every graph paired in full (blocks of 16 would pair none)
+    table = KernelTable.load(built.path)
+    assert table.block == 8 and table.meta["cpu"]["isa"] == list(rome.isa)
+    pred = table.predict_ms(folder / "g000-b32.onnx")
+    assert pred == pytest.approx(measured[0]["p50_ms"], rel=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +116,7 @@ def test_ingest_builds_table_with_heldout_error(remote, tmp_path, capsys):
     table_csv = tmp_path / "remote-box-kernels.csv"
     meta = json.loads(table_csv.with_suffix(".json").read_text())
     assert meta["heldout"]["n"] == 8 and meta["heldout"]["mape_pct"] > 0
+    assert meta["cpu"] == this_cpu().as_dict() and meta["cpu"]["onnxruntime"]  # the device's CPU and ORT version
     target = KernelLatency(table=table_csv)
     assert target.expected_error_pct == pytest.approx(meta["heldout"]["mape_pct"])
     # the table predicts a sweep graph it holds within a factor of 2 of its measured whole-call time

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
+import json
+import platform
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,8 +18,9 @@ import pytest
 from lepton_search.calibration.kernel_graphs import _Net
 from lepton_search.calibration.kernel_sweep import pair, precision_forms, sweep, write_table
 from lepton_search.latency import _boost
+from lepton_search.latency.cpu_identity import CpuIdentity, this_cpu
 from lepton_search.latency.host_cpu import HostCpuLatency, session
-from lepton_search.latency.kernel_model import KernelTable, fit_class_overheads
+from lepton_search.latency.kernel_model import KernelLatency, KernelTable, fit_class_overheads
 from lepton_search.latency.kernels import Kernel, emulate
 from lepton_search.latency.ort_profiler import node_class
 from lepton_search.techniques import quantize
@@ -71,7 +76,12 @@ def _pool_into_float_conv():
     return net.head(x, 16, [1, 3, 16, 16]), (1, 3, 16, 16)
 
 
-@pytest.mark.parametrize(("build", "bits"), [(_inverted_residual, 8), (_odd_resnet, 32), (_pool_into_float_conv, 8)])
+RESIDUAL_GRAPHS = [(_inverted_residual, 8), (_odd_resnet, 32), (_pool_into_float_conv, 8)]
+PRUNED_CHANNELS = [(16, 30, 40), (18, 32), (12, 20, 36), (20, 6, 32), (5, 16), (8, 24), (4, 8, 12)]
+ROME = CpuIdentity("AMD EPYC 7502 32-Core Processor", "AuthenticAMD", ("avx2", "fma"))  # Zen 2: AVX2, no AVX-512
+
+
+@pytest.mark.parametrize(("build", "bits"), RESIDUAL_GRAPHS)
 def test_emulated_residual_graphs_match_ort(build, bits, tmp_path):
     model, shape = build()
     path = tmp_path / "m.onnx"
@@ -82,7 +92,7 @@ def test_emulated_residual_graphs_match_ort(build, bits, tmp_path):
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     rows, graphs = sweep(n_graphs=3, bits=(32, 4), seed=3, runs=15)
-    return write_table(rows, graphs, tmp_path_factory.mktemp("kt") / "table.csv")
+    return write_table(rows, graphs, tmp_path_factory.mktemp("kt") / "table.csv", meta={"cpu": this_cpu().as_dict()})
 
 
 def test_table_predicts_a_measured_graph(table, tmp_path):
@@ -169,3 +179,94 @@ def test_boosted_trees_learn_a_step_and_a_curve_deterministically():
     assert np.mean(err) < 0.12
     assert np.array_equal(_boost.fit(x, y, seed=0).predict(test), model.predict(test))
     assert np.allclose(_boost.fit(x, np.full(600, 2.0)).predict(test), 2.0)  # nothing to split on
+
+
+def test_kernel_features_follow_the_block_it_runs_on():
+    """A table keeps apart convs whose channels fall on whole NCHWc blocks: blocks of 16 on AVX-512 (a kernel
+    made without a block, as every table row was before blocks were recorded), of 8 on AVX2."""
+    hw, ci, co = 64, 24, 40
+    k16 = Kernel("conv", float(ci * co * 9 * hw), ci * hw, co * hw, ci * co * 9, 3)
+    assert k16.features()[9:13] == [8, 8, 0, 0]
+    assert dataclasses.replace(k16, block=8).features()[9:13] == [0, 0, 0, 0]
+    assert all(k.block == 8 for k in emulate(conv_net((12, 20)), block=8))
+
+
+def test_a_table_emulates_graphs_for_the_cpu_it_was_measured_on(tmp_path):
+    """ORT on an AVX2-only CPU keeps (12, 20, 36) in NCHWc blocks of 8 (one reorder, not two): a table measured
+    there predicts the kernels it runs there, whatever this host is; a table with no CPU recorded: blocks of 16."""
+    path = tmp_path / "m.onnx"
+    onnx.save(conv_net((12, 20, 36)), str(path))
+    rows = [{"graph": g, "cls": "conv_nchwc", "macs": m, "in_elems": 64, "out_elems": 16, "w_elems": m // 16, "k": 1,
+             "us": us} for g, m, us in (("g0-b32", 1024, 2.0), ("g1-b32", 4096, 5.0), ("g2-b32", 16384, 14.0))]
+    graphs = [{"graph": r["graph"], "kernel_sum_us": r["us"], "total_us": r["us"] + 3.0} for r in rows]
+    n8, n16 = len(emulate(path, block=8)), len(emulate(path, block=16))
+    assert n8 != n16
+    for meta, block, n in (({"cpu": ROME.as_dict()}, 8, n8), ({}, 16, n16)):
+        table = KernelTable.from_rows(rows, graphs, meta=meta)
+        assert table.block == block
+        assert KernelLatency(table=table, name="box-kernels").latency(path).details["kernels"] == n
+
+
+_ORT_GRAPH_CLASSES = textwrap.dedent("""
+    import json, sys, tempfile
+    from pathlib import Path
+    import onnx
+    from lepton_search.latency.host_cpu import session
+    from lepton_search.latency.ort_profiler import node_class
+
+    folder = Path(sys.argv[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        def optimized(path):
+            session(path, optimized_path=Path(tmp) / "opt.onnx")
+            return onnx.load(str(Path(tmp) / "opt.onnx"))
+
+        # the block ORT chose: a 4-channel NCHWc conv's filter is padded to one block of output channels
+        probe = optimized(folder / "probe.onnx")
+        dims = {i.name: list(i.dims) for i in probe.graph.initializer}
+        block = [dims[n.input[1]][0] for n in probe.graph.node if n.domain == "com.microsoft.nchwc" and n.op_type == "Conv"]
+        kernels = {}  # file -> [class, weight elements (NCHWc convs: padded to whole blocks)]
+        for p in sorted(folder.glob("g-*.onnx")):
+            graph = optimized(p).graph
+            sizes = {i.name: len(onnx.numpy_helper.to_array(i).ravel()) for i in graph.initializer}
+            kernels[p.name] = [[node_class(n), sizes.get(n.input[1], 0) if len(n.input) > 1 else 0] for n in graph.node]
+    print(json.dumps({"block": block[0] if block else 1, "kernels": kernels}))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None,
+                    reason="needs qemu-x86_64 (apt package qemu-user) to run ORT on an emulated AVX2-only CPU")
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="runs this x86-64 Python under qemu-x86_64")
+def test_emulation_follows_ort_on_an_avx2_only_cpu(tmp_path):
+    """ORT on a CPU without AVX-512 (QEMU's EPYC-Rome, AVX2) uses NCHWc blocks of 8: its optimized graphs of
+    pruned conv stacks, residual graphs and FP32/INT4 convs hold the kernels `emulate(..., block=8)` predicts
+    (classes, and NCHWc convs' weights padded to blocks of 8), whatever this host is."""
+    models = {f"conv{'_'.join(map(str, c))}-b32": conv_net(c) for c in PRUNED_CHANNELS}
+    models |= {f"conv16_32_40-b{b}": quantize.quantize(conv_net((16, 32, 40)), b) for b in (32, 4)}
+    for build, bits in RESIDUAL_GRAPHS:
+        model, shape = build()
+        models[f"{build.__name__}-b{bits}"] = precision_forms(model, shape, bits, 0)
+    for name, model in models.items():
+        onnx.save(model, str(tmp_path / f"g-{name}.onnx"))
+    onnx.save(conv_net((4,)), str(tmp_path / "probe.onnx"))
+    run = subprocess.run(["qemu-x86_64", "-cpu", "EPYC-Rome", sys.executable, "-c", _ORT_GRAPH_CLASSES, str(tmp_path)],
+                         capture_output=True, text=True, check=False, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.splitlines()[-1])
+    assert seen["block"] == 8, (f"ORT under qemu-x86_64 -cpu EPYC-Rome chose NCHWc block {seen['block']}, not 8: "
+                                "the emulated CPU did not hide AVX-512 from it, so this test checks nothing")
+    assert len(seen["kernels"]) == len(models)
+
+    def nchwc(kernels: list) -> list:  # NCHWc convs by class and (padded) weight size
+        return sorted((c, w) for c, w in kernels if c.endswith("_nchwc"))
+
+    def differ(block: int) -> list[str]:
+        out = []
+        for f, ort in seen["kernels"].items():
+            ours = [(k.cls, k.w_elems) for k in emulate(tmp_path / f, block=block)]
+            if collections.Counter(c for c, _ in ours) != collections.Counter(c for c, _ in ort) or nchwc(ours) != nchwc(ort):
+                out.append(f)
+        return out
+
+    assert differ(8) == []
+    assert len(differ(16)) >= 3  # the graphs tell the blocks apart: AVX-512's block mispredicts them
