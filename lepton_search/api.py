@@ -16,7 +16,7 @@ from lepton_search.results.remeasure import remeasure_front
 from lepton_search.results.result import SearchResult
 from lepton_search.space import SearchSpace, default_space
 from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for, checkpoint_store
-from lepton_search.study import TrialCallback, make_target, run_study
+from lepton_search.study import TrialCallback, check_target, make_target, run_study
 from lepton_search.workloads import Workload
 
 
@@ -48,14 +48,11 @@ def search(
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ConfigError("timeout", timeout, "give a number of seconds > 0, or None for no limit")
     latency_model = make_target(target, space)
-    if "usd_per_million_inferences" in space.objectives and latency_model.describe().get("usd_per_hour") is None:
-        raise ConfigError("target", latency_model.name, "has no usd_per_hour; pick a priced target (see `targets`) "
-                          "or drop the usd_per_million_inferences objective")
+    check_target(space, latency_model)  # before any workload is built
     storage = storage or DEFAULT_STORAGE
     store = artifact_store_for(storage, artifacts)
     if isinstance(workload, str):
         workload = workloads.get(workload)
-    workload.validate()
     if callbacks is None:
         callbacks = [RoleNotes(store)]
     study = run_study(workload, space, target=latency_model, n_trials=n_trials, storage=storage,

@@ -130,7 +130,7 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
     except Exception as exc:  # noqa: BLE001 - sqlalchemy / driver errors
         raise ConfigError("storage", redact(str(storage)), f"cannot open it ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     stored = study.user_attrs.get("space")
-    if stored is not None and _identity(_normalised(stored)) != _identity(space.to_dict()):
+    if stored is not None and not same_space(stored, space):
         raise ConfigError("study_name", study_name, "was created with a different search space; use a new --study name")
     if stored is None:
         study.set_user_attr("space", space.to_dict())
@@ -138,6 +138,11 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
             warnings.simplefilter("ignore")  # set_metric_names is marked experimental
             study.set_metric_names(list(space.objectives))
     return study
+
+
+def same_space(stored: dict, space: SearchSpace) -> bool:
+    """Whether a study stored with space `stored` (a `to_dict()`) may resume under `space`."""
+    return _identity(_normalised(stored)) == _identity(space.to_dict())
 
 
 def _normalised(stored: dict) -> dict:
@@ -415,6 +420,32 @@ def knobs_that_act(workload: Workload, space: SearchSpace, graph: Any, *, verbos
     return dataclasses.replace(space, **changes) if changes else space
 
 
+def check_target(space: SearchSpace, target: LatencyModel) -> None:
+    """A price objective needs a priced target (cheap: callers run it before any workload is built, too)."""
+    if "usd_per_million_inferences" in space.objectives and target.describe().get("usd_per_hour") is None:
+        raise ConfigError("target", target.name, "has no usd_per_hour; pick a priced target (see `targets`) "
+                          "or drop the usd_per_million_inferences objective")
+
+
+def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_dir: Path, *,
+            verbose: bool = True) -> SearchSpace:
+    """What every path refuses before a study is touched (`search` and `lepton-search init` alike): the workload's
+    own checks, a target that can price the price objective, a model the exporter can trace, and knob values
+    that cannot act on this model (dropped with a warning, or refused). Returns the space the study searches."""
+    check_target(space, target)
+    workload.validate()
+    graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names)
+    return knobs_that_act(workload, space, graph, verbose=verbose)
+
+
+def start(study: optuna.Study, workload: Workload, space: SearchSpace, target: LatencyModel, store: Any,
+          work_dir: Path, n_trials: int | None = None) -> BaseRecord:
+    """The base model measured once per study and the anchors queued in a study with no trial yet (both paths)."""
+    base = measure_base(study, workload, target, store, work_dir)
+    queue_anchors(study, space, n_trials)
+    return base
+
+
 def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n_trials: int, storage: str,
               study_name: str, seed: int, sampler: optuna.samplers.BaseSampler | None, store: Any,
               callbacks: Sequence[TrialCallback], after_trial: Callable[[optuna.Trial, Path], None] | None,
@@ -423,15 +454,34 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
     """Open or resume the study, measure the base once, run trials until `n_trials` are COMPLETE."""
     with tempfile.TemporaryDirectory(prefix="lepton_") as tmp:
         work_dir = Path(tmp)
-        graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names)
-        space = knobs_that_act(workload, space, graph, verbose=verbose)
+        space = prepare(workload, space, target, work_dir, verbose=verbose)
         study = open_study(storage, study_name, space, sampler or make_sampler(space, seed))
-        base = measure_base(study, workload, target, store, work_dir)
-        queue_anchors(study, space, n_trials)
+        base = start(study, workload, space, target, store, work_dir, n_trials)
         objective = Objective(study, workload, space, target, base, store, work_dir, seed, verbose, after_trial,
                               checkpoints)
         optimize(study, objective, n_trials, space.n_configs, callbacks, timeout_s)
     return study
+
+
+def n_complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: int, *,
+               done: Callable[[], int], stop: Callable[[], str | None] = lambda: None,
+               callbacks: Sequence[TrialCallback] = (), on_progress: Callable[[int], None] = lambda _: None) -> int:
+    """The one trial loop (`search` and every worker): one trial at a time until `done()` reaches `goal` or
+    `stop()` gives a reason (logged by the caller), at most `4 * goal + 20` attempts (duplicates, failures).
+    Returns `done()` at the end."""
+    count = done()
+    for attempt in range(4 * goal + 20):
+        if count >= goal or (attempt and stop()):
+            break
+        study.optimize(trial, n_trials=1, catch=(Exception,), gc_after_trial=True, callbacks=list(callbacks))
+        now = done()
+        on_progress(now - count)
+        count = now
+    return count
 
 
 def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs: int,
@@ -439,24 +489,19 @@ def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs
     """Run one trial at a time until `n_trials` (at most every config) are COMPLETE, or until `timeout_s`
     seconds have passed (checked between trials: the first trial always runs, a started one finishes);
     duplicates do not count."""
-    def n_complete() -> int:
-        return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    start_s = time.perf_counter()
+
+    def timed_out() -> str | None:
+        return "timeout" if timeout_s is not None and time.perf_counter() - start_s >= timeout_s else None
 
     target = min(n_trials, n_configs)
-    attempts, max_attempts = 0, 4 * n_trials + 20
-    start = time.perf_counter()
-    fail_dead_trials(study)  # before the first ask: the sampler must not propose a dead trial's config first
-    done = n_complete()
+    # Before the first ask: the sampler must not see a dead process's RUNNING trial as taken. (Workers leave this
+    # to the heartbeats, which retry such a trial with its own params, recorded as a retry.)
+    fail_dead_trials(study)
     with progress(target, "trials") as bar:
-        bar.update(done)
-        while done < target and attempts < max_attempts:
-            if attempts and timeout_s is not None and time.perf_counter() - start >= timeout_s:
-                break
-            attempts += 1
-            study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True, callbacks=list(callbacks))
-            now = n_complete()
-            bar.update(now - done)
-            done = now
+        bar.update(n_complete(study))
+        done = run_trials(study, objective, target, done=lambda: n_complete(study), stop=timed_out,
+                          callbacks=callbacks, on_progress=bar.update)
     if objective.verbose:
         print(f"search: {done} complete trials in study {study.study_name!r} "
-              f"({time.perf_counter() - start:.0f}s this run)", file=sys.stderr)
+              f"({time.perf_counter() - start_s:.0f}s this run)", file=sys.stderr)

@@ -44,12 +44,11 @@ from lepton_search.storage import (
     retry_history,
 )
 from lepton_search.study import TRIAL_DELAY_ENV  # noqa: F401 - crash drills set it (re-exported for them)
-from lepton_search.techniques import export
 from lepton_search.workloads import Workload
 from lepton_search.workloads._cache import provided_weights
 
 BASE_STATE_ATTR = "base_state_artifact_id"
-DONE = (optuna.trial.TrialState.COMPLETE,)
+REQUESTED_SPACE_ATTR = "space_requested"  # init's space before knobs that cannot act were dropped
 
 
 @dataclass(frozen=True)
@@ -92,35 +91,47 @@ def init_study(
 ) -> optuna.Study:
     """Create the study and its base model once (idempotent: a second call checks and returns)."""
     from lepton_search.paths import safe_name
-    from lepton_search.study import make_sampler, make_target, measure_base, open_study, queue_anchors
+    from lepton_search.study import (
+        check_target,
+        make_sampler,
+        make_target,
+        open_study,
+        prepare,
+        same_space,
+        start,
+    )
 
     safe_name("study_name", study_name)
     spec = WorkloadSpec(workload, data_dir)
     spec.check()
     latency_model = make_target(target, space)
+    check_target(space, latency_model)
     storage_obj = open_storage(storage)
     store = open_artifact_store(artifacts, storage)
     names = {s.study_name for s in storage_obj.get_all_studies()}
     if study_name in names:  # checked before any data is read or model built
-        study = open_study(storage_obj, study_name, space, make_sampler(space, space.seed))  # refuses another space
+        study = optuna.load_study(study_name=study_name, storage=storage_obj)
         attrs = study.user_attrs
         if BASE_STATE_ATTR in attrs:
-            if attrs.get("workload") != asdict(spec) or attrs.get("target") != target:
-                raise ConfigError("study_name", study_name, f"was initialised with workload {attrs.get('workload')} "
-                                  f"and target {attrs.get('target')!r}; use a new study name")
+            # the space as asked for (the stored one may have had knobs that cannot act dropped)
+            asked = attrs.get(REQUESTED_SPACE_ATTR, attrs.get("space"))
+            if (attrs.get("workload") != asdict(spec) or attrs.get("target") != target
+                    or not same_space(asked, space)):
+                raise ConfigError("study_name", study_name, f"was initialised with workload {attrs.get('workload')}, "
+                                  f"target {attrs.get('target')!r} and its own space; use a new study name")
             _log(verbose, f"init: study {study_name!r} already initialised; start workers")
             return study
     wl = spec.build()
-    wl.validate()
     with tempfile.TemporaryDirectory(prefix="lepton_init_") as tmp:
         work_dir = Path(tmp)
-        export.check_traceable(wl.model, wl.example_args, work_dir, names=wl.input_names)
-        study = open_study(storage_obj, study_name, space, make_sampler(space, space.seed))
+        acting = prepare(wl, space, latency_model, work_dir, verbose=verbose)  # what `search` refuses, refused here
+        study = open_study(storage_obj, study_name, acting, make_sampler(acting, acting.seed))
+        if acting != space:
+            study.set_user_attr(REQUESTED_SPACE_ATTR, space.to_dict())
         study.set_user_attr("workload", asdict(spec))
         study.set_user_attr("target", target)
         study.set_user_attr("artifacts", describe_artifact_store(store))
-        base = measure_base(study, wl, latency_model, store, work_dir)
-        queue_anchors(study, space)  # the first workers take them
+        base = start(study, wl, acting, latency_model, store, work_dir)  # anchors: the first workers take them
         state_path = work_dir / "base_state_dict.pt"
         torch.save(wl.model.state_dict(), state_path)
         artifact_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(state_path),
@@ -220,12 +231,13 @@ def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler
 
 
 def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int | None, verbose: bool) -> WorkerReport:
+    from lepton_search.study import n_complete, run_trials
+
     report = WorkerReport()
     notes = RoleNotes(objective.store)
     start = time.perf_counter()
     study_goal = min(space.trials, space.n_configs)
     goal = n_trials if n_trials is not None else study_goal
-    max_attempts = 4 * goal + 20
     pid = os.getpid()
 
     def traced(trial: optuna.Trial) -> Any:
@@ -243,15 +255,14 @@ def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int
         by_state.get(frozen.state, report.failed).append(frozen.number)
         _log(verbose, f"worker {pid}: trial {frozen.number} {frozen.state.name.lower()} {frozen.params}")
 
-    for _ in range(max_attempts):
-        if len(report.completed) >= goal:
-            break
-        if len(study.get_trials(deepcopy=False, states=DONE)) >= space.n_configs:
+    def stop() -> str | None:
+        evaluated = n_complete(study)
+        if evaluated >= space.n_configs:
             _log(verbose, f"worker {pid}: every one of the space's {space.n_configs} configs is evaluated; stopping")
-            break
-        if n_trials is None and len(study.get_trials(deepcopy=False, states=DONE)) >= study_goal:
-            break
-        study.optimize(traced, n_trials=1, catch=(Exception,), callbacks=[record, notes], gc_after_trial=True)
+            return "every config evaluated"
+        return "the study's trials are complete" if n_trials is None and evaluated >= study_goal else None
+
+    run_trials(study, traced, goal, done=lambda: len(report.completed), stop=stop, callbacks=[record, notes])
     seconds = time.perf_counter() - start
     _log(verbose, f"worker {pid}: {len(report.completed)} complete, {len(report.pruned)} pruned, "
                   f"{len(report.failed)} failed in {seconds:.0f}s")
