@@ -382,10 +382,11 @@ class Objective:
         if self.after_trial is not None:
             self.after_trial(trial, self.work_dir)
         cand.onnx_path.unlink(missing_ok=True)
-        if self.verbose:
+        if self.verbose:  # a rejected config says so: its figures are the untrained probe's, nothing trained
+            done = f"rejected ({trial.user_attrs[records.REJECTED]})" if rejected else f"ft {cand.finetune_seconds:.0f}s"
             print(f"trial {trial.number:3d} {config.label():<22} acc {meas.accuracy:.4f} "
                   f"(drop {record.accuracy_drop_pts:+.2f} pt) p50 {meas.latency_ms:.3f} ms x{record.speedup:.2f} "
-                  f"{meas.size_mb:.3f} MB ft {cand.finetune_seconds:.0f}s", file=sys.stderr)
+                  f"{meas.size_mb:.3f} MB {done}", file=sys.stderr)
         return values
 
 

@@ -10,7 +10,7 @@ from lepton_search.errors import ConfigError
 from lepton_search.records import DOMINATED, REJECTED, trial_constraints
 
 
-def test_over_budget_config_runs_no_training_step(digits_mlp, sqlite_url, monkeypatch):
+def test_over_budget_config_runs_no_training_step(digits_mlp, sqlite_url, monkeypatch, capsys):
     from lepton_search import training
     from lepton_search.techniques import finetune
 
@@ -21,7 +21,13 @@ def test_over_budget_config_runs_no_training_step(digits_mlp, sqlite_url, monkey
     monkeypatch.setattr(training, "fit", no_training)
     space = SearchSpace(prune_ratio=(0.0, 0.0, 0.25), bits=(32, 16), finetune_epochs=(1, 1), max_size_mb=1e-6,
                         max_accuracy_drop_pts=5.0, trials=2)
-    result = search(digits_mlp, space, n_trials=2, storage=sqlite_url, study_name="b", verbose=False, callbacks=[])
+    result = search(digits_mlp, space, n_trials=2, storage=sqlite_url, study_name="b", verbose=True, callbacks=[],
+                    remeasure=False)
+    # what the log, trials() and the sampler say is what happened: rejected, nothing trained
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 2 and all("rejected (over budget before fine-tuning: max_size_mb missed by" in line
+                                   and " ft " not in line for line in lines), lines
+    assert result.trials()["rejected"].str.startswith("over budget before fine-tuning").all()
     trials = result.study.get_trials()
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(complete) == 2

@@ -6,6 +6,7 @@ import optuna
 import pytest
 
 from lepton_search import SearchSpace
+from lepton_search.errors import ConfigError
 from lepton_search.records import SCHEMA, BaseRecord, TrialRecord, read_config
 from lepton_search.space import KNOB_NAMES, CompressionConfig
 
@@ -55,8 +56,6 @@ def test_categorical_knobs_are_sampled_and_fixed_ones_are_not():
 
 @pytest.mark.parametrize("bad", [0, 65, 2.5, [4, 4]])
 def test_round_to_rejects_bad_values(bad):
-    from lepton_search.errors import ConfigError
-
     with pytest.raises(ConfigError, match="round_to"):
         SearchSpace(round_to=bad)
 
@@ -70,7 +69,10 @@ def test_a_stored_space_without_new_knobs_resumes(tmp_path):
     old = dict(study.user_attrs["space"])
     old["knobs"] = {k: v for k, v in old["knobs"].items() if k != "round_to"}  # as stored before the knob
     study.set_user_attr("space", old)
-    open_study(storage, "s", space, optuna.samplers.RandomSampler(seed=0))  # no "different space" error
+    resumed = open_study(storage, "s", space, optuna.samplers.RandomSampler(seed=0))  # no "different space" error
+    assert resumed._study_id == study._study_id and resumed.user_attrs["space"] == old  # kept as stored
+    with pytest.raises(ConfigError, match="study_name: .*different search space"):  # a real change still refused
+        open_study(storage, "s", SearchSpace(bits=(32, 16)), optuna.samplers.RandomSampler(seed=0))
 
 
 @pytest.mark.parametrize(("size", "n"), [("all", None), (0.5, 500), (1.0, 1000), (300, 300), (5000, 5000)])

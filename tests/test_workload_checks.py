@@ -65,8 +65,12 @@ def test_plain_dataset_labels_are_checked_too():
         wl.validate()
 
 
-def test_good_workload_passes():
-    _workload(X, Y).validate()
+def test_good_workload_passes_and_is_left_ready_to_export():
+    wl = _workload(X, Y)
+    wl.model.train()
+    assert wl.validate() is None
+    assert not wl.model.training  # validate ran the model in eval mode, as export and evaluation will
+    assert wl.describe_inputs() == [{"name": "input", "dtype": "float32", "shape": [8]}]
 
 
 @pytest.mark.parametrize(("spec", "fix"), [("os:system", "the factory raised TypeError"),

@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 
 from lepton_search.errors import ConfigError, did_you_mean
-from lepton_search.records import DUPLICATE_OF, FAIL_REASON, BaseRecord, TrialRecord, read_config
+from lepton_search.records import DUPLICATE_OF, FAIL_REASON, REJECTED, BaseRecord, TrialRecord, read_config
 from lepton_search.results.pareto import non_dominated
 from lepton_search.space import KNOB_NAMES
 from lepton_search.storage import artifact_store_for
@@ -20,7 +20,8 @@ METRICS = ("accuracy", "accuracy_drop_pts", "latency_ms", "latency_p90_ms", "siz
            "macs_ratio", "finetune_seconds", "latency_source", "slower_than_base", "latency_expected_error_pct",
            "usd_per_million_inferences")
 REMEASURED_COLUMNS = ("latency_ms_remeasured", "speedup_remeasured")
-COLUMNS = ("number", "state", *KNOBS, *METRICS, *REMEASURED_COLUMNS, "feasible", "duplicate_of", "fail_reason")
+COLUMNS = ("number", "state", *KNOBS, *METRICS, *REMEASURED_COLUMNS, "feasible", "rejected", "duplicate_of",
+           "fail_reason")
 REMEASURED = "front_remeasured"  # study user attr written by results.remeasure
 
 
@@ -58,8 +59,8 @@ class StudyFrame:
                 for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
 
     def trials(self) -> pd.DataFrame:
-        """Every trial: number, state, knobs (every knob, sampled or fixed), metrics, feasibility,
-        duplicate_of, fail_reason."""
+        """Every trial: number, state, knobs (every knob, sampled or fixed), metrics, feasibility, rejected (why
+        no training step ran), duplicate_of, fail_reason."""
         fixed = self._fixed_knobs()
         again = (self.study.user_attrs.get(REMEASURED) or {}).get("trials", {})
         rows = []
@@ -75,6 +76,7 @@ class StudyFrame:
             row["speedup_remeasured"] = again.get(str(t.number), {}).get("speedup")
             cons = t.constraints
             row["feasible"] = all(v <= 0 for v in cons.values()) if cons else True
+            row["rejected"] = t.user_attrs.get(REJECTED)  # why no training step ran (a budget, a rule), else None
             row["duplicate_of"] = t.user_attrs.get(DUPLICATE_OF)
             row["fail_reason"] = t.user_attrs.get(FAIL_REASON)
             rows.append(row)

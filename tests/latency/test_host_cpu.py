@@ -17,8 +17,19 @@ def test_host_cpu_measures_median_p90_and_cv(tmp_path):
     est = HostCpuLatency(threads=1, runs=30).latency(path)
     assert est.source == "measured" and est.threads == 1 and est.batch_size == 1
     assert 0 < est.p50_ms <= est.p90_ms
-    assert est.cv is not None and est.cv >= 0
+    assert est.cv is not None and 0 < est.cv < 1  # the spread of 5 block medians: never exactly 0 on a real clock
     assert est.details["runs"] == 30 and est.details["attempts"] >= 1
+
+
+def test_host_cpu_repeats_while_the_spread_is_over_max_cv(tmp_path):
+    """`max_cv` decides how many rounds run: none over the first when any spread is fine, `max_repeats` when
+    none is (and then the round with the smallest spread is kept)."""
+    path = tmp_path / "m.onnx"
+    to_onnx(_mlp(16).eval(), torch.randn(1, 256), path)
+    easy = HostCpuLatency(threads=1, runs=10, max_cv=float("inf"), max_repeats=3).latency(path)
+    strict = HostCpuLatency(threads=1, runs=10, max_cv=0.0, max_repeats=3).latency(path)
+    assert easy.details["attempts"] == 1 and strict.details["attempts"] == 3
+    assert strict.cv is not None and strict.cv > 0
 
 
 def test_bigger_model_measures_slower(tmp_path):
