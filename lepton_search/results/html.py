@@ -121,7 +121,7 @@ def save_png(fig: Any, path: str | Path, *, width: int = 900, height: int = 560,
     try:
         import kaleido
     except ImportError:
-        raise ConfigError("png", str(path), "needs kaleido: pip install 'lepton-search[dev]' (or pip install kaleido)") from None
+        raise ConfigError("png", str(path), "needs kaleido: pip install kaleido") from None
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ConfigError("png", str(path), "give a file name ending in .png")
