@@ -15,7 +15,7 @@
    engine does); a repeated config costs nothing and queues an unseen one (as the engine does). Each run stops
    when the hypervolume of what it evaluated reaches 95% of the grid's (reference point: base accuracy - 3 pt,
    base latency). A variant per sampler applies the engine's early-rejection rule
-   (`study.dominated_before_training`, tolerance one standard error of the base's validation accuracy, as the
+   (`rejection.dominated_before_training`, tolerance one standard error of the base's validation accuracy, as the
    study passes it): a rejected config is charged its untrained probe (compress seconds without fine-tuning,
    at most its wall seconds). A third variant also starts as a fresh engine study does (`anchors: untrained`,
    `study.queue_anchors`): quantization alone, 0 / 8 / 0, is evaluated first (table seconds charged) and the
@@ -52,13 +52,9 @@ import pandas as pd
 from lepton_search import default_space, workloads
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.records import TrialRecord
+from lepton_search.rejection import accuracy_standard_error, dominated_before_training
 from lepton_search.space import CompressionConfig, SearchSpace
-from lepton_search.study import (
-    accuracy_standard_error,
-    dominated_before_training,
-    make_sampler,
-    queue_anchors,
-)
+from lepton_search.study import make_sampler, queue_anchors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as harness  # the experiments folder is not a package

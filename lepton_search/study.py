@@ -30,7 +30,8 @@ from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, measure_onnx
 from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, get_target, save_inputs
 from lepton_search.records import BaseRecord, TrialRecord
-from lepton_search.space import BUDGETS, CONSTRAINTS, CompressionConfig, SearchSpace
+from lepton_search.rejection import EarlyRejection
+from lepton_search.space import CONSTRAINTS, CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
 from lepton_search.techniques import export, finetune, prune, prune_transformer, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
@@ -217,48 +218,6 @@ def queue_anchors(study: optuna.Study, space: SearchSpace, n_trials: int | None 
     return len(anchors)
 
 
-def accuracy_standard_error(accuracy: float, n: int) -> float:
-    """One standard error of an accuracy measured on `n` samples (binomial): sqrt(p (1 - p) / n).
-
-    Example:
-        >>> round(accuracy_standard_error(0.92, 5000), 4)
-        0.0038
-    """
-    p = min(max(accuracy, 0.0), 1.0)
-    return math.sqrt(p * (1.0 - p) / max(n, 1))
-
-
-def dominated_before_training(latency_ms: float, found: Sequence[tuple[float, float]],
-                              base_accuracy: float, tolerance: float = 0.0) -> str | None:
-    """Why a config may be rejected before fine-tuning, or None to train it.
-
-    Rejected when its untrained latency (the trained graph's: epochs change weights, not shapes) is no
-    faster than (>=) that of a found point, `found` being (latency_ms, accuracy) of completed, feasible
-    trials, whose accuracy is >= `base_accuracy - tolerance`. Such a config joins the accuracy/latency front
-    only by beating that point's accuracy, so the unpruned base's less `tolerance`: the bet is that compression
-    rarely does. The study passes one standard error of the base's validation accuracy as `tolerance` (a point
-    that close is as good as the base as far as the validation split can tell): on the 130-config grid of
-    experiments/search_efficiency.py a tolerance of 0 never fired. The point named is the fastest such one.
-    Pure, so a benchmark can replay it on a table of trials.
-
-    Example:
-        >>> dominated_before_training(2.0, [(1.5, 0.95), (1.0, 0.90)], base_accuracy=0.94)
-        "no faster than a found point (2 ms >= 1.5 ms) whose accuracy 0.95 is >= the base's 0.94"
-        >>> dominated_before_training(1.2, [(1.5, 0.95), (1.0, 0.90)], base_accuracy=0.94) is None
-        True
-        >>> dominated_before_training(2.0, [(1.5, 0.937)], base_accuracy=0.94, tolerance=0.0035)
-        "no faster than a found point (2 ms >= 1.5 ms) whose accuracy 0.937 is >= the base's 0.94 - 0.0035"
-    """
-    threshold = base_accuracy - tolerance
-    beaten_by = [(lat, acc) for lat, acc in found if acc >= threshold and latency_ms >= lat]
-    if not beaten_by:
-        return None
-    lat, acc = min(beaten_by)
-    less = f" - {tolerance:.2g}" if tolerance > 0 else ""
-    return (f"no faster than a found point ({latency_ms:.4g} ms >= {lat:.4g} ms) whose accuracy {acc:.4g} "
-            f"is >= the base's {base_accuracy:.4g}{less}")
-
-
 class Objective:
     """One trial: suggest -> compress -> evaluate -> store. A config seen before is PRUNED."""
 
@@ -275,16 +234,11 @@ class Objective:
         # workers stop at their own count and would leave such a queued trial WAITING: they do not queue.
         self.queue_unseen = queue_unseen
         self.base_digest = weights_digest(workload.model)
-        # The rule reasons on accuracy and latency alone: a third objective (size, price) could put a slower
-        # config on the front, so there it stays off.
-        self.early_reject = (space.early_reject == "dominated" and "latency_ms" in space.objectives
-                             and set(space.objectives) <= {"accuracy", "latency_ms"})
+        self.rejection = EarlyRejection(study, space, target, base, workload)
         # Every trial of a study stores the same constraint names (samplers refuse or misread mixed ones): a study
         # begun before the rule (or with it off) keeps the constraints it has; rejections still store their reason.
         wanted = [n for n in CONSTRAINTS if getattr(space, n) is not None]
-        self.constraints = records.constraint_layout(study, wanted + [records.DOMINATED] * self.early_reject)
-        # The rule's tolerance: one standard error of the base's validation accuracy (5,000 images at 92%: 0.38 pt)
-        self.reject_tolerance = accuracy_standard_error(base.accuracy, len(workload.dataset("val")))
+        self.constraints = records.constraint_layout(study, wanted + [records.DOMINATED] * self.rejection.rule_on)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         fail_dead_trials(self.study, running_here=trial.number)  # a dead process's config is free again, at once
@@ -325,43 +279,8 @@ class Objective:
                         checkpoints=self.checkpoints, horizon=self.space.finetune_epochs[1],
                         base_digest=self.base_digest)
 
-    def _reject_early(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[Any, Any, bool] | None:
-        """(untrained candidate, its latency, dominated?) when a budget or the `early_reject` rule rejects the
-        config, else None. Its graph is the trained one's (epochs change weights, not shapes), so no training
-        step runs for a config that cannot fit or can only join the front by beating the base's accuracy."""
-        if config.finetune_epochs == 0:
-            return None
-        budgets = any(getattr(self.space, b) is not None for b in BUDGETS)
-        found = self._found_points() if self.early_reject else []
-        if not budgets and not found:
-            return None
-        probe = self._compress(trial, dataclasses.replace(config, finetune_epochs=0))
-        lat = self.target.latency(probe.onnx_path, self.workload.sample_inputs())
-        figures = {"latency_ms": lat.p50_ms, "speedup": self.base.latency_ms / lat.p50_ms, "size_mb": probe.size_mb}
-        missed = {k: v for k, v in self.space.violations(figures, BUDGETS).items() if v > 0}
-        dominated = None if missed else dominated_before_training(lat.p50_ms, found, self.base.accuracy,
-                                                                  self.reject_tolerance)
-        if missed:
-            reason = "over budget before fine-tuning: " + ", ".join(f"{k} missed by {v:.4g}" for k, v in missed.items())
-        elif dominated:
-            reason = f"dominated before fine-tuning: {dominated}"
-        else:
-            probe.onnx_path.unlink(missing_ok=True)
-            return None
-        trial.set_user_attr(records.REJECTED, reason)
-        return dataclasses.replace(probe, config=config), lat, bool(dominated)  # measured as is; infeasible
-
-    def _found_points(self) -> list[tuple[float, float]]:
-        """(latency_ms, accuracy) of every COMPLETE, feasible trial so far (all workers')."""
-        points = []
-        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if "accuracy" in t.user_attrs and all(v <= 0 for v in t.constraints.values()):
-                rec = TrialRecord.from_attrs(t.user_attrs)
-                points.append((rec.latency_ms, rec.accuracy))
-        return points
-
     def _run(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[float, ...]:
-        rejected = self._reject_early(trial, config)
+        rejected = self.rejection.check(trial, config, self._compress)
         cand, lat, dominated = rejected or (self._compress(trial, config), None, False)
         # Test accuracy is recorded, never an objective; a rejected candidate keeps the latency that rejected it.
         meas = evaluate(cand, self.workload, self.target, with_test=True, latency=lat)

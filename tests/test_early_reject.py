@@ -8,11 +8,11 @@ import dataclasses
 import optuna
 import pytest
 
-from lepton_search import SearchSpace, search, study
+from lepton_search import SearchSpace, rejection, search, study
 from lepton_search.errors import ConfigError
 from lepton_search.latency import LatencyEstimate, LatencyModel
 from lepton_search.records import DOMINATED, REJECTED, trial_constraints
-from lepton_search.study import dominated_before_training
+from lepton_search.rejection import accuracy_standard_error, dominated_before_training
 
 
 def test_rule_rejects_only_configs_no_faster_than_a_point_at_base_accuracy():
@@ -38,9 +38,9 @@ def test_rule_tolerance_counts_points_within_it_of_the_base():
 
 
 def test_standard_error_of_an_accuracy():
-    assert study.accuracy_standard_error(0.92, 5000) == pytest.approx((0.92 * 0.08 / 5000) ** 0.5)
-    assert study.accuracy_standard_error(1.0, 100) == 0.0  # a perfect base: no tolerance
-    assert study.accuracy_standard_error(1.3, 0) == 0.0  # clamped: a score outside [0, 1] or no samples
+    assert accuracy_standard_error(0.92, 5000) == pytest.approx((0.92 * 0.08 / 5000) ** 0.5)
+    assert accuracy_standard_error(1.0, 100) == 0.0  # a perfect base: no tolerance
+    assert accuracy_standard_error(1.3, 0) == 0.0  # clamped: a score outside [0, 1] or no samples
 
 
 @pytest.mark.parametrize("name, default, typo, match", [
@@ -136,7 +136,7 @@ def test_study_tolerance_is_one_standard_error_of_the_validation_split(digits_ml
     names the tolerance."""
     _trained(monkeypatch, forbid=True)
     asked = []
-    monkeypatch.setattr(study, "accuracy_standard_error", lambda acc, n: asked.append((acc, n)) or 1.0)
+    monkeypatch.setattr(rejection, "accuracy_standard_error", lambda acc, n: asked.append((acc, n)) or 1.0)
     space = SearchSpace(prune_ratio=(0.25, 0.25, 0.25), bits=(32,), finetune_epochs=(0, 1), trials=2)
     created = optuna.create_study(storage=sqlite_url, study_name="t", directions=space.directions)
     for epochs in (0, 1):
