@@ -81,6 +81,7 @@ class _Record:
     threads: int | None = None
     batch_size: int | None = None
     load_avg_1min: float | None = None
+    busy_host: str | None = None  # why its latency was timed on a busy host, else None (re-measure: `remeasure`)
     usd_per_million_inferences: float | None = None
     macs: int | None = None
     params: int | None = None
@@ -99,7 +100,7 @@ class _Record:
         return {"latency_ms": lat.p50_ms, "latency_p90_ms": lat.p90_ms, "latency_cv": lat.cv,
                 "latency_source": lat.source, "latency_expected_error_pct": lat.expected_error_pct,
                 "threads": lat.threads, "batch_size": lat.batch_size,
-                "load_avg_1min": lat.details.get("load_avg_1min"),
+                "load_avg_1min": lat.details.get("load_avg_1min"), "busy_host": lat.details.get("busy"),
                 "usd_per_million_inferences": lat.usd_per_million_inferences}
 
     def to_attrs(self) -> dict[str, Any]:
@@ -124,7 +125,7 @@ class _Record:
 
 _MEASURED = ("accuracy", "latency_ms", "size_mb", "val_correct", "val_total", "test_accuracy", "latency_p90_ms",
              "latency_cv", "latency_source", "latency_expected_error_pct", "threads", "batch_size",
-             "load_avg_1min", "usd_per_million_inferences")
+             "load_avg_1min", "busy_host", "usd_per_million_inferences")
 
 
 @dataclass(frozen=True)

@@ -303,6 +303,7 @@ class Objective:
         cand.onnx_path.unlink(missing_ok=True)
         if self.verbose:  # a rejected config says so: its figures are the untrained probe's, nothing trained
             done = f"rejected ({trial.user_attrs[records.REJECTED]})" if rejected else f"ft {cand.finetune_seconds:.0f}s"
+            done += f" [busy host: {meas.busy_host}]" if meas.busy_host else ""
             print(f"trial {trial.number:3d} {config.label():<22} acc {meas.accuracy:.4f} "
                   f"(drop {record.accuracy_drop_pts:+.2f} pt) p50 {meas.latency_ms:.3f} ms x{record.speedup:.2f} "
                   f"{meas.size_mb:.3f} MB {done}", file=sys.stderr)

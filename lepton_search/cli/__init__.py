@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from lepton_search.cli._dashboard import dashboard_cmd
-from lepton_search.cli._run import export_cmd, list_cmd, report_cmd, run_cmd
+from lepton_search.cli._run import export_cmd, list_cmd, remeasure_cmd, report_cmd, run_cmd
 from lepton_search.cli._targets import calibrate_cmd, measure_cmd, retarget_cmd, targets_cmd
 from lepton_search.cli._workers import init_cmd, worker_cmd
 from lepton_search.errors import ConfigError, LeptonError
@@ -56,7 +56,7 @@ def cli() -> None:
     """Search prune ratio x bit width x fine-tune epochs for a PyTorch model; measure the ONNX artifact."""
 
 
-for command in (run_cmd, report_cmd, export_cmd, targets_cmd, list_cmd, init_cmd, worker_cmd,
+for command in (run_cmd, report_cmd, remeasure_cmd, export_cmd, targets_cmd, list_cmd, init_cmd, worker_cmd,
                 measure_cmd, calibrate_cmd, retarget_cmd, dashboard_cmd):
     cli.add_command(with_flags(command, FLAGS[command.name]) if command.name in FLAGS else command)
 

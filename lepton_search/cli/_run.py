@@ -1,9 +1,10 @@
-"""run / report / export / targets / list."""
+"""run / report / remeasure / export / list."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 import click
@@ -103,6 +104,31 @@ def report_cmd(storage: str | None, study_name: str, show_all: bool, html_path: 
             click.echo(f"wrote {write_html(result, html_path)}")
         if png_path:
             click.echo(f"wrote {save_png(result.plot_pareto(), png_path)}")
+
+
+@click.command("remeasure")
+@click.option("--storage", default=None, help=STORAGE_HELP)
+@click.option("--study", "study_name", required=True, help="Study name.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Interleaved rounds over the base and every front file; each keeps its minimum median.")
+@click.option("--artifacts", default=None, help="Artifact folder (default: beside the SQLite file).")
+def remeasure_cmd(storage: str | None, study_name: str, repeats: int, artifacts: str | None) -> None:
+    """Time the base and the Pareto front again on this host, interleaved (after a search on a busy host)."""
+    from lepton_search import load
+    from lepton_search.latency.host_cpu import busy_reason
+    from lepton_search.results.report import front_table
+    from lepton_search.storage import DEFAULT_STORAGE
+
+    result = load(storage or DEFAULT_STORAGE, study_name, artifacts=artifacts)
+    load_avg = os.getloadavg()[0]
+    if busy_reason(load_avg, 1, 0.0, 1.0):
+        click.echo(f"warning: this host is busy now ({busy_reason(load_avg, 1, 0.0, 1.0)}); the figures will be too")
+    again = result.remeasure(repeats=repeats)
+    if again is None:
+        click.echo("nothing re-measured: the study has no front yet, or its target predicts rather than measures")
+        return
+    click.echo(f"re-measured the base and {len(again['trials'])} front file(s), min of {repeats} interleaved rounds")
+    click.echo(front_table(result))
 
 
 @click.command("export")

@@ -25,6 +25,7 @@ class Measurement:
     batch_size: int
     size_mb: float
     load_avg_1min: float | None = None
+    busy_host: str | None = None  # why the timing was taken on a busy host (`latency.host_cpu.busy_reason`)
     test_accuracy: float | None = None
     usd_per_million_inferences: float | None = None  # None unless the target has a price per hour
 
@@ -54,5 +55,5 @@ def measure_onnx(onnx_path: Path, workload: Workload, target: LatencyModel, *, w
         latency_ms=lat.p50_ms, latency_p90_ms=lat.p90_ms, latency_cv=lat.cv, latency_source=lat.source,
         latency_expected_error_pct=lat.expected_error_pct, threads=lat.threads, batch_size=lat.batch_size,
         size_mb=Path(onnx_path).stat().st_size / 1e6, load_avg_1min=lat.details.get("load_avg_1min"),
-        test_accuracy=test, usd_per_million_inferences=lat.usd_per_million_inferences,
+        busy_host=lat.details.get("busy"), test_accuracy=test, usd_per_million_inferences=lat.usd_per_million_inferences,
     )

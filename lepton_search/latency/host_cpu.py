@@ -46,6 +46,29 @@ def optimized_op_types(onnx_path: str | Path, threads: int = 1) -> set[str]:
         return {n.op_type for n in onnx.load(str(out)).graph.node}
 
 
+def busy_reason(load_avg_1min: float, threads: int, cv: float, max_cv: float, cores: int | None = None) -> str | None:
+    """Why a timing was taken on a busy host, or None.
+
+    Busy when the 1-minute load average, less the timing's own `threads`, is at least half the host's cores
+    (another process held a core: caches, memory bandwidth and clocks are shared; the same INT8 graph timed
+    0.48 and 0.80 ms in consecutive trials at load 4 on 2 cores), or when the timing's own spread stayed over
+    `max_cv` after every repeat.
+
+    Example:
+        >>> busy_reason(4.1, 1, 0.02, 0.05, cores=2)
+        'load average 4.1 on 2 cores'
+        >>> busy_reason(1.1, 1, 0.02, 0.05, cores=2) is None
+        True
+    """
+    cores = cores or os.cpu_count() or 1
+    why = []
+    if load_avg_1min - threads >= cores / 2:
+        why.append(f"load average {load_avg_1min:.2g} on {cores} cores")
+    if cv > max_cv:
+        why.append(f"timing spread cv {cv:.2f} over {max_cv:.2f}")
+    return ", ".join(why) or None
+
+
 class HostCpuLatency(LatencyModel):
     """Median and p90 over `runs` timed calls after `warmup`; repeated while the CV exceeds `max_cv`.
 
@@ -83,11 +106,13 @@ class HostCpuLatency(LatencyModel):
                     best = (cv, times)
                 if cv <= self.max_cv:
                     break
+            load = max(load, os.getloadavg()[0])  # the higher of before and after: a load that came or went
         cv, times = best
         return LatencyEstimate(
             p50_ms=float(np.median(times) * 1e3), p90_ms=float(np.percentile(times, 90) * 1e3),
             source=self.source, cv=cv, threads=self.threads, batch_size=self.batch_size,
-            details={"runs": self.runs, "attempts": attempts, "load_avg_1min": load, "warmup": self.warmup},
+            details={"runs": self.runs, "attempts": attempts, "load_avg_1min": load, "warmup": self.warmup,
+                     "busy": busy_reason(load, self.threads, cv, self.max_cv)},
         )
 
     def describe(self) -> dict[str, Any]:

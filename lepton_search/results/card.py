@@ -81,6 +81,12 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
         lines.append(f"Re-measured after the search, interleaved with the base, min of {again['repeats']}: "
                      f"{again['latency_ms']:.4g} ms vs base {again['base_latency_ms']:.4g} ms, "
                      f"speed-up x{again['speedup']:.2f}.")
+    busy = [f"this model: {m['busy_host']}"] if m.get("busy_host") else []
+    busy += [f"the base: {b['busy_host']}"] if b.get("busy_host") else []
+    if busy:
+        lines.append(f"Measured on a busy host ({'; '.join(busy)}): the latency and speed-up above may be off"
+                     + ("; see the re-measured figures." if again else
+                        f"; re-measure on an idle host: `lepton-search remeasure --study {config['study']}`."))
     if recheck is not None:
         lines.append(f"Re-check on export: {recheck['status']} ({recheck['detail']}).")
     versions = config.get("versions") or {}

@@ -18,7 +18,7 @@ from lepton_search.storage import artifact_store_for
 KNOBS = KNOB_NAMES
 METRICS = ("accuracy", "accuracy_drop_pts", "latency_ms", "latency_p90_ms", "size_mb", "speedup",
            "macs_ratio", "finetune_seconds", "latency_source", "slower_than_base", "latency_expected_error_pct",
-           "usd_per_million_inferences")
+           "usd_per_million_inferences", "busy_host")
 REMEASURED_COLUMNS = ("latency_ms_remeasured", "speedup_remeasured")
 COLUMNS = ("number", "state", *KNOBS, *METRICS, *REMEASURED_COLUMNS, "feasible", "rejected", "duplicate_of",
            "fail_reason")

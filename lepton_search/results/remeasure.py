@@ -16,10 +16,42 @@ from typing import Any
 
 import optuna
 
-from lepton_search.latency import LatencyModel
+from lepton_search.latency import LatencyModel, get_target, load_inputs
 from lepton_search.latency._base import Inputs
 from lepton_search.records import ONNX_ARTIFACT
 from lepton_search.results.frame import REMEASURED, StudyFrame
+
+
+def target_for_space(target: str | LatencyModel, space: dict[str, Any]) -> LatencyModel:
+    """`host-cpu` with the study's timing settings; any other target by name."""
+    if isinstance(target, LatencyModel):
+        return target
+    if target == "host-cpu":
+        return get_target(target, **(space.get("latency") or {}))
+    return get_target(target)
+
+
+def stored_samples(store: Any, artifact_id: str | None, tmp: Path, cache: dict[str, Inputs]) -> Inputs | None:
+    """The stored validation samples `artifact_id` (an .npz), downloaded once; None when there are none."""
+    if artifact_id is None:
+        return None
+    if artifact_id not in cache:
+        path = tmp / f"{artifact_id}.npz"
+        optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
+        cache[artifact_id] = load_inputs(path)
+    return cache[artifact_id]
+
+
+def remeasure_study(result: StudyFrame, target: str | LatencyModel = "host-cpu", *,
+                    repeats: int = 3) -> dict[str, Any] | None:
+    """`remeasure_front` on a stored study: `host-cpu` with the study's timing settings (or `target`), fed the
+    validation samples stored with the study. What to run on an idle host after a search on a busy one."""
+    model = target_for_space(target, result.study.user_attrs.get("space") or {})
+    base = result.base
+    with tempfile.TemporaryDirectory(prefix="lepton_samples_") as tmp:
+        inputs = stored_samples(result.artifact_store, None if base is None else base.sample_inputs_artifact_id,
+                                Path(tmp), {})
+        return remeasure_front(result, model, inputs, repeats=repeats)
 
 
 def remeasure_front(result: StudyFrame, target: LatencyModel, inputs: Inputs | None = None, *,

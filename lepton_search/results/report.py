@@ -71,4 +71,18 @@ def front_table(result: StudyFrame) -> str:
         return "\n".join([*lines, "no complete feasible trials yet"])
     cols = [c for c in TABLE_COLUMNS if c in front and front[c].notna().any()]
     lines.append(front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    return "\n".join(lines)
+    busy = busy_note(result, front)
+    return "\n".join([*lines, busy] if busy else lines)
+
+
+def busy_note(result: StudyFrame, front: Any) -> str | None:
+    """One line when the base or a front point was timed on a busy host, saying how to time them again; None
+    when none was, or when the front was re-measured since (its `*_remeasured` figures are interleaved)."""
+    busy = front.loc[front["busy_host"].notna(), ["number", "busy_host"]] if "busy_host" in front else front[:0]
+    base = None if result.base is None else result.base.busy_host
+    if (busy.empty and base is None) or front["latency_ms_remeasured"].notna().all():
+        return None
+    which = [f"trial {int(n)} ({why})" for n, why in zip(busy["number"], busy["busy_host"])]
+    which += [f"the base ({base})"] if base else []
+    return (f"measured on a busy host: {'; '.join(which)}. Speed-ups may be off: re-measure on an idle host with "
+            f"`lepton-search remeasure --study {result.study.study_name}` (or `result.remeasure()`).")

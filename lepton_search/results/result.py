@@ -8,6 +8,7 @@ from typing import Any
 from lepton_search.results import pick
 from lepton_search.results.frame import StudyFrame
 from lepton_search.results.release import export_trial
+from lepton_search.results.remeasure import remeasure_study
 from lepton_search.results.report import pareto_figure
 
 
@@ -28,6 +29,12 @@ class SearchResult(StudyFrame):
         """The fastest feasible config within every given limit (see `lepton_search.results.pick.recommend`)."""
         return pick.recommend(self, max_accuracy_drop_pts=max_accuracy_drop_pts, max_latency_ms=max_latency_ms,
                          max_size_mb=max_size_mb)
+
+    def remeasure(self, target: Any = "host-cpu", *, repeats: int = 3) -> dict[str, Any] | None:
+        """Time the base and every Pareto point again, interleaved, min of `repeats`, on `target` (default this
+        host, with the study's timing settings); stored with the study and shown as `*_remeasured`. Run it on
+        an idle host when trials were timed on a busy one (`busy_host`)."""
+        return remeasure_study(self, target, repeats=repeats)
 
     def knee(self) -> Any:
         """The Pareto point nearest the ideal corner (see `lepton_search.results.pick.knee`)."""

@@ -23,21 +23,13 @@ from typing import Any
 import optuna
 
 from lepton_search.errors import ConfigError
-from lepton_search.latency import LatencyEstimate, LatencyModel, get_target, load_inputs
+from lepton_search.latency import LatencyEstimate, LatencyModel
 from lepton_search.latency._base import Inputs
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, BaseRecord, TrialRecord
+from lepton_search.results.remeasure import stored_samples, target_for_space
 from lepton_search.results.result import SearchResult
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-def target_for_space(target: str | LatencyModel, space: dict[str, Any]) -> LatencyModel:
-    """`host-cpu` with the study's timing settings; any other target by name."""
-    if isinstance(target, LatencyModel):
-        return target
-    if target == "host-cpu":
-        return get_target(target, **(space.get("latency") or {}))
-    return get_target(target)
 
 
 def _score(store: Any, artifact_id: str, model: LatencyModel, tmp: Path, inputs: Inputs | None) -> LatencyEstimate:
@@ -47,17 +39,6 @@ def _score(store: Any, artifact_id: str, model: LatencyModel, tmp: Path, inputs:
         return model.latency(path, inputs)  # None: synthetic inputs of the graph's own shapes, batch 1
     finally:
         path.unlink(missing_ok=True)
-
-
-def _samples(store: Any, artifact_id: str | None, tmp: Path, cache: dict[str, Inputs]) -> Inputs | None:
-    """The stored validation samples `artifact_id` (an .npz), downloaded once; None when there are none."""
-    if artifact_id is None:
-        return None
-    if artifact_id not in cache:
-        path = tmp / f"{artifact_id}.npz"
-        optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
-        cache[artifact_id] = load_inputs(path)
-    return cache[artifact_id]
 
 
 def _new_study(storage: str, name: str, src: optuna.Study) -> optuna.Study:
@@ -90,7 +71,7 @@ def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_s
     dst = _new_study(storage, new_study or f"{study_name}.{model.name}", src.study)
     with tempfile.TemporaryDirectory(prefix="lepton_retarget_") as tmp:
         samples: dict[str, Inputs] = {}
-        base_inputs = _samples(src.artifact_store, src.base.sample_inputs_artifact_id, Path(tmp), samples)
+        base_inputs = stored_samples(src.artifact_store, src.base.sample_inputs_artifact_id, Path(tmp), samples)
         lat = _score(src.artifact_store, src.base.onnx_artifact_id, model, Path(tmp), base_inputs)
         base = dataclasses.replace(src.base, **BaseRecord.latency_fields(lat), target=model.describe(),
                                    extra={**src.base.extra, "retargeted_from": {"study": study_name,
@@ -100,7 +81,7 @@ def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_s
             if ONNX_ARTIFACT not in t.user_attrs:
                 continue
             old = TrialRecord.from_attrs(t.user_attrs)
-            inputs = _samples(src.artifact_store, t.user_attrs.get(SAMPLE_INPUTS_ARTIFACT), Path(tmp), samples)
+            inputs = stored_samples(src.artifact_store, t.user_attrs.get(SAMPLE_INPUTS_ARTIFACT), Path(tmp), samples)
             lat = _score(src.artifact_store, t.user_attrs[ONNX_ARTIFACT], model, Path(tmp), inputs or base_inputs)
             new = old.with_latency(lat, base)
             new = dataclasses.replace(new, extra={**new.extra, "retargeted_from": {"study": study_name,
