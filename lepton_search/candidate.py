@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ class Candidate:
     exporter: str = export.EXPORTER
     finetune_epochs_reused: int = 0  # epochs loaded from a checkpoint instead of trained
     finetune_seconds_total: float = 0.0  # the reused epochs' recorded seconds + this trial's
+    quantization: Mapping[str, Any] | None = None  # the route quantize took (`QuantizationRoute.as_dict()`)
 
 
 def calibration_batches(workload: Workload, n: int, seed: int) -> list[dict[str, np.ndarray]]:
@@ -124,7 +125,7 @@ def compress(
     out_path = Path(out_path)
     graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"), names=workload.input_names)
     calib = calibration_batches(workload, settings.calibration_size, seed) if config.bits == 8 else []
-    graph = quantize.quantize(graph, config.bits, calib)
+    graph, route = quantize.quantize_with_route(graph, config.bits, calib)
     onnx.save(graph, str(out_path))
     out_path.with_suffix(".fp32.onnx").unlink(missing_ok=True)
     return Candidate(
@@ -135,4 +136,5 @@ def compress(
         finetune_samples=len(train.dataset) * config.finetune_epochs, bn_batches=bn_batches,
         compress_seconds=time.perf_counter() - start, quantization_aware=quant_aware,
         finetune_epochs_reused=reused, finetune_seconds_total=seconds_before + ft_seconds,
+        quantization=route.as_dict(),
     )

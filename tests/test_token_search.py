@@ -66,7 +66,9 @@ def test_transformer_encoder_token_classifier_through_a_search(sqlite_url, tmp_p
         card = (out / "MODEL_CARD.md").read_text()
         assert "Inputs: input_ids int64" in card and "(Transformer)" in card
         if t.params["bits"] == 8:  # token ids: ONNX Runtime's dynamic INT8, not NNCF's static route
-            assert "activations quantized at run time (ONNX Runtime dynamic)" in card and "NNCF" not in card
+            route = config["metrics"]["quantization_route"]  # recorded by quantize, read by the card
+            assert route["activations"] == "uint8 dynamic per call" and route["tool"] == "onnxruntime"
+            assert route["summary"] in card and "NNCF" not in card and "MatMul" in route["operators"]
         samples = load_inputs(out / SAMPLE_INPUTS_FILE)
         for name, array in wl.sample_inputs().items():  # what latency was timed on
             np.testing.assert_array_equal(samples[name], array)

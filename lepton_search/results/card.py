@@ -58,7 +58,9 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
          f"{k.get('finetune_epochs')} epoch(s) of distillation"),
     ]
     bits = k.get("bits")
-    precision = {32: "FP32", 16: "FP16 weights", 8: _int8_route(b), 4: "INT4 weights"}.get(bits, f"{bits} bit")
+    route = m.get("quantization_route")  # written by the step that quantized; older trials: derived as then
+    precision = route["summary"] if route else {32: "FP32", 16: "FP16 weights", 8: _int8_route(b),
+                                                 4: "INT4 weights"}.get(bits, f"{bits} bit")
     if m.get("quantization_aware"):
         precision += " after quantization-aware fine-tuning"
     lines = [
@@ -96,8 +98,8 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
 
 
 def _int8_route(base: dict[str, Any]) -> str:
-    """How INT8 was made for this study's model: quantize's own rule (int8_dynamic.dynamic_route) on the base's
-    recorded inputs and family."""
+    """How INT8 was made, for a trial stored before `quantization_route` was recorded: quantize's own rule
+    (int8_dynamic.dynamic_route) on the base's recorded inputs and family."""
     dtypes = [i.get("dtype") for i in base.get("inputs") or ()]
     if int8_dynamic.dynamic_route(dtypes, lstm=base.get("family") == LSTM_FAMILY):
         return "INT8 weights, activations quantized at run time (ONNX Runtime dynamic)"

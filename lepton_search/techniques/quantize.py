@@ -15,8 +15,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -28,27 +31,129 @@ WEIGHT_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1}  # op type -> input index of th
 FLOAT_RECURRENT_OPS = ("GRU", "RNN")  # no quantizer here makes them integer
 
 
+WEIGHTS = {32: "fp32", 16: "fp16", 8: "int8", 4: "int4"}
+ACTIVATIONS = ("fp32", "uint8 static per tensor", "uint8 dynamic per call")
+INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM",
+               "DynamicQuantizeMatMul")
+
+
+@dataclass(frozen=True)
+class QuantizationRoute:
+    """What quantization did to one graph, written by the step that chose it (the model card reads it; nothing
+    re-derives it). Optimum's `QuantizationConfig` is the model: is_static, per_channel, operators, checked here.
+
+    Example:
+        >>> QuantizationRoute(8, "uint8 static per tensor", True, ("Conv", "Gemm"), "nncf").summary()
+        'INT8 weights (per channel) and activations (uint8 static per tensor; NNCF); Conv, Gemm quantized'
+    """
+
+    bits: int
+    activations: str  # one of ACTIVATIONS
+    per_channel: bool  # weight scales per output channel (False: per tensor; FP32/FP16: False)
+    operators: tuple[str, ...]  # op types whose weights were quantized (sorted)
+    tool: str  # nncf, onnxruntime quantize_dynamic, lepton_search (FP16 / INT4 weight-only), none
+    left_float: tuple[str, ...] = ()  # nodes no quantizer here makes integer (GRU, RNN)
+
+    def __post_init__(self) -> None:
+        if self.bits not in WEIGHTS:
+            raise ValueError(f"QuantizationRoute.bits: got {self.bits!r}; one of {sorted(WEIGHTS)}")
+        if self.activations not in ACTIVATIONS:
+            raise ValueError(f"QuantizationRoute.activations: got {self.activations!r}; one of {ACTIVATIONS}")
+        if (self.bits == 8) == (self.activations == "fp32"):
+            raise ValueError(f"QuantizationRoute: {self.bits} bits with {self.activations} activations; only INT8 "
+                             "quantizes activations here")
+        object.__setattr__(self, "operators", tuple(sorted(set(self.operators))))
+
+    @property
+    def weights(self) -> str:
+        return WEIGHTS[self.bits]
+
+    @property
+    def is_static(self) -> bool:
+        return self.activations == "uint8 static per tensor"
+
+    def summary(self) -> str:
+        """One line for a model card."""
+        if self.bits == 32:
+            return "FP32"
+        channel = " (per channel)" if self.per_channel else ""
+        tool = {"nncf": "NNCF", "onnxruntime": "ONNX Runtime"}.get(self.tool, self.tool)
+        what = (f"INT8 weights{channel} and activations ({self.activations}; {tool})" if self.bits == 8
+                else f"{self.weights.upper()} weights{channel}, FP32 activations")
+        ops = f"; {', '.join(self.operators)} quantized" if self.operators else "; nothing to quantize"
+        kept = f"; left FP32: {', '.join(self.left_float)}" if self.left_float else ""
+        return what + ops + kept
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "operators": list(self.operators), "left_float": list(self.left_float),
+                "summary": self.summary()}
+
+
 def weight_ops(model: onnx.ModelProto) -> list[str]:
     """Names of the nodes quantization acts on (Conv, Gemm, MatMul; LSTM at 8 bits); empty: every width is a no-op."""
     return [n.name or n.op_type for n in model.graph.node if n.op_type in WEIGHT_OPS or n.op_type == "LSTM"]
 
 
 def quantize(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray | Mapping[str, np.ndarray]] = ()) -> onnx.ModelProto:
+    """`model` at `bits` (see the module docstring); `quantize_with_route` also says how."""
+    return quantize_with_route(model, bits, calibration)[0]
+
+
+def quantize_with_route(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray | Mapping[str, np.ndarray]] = (),
+                        ) -> tuple[onnx.ModelProto, QuantizationRoute]:
+    """`model` at `bits`, and the route taken: the record the model card and config.json carry."""
+    if bits not in WEIGHTS:
+        raise ValueError(f"bits must be one of 32, 16, 8, 4; got {bits!r}")
     if bits == 32:
-        return model
-    floating = sorted({n.name or n.op_type for n in model.graph.node if n.op_type in FLOAT_RECURRENT_OPS})
+        return model, QuantizationRoute(32, "fp32", False, (), "none")
+    floating = tuple(sorted({n.name or n.op_type for n in model.graph.node if n.op_type in FLOAT_RECURRENT_OPS}))
     if floating:
         warnings.warn(f"{bits}-bit quantization leaves {', '.join(floating)} in FP32: ONNX Runtime has no integer "
                       "GRU/RNN kernel (an LSTM becomes DynamicQuantizeLSTM at 8 bits)", stacklevel=2)
     if bits == 16:
-        return _weight_only(model, _fp16)
-    if bits == 8:
-        if int8_dynamic.graph_takes_dynamic_route(model):
-            return int8_dynamic.int8_dynamic(model)
-        return int8_static(model, calibration)
+        out = _weight_only(model, _fp16)
+        return out, QuantizationRoute(16, "fp32", False, _weight_only_ops(model), "lepton_search", floating)
     if bits == 4:
-        return _weight_only(model, _int4)
-    raise ValueError(f"bits must be one of 32, 16, 8, 4; got {bits!r}")
+        out = _weight_only(model, _int4)
+        return out, QuantizationRoute(4, "fp32", True, _weight_only_ops(model), "lepton_search", floating)
+    if int8_dynamic.graph_takes_dynamic_route(model):
+        out = int8_dynamic.int8_dynamic(model)  # per_channel=True
+        ops = _dynamic_ops(model, out)
+        return out, QuantizationRoute(8, "uint8 dynamic per call", True, ops, "onnxruntime", floating)
+    out = int8_static(model, calibration)
+    return out, QuantizationRoute(8, "uint8 static per tensor", _per_channel_weights(out), _dq_weight_ops(out),
+                                  "nncf", floating)
+
+
+def _per_channel_weights(model: onnx.ModelProto) -> bool:
+    """Whether the weight DequantizeLinear nodes carry one scale per channel (read off the graph NNCF wrote)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    sizes = [int(np.prod(inits[n.input[1]].dims)) for n in model.graph.node
+             if n.op_type == "DequantizeLinear" and n.input[0] in inits and n.input[1] in inits]
+    return bool(sizes) and all(size > 1 for size in sizes)
+
+
+def _weight_only_ops(model: onnx.ModelProto) -> tuple[str, ...]:
+    """Op types whose constant weights `_weight_only` converts."""
+    return tuple(node.op_type for _, node in _weight_inputs(model).values())
+
+
+def _dq_weight_ops(model: onnx.ModelProto, ops: set[str] | None = None) -> tuple[str, ...]:
+    """Op types (of `ops`: weight ops and LSTM) that read a weight through a DequantizeLinear of a constant."""
+    inits = {i.name for i in model.graph.initializer}
+    dq_of_const = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    ops = ops or {*WEIGHT_OPS, "LSTM"}
+    return tuple(n.op_type for n in model.graph.node if n.op_type in ops and any(i in dq_of_const for i in n.input))
+
+
+def _dynamic_ops(before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[str, ...]:
+    """Op types of `before` that ONNX Runtime's dynamic quantizer replaced by integer ops (their count fell in
+    `after`), plus those that now read a dequantized constant (a quantized embedding Gather)."""
+    from collections import Counter
+
+    was, now = Counter(n.op_type for n in before.graph.node), Counter(n.op_type for n in after.graph.node)
+    replaced = {t for t in was if now[t] < was[t] and t not in {"Identity", "Constant"}}
+    return tuple(replaced | set(_dq_weight_ops(after, ops={*WEIGHT_OPS, "LSTM", "Gather"})))
 
 
 def int8_static(model: onnx.ModelProto, calibration: Sequence[np.ndarray | Mapping[str, np.ndarray]]) -> onnx.ModelProto:

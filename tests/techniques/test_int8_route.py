@@ -48,3 +48,40 @@ def test_only_token_dtypes_count_as_token_inputs():
     assert not int8_dynamic.module_takes_dynamic_route(cnn, ["uint8"])  # an 8-bit image is not a token id
     assert not int8_dynamic.module_takes_dynamic_route(cnn, ["float16"])
     assert int8_dynamic.module_takes_dynamic_route(cnn, ["float32", "int32"])
+
+
+def test_quantize_records_the_route_it_took(tmp_path):
+    """Written by the step that quantized, read by the card: width, activations, per-channel scales (read off
+    NNCF's graph), the operators quantized, and nodes left in float."""
+    import numpy as np
+    import onnx
+
+    from lepton_search.techniques.quantize import QuantizationRoute, quantize_with_route
+    from lepton_search.testing.toy_graphs import conv_net, mlp_net
+
+    calib = [np.random.default_rng(i).random((1, 64), dtype=np.float32) for i in range(4)]
+    routes = {b: quantize_with_route(mlp_net((64, 128, 10)), b, calib)[1] for b in (32, 16, 8, 4)}
+    assert routes[32] == QuantizationRoute(32, "fp32", False, (), "none") and routes[32].summary() == "FP32"
+    assert (routes[16].weights, routes[16].per_channel, routes[16].tool) == ("fp16", False, "lepton_search")
+    assert routes[8].is_static and routes[8].tool == "nncf" and routes[8].per_channel
+    assert routes[8].operators == ("Gemm",) and routes[4].per_channel and routes[4].activations == "fp32"
+    conv = conv_net((16, 32, 40))
+    shape = [d.dim_value or 1 for d in conv.graph.input[0].type.tensor_type.shape.dim]
+    assert quantize_with_route(conv, 8, [np.zeros(shape, np.float32)] * 2)[1].operators == ("Conv",)
+
+    path = tmp_path / "gru.onnx"
+    export.to_onnx(CASES["token-gru"][0].eval(), CASES["token-gru"][1], path)
+    with pytest.warns(UserWarning, match="leaves .* in FP32"):
+        _, gru = quantize_with_route(onnx.load(str(path)), 8)
+    assert gru.activations == "uint8 dynamic per call" and gru.left_float and "left FP32" in gru.summary()
+
+
+@pytest.mark.parametrize("kwargs, field", [({"bits": 6}, "bits"), ({"activations": "int8"}, "activations"),
+                                           ({"bits": 32, "activations": "uint8 static per tensor"}, "only INT8")])
+def test_a_route_that_cannot_be_is_refused(kwargs, field):
+    from lepton_search.techniques.quantize import QuantizationRoute
+
+    args = {"bits": 8, "activations": "uint8 static per tensor", "per_channel": True, "operators": ("Conv",),
+            "tool": "nncf", **kwargs}
+    with pytest.raises(ValueError, match=field):
+        QuantizationRoute(**args)
