@@ -21,9 +21,9 @@ from lepton_search import search
 from lepton_search.candidate import compress
 from lepton_search.evaluate import onnx_accuracy
 from lepton_search.latency import HostCpuLatency
-from lepton_search.rejection import accuracy_standard_error
 from lepton_search.space import CompressionConfig, FinetuneSettings, SearchSpace
 from lepton_search.study import make_sampler, open_study
+from lepton_search.tasks import accuracy_standard_error
 
 HARNESS = "ONNX Runtime CPU, 1 thread, batch 1, 100 runs after 20 warm-up; rounds interleaved; min of medians"
 

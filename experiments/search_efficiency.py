@@ -52,9 +52,10 @@ import pandas as pd
 from lepton_search import default_space, workloads
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.records import TrialRecord
-from lepton_search.rejection import accuracy_standard_error, dominated_before_training
+from lepton_search.rejection import dominated_before_training
 from lepton_search.space import CompressionConfig, SearchSpace
 from lepton_search.study import make_sampler, queue_anchors
+from lepton_search.tasks import accuracy_standard_error
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as harness  # the experiments folder is not a package

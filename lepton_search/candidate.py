@@ -51,7 +51,7 @@ def calibration_batches(workload: Workload, n: int, seed: int) -> list[dict[str,
 
 
 def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: CompressionConfig, settings: FinetuneSettings,
-              quant_aware: bool, horizon: int, checkpoints: CheckpointStore | None, key: str | None,
+              quant_aware: bool, horizon: int, checkpoints: CheckpointStore | None, key: str | None, task: Any = None,
               ) -> tuple[float, int, float]:
     """Distil `model` up to `config.finetune_epochs`, from the latest stored epoch when there is one.
 
@@ -74,7 +74,7 @@ def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: Compress
             model, teacher, train, epochs=config.finetune_epochs, lr=settings.lr,
             temperature=settings.temperature, distill_weight=settings.distill_weight,
             desc=f"fine-tune {config.label()}", horizon=horizon, resume=found[1]["train"] if found else None,
-            on_epoch=save if key is not None else None,
+            on_epoch=save if key is not None else None, task=task,
         )
     return seconds, reused, seconds_before
 
@@ -113,7 +113,7 @@ def compress(
         if key is not None:
             held.enter_context(checkpoints.lock(key))
         ft_seconds, reused, seconds_before = _finetune(model, teacher, train, config, settings, quant_aware, horizon,
-                                                       checkpoints, key)
+                                                       checkpoints, key, workload.task)
     if config.finetune_epochs > 0:
         # Weights moved: BN statistics follow the final weights, not a running mix over training.
         finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)

@@ -22,6 +22,7 @@ from typing import Any, Self
 
 from lepton_search.errors import ConfigError
 from lepton_search.space import CONSTRAINTS, KNOB_NAMES, CompressionConfig
+from lepton_search.tasks import Task, get_task
 
 SCHEMA = 2
 # Trial attrs that are bookkeeping, not measurements.
@@ -86,6 +87,7 @@ class _Record:
     macs: int | None = None
     params: int | None = None
     sequence_length: int | None = None  # tokens per sample of a sequence model; None for images and tables
+    # `accuracy` is the task's score, higher is better: top-1 accuracy, or e.g. -RMSE for a regression
     extra: Mapping[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
 
@@ -139,6 +141,7 @@ class BaseRecord(_Record):
     workload_info: Mapping[str, Any] = field(default_factory=dict)
     inputs: Sequence[Mapping[str, Any]] = ()  # the graph's inputs: [{name, dtype, shape (per sample)}]
     sample_inputs_artifact_id: str | None = None  # the validation samples every latency was timed on (.npz)
+    task: Mapping[str, Any] | None = None  # `Task.describe()`: name, metric, direction, drop unit; None: classification
 
     ATTR = "base"
 
@@ -175,7 +178,8 @@ class TrialRecord(_Record):
     """One COMPLETE trial: its config and everything measured on its exported file."""
 
     config: Mapping[str, Any] = field(default_factory=dict)
-    accuracy_drop_pts: float | None = None
+    accuracy_drop_pts: float | None = None  # classification only: (base - accuracy) * 100
+    metric_drop: float | None = None  # any task: how much worse than the base, in the task's unit (> 0: worse)
     speedup: float | None = None
     size_ratio: float | None = None
     slower_than_base: bool | None = None
@@ -197,12 +201,16 @@ class TrialRecord(_Record):
 
     @classmethod
     def build(cls, candidate: Any, meas: Any, base: BaseRecord, *, seed: int,
-              versions: Mapping[str, str]) -> TrialRecord:
-        """The record of a trial from its Candidate and Measurement, relative to the base."""
+              versions: Mapping[str, str], task: Task | None = None) -> TrialRecord:
+        """The record of a trial from its Candidate and Measurement, relative to the base (`task`: the workload's,
+        default classification)."""
         c = candidate
+        task = task or get_task(None)
+        drop = task.drop(base.accuracy, meas.accuracy)
         return cls(
             **cls.measured(meas), macs=c.macs, params=c.params, config=c.config.as_dict(),
-            accuracy_drop_pts=(base.accuracy - meas.accuracy) * 100, macs_ratio=c.macs_ratio,
+            accuracy_drop_pts=drop if task.name == "classification" else None, metric_drop=drop,
+            macs_ratio=c.macs_ratio,
             params_ratio=c.params_ratio, weight_sparsity=c.weight_sparsity, finetune_seconds=c.finetune_seconds,
             finetune_seconds_total=c.finetune_seconds_total, finetune_epochs_reused=c.finetune_epochs_reused,
             finetune_subset=c.finetune_subset, finetune_samples=c.finetune_samples, bn_batches=c.bn_batches,

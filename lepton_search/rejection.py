@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,17 +25,6 @@ from lepton_search.latency import LatencyModel
 from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.space import BUDGETS, CompressionConfig, SearchSpace
 from lepton_search.workloads import Workload
-
-
-def accuracy_standard_error(accuracy: float, n: int) -> float:
-    """One standard error of an accuracy measured on `n` samples (binomial): sqrt(p (1 - p) / n).
-
-    Example:
-        >>> round(accuracy_standard_error(0.92, 5000), 4)
-        0.0038
-    """
-    p = min(max(accuracy, 0.0), 1.0)
-    return math.sqrt(p * (1.0 - p) / max(n, 1))
 
 
 def dominated_before_training(latency_ms: float, found: Sequence[tuple[float, float]],
@@ -80,8 +68,9 @@ class EarlyRejection:
         # config on the front, so there it stays off.
         self.rule_on = (space.early_reject == "dominated" and "latency_ms" in space.objectives
                         and set(space.objectives) <= {"accuracy", "latency_ms"})
-        # The rule's tolerance: one standard error of the base's validation accuracy (5,000 images at 92%: 0.38 pt)
-        self.tolerance = accuracy_standard_error(base.accuracy, len(workload.dataset("val")))
+        # The rule's tolerance: one standard error of the base's validation score (classification: binomial, 5,000
+        # images at 92%: 0.38 pt; a task without a closed form: 0, so the rule rejects less, never more)
+        self.tolerance = workload.task.score_tolerance(base.accuracy, len(workload.dataset("val")))
         self.budgets = any(getattr(space, b) is not None for b in BUDGETS)
 
     def check(self, trial: optuna.Trial, config: CompressionConfig,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from typing import Any
 import yaml
 
 from lepton_search.errors import ConfigError, did_you_mean
+from lepton_search.knobs import KNOB_NAMES, KNOBS, PRUNE_METHODS, SUPPORTED_BITS, Domain, Knob
 
-SUPPORTED_BITS = (32, 16, 8, 4)
-PRUNE_METHODS = ("structured", "global", "unstructured")
+__all__ = ["ANCHORS", "BUDGETS", "CONSTRAINTS", "DEFAULT_SPACE_PATH", "EARLY_REJECT", "KNOBS", "KNOB_NAMES",
+           "OBJECTIVES", "PRUNE_METHODS", "SAMPLERS", "SUPPORTED_BITS", "CompressionConfig", "FinetuneSettings",
+           "Knob", "LatencySettings", "SearchSpace", "default_space"]
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize",
               "usd_per_million_inferences": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -26,64 +29,86 @@ SAMPLERS = ("tpe", "nsga2", "gp", "random")
 EARLY_REJECT = ("dominated", "off")
 # What a fresh study evaluates before its sampler proposes anything (`SearchSpace.anchor_configs`).
 ANCHORS = ("untrained", "off")
-# Constraint name -> (the measured figure it limits, "max" or "min"). The accuracy limit needs the trained
-# model; the other three are budgets the untrained candidate already answers (its graph is the same).
+# Constraint name -> (the measured figure it limits, "max" or "min"). The quality limits need the trained model
+# (max_accuracy_drop_pts: classifiers, in points; max_metric_drop: any task, in its metric's unit, e.g. an RMSE
+# increase); the other three are budgets the untrained candidate already answers (its graph is the same).
+# New names go last: studies written before layouts were recorded list their constraints in this order.
 CONSTRAINTS = {"max_accuracy_drop_pts": ("accuracy_drop_pts", "max"), "max_latency_ms": ("latency_ms", "max"),
-               "min_speedup": ("speedup", "min"), "max_size_mb": ("size_mb", "max")}
+               "min_speedup": ("speedup", "min"), "max_size_mb": ("size_mb", "max"),
+               "max_metric_drop": ("metric_drop", "max")}
 BUDGETS = ("max_latency_ms", "min_speedup", "max_size_mb")
 # A link to the top-level search_spaces/default.yaml (the source); the wheel ships the file itself.
 DEFAULT_SPACE_PATH = Path(__file__).with_name("default_space.yaml")
 
 
-@dataclass(frozen=True)
-class Knob:
-    """One compression knob: how it is sampled and what it means. `kind` is float, int or categorical."""
-
-    name: str
-    kind: str
-    help: str
+# The order of CompressionConfig's fields before the knobs became a table: CompressionConfig(0.25, 8, 1) still
+# means prune_ratio 0.25, bits 8, 1 epoch, and label() writes these five compactly. A newer knob is keyword-only.
+_POSITIONAL = ("prune_ratio", "bits", "finetune_epochs", "prune_method", "round_to")
 
 
-# The one list of knobs. A new knob: a Knob here, a field in CompressionConfig and in SearchSpace (with
-# its parsing and check below), and the technique that reads it. Results, reports, model cards and the
-# dashboard read this list; nothing else names the knobs.
-KNOBS: tuple[Knob, ...] = (
-    Knob("prune_ratio", "float", "share of output channels removed per layer"),
-    Knob("prune_method", "categorical", "structured: each layer loses prune_ratio of its channels; global: channels "
-         "ranked across layers, the net loses prune_ratio; unstructured: weights zeroed (same graph)"),
-    Knob("round_to", "categorical", "structured pruning keeps channel counts that are multiples of this (SIMD-friendly)"),
-    Knob("bits", "categorical", "stored width of weights (and activations at 8): 32, 16, 8 or 4"),
-    Knob("finetune_epochs", "int", "epochs of distillation from the unpruned base"),
-)
-KNOB_NAMES: tuple[str, ...] = tuple(k.name for k in KNOBS)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False, repr=False, eq=False)
 class CompressionConfig:
-    """One point of the space: what `compress` turns into a Candidate."""
+    """One point of the space, what `compress` turns into a Candidate: a value for every knob in `KNOBS`, read as
+    an attribute (`config.bits`). A knob not given takes its no-op value (`Knob.noop`).
 
-    prune_ratio: float
-    bits: int
-    finetune_epochs: int
-    prune_method: str = "structured"
-    round_to: int = 1
+    Example:
+        >>> config = CompressionConfig(0.25, 8, 1, round_to=8)  # prune_ratio, bits, finetune_epochs; then keywords
+        >>> config.bits, config.prune_method, config.label()
+        (8, 'structured', 's0.25r8/int8/ft1')
+    """
+
+    _values: Mapping[str, Any]  # knob name -> value, in KNOBS order
+
+    def __init__(self, *args: Any, _values: Mapping[str, Any] | None = None, **knobs: Any) -> None:
+        """Knobs by keyword (the first five also by position: `_POSITIONAL`); `_values` is what
+        `dataclasses.replace` passes back."""
+        if len(args) > len(_POSITIONAL):
+            raise TypeError(f"CompressionConfig takes at most {len(_POSITIONAL)} positional knobs {_POSITIONAL}")
+        given = dict(_values or {})
+        for name, value in zip(_POSITIONAL, args):
+            if name in knobs:
+                raise TypeError(f"CompressionConfig got {name!r} by position and by keyword")
+            given[name] = value
+        given.update(knobs)
+        for name in given:
+            if name not in KNOBS:
+                raise TypeError(f"CompressionConfig got an unknown knob {name!r}; {did_you_mean(name, KNOB_NAMES)}")
+        object.__setattr__(self, "_values", {k.name: given.get(k.name, k.noop) for k in KNOBS})
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("_values", {})  # absent while pickle or copy rebuilds the object
+        if name in values:
+            return values[name]
+        if name in KNOBS:  # a knob registered after this config was made: it did nothing here
+            return KNOBS[name].noop
+        raise AttributeError(f"'CompressionConfig' object has no attribute {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CompressionConfig) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._values.items()))
+
+    def __repr__(self) -> str:
+        return f"CompressionConfig({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
 
     def as_dict(self) -> dict[str, Any]:
         """Knob name -> value, in KNOBS order: the identity used to spot an already-evaluated config."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        values["prune_ratio"] = round(float(values["prune_ratio"]), 6)
-        return {name: values[name] for name in KNOB_NAMES}
+        return {k.name: k.default.canonical(getattr(self, k.name)) for k in KNOBS}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> CompressionConfig:
-        """Inverse of `as_dict`; knobs missing from `values` (a study older than the knob) take their default."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+    def from_dict(cls, values: Mapping[str, Any]) -> CompressionConfig:
+        """Inverse of `as_dict`; a knob missing from `values` (a study older than the knob) takes its no-op value,
+        and a name that is no knob (any more) is ignored."""
+        return cls(**{k: v for k, v in values.items() if k in KNOBS})
 
     def label(self) -> str:
+        """A short name, e.g. `s0.25r8/int8/ft1`; a newer knob is added as `/name=value` when it is not at its no-op."""
         bits = {32: "fp32", 16: "fp16"}.get(self.bits, f"int{self.bits}")
         rounded = f"r{self.round_to}" if self.round_to > 1 else ""
-        return f"{self.prune_method[0]}{self.prune_ratio:.2f}{rounded}/{bits}/ft{self.finetune_epochs}"
+        more = "".join(f"/{k.name}={getattr(self, k.name)}" for k in KNOBS
+                       if k.name not in _POSITIONAL and getattr(self, k.name) != k.noop)
+        return f"{self.prune_method[0]}{self.prune_ratio:.2f}{rounded}/{bits}/ft{self.finetune_epochs}{more}"
 
 
 @dataclass(frozen=True)
@@ -117,26 +142,26 @@ class LatencySettings:
     max_repeats: int = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SearchSpace:
     """The knobs a study samples, plus its objectives, constraints and sampler.
 
+    A knob is given by its name, in the forms its `Knob.default` takes (`knobs.py`), and read back the same way
+    (`space.prune_ratio` is (low, high, step), `space.bits` a tuple); a knob left out takes its default domain.
+
     Example:
         >>> space = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 8), finetune_epochs=(0, 1))
-        >>> space.n_configs
-        12
+        >>> space.n_configs, space.domain("finetune_epochs")
+        (12, [0, 1])
     """
 
-    prune_ratio: tuple[float, float, float] = (0.0, 0.75, 0.25)
-    prune_method: str | tuple[str, ...] = "structured"  # a list is sampled
-    round_to: int | tuple[int, ...] = 1  # a list is sampled
-    bits: tuple[int, ...] = (32, 8)
-    finetune_epochs: tuple[int, int] = (0, 2)
+    knobs: Mapping[str, Domain] = field(default_factory=dict)  # knob name -> its checked domain, in KNOBS order
     objectives: tuple[str, ...] = ("accuracy", "latency_ms")
     max_accuracy_drop_pts: float | None = None
     max_latency_ms: float | None = None  # budgets: checked on the untrained candidate before any fine-tuning
     min_speedup: float | None = None
     max_size_mb: float | None = None
+    max_metric_drop: float | None = None  # any task: how much worse than the base, in its metric's unit
     sampler: str = "tpe"
     # dominated: a config no faster (untrained) than a found point at >= the base's accuracy (less one standard
     # error of its validation estimate) trains nothing
@@ -149,14 +174,37 @@ class SearchSpace:
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     latency: LatencySettings = field(default_factory=LatencySettings)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "prune_ratio", tuple(float(v) for v in _seq("prune_ratio", self.prune_ratio, 3)))
-        object.__setattr__(self, "bits", tuple(_seq("bits", self.bits, None)))
-        object.__setattr__(self, "prune_method", _one_or_many("prune_method", self.prune_method))
-        object.__setattr__(self, "round_to", _one_or_many("round_to", self.round_to))
-        object.__setattr__(self, "finetune_epochs", tuple(_seq("finetune_epochs", self.finetune_epochs, 2)))
-        object.__setattr__(self, "objectives", tuple(_seq("objectives", self.objectives, None)))
+    def __init__(self, *, knobs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        """Keyword arguments: each knob by its name (`bits=(32, 8)`), or all in `knobs` (what `dataclasses.replace`
+        passes back: a keyword wins over it), and the fields above."""
+        given = {**(knobs or {}), **{name: kwargs.pop(name) for name in list(kwargs) if name in KNOBS}}
+        fields = {f.name: f for f in dataclasses.fields(self) if f.name != "knobs"}
+        for name in [*given, *kwargs]:
+            if name not in fields and name not in KNOBS:
+                raise TypeError(f"SearchSpace got an unexpected keyword argument {name!r}; "
+                                f"{did_you_mean(name, [*fields, *KNOB_NAMES])}")
+        _check_knob_names(fields)
+        for name, f in fields.items():
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            object.__setattr__(self, name, kwargs.get(name, default))
+        object.__setattr__(self, "knobs", {k.name: k.parse(given[k.name]) if k.name in given else k.default
+                                           for k in KNOBS})
+        object.__setattr__(self, "objectives", tuple(_listed(self.objectives)))
         _validate(self)
+
+    def __getattr__(self, name: str) -> Any:
+        # A knob reads as it is given: space.prune_ratio == (low, high, step), space.bits == (32, 8).
+        if name in KNOBS and "knobs" in self.__dict__:  # (not while pickle or copy rebuilds the object)
+            return self._domain(KNOBS[name]).plain()
+        raise AttributeError(f"'SearchSpace' object has no attribute {name!r}")
+
+    def __hash__(self) -> int:
+        return hash(tuple(tuple(v.items()) if f.name == "knobs" else v
+                          for f in dataclasses.fields(self) for v in [getattr(self, f.name)]))
+
+    def _domain(self, knob: Knob) -> Domain:
+        """This space's domain of `knob` (a knob registered after the space was made: its default)."""
+        return self.knobs.get(knob.name, knob.default)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -181,14 +229,8 @@ class SearchSpace:
                                     "trials", "seed", "finetune", "latency"})
         knobs = data.get("knobs", {}) or {}
         _check_keys("knobs", knobs, set(KNOB_NAMES))
-        kwargs: dict[str, Any] = {}
-        if "prune_ratio" in knobs:
-            kwargs["prune_ratio"] = _range("knobs.prune_ratio", knobs["prune_ratio"], ("low", "high", "step"))
-        if "finetune_epochs" in knobs:
-            kwargs["finetune_epochs"] = _range("knobs.finetune_epochs", knobs["finetune_epochs"], ("low", "high"))
-        for name in ("prune_method", "round_to", "bits"):
-            if name in knobs:
-                kwargs[name] = knobs[name]
+        kwargs: dict[str, Any] = {"knobs": {name: KNOBS[name].default.from_yaml(f"knobs.{name}", value)
+                                            for name, value in knobs.items()}}
         constraints = data.get("constraints", {}) or {}
         _check_keys("constraints", constraints, set(CONSTRAINTS))
         kwargs.update({name: constraints[name] for name in CONSTRAINTS if name in constraints})
@@ -208,15 +250,8 @@ class SearchSpace:
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML-shaped form, stored with each study so a resumed study can be checked."""
-        low, high, step = self.prune_ratio
         return {
-            "knobs": {
-                "prune_ratio": {"low": low, "high": high, "step": step},
-                "prune_method": _plain(self.prune_method),
-                "round_to": _plain(self.round_to),
-                "bits": list(self.bits),
-                "finetune_epochs": {"low": self.finetune_epochs[0], "high": self.finetune_epochs[1]},
-            },
+            "knobs": {k.name: self._domain(k).to_yaml() for k in KNOBS},
             "objectives": list(self.objectives),
             "constraints": {name: getattr(self, name) for name in CONSTRAINTS},
             "sampler": self.sampler,
@@ -235,18 +270,11 @@ class SearchSpace:
 
     @property
     def prune_ratios(self) -> list[float]:
-        low, high, step = self.prune_ratio
-        n = math.floor((high - low) / step + 1e-9) + 1
-        return [round(low + i * step, 6) for i in range(n)]
+        return self.domain("prune_ratio")
 
     def domain(self, knob: str) -> list[Any]:
         """Every value `knob` can take in this space (one value: the knob is fixed, not sampled)."""
-        if knob == "prune_ratio":
-            return self.prune_ratios
-        if knob == "finetune_epochs":
-            return list(range(self.finetune_epochs[0], self.finetune_epochs[1] + 1))
-        value = getattr(self, knob)
-        return list(value) if isinstance(value, tuple) else [value]
+        return self._domain(KNOBS[knob]).values()
 
     @property
     def n_configs(self) -> int:
@@ -254,24 +282,12 @@ class SearchSpace:
 
     def suggest(self, trial: Any) -> CompressionConfig:
         """Sample one CompressionConfig from an Optuna trial; a knob with one value is fixed, not sampled."""
-        values: dict[str, Any] = {}
-        for knob in KNOBS:
-            domain = self.domain(knob.name)
-            if len(domain) == 1:
-                values[knob.name] = domain[0]
-            elif knob.kind == "float":
-                low, high, step = self.prune_ratio if knob.name == "prune_ratio" else (domain[0], domain[-1], None)
-                values[knob.name] = round(float(trial.suggest_float(knob.name, low, high, step=step)), 6)
-            elif knob.kind == "int":
-                values[knob.name] = int(trial.suggest_int(knob.name, domain[0], domain[-1]))
-            else:
-                values[knob.name] = trial.suggest_categorical(knob.name, domain)
-        return CompressionConfig.from_dict(values)
+        return CompressionConfig(**{k.name: self._domain(k).suggest(trial, k.name) for k in KNOBS})
 
     def configs(self) -> list[CompressionConfig]:
         """Every config of the space (the grid), in a fixed order."""
         names = [k.name for k in KNOBS]
-        return [CompressionConfig.from_dict(dict(zip(names, values)))
+        return [CompressionConfig(**dict(zip(names, values)))
                 for values in itertools.product(*(self.domain(n) for n in names))]
 
     def anchor_configs(self) -> list[CompressionConfig]:
@@ -279,12 +295,22 @@ class SearchSpace:
         width below 32 in the space, i.e. quantization alone. They run no fine-tuning step (seconds each), are
         the point any pruning must beat, and give early rejection a point at about the base's accuracy before
         the first config trains. None when the space lacks ratio 0 or 0 epochs, or has no bits below 32 (the
-        FP32 unpruned model is the base, measured anyway)."""
-        if self.anchors == "off" or 0.0 not in self.prune_ratios or self.finetune_epochs[0] != 0:
+        FP32 unpruned model is the base, measured anyway). Each knob's `anchor` rule says how it is set."""
+        if self.anchors == "off":
             return []
-        first = {k.name: self.domain(k.name)[0] for k in KNOBS}  # method and round_to: no effect at ratio 0
-        return [CompressionConfig.from_dict({**first, "prune_ratio": 0.0, "finetune_epochs": 0, "bits": b})
-                for b in self.bits if b != 32]
+        fixed: dict[str, Any] = {}
+        varied: dict[str, list[Any]] = {}
+        for knob in KNOBS:
+            values = self.domain(knob.name)
+            if knob.anchor == "noop" and knob.noop not in values:
+                return []
+            if knob.anchor == "each":
+                varied[knob.name] = [v for v in values if v != knob.noop]
+            else:
+                fixed[knob.name] = knob.noop if knob.anchor == "noop" else values[0]
+        if not varied:
+            return []
+        return [CompressionConfig(**fixed, **dict(zip(varied, combo))) for combo in itertools.product(*varied.values())]
 
     def params(self, config: CompressionConfig) -> dict[str, Any]:
         """The Optuna params that make `suggest` return `config` (its sampled knobs only)."""
@@ -311,45 +337,16 @@ def default_space() -> SearchSpace:
 
 
 # ---- validation helpers -----------------------------------------------------------------
-def _seq(name: str, value: Any, length: int | None) -> list[Any]:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        value = [value] if length is None else value
-    if not hasattr(value, "__iter__") or isinstance(value, (str, bytes)):
-        raise ConfigError(name, value, f"give a list of {length} numbers")
-    value = list(value)
-    if length is not None and name == "prune_ratio" and len(value) == 2:
-        value = [*value, 0.05]
-    if length is not None and len(value) != length:
-        raise ConfigError(name, value, f"give {length} numbers ({'low, high, step' if length == 3 else 'low, high'})")
-    return value
+def _listed(value: Any) -> list[Any]:
+    """One value or a list of them, as a list."""
+    return [value] if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") else list(value)
 
 
-def _one_or_many(name: str, value: Any) -> Any:
-    """A knob given as one value stays a value; a list of several becomes a tuple (sampled)."""
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ConfigError(name, list(value), "give one value or a non-empty list")
-        if len(set(value)) != len(value):
-            raise ConfigError(name, list(value), "remove the repeated values")
-        return value[0] if len(value) == 1 else tuple(value)
-    return value
-
-
-def _plain(value: Any) -> Any:
-    """YAML-shaped: a tuple becomes a list."""
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _range(name: str, value: Any, keys: tuple[str, ...]) -> list[Any]:
-    if isinstance(value, dict):
-        _check_keys(name, value, set(keys))
-        missing = [k for k in keys[:2] if k not in value]
-        if missing:
-            raise ConfigError(name, value, f"add {' and '.join(missing)} (keys: {', '.join(keys)})")
-        return [value[k] for k in keys if k in value]
-    if isinstance(value, (int, float)):
-        return [value, value] + ([1.0] if len(keys) == 3 else [])
-    return _seq(name, value, len(keys))
+def _check_knob_names(fields: Mapping[str, Any]) -> None:
+    """A knob cannot share a name with a SearchSpace field or method, or a CompressionConfig method."""
+    for knob in KNOBS:
+        if knob.name in fields or hasattr(SearchSpace, knob.name) or hasattr(CompressionConfig, knob.name):
+            raise ConfigError("knob", knob.name, "is the name of a SearchSpace or CompressionConfig attribute; rename the knob")
 
 
 def _check_keys(section: str, data: Any, allowed: set[str]) -> None:
@@ -369,32 +366,7 @@ def _number(name: str, value: Any, kind: type) -> None:
 
 
 def _validate(space: SearchSpace) -> None:
-    low, high, step = space.prune_ratio
-    for v in space.prune_ratio:
-        _number("prune_ratio", v, float)
-    if not (0.0 <= low <= high < 1.0):
-        raise ConfigError("prune_ratio", [low, high], "need 0 <= low <= high < 1 (share of channels removed)")
-    if step <= 0:
-        raise ConfigError("prune_ratio.step", step, "must be > 0, e.g. 0.05")
-    for method in space.domain("prune_method"):
-        if method not in PRUNE_METHODS:
-            raise ConfigError("prune_method", method, f"unknown method; {did_you_mean(method, PRUNE_METHODS)}")
-    for multiple in space.domain("round_to"):
-        _number("round_to", multiple, int)
-        if not 1 <= multiple <= 64:
-            raise ConfigError("round_to", multiple, "must be a whole number of channels from 1 (no rounding) to 64, e.g. 4 or 8")
-    if not space.bits:
-        raise ConfigError("bits", [], f"give at least one of {list(SUPPORTED_BITS)}")
-    for b in space.bits:
-        if b not in SUPPORTED_BITS or isinstance(b, bool):
-            raise ConfigError("bits", b, f"unsupported bit width; choose from {list(SUPPORTED_BITS)}")
-    if len(set(space.bits)) != len(space.bits):
-        raise ConfigError("bits", list(space.bits), "remove the repeated bit widths")
-    e_low, e_high = space.finetune_epochs
-    for v in (e_low, e_high):
-        _number("finetune_epochs", v, int)
-    if not (0 <= e_low <= e_high):
-        raise ConfigError("finetune_epochs", [e_low, e_high], "need 0 <= low <= high (whole epochs)")
+    # knobs: checked by Knob.parse on construction
     if not space.objectives:
         raise ConfigError("objectives", [], f"name at least one of {sorted(OBJECTIVES)}")
     for o in space.objectives:
@@ -402,10 +374,12 @@ def _validate(space: SearchSpace) -> None:
             raise ConfigError("objectives", o, f"unknown objective; {did_you_mean(o, OBJECTIVES)}")
     if len(set(space.objectives)) != len(space.objectives):
         raise ConfigError("objectives", list(space.objectives), "remove the repeated objectives")
-    if space.max_accuracy_drop_pts is not None:
-        _number("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts, float)
-        if space.max_accuracy_drop_pts < 0:
-            raise ConfigError("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts, "must be >= 0 (points)")
+    for name, unit in (("max_accuracy_drop_pts", "points"), ("max_metric_drop", "the metric's unit")):
+        value = getattr(space, name)
+        if value is not None:
+            _number(f"constraints.{name}", value, float)
+            if value < 0:
+                raise ConfigError(f"constraints.{name}", value, f"must be >= 0 ({unit})")
     for name in ("max_latency_ms", "min_speedup", "max_size_mb"):
         value = getattr(space, name)
         if value is not None:

@@ -179,7 +179,7 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
                       target=target.describe(), workload=workload.name, family=workload.family,
                       workload_info=dict(workload.info),
                       inputs=workload.describe_inputs(), sequence_length=workload.seq_len,
-                      sample_inputs_artifact_id=samples_id)
+                      sample_inputs_artifact_id=samples_id, task=workload.task.describe())
     base.write(study)
     return base
 
@@ -287,7 +287,8 @@ class Objective:
         values = tuple(meas.objective(o) for o in self.space.objectives)
         if not all(math.isfinite(v) for v in values):  # before anything is stored for this trial
             raise FloatingPointError(f"objective values {values} are not finite")
-        record = TrialRecord.build(cand, meas, self.base, seed=self.seed, versions=library_versions())
+        record = TrialRecord.build(cand, meas, self.base, seed=self.seed, versions=library_versions(),
+                                   task=self.workload.task)
         for key, value in record.to_attrs().items():
             trial.set_user_attr(key, value)
         violations = self.space.violations(dataclasses.asdict(record))  # feasible when every value is <= 0
@@ -304,8 +305,11 @@ class Objective:
         if self.verbose:  # a rejected config says so: its figures are the untrained probe's, nothing trained
             done = f"rejected ({trial.user_attrs[records.REJECTED]})" if rejected else f"ft {cand.finetune_seconds:.0f}s"
             done += f" [busy host: {meas.busy_host}]" if meas.busy_host else ""
-            print(f"trial {trial.number:3d} {config.label():<22} acc {meas.accuracy:.4f} "
-                  f"(drop {record.accuracy_drop_pts:+.2f} pt) p50 {meas.latency_ms:.3f} ms x{record.speedup:.2f} "
+            task = self.workload.task
+            drop = (f"{record.metric_drop:+.2f} pt" if task.drop_unit == "pt"
+                    else f"{record.metric_drop:+.4g}{' ' + task.drop_unit if task.drop_unit else ''}")
+            print(f"trial {trial.number:3d} {config.label():<22} {task.short} {task.display(meas.accuracy):.4f} "
+                  f"(drop {drop}) p50 {meas.latency_ms:.3f} ms x{record.speedup:.2f} "
                   f"{meas.size_mb:.3f} MB {done}", file=sys.stderr)
         return values
 
@@ -355,6 +359,10 @@ def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_d
     that cannot act on this model (dropped with a warning, or refused). Returns the space the study searches."""
     check_target(space, target)
     workload.validate()
+    if workload.task.name != "classification" and space.max_accuracy_drop_pts is not None:
+        raise ConfigError("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts,
+                          f"task {workload.task.name!r} has no accuracy; limit its {workload.task.metric} with "
+                          "max_metric_drop (in the metric's own unit)")
     graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names)
     return knobs_that_act(workload, space, graph, verbose=verbose)
 

@@ -8,11 +8,12 @@ import dataclasses
 import optuna
 import pytest
 
-from lepton_search import SearchSpace, rejection, search, study
+from lepton_search import SearchSpace, search, study
 from lepton_search.errors import ConfigError
 from lepton_search.latency import LatencyEstimate, LatencyModel
 from lepton_search.records import DOMINATED, REJECTED, trial_constraints
-from lepton_search.rejection import accuracy_standard_error, dominated_before_training
+from lepton_search.rejection import dominated_before_training
+from lepton_search.tasks import Task, accuracy_standard_error
 
 
 def test_rule_rejects_only_configs_no_faster_than_a_point_at_base_accuracy():
@@ -136,7 +137,7 @@ def test_study_tolerance_is_one_standard_error_of_the_validation_split(digits_ml
     names the tolerance."""
     _trained(monkeypatch, forbid=True)
     asked = []
-    monkeypatch.setattr(rejection, "accuracy_standard_error", lambda acc, n: asked.append((acc, n)) or 1.0)
+    monkeypatch.setattr(Task, "score_tolerance", lambda self, acc, n: asked.append((acc, n)) or 1.0)
     space = SearchSpace(prune_ratio=(0.25, 0.25, 0.25), bits=(32,), finetune_epochs=(0, 1), trials=2)
     created = optuna.create_study(storage=sqlite_url, study_name="t", directions=space.directions)
     for epochs in (0, 1):

@@ -17,8 +17,9 @@ _NUMPY = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(flo
 
 @dataclass(frozen=True)
 class AccuracyResult:
-    accuracy: float  # fraction in [0, 1] (or the workload metric's value)
-    correct: int | None  # top-1 correct answers (None under a custom metric)
+    accuracy: float  # the task's score, higher is better: a fraction in [0, 1] for classification, -RMSE for
+    # regression (or the workload's custom metric)
+    correct: int | None  # top-1 correct answers (None for other tasks and under a custom metric)
     total: int
 
 
@@ -39,5 +40,5 @@ def onnx_accuracy(onnx_path: str | Path, workload: Workload, split: str = "val",
         logits.append(out)
         labels.append(yb.numpy())
     all_logits, all_labels = np.concatenate(logits), np.concatenate(labels)
-    correct = int((all_logits.argmax(1) == all_labels).sum()) if workload.metric is None else None
+    correct = workload.task.correct(all_logits, all_labels) if workload.metric is None else None
     return AccuracyResult(workload.score(all_logits, all_labels), correct, len(all_labels))

@@ -14,6 +14,7 @@ import optuna
 
 from lepton_search.records import CARD_ARTIFACT, CONFIG_ARTIFACT, BaseRecord, TrialRecord, inputs_label
 from lepton_search.space import KNOBS
+from lepton_search.tasks import stored_task
 from lepton_search.techniques import int8_dynamic
 from lepton_search.workloads import LSTM_FAMILY
 
@@ -48,9 +49,14 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
     lat, base_lat = m.get("latency_ms"), b.get("latency_ms")
     size, base_size = m.get("size_mb"), b.get("size_mb")
     ratio = (lambda a, c: "n/a" if a is None or c in (None, 0) else f"x{a / c:.2f}")
+    task = stored_task(b.get("task"))
+    shown = (lambda v: None if v is None else task.display(v))
+    drop = m.get("metric_drop", m.get("accuracy_drop_pts"))
     rows = [
-        ("validation accuracy", _fmt(base_acc, ".4f"), _fmt(acc, ".4f"),
-         _fmt(m.get("accuracy_drop_pts"), "+.2f", " pt drop")),
+        (f"validation {task.metric}", _fmt(shown(base_acc), ".4f"), _fmt(shown(acc), ".4f"),
+         _fmt(drop, "+.2f", " pt drop") if task.drop_unit == "pt" else
+         _fmt(drop, "+.4g", f" {task.drop_unit or task.metric} worse" if drop is not None and drop > 0 else
+              f" {task.drop_unit or task.metric} change")),
         ("latency p50", _fmt(base_lat, ".4g", " ms"), _fmt(lat, ".4g", " ms"), "speed-up " + ratio(base_lat, lat)),
         ("latency p90", _fmt(b.get("latency_p90_ms"), ".4g", " ms"), _fmt(m.get("latency_p90_ms"), ".4g", " ms"), ""),
         ("size", _fmt(base_size, ".4g", " MB"), _fmt(size, ".4g", " MB"), "size " + ratio(size, base_size) + " of base"),
@@ -73,7 +79,10 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
         *[f"| {knob.name} | {k.get(knob.name, 'n/a')} | {knob.help} |" for knob in KNOBS], "",
         (f"Latency: {m.get('latency_source', 'n/a')}, target `{_target(config.get('target'))}`, "
          f"batch {m.get('batch_size', 'n/a')}, {m.get('threads', 'n/a')} thread(s)."),
-        f"Accuracy: ONNX Runtime on the validation split ({m.get('val_correct', 'n/a')}/{m.get('val_total', 'n/a')} correct).",
+        (f"Accuracy: ONNX Runtime on the validation split ({m.get('val_correct', 'n/a')}/{m.get('val_total', 'n/a')} "
+         "correct)." if task.name == "classification" else
+         f"{task.metric.upper()} (task {task.name}): ONNX Runtime on the validation split ({m.get('val_total', 'n/a')} "
+         "samples)."),
     ]
     inputs = inputs_label(b.get("inputs"), b.get("sequence_length"))
     if inputs:

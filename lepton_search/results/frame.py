@@ -14,9 +14,10 @@ from lepton_search.records import DUPLICATE_OF, FAIL_REASON, REJECTED, BaseRecor
 from lepton_search.results.pareto import non_dominated
 from lepton_search.space import KNOB_NAMES
 from lepton_search.storage import artifact_store_for
+from lepton_search.tasks import Task, stored_task
 
 KNOBS = KNOB_NAMES
-METRICS = ("accuracy", "accuracy_drop_pts", "latency_ms", "latency_p90_ms", "size_mb", "speedup",
+METRICS = ("accuracy", "accuracy_drop_pts", "metric_drop", "latency_ms", "latency_p90_ms", "size_mb", "speedup",
            "macs_ratio", "finetune_seconds", "latency_source", "slower_than_base", "latency_expected_error_pct",
            "usd_per_million_inferences", "busy_host")
 REMEASURED_COLUMNS = ("latency_ms_remeasured", "speedup_remeasured")
@@ -50,6 +51,12 @@ class StudyFrame:
         return BaseRecord.read(self.study.user_attrs)
 
     @property
+    def task(self) -> Task:
+        """What the study's scores mean (classification for studies stored before tasks were)."""
+        base = self.base
+        return stored_task(None if base is None else base.task)
+
+    @property
     def objectives(self) -> list[str]:
         return self.study.metric_names or self.study.user_attrs["space"]["objectives"]
 
@@ -72,6 +79,8 @@ class StudyFrame:
             done = t.state == optuna.trial.TrialState.COMPLETE and "accuracy" in t.user_attrs
             record = dataclasses.asdict(TrialRecord.from_attrs(t.user_attrs)) if done else {}
             row.update({k: record.get(k) for k in METRICS})
+            if done and row["metric_drop"] is None:  # stored before metric_drop: a classifier's drop in points
+                row["metric_drop"] = row["accuracy_drop_pts"]
             row["latency_ms_remeasured"] = again.get(str(t.number), {}).get("latency_ms")
             row["speedup_remeasured"] = again.get(str(t.number), {}).get("speedup")
             cons = t.constraints

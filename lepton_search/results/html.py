@@ -36,11 +36,13 @@ def report_data(result: StudyFrame) -> dict[str, Any]:
     trials = result.trials()
     front = result.pareto()
     picks: list[tuple[str, Any]] = []
-    for drop in ROLE_DROPS_PTS:
+    task = result.task
+    for drop in task.drop_steps(result.base.accuracy) if result.base else ROLE_DROPS_PTS:
+        label = f"fastest within {task.drop_label(drop)} of base"
         try:
-            picks.append((f"fastest within {drop:g} pt of base", pick.recommend(result, max_accuracy_drop_pts=drop)))
+            picks.append((label, pick.recommend(result, max_metric_drop=drop)))
         except LeptonError as exc:
-            picks.append((f"fastest within {drop:g} pt of base", str(exc)))
+            picks.append((label, str(exc)))
     if not front.empty:
         picks.append(("knee (balanced)", pick.knee(result)))
     failed = trials[trials["state"] == "FAIL"]

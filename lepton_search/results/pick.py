@@ -16,13 +16,15 @@ import pandas as pd
 
 from lepton_search.errors import ConfigError
 from lepton_search.space import KNOB_NAMES
+from lepton_search.tasks import Task
 
 if TYPE_CHECKING:
     from lepton_search.results.frame import StudyFrame
 
 ROLE_DROPS_PTS = (0.5, 1.0, 2.0)
 DEFAULT_HV_DROP_PTS = 1.0  # reference drop for hypervolume when the study has no accuracy constraint
-_LIMIT_COLUMNS = {"max_accuracy_drop_pts": "accuracy_drop_pts", "max_latency_ms": "latency_ms", "max_size_mb": "size_mb"}
+_LIMIT_COLUMNS = {"max_accuracy_drop_pts": "accuracy_drop_pts", "max_metric_drop": "metric_drop",
+                  "max_latency_ms": "latency_ms", "max_size_mb": "size_mb"}
 
 
 @dataclass(frozen=True)
@@ -31,11 +33,15 @@ class Pick:
 
     trial: int
     config: Mapping[str, Any]
-    accuracy: float
-    accuracy_drop_pts: float
+    accuracy: float  # the task's score (higher is better); `metric` shows it as a person reads it
+    accuracy_drop_pts: float | None  # classification only
     latency_ms: float
     size_mb: float
     speedup: float
+    metric: str = "accuracy"
+    metric_value: float | None = None  # `accuracy` in the metric's own sign (RMSE, not -RMSE)
+    metric_drop: float | None = None  # worse than the base, in the metric's unit
+    drop_unit: str = "pt"
 
     def __getattr__(self, name: str) -> Any:  # pick.bits, pick.prune_ratio, ... for every knob
         config = self.__dict__.get("config", {})
@@ -45,8 +51,11 @@ class Pick:
 
     def label(self) -> str:
         knobs = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.config.items())
-        return (f"trial {self.trial}: {knobs} -> acc {self.accuracy:.4f} (drop {self.accuracy_drop_pts:+.2f} pt), "
-                f"{self.latency_ms:.4g} ms (x{self.speedup:.2f}), {self.size_mb:.4g} MB")
+        value = self.accuracy if self.metric_value is None else self.metric_value
+        drop = self.accuracy_drop_pts if self.metric_drop is None else self.metric_drop
+        shown = f"acc {value:.4f} (drop {drop:+.2f} pt)" if self.metric == "accuracy" else (
+            f"{self.metric} {value:.4g} (drop {drop:+.4g}{' ' + self.drop_unit if self.drop_unit else ''})")
+        return f"trial {self.trial}: {knobs} -> {shown}, {self.latency_ms:.4g} ms (x{self.speedup:.2f}), {self.size_mb:.4g} MB"
 
 
 def candidates(result: StudyFrame) -> pd.DataFrame:
@@ -54,11 +63,14 @@ def candidates(result: StudyFrame) -> pd.DataFrame:
     return result.candidates()
 
 
-def _to_pick(row: pd.Series) -> Pick:
+def _to_pick(row: pd.Series, task: Task) -> Pick:
     config = {k: (v.item() if hasattr(v, "item") else v) for k, v in row[list(KNOB_NAMES)].items()}
+    drop_pts = row.get("accuracy_drop_pts")
     return Pick(trial=int(row["number"]), config=config, accuracy=float(row["accuracy"]),
-                accuracy_drop_pts=float(row["accuracy_drop_pts"]), latency_ms=float(row["latency_ms"]),
-                size_mb=float(row["size_mb"]), speedup=float(row["speedup"]))
+                accuracy_drop_pts=None if pd.isna(drop_pts) else float(drop_pts), latency_ms=float(row["latency_ms"]),
+                size_mb=float(row["size_mb"]), speedup=float(row["speedup"]), metric=task.metric,
+                metric_value=task.display(float(row["accuracy"])), metric_drop=float(row["metric_drop"]),
+                drop_unit=task.drop_unit)
 
 
 def _check_limits(limits: dict[str, float | None]) -> dict[str, float]:
@@ -68,7 +80,7 @@ def _check_limits(limits: dict[str, float | None]) -> dict[str, float]:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(name, value, "must be a finite number (or None for no limit)")
-        if name != "max_accuracy_drop_pts" and value <= 0:
+        if name not in ("max_accuracy_drop_pts", "max_metric_drop") and value <= 0:
             raise ConfigError(name, value, "must be > 0")
         out[name] = float(value)
     return out
@@ -80,7 +92,8 @@ def _slack(limit: float) -> float:
 
 
 def recommend(result: StudyFrame, *, max_accuracy_drop_pts: float | None = None,
-              max_latency_ms: float | None = None, max_size_mb: float | None = None) -> Pick:
+              max_latency_ms: float | None = None, max_size_mb: float | None = None,
+              max_metric_drop: float | None = None) -> Pick:
     """The fastest COMPLETE feasible config within every given limit; ties go to the more accurate one.
 
     When no config fits, raises ConfigError naming the closest miss (smallest total excess, each limit's
@@ -90,8 +103,13 @@ def recommend(result: StudyFrame, *, max_accuracy_drop_pts: float | None = None,
         >>> recommend(result, max_accuracy_drop_pts=1.0).trial  # doctest: +SKIP
         7
     """
+    task = result.task
+    if max_accuracy_drop_pts is not None and task.name != "classification":
+        raise ConfigError("max_accuracy_drop_pts", max_accuracy_drop_pts,
+                          f"task {task.name!r} has no accuracy; use max_metric_drop ({task.metric} increase"
+                          f"{', ' + task.drop_unit if task.drop_unit else ''})")
     limits = _check_limits({"max_accuracy_drop_pts": max_accuracy_drop_pts, "max_latency_ms": max_latency_ms,
-                            "max_size_mb": max_size_mb})
+                            "max_size_mb": max_size_mb, "max_metric_drop": max_metric_drop})
     df = candidates(result)
     if df.empty:
         raise ConfigError("study", result.study.study_name, "has no COMPLETE feasible trial yet; run more trials")
@@ -100,7 +118,7 @@ def recommend(result: StudyFrame, *, max_accuracy_drop_pts: float | None = None,
         fits &= (df[_LIMIT_COLUMNS[name]] <= limit + _slack(limit)).to_numpy()
     if fits.any():
         ok = df[fits].sort_values(["latency_ms", "accuracy", "size_mb", "number"], ascending=[True, False, True, True])
-        return _to_pick(ok.iloc[0])
+        return _to_pick(ok.iloc[0], task)
     excess = np.zeros(len(df))
     for name, limit in limits.items():
         col = df[_LIMIT_COLUMNS[name]].astype(float)
@@ -129,7 +147,7 @@ def knee(result: StudyFrame, *, front: pd.DataFrame | None = None) -> Pick:
         gap = 1.0 - norm if direction.name == "MAXIMIZE" else norm
         dist += gap**2
     front = front.assign(_dist=dist).sort_values(["_dist", "latency_ms", "number"])
-    return _to_pick(front.iloc[0])
+    return _to_pick(front.iloc[0], result.task)
 
 
 def hypervolume_min(points: np.ndarray, ref: np.ndarray) -> float:
@@ -157,29 +175,36 @@ def hypervolume_min(points: np.ndarray, ref: np.ndarray) -> float:
     return float(volume)
 
 
-def hypervolume(result: StudyFrame, *, max_accuracy_drop_pts: float | None = None) -> float:
-    """Hypervolume of the front, accuracy in points (maximised) x latency in ms (minimised) [x size in MB].
+def hypervolume(result: StudyFrame, *, max_accuracy_drop_pts: float | None = None,
+                max_metric_drop: float | None = None) -> float:
+    """Hypervolume of the front, the score in drop units (accuracy in points; RMSE in its unit; maximised) x
+    latency in ms (minimised) [x size in MB].
 
-    Reference point: (base accuracy - allowed drop, base latency [, base size]). The allowed drop is
-    `max_accuracy_drop_pts`, else the study's constraint, else 1 point. Larger is better; 0 means no
-    front point is both within the drop and faster than the base.
+    Reference point: (base score - allowed drop, base latency [, base size]). The allowed drop is the one
+    given, else the study's constraint, else 1 point (a classifier) or 2% of the base's metric. Larger is
+    better; 0 means no front point is both within the drop and faster than the base.
     """
-    drop = max_accuracy_drop_pts
-    if drop is None:
-        drop = (result.study.user_attrs.get("space") or {}).get("constraints", {}).get("max_accuracy_drop_pts")
-    drop = DEFAULT_HV_DROP_PTS if drop is None else _check_limits({"max_accuracy_drop_pts": drop})["max_accuracy_drop_pts"]
     base = result.base
     if base is None:
         raise ConfigError("study", result.study.study_name, "has no base metrics yet; run the search first")
+    task = result.task
+    constraints = (result.study.user_attrs.get("space") or {}).get("constraints", {})
+    drop = max_metric_drop if max_metric_drop is not None else max_accuracy_drop_pts
+    if drop is None:
+        drop = constraints.get("max_metric_drop", constraints.get("max_accuracy_drop_pts"))
+    if drop is None:
+        drop = DEFAULT_HV_DROP_PTS if task.drop_unit == "pt" else task.drop_steps(base.accuracy)[1]
+    drop = _check_limits({"max_metric_drop": drop})["max_metric_drop"]
+    scale = task.score_scale()
     front = result.pareto()
-    cols, ref = ["accuracy", "latency_ms"], [-(base.accuracy * 100 - drop), base.latency_ms]
+    cols, ref = ["accuracy", "latency_ms"], [-(base.accuracy * scale - drop), base.latency_ms]
     if "size_mb" in result.objectives:
         cols.append("size_mb")
         ref.append(base.size_mb)
     if front.empty:
         return 0.0
     pts = front[cols].to_numpy(dtype=float, copy=True)
-    pts[:, 0] = -pts[:, 0] * 100  # accuracy in points, negated so that every column is minimised
+    pts[:, 0] = -pts[:, 0] * scale  # the score in drop units, negated so that every column is minimised
     return hypervolume_min(pts, np.array(ref))
 
 
@@ -189,13 +214,14 @@ def roles(result: StudyFrame) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {int(n): [] for n in front["number"]}
     if front.empty:
         return out
-    for drop in ROLE_DROPS_PTS:
+    task, base = result.task, result.base
+    for drop in task.drop_steps(base.accuracy) if base is not None else ROLE_DROPS_PTS:
         try:
-            pick = recommend(result, max_accuracy_drop_pts=drop)
+            pick = recommend(result, max_metric_drop=drop)
         except ConfigError:
             continue
         if pick.trial in out:
-            out[pick.trial].append(f"fastest within {drop:g} pt of base")
+            out[pick.trial].append(f"fastest within {task.drop_label(drop)} of base")
     out[knee(result, front=front).trial].append("knee")  # the same front: workers may add trials meanwhile
     smallest = front.sort_values(["size_mb", "latency_ms", "number"]).iloc[0]
     out[int(smallest["number"])].append("smallest")

@@ -18,15 +18,23 @@ TABLE_COLUMNS = ["number", *KNOB_NAMES, "accuracy", "accuracy_drop_pts",
 
 def pareto_plot_data(result: StudyFrame) -> dict[str, Any]:
     """Plain data for the Pareto plot: all complete trials, the front, the base point."""
+    task = result.task
     trials = result.trials()
     complete = trials[trials["state"] == "COMPLETE"]
     front = result.pareto()
     base = {} if result.base is None else result.base.to_attrs()
+
+    def shown(df: pd.DataFrame) -> pd.DataFrame:  # the metric as a person reads it (RMSE, not -RMSE)
+        return df.assign(accuracy=[task.display(v) for v in df["accuracy"]])
+
+    base_score = base.get("accuracy")
     return {
-        "trials": complete[["number", "accuracy", "latency_ms", "size_mb", *KNOB_NAMES, "feasible"]],
-        "front": front[["number", "accuracy", "latency_ms", "size_mb", *KNOB_NAMES]],
-        "base": {"accuracy": base.get("accuracy"), "latency_ms": base.get("latency_ms")},
-        "title": f"{result.study.study_name}: accuracy vs latency ({base.get('latency_source', 'measured')})",
+        "trials": shown(complete[["number", "accuracy", "latency_ms", "size_mb", *KNOB_NAMES, "feasible"]]),
+        "front": shown(front[["number", "accuracy", "latency_ms", "size_mb", *KNOB_NAMES]]),
+        "base": {"accuracy": None if base_score is None else task.display(base_score),
+                 "latency_ms": base.get("latency_ms")},
+        "metric": task.metric,
+        "title": f"{result.study.study_name}: {task.metric} vs latency ({base.get('latency_source', 'measured')})",
     }
 
 
@@ -51,7 +59,7 @@ def pareto_figure(result: StudyFrame) -> Any:
     if data["base"]["latency_ms"] is not None:
         fig.add_scatter(x=[data["base"]["latency_ms"]], y=[data["base"]["accuracy"]], mode="markers", name="base (FP32)",
                         marker={"symbol": "star", "size": 16, "color": "#2a9d8f"})
-    fig.update_layout(title=data["title"], xaxis_title="latency p50 (ms)", yaxis_title="validation accuracy",
+    fig.update_layout(title=data["title"], xaxis_title="latency p50 (ms)", yaxis_title=f"validation {data['metric']}",
                       template="plotly_white")
     return fig
 
@@ -59,9 +67,11 @@ def pareto_figure(result: StudyFrame) -> Any:
 def front_table(result: StudyFrame) -> str:
     """The front as a fixed-width text table, base first."""
     front = result.pareto()
+    task = result.task
     base = {} if result.base is None else result.base.to_attrs()
     nan = float("nan")
-    lines = [(f"base: accuracy {base.get('accuracy', nan):.4f}  latency p50 {base.get('latency_ms', nan):.3f} ms  "
+    lines = [(f"base: {task.metric} {task.display(base.get('accuracy', nan)):.4f}  "
+              f"latency p50 {base.get('latency_ms', nan):.3f} ms  "
               f"size {base.get('size_mb', nan):.3f} MB  ({base.get('latency_source', '?')})"
               + (f"  {base['family']}" if base.get("family") else ""))]
     inputs = None if result.base is None else result.base.inputs_label()
@@ -70,7 +80,13 @@ def front_table(result: StudyFrame) -> str:
     if front.empty:
         return "\n".join([*lines, "no complete feasible trials yet"])
     cols = [c for c in TABLE_COLUMNS if c in front and front[c].notna().any()]
-    lines.append(front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    table = front[cols]
+    if task.name != "classification":  # the task's metric and its drop in place of accuracy and points
+        table = table.assign(accuracy=[task.display(v) for v in table["accuracy"]], metric_drop=front["metric_drop"])
+        cols = [task.metric if c == "accuracy" else c for c in cols]
+        cols.insert(cols.index(task.metric) + 1, f"{task.metric}_drop")
+        table = table.rename(columns={"accuracy": task.metric, "metric_drop": f"{task.metric}_drop"})[cols]
+    lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     busy = busy_note(result, front)
     return "\n".join([*lines, busy] if busy else lines)
 

@@ -25,10 +25,11 @@ class SearchResult(StudyFrame):
         return export_trial(self, trial, out_dir, workload=workload)
 
     def recommend(self, *, max_accuracy_drop_pts: float | None = None, max_latency_ms: float | None = None,
-                  max_size_mb: float | None = None) -> Any:
-        """The fastest feasible config within every given limit (see `lepton_search.results.pick.recommend`)."""
+                  max_size_mb: float | None = None, max_metric_drop: float | None = None) -> Any:
+        """The fastest feasible config within every given limit (see `lepton_search.results.pick.recommend`);
+        `max_metric_drop` limits any task's metric in its own unit (`max_accuracy_drop_pts`: classifiers)."""
         return pick.recommend(self, max_accuracy_drop_pts=max_accuracy_drop_pts, max_latency_ms=max_latency_ms,
-                         max_size_mb=max_size_mb)
+                              max_size_mb=max_size_mb, max_metric_drop=max_metric_drop)
 
     def remeasure(self, target: Any = "host-cpu", *, repeats: int = 3) -> dict[str, Any] | None:
         """Time the base and every Pareto point again, interleaved, min of `repeats`, on `target` (default this
@@ -40,9 +41,9 @@ class SearchResult(StudyFrame):
         """The Pareto point nearest the ideal corner (see `lepton_search.results.pick.knee`)."""
         return pick.knee(self)
 
-    def hypervolume(self, *, max_accuracy_drop_pts: float | None = None) -> float:
-        """Hypervolume of the front against (base accuracy - allowed drop, base latency)."""
-        return pick.hypervolume(self, max_accuracy_drop_pts=max_accuracy_drop_pts)
+    def hypervolume(self, *, max_accuracy_drop_pts: float | None = None, max_metric_drop: float | None = None) -> float:
+        """Hypervolume of the front against (base score - allowed drop, base latency)."""
+        return pick.hypervolume(self, max_accuracy_drop_pts=max_accuracy_drop_pts, max_metric_drop=max_metric_drop)
 
     def roles(self) -> dict[int, list[str]]:
         """Pareto trial number -> its roles (fastest within 0.5/1/2 pt, knee, smallest)."""

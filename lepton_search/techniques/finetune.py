@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lepton_search.tasks import Task, get_task
 from lepton_search.training import ModelInputs, fit, forward, split_batch
 
 
@@ -44,25 +44,25 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: in
 def distill(
     student: nn.Module, teacher: nn.Module, loader: DataLoader, *, epochs: int, lr: float = 0.01,
     temperature: float = 4.0, distill_weight: float = 0.7, desc: str = "fine-tune", horizon: int | None = None,
-    resume: dict | None = None, on_epoch: Callable[[int, dict], None] | None = None,
+    resume: dict | None = None, on_epoch: Callable[[int, dict], None] | None = None, task: Task | None = None,
 ) -> float:
-    """Fine-tune `student` for `epochs` on `loader`, matching the teacher's soft labels.
+    """Fine-tune `student` for `epochs` on `loader`, matching the teacher's outputs.
 
-    Loss = w * T^2 * KL(student/T || teacher/T) + (1 - w) * cross-entropy. Returns seconds spent.
+    Loss: the task's distillation loss (classification: w * T^2 * KL(student/T || teacher/T) + (1 - w) *
+    cross-entropy; regression: w * MSE to the teacher + (1 - w) * MSE to the target). Returns seconds spent.
     `horizon`, `resume`, `on_epoch`: see `training.fit` (fine-tuning reuse across trials).
     """
     start = time.perf_counter()
     if epochs <= 0 or (resume is not None and resume["epoch"] >= epochs):
         return 0.0
     teacher = teacher.eval()
+    task = task or get_task(None)
 
     def loss_fn(xb: ModelInputs, yb: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             t_logits = forward(teacher, xb)
         s_logits = forward(student, xb)
-        kd = F.kl_div(F.log_softmax(s_logits / temperature, dim=1), F.softmax(t_logits / temperature, dim=1),
-                      reduction="batchmean") * temperature**2
-        return distill_weight * kd + (1 - distill_weight) * F.cross_entropy(s_logits, yb)
+        return task.distill_loss(s_logits, t_logits, yb, temperature=temperature, weight=distill_weight)
 
     fit(student, loader, loss_fn, epochs=epochs, lr=lr, weight_decay=1e-5, warmup=0.15, desc=desc, horizon=horizon,
         resume=resume, on_epoch=on_epoch)

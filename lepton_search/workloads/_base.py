@@ -27,6 +27,7 @@ from torch.utils.data import (
 )
 
 from lepton_search.errors import ConfigError
+from lepton_search.tasks import Task, get_task
 from lepton_search.techniques import prune_transformer
 from lepton_search.techniques.export import OUTPUT_NAME, input_names
 from lepton_search.training import split_batch
@@ -120,6 +121,12 @@ class Workload:
     info: dict = field(default_factory=dict)
     input_spec: tuple[InputSpec, ...] | None = None  # None: described by example_input, named input / input_0..
     sequence_length: int | None = None  # tokens per sample of a sequence model (None: see `seq_len`)
+    # what the outputs mean: "classification" (default), "regression", or a `tasks.Task`; `metric`, when given,
+    # replaces the task's score (it must be higher-is-better, as the task's stored score is)
+    task: str | Task | None = None
+
+    def __post_init__(self) -> None:
+        self.task = get_task(self.task)  # an unknown name fails here, before any data is read
 
     # ---- inputs ---------------------------------------------------------------------------
     @property
@@ -218,8 +225,9 @@ class Workload:
         """Batches `(x1, ..., xN, y)` of `split` in order (`training.split_batch` takes them apart)."""
         yield from self.loader(split, batch_size=batch_size)
 
-    def score(self, logits: np.ndarray, labels: np.ndarray) -> float:
-        return (self.metric or top1_accuracy)(logits, labels)
+    def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:
+        """The stored score (higher is better): the task's, or the custom `metric`."""
+        return (self.metric or self.task.score)(outputs, targets)
 
     # ---- validation ---------------------------------------------------------------------
     def validate(self) -> None:
@@ -252,10 +260,9 @@ class Workload:
                 out = self.model(*xs)
         except Exception as exc:  # noqa: BLE001 - any failure here is the user's model
             raise ConfigError("workload.model", type(exc).__name__, f"the model must run on example_input ({exc})") from None
-        if not isinstance(out, torch.Tensor) or out.ndim != 2:
-            raise ConfigError("workload.model", getattr(out, "shape", type(out).__name__), "must return (batch, classes) logits")
+        width = self.task.check_output(out)
         for split in ("train", "val") + (("test",) if self.test is not None else ()):
-            self._check_split(split, n_classes=int(out.shape[1]))
+            self._check_split(split, width=width)
 
     def _check_input_spec(self) -> None:
         """`input_spec` (when stated) and `sequence_length` against each other and `example_input`."""
@@ -295,16 +302,18 @@ class Workload:
                 raise ConfigError("workload.sequence_length", n, f"input {off[0].name} has per-sample shape "
                                   f"{off[0].shape}; every input's first dimension must be the sequence length")
 
-    def _check_split(self, split: str, *, n_classes: int, max_samples: int = 4096) -> None:
-        """Labels are class indices the model can output; inputs are finite. Tensor splits are checked
-        whole; other datasets on their first `max_samples` samples."""
+    def _check_split(self, split: str, *, width: int, max_samples: int = 4096) -> None:
+        """Targets are what the task reads from `width` outputs (class indices the model can output, finite real
+        values, ...); inputs are finite. Tensor splits are checked whole; other datasets on their first
+        `max_samples` samples."""
         ds = self.dataset(split)
         if isinstance(ds, TensorDataset):
             *xs, y = ds.tensors
         else:
             items = [ds[i] for i in range(min(len(ds), max_samples))]
             xs = [torch.stack([torch.as_tensor(item[k]) for item in items]) for k in range(len(items[0]) - 1)]
-            y = torch.as_tensor([b.item() if torch.is_tensor(b) and b.ndim == 0 else b for *_, b in items])
+            ys = [torch.as_tensor(b) for *_, b in items]
+            y = torch.stack(ys) if ys and ys[0].ndim else torch.as_tensor([b.item() for b in ys])
         if len(xs) != len(self.inputs):
             raise ConfigError(f"workload.{split}", f"{len(xs)} inputs per sample",
                               f"the model takes {len(self.inputs)}: give samples (x1, ..., x{len(self.inputs)}, label)")
@@ -313,16 +322,7 @@ class Workload:
                 raise ConfigError(f"workload.{split} inputs", f"{s.name} {_dtype_name(x)} {tuple(x.shape[1:])}",
                                   f"the model's input {s.name} is {s.dtype} {tuple(s.shape)} per sample; "
                                   f"convert the data (e.g. x.to(torch.{s.dtype})) or fix example_input")
-        if torch.is_floating_point(y) or y.dtype == torch.bool:
-            raise ConfigError(f"workload.{split} labels", str(y.dtype).removeprefix("torch."),
-                              "pass class indices as integers, e.g. labels.long()")
-        if y.ndim != 1:
-            raise ConfigError(f"workload.{split} labels", tuple(y.shape), "pass one class index per sample (1-D)")
-        low, high = int(y.min()), int(y.max())
-        if low < 0 or high >= n_classes:
-            raise ConfigError(f"workload.{split} labels", f"{low}..{high}",
-                              f"the model outputs {n_classes} classes, so labels must lie in 0..{n_classes - 1}; "
-                              "fix the labels or the model's last layer")
+        self.task.check_targets(split, y, width)
         for x in xs:
             if torch.is_floating_point(x):
                 bad = (~torch.isfinite(x.reshape(len(x), -1))).any(dim=1).nonzero()

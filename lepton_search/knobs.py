@@ -1,0 +1,391 @@
+"""The knob table: every compression knob as data (name, domain, no-op value, check, help).
+
+`SearchSpace` and `CompressionConfig` (space.py) loop over `KNOBS`; results, reports, model cards and the
+dashboard read it too. A new knob is one `Knob` below plus the technique that reads it from the
+`CompressionConfig` it is given (`docs/architecture.md`, "Extending it").
+
+A knob's domain is one of three kinds, after optuna's `distributions.py`: `FloatRange(low, high, step)`
+(`FloatDistribution`), `IntRange(low, high)` (`IntDistribution`), `Choices(choices)`
+(`CategoricalDistribution`). Each samples itself from a trial, lists its grid, and reads and writes its YAML
+form, so `SearchSpace` has no per-knob branch.
+
+Example:
+    >>> KNOBS["bits"].default.values()
+    [32, 8]
+    >>> with KNOBS.registered(Knob("toy", IntRange(1, 3), noop=1, help="a test knob")):
+    ...     "toy" in KNOB_NAMES
+    True
+    >>> "toy" in KNOB_NAMES
+    False
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from lepton_search.errors import ConfigError, did_you_mean
+
+__all__ = ["ANCHOR_RULES", "DEFAULT_STEP", "KNOBS", "KNOB_NAMES", "PRUNE_METHODS", "SUPPORTED_BITS", "Choices",
+           "Domain", "FloatRange", "IntRange", "Knob", "KnobTable"]
+
+SUPPORTED_BITS = (32, 16, 8, 4)
+PRUNE_METHODS = ("structured", "global", "unstructured")
+DEFAULT_STEP = 0.05  # the step of a float range given as (low, high)
+# How a fresh study's anchors (`SearchSpace.anchor_configs`: quantization alone) set a knob:
+# noop: at its no-op (a space without it has no anchors); each: one anchor per value other than its no-op;
+# first: the first value of its domain (the knob does nothing while the others are at their no-op).
+ANCHOR_RULES = ("noop", "each", "first")
+
+
+class Domain(Protocol):
+    """What a knob may take in one space: a FloatRange, an IntRange or Choices."""
+
+    def parse(self, field: str, given: Any) -> Domain: ...
+    def from_yaml(self, field: str, raw: Any) -> Any: ...
+    def check(self, field: str, fix: Callable[[Any], str | None]) -> None: ...
+    def values(self) -> list[Any]: ...
+    def suggest(self, trial: Any, name: str) -> Any: ...
+    def canonical(self, value: Any) -> Any: ...
+    def plain(self) -> Any: ...
+    def to_yaml(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """Floats from `low` to `high` in steps of `step` (optuna's `FloatDistribution(low, high, step)`).
+
+    Given as (low, high, step), (low, high) (step `DEFAULT_STEP`) or one number (fixed); YAML also takes
+    {low, high, step}. `space.<knob>` is the (low, high, step) tuple.
+    """
+
+    low: float
+    high: float
+    step: float = DEFAULT_STEP
+
+    def parse(self, field: str, given: Any) -> FloatRange:
+        """A domain of this kind from what a user gave (a ConfigError naming `field` if it is no range)."""
+        if isinstance(given, FloatRange):
+            given = given.plain()
+        values = [given, given, 1.0] if _is_number(given) else _numbers(field, given, (2, 3), float)
+        low, high, step = (*(float(v) for v in values), DEFAULT_STEP)[:3]
+        if step <= 0:
+            raise ConfigError(f"{field}.step", step, "must be > 0, e.g. 0.05")
+        if low > high:
+            raise ConfigError(field, [low, high], "need low <= high")
+        return FloatRange(low, high, step)
+
+    def from_yaml(self, field: str, raw: Any) -> Any:
+        return _unwrap(field, raw, ("low", "high", "step"))
+
+    def check(self, field: str, fix: Callable[[Any], str | None]) -> None:
+        _check_ends(field, self.low, self.high, fix)
+
+    def values(self) -> list[float]:
+        n = math.floor((self.high - self.low) / self.step + 1e-9) + 1
+        return [round(self.low + i * self.step, 6) for i in range(n)]
+
+    def suggest(self, trial: Any, name: str) -> float:
+        if self.low == self.high:
+            return self.values()[0]
+        return self.canonical(trial.suggest_float(name, self.low, self.high, step=self.step))
+
+    def canonical(self, value: Any) -> float:
+        """The form configs are compared in: 6 decimals (0.1 + 0.2 is 0.3)."""
+        return round(float(value), 6)
+
+    def plain(self) -> tuple[float, float, float]:
+        return (self.low, self.high, self.step)
+
+    def to_yaml(self) -> dict[str, float]:
+        return {"low": self.low, "high": self.high, "step": self.step}
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """Whole numbers from `low` to `high` (optuna's `IntDistribution(low, high)`).
+
+    Given as (low, high) or one number (fixed); YAML also takes {low, high}. `space.<knob>` is the (low, high)
+    tuple.
+    """
+
+    low: int
+    high: int
+
+    def parse(self, field: str, given: Any) -> IntRange:
+        if isinstance(given, IntRange):
+            given = given.plain()
+        low, high = [given, given] if _is_number(given) else _numbers(field, given, (2,), int)
+        _integer(field, low)
+        _integer(field, high)
+        if low > high:
+            raise ConfigError(field, [low, high], "need low <= high")
+        return IntRange(int(low), int(high))
+
+    def from_yaml(self, field: str, raw: Any) -> Any:
+        return _unwrap(field, raw, ("low", "high"))
+
+    def check(self, field: str, fix: Callable[[Any], str | None]) -> None:
+        _check_ends(field, self.low, self.high, fix)
+
+    def values(self) -> list[int]:
+        return list(range(self.low, self.high + 1))
+
+    def suggest(self, trial: Any, name: str) -> int:
+        return self.low if self.low == self.high else int(trial.suggest_int(name, self.low, self.high))
+
+    def canonical(self, value: Any) -> Any:
+        return value
+
+    def plain(self) -> tuple[int, int]:
+        return (self.low, self.high)
+
+    def to_yaml(self) -> dict[str, int]:
+        return {"low": self.low, "high": self.high}
+
+
+@dataclass(frozen=True)
+class Choices:
+    """One of `choices` (optuna's `CategoricalDistribution(choices)`): one value is fixed, a list is sampled.
+
+    `space.<knob>` is that one value, or a tuple of several; `listed`: always a tuple, and a list in YAML (bits).
+    """
+
+    choices: tuple[Any, ...]
+    listed: bool = False
+
+    def parse(self, field: str, given: Any) -> Choices:
+        if isinstance(given, Choices):
+            given = given.plain()
+        if not isinstance(given, (list, tuple)):
+            return Choices((given,), self.listed)
+        if not given:
+            raise ConfigError(field, list(given), "give one value or a non-empty list")
+        if any(v in given[:i] for i, v in enumerate(given)):
+            raise ConfigError(field, list(given), "remove the repeated values")
+        return Choices(tuple(given), self.listed)
+
+    def from_yaml(self, field: str, raw: Any) -> Any:
+        return raw
+
+    def check(self, field: str, fix: Callable[[Any], str | None]) -> None:
+        for value in self.choices:
+            problem = fix(value)
+            if problem:
+                raise ConfigError(field, value, problem)
+
+    def values(self) -> list[Any]:
+        return list(self.choices)
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        return self.choices[0] if len(self.choices) == 1 else trial.suggest_categorical(name, list(self.choices))
+
+    def canonical(self, value: Any) -> Any:
+        return value
+
+    def plain(self) -> Any:
+        return self.choices if self.listed or len(self.choices) > 1 else self.choices[0]
+
+    def to_yaml(self) -> Any:
+        plain = self.plain()
+        return list(plain) if isinstance(plain, tuple) else plain
+
+
+def _any_value(value: Any) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One compression knob, as data.
+
+    `default` is its kind and the domain a space gives it when not told; `noop` the value at which it does
+    nothing (the base model's: a config, or a stored trial, without the knob takes it); `check` says what is
+    wrong with one value (the fix of a one-line ConfigError naming the knob), None when it is fine (a range:
+    both ends); `help` is one line (model cards print it); `anchor` how anchors set it (`ANCHOR_RULES`);
+    `applied_by` the module that reads it from the CompressionConfig. Whether it can act on a given model is
+    `study.knobs_that_act`'s question.
+    """
+
+    name: str
+    default: Domain
+    noop: Any
+    help: str
+    check: Callable[[Any], str | None] = _any_value
+    anchor: str = "noop"
+    applied_by: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier() or self.name.startswith("_"):
+            raise ConfigError("knob", self.name, "a knob's name must be a Python identifier not starting with _")
+        if self.anchor not in ANCHOR_RULES:
+            raise ConfigError(f"{self.name}.anchor", self.anchor, f"unknown rule; {did_you_mean(self.anchor, ANCHOR_RULES)}")
+
+    @property
+    def kind(self) -> str:
+        """float, int or categorical."""
+        return {FloatRange: "float", IntRange: "int", Choices: "categorical"}[type(self.default)]
+
+    def parse(self, given: Any) -> Domain:
+        """The checked domain of this knob from what a space was given (`(0.0, 0.5, 0.25)`, `[32, 8]`, ...)."""
+        domain = self.default.parse(self.name, given)
+        domain.check(self.name, self.check)
+        return domain
+
+
+class KnobTable:
+    """The knobs, in order (the order of `as_dict`, report columns and model cards), found by name.
+
+    `registered(knob)` adds knobs for the length of a `with` block: a test's toy knob leaves the table as it
+    found it. Not thread-safe: register before starting threads.
+    """
+
+    def __init__(self, *knobs: Knob) -> None:
+        self._knobs: tuple[Knob, ...] = ()
+        self._knobs = self._added(knobs)
+
+    def __iter__(self) -> Iterator[Knob]:
+        return iter(self._knobs)
+
+    def __len__(self) -> int:
+        return len(self._knobs)
+
+    def __contains__(self, name: object) -> bool:
+        return any(k.name == name for k in self._knobs)
+
+    def __getitem__(self, name: str) -> Knob:
+        for knob in self._knobs:
+            if knob.name == name:
+                return knob
+        raise ConfigError("knob", name, f"unknown knob; {did_you_mean(name, self.names)}")
+
+    def __repr__(self) -> str:
+        return f"KnobTable({', '.join(self.names)})"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(k.name for k in self._knobs)
+
+    @contextlib.contextmanager
+    def registered(self, *knobs: Knob) -> Iterator[KnobTable]:
+        """Add `knobs` (after the others) inside a `with` block; the table is as before when it ends."""
+        before = self._knobs
+        self._knobs = self._added(knobs)
+        try:
+            yield self
+        finally:
+            self._knobs = before
+
+    def _added(self, knobs: Sequence[Knob]) -> tuple[Knob, ...]:
+        out = list(self._knobs)
+        for knob in knobs:
+            if not isinstance(knob, Knob):
+                raise ConfigError("knob", knob, "register a Knob(name, default, noop, help, ...)")
+            if knob.name in {k.name for k in out}:
+                raise ConfigError("knob", knob.name, "a knob of that name is in the table already")
+            knob.parse(knob.default.plain())  # its default and its no-op pass its own check
+            knob.parse(knob.noop)
+            out.append(knob)
+        return tuple(out)
+
+
+class _Names(Sequence[str]):
+    """The table's knob names, read when used (so a knob registered in a `with` block shows)."""
+
+    def __init__(self, table: KnobTable) -> None:
+        self._table = table
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._table.names[index]
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __repr__(self) -> str:
+        return repr(self._table.names)
+
+
+# ---- helpers ----------------------------------------------------------------------------
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numbers(field: str, given: Any, lengths: tuple[int, ...], kind: type) -> list[Any]:
+    """`given` as a list of `lengths` finite numbers, or a ConfigError naming `field`."""
+    forms = {2: "[low, high]", 3: "[low, high, step]"}
+    if not isinstance(given, (list, tuple)) or len(given) not in lengths:
+        raise ConfigError(field, given, f"give {' or '.join(forms[n] for n in sorted(lengths, reverse=True))} "
+                                        "(or one number: fixed)")
+    for value in given:
+        if not (_is_number(value) and math.isfinite(value)):
+            raise ConfigError(field, value, f"must be {'an integer' if kind is int else 'a number'}")
+    return list(given)
+
+
+def _integer(field: str, value: Any) -> None:
+    if not float(value).is_integer():
+        raise ConfigError(field, value, "must be an integer")
+
+
+def _check_ends(field: str, low: Any, high: Any, fix: Callable[[Any], str | None]) -> None:
+    for end in (low, high):
+        problem = fix(end)
+        if problem:
+            raise ConfigError(field, [low, high], problem)
+
+
+def _unwrap(field: str, raw: Any, keys: tuple[str, ...]) -> Any:
+    """A YAML range {low, high(, step)} as a list; a list or a number as it is."""
+    if not isinstance(raw, dict):
+        return raw
+    for key in raw:
+        if key not in keys:
+            raise ConfigError(f"{field}.{key}", raw[key], f"unknown key; {did_you_mean(key, keys)}")
+    missing = [k for k in keys[:2] if k not in raw]
+    if missing:
+        raise ConfigError(field, raw, f"add {' and '.join(missing)} (keys: {', '.join(keys)})")
+    return [raw[k] for k in keys if k in raw]
+
+
+# ---- the knobs --------------------------------------------------------------------------
+def _prune_ratio(value: float) -> str | None:
+    return None if 0.0 <= value < 1.0 else "need 0 <= low <= high < 1 (share of channels removed)"
+
+
+def _prune_method(value: Any) -> str | None:
+    return None if value in PRUNE_METHODS else f"unknown method; {did_you_mean(value, PRUNE_METHODS)}"
+
+
+def _round_to(value: Any) -> str | None:
+    whole = _is_number(value) and float(value).is_integer()
+    return None if whole and 1 <= value <= 64 else "must be a whole number of channels from 1 (no rounding) to 64, e.g. 4 or 8"
+
+
+def _bits(value: Any) -> str | None:
+    ok = value in SUPPORTED_BITS and not isinstance(value, bool)
+    return None if ok else f"unsupported bit width; choose from {list(SUPPORTED_BITS)}"
+
+
+def _epochs(value: int) -> str | None:
+    return None if value >= 0 else "need 0 <= low <= high (whole epochs)"
+
+
+KNOBS = KnobTable(
+    Knob("prune_ratio", FloatRange(0.0, 0.75, 0.25), noop=0.0, check=_prune_ratio,
+         help="share of output channels removed per layer", applied_by="lepton_search.techniques.prune"),
+    Knob("prune_method", Choices(("structured",)), noop="structured", check=_prune_method, anchor="first",
+         help="structured: each layer loses prune_ratio of its channels; global: channels ranked across layers, the "
+              "net loses prune_ratio; unstructured: weights zeroed (same graph)",
+         applied_by="lepton_search.techniques.prune"),
+    Knob("round_to", Choices((1,)), noop=1, check=_round_to, anchor="first",
+         help="structured pruning keeps channel counts that are multiples of this (SIMD-friendly)",
+         applied_by="lepton_search.techniques.prune"),
+    Knob("bits", Choices((32, 8), listed=True), noop=32, check=_bits, anchor="each",
+         help="stored width of weights (and activations at 8): 32, 16, 8 or 4", applied_by="lepton_search.candidate"),
+    Knob("finetune_epochs", IntRange(0, 2), noop=0, check=_epochs,
+         help="epochs of distillation from the unpruned base", applied_by="lepton_search.candidate"),
+)
+KNOB_NAMES: Sequence[str] = _Names(KNOBS)

@@ -1,0 +1,226 @@
+"""Tasks: what a model's outputs mean, how they are scored, and how a compressed copy learns them back.
+
+A `Task` owns everything that used to assume classification: the check of a split's targets against the
+model's outputs, its metric (scikit-learn's scorer convention: the stored score is *higher is better*, a loss
+is stored negated, as `neg_root_mean_squared_error`), how that metric is shown (its name, its sign, its unit),
+what a "drop" is, and the fine-tune and distillation losses. The search stores and compares scores only, so
+Pareto fronts, early rejection and samplers work unchanged for any task; reports and cards show the metric.
+
+Built in: `"classification"` (the default: top-1 accuracy of logits, drops in points, KL + cross-entropy
+distillation) and `"regression"` (RMSE of the outputs, drops in the target's unit, MSE to the teacher's and the
+true outputs). A new task is one `Task` subclass registered by name (`register_task`).
+
+Example:
+    >>> import numpy as np
+    >>> reg = get_task("regression")
+    >>> score = reg.score(np.array([[1.0], [3.0]]), np.array([[2.0], [2.0]]))
+    >>> score, reg.display(score), reg.drop(base_score=-0.5, score=score)
+    (-1.0, 1.0, 0.5)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lepton_search.errors import ConfigError, did_you_mean
+
+
+def accuracy_standard_error(accuracy: float, n: int) -> float:
+    """One standard error of an accuracy measured on `n` samples (binomial): sqrt(p (1 - p) / n).
+
+    Example:
+        >>> round(accuracy_standard_error(0.92, 5000), 4)
+        0.0038
+    """
+    p = min(max(accuracy, 0.0), 1.0)
+    return math.sqrt(p * (1.0 - p) / max(n, 1))
+
+
+class Task:
+    """Classification by default; subclasses override what differs. Stateless: one instance serves every model."""
+
+    name = "classification"
+    metric = "accuracy"  # what the score measures, as reports name it
+    short = "acc"  # on a trial's log line
+    greater_is_better = True  # of the metric as shown (the stored score is always higher-is-better)
+    drop_unit = "pt"  # a drop of 0.012 in accuracy is 1.2 pt
+
+    # ---- data ------------------------------------------------------------------------------
+    def check_output(self, out: torch.Tensor) -> int:
+        """The model's output on the example input is what this task reads; returns its width."""
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            raise ConfigError("workload.model", getattr(out, "shape", type(out).__name__),
+                              "must return (batch, classes) logits for task 'classification' (a regressor: "
+                              "task='regression')")
+        return int(out.shape[1])
+
+    def check_targets(self, split: str, y: torch.Tensor, width: int) -> None:
+        """A one-line error (field, value, fix) when `y` cannot be this task's targets for `width` outputs."""
+        field = f"workload.{split} labels"
+        if y.dtype == torch.bool:
+            raise ConfigError(field, "bool", "pass class indices as integers, e.g. labels.long()")
+        if y.is_floating_point():
+            raise ConfigError(field, str(y.dtype).removeprefix("torch."),
+                              "pass class indices as integers, e.g. labels.long() (real-valued targets: "
+                              "task='regression')")
+        if y.ndim != 1:
+            raise ConfigError(field, tuple(y.shape), "pass one class index per sample (1-D)")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= width:
+            raise ConfigError(field, f"{low}..{high}",
+                              f"the model outputs {width} classes, so labels must lie in 0..{width - 1}; "
+                              "fix the labels or the model's last layer")
+
+    # ---- metric ----------------------------------------------------------------------------
+    def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:
+        """The stored score of `outputs` against `targets`: higher is better."""
+        return float((outputs.argmax(axis=1) == targets).mean())
+
+    def correct(self, outputs: np.ndarray, targets: np.ndarray) -> int | None:
+        """How many samples were right (classification); None where the metric is not a count."""
+        return int((outputs.argmax(axis=1) == targets).sum())
+
+    def display(self, score: float) -> float:
+        """The metric as a person reads it (RMSE, not its negation)."""
+        return score
+
+    def drop(self, base_score: float, score: float) -> float:
+        """How much worse than the base, in `drop_unit` (> 0: worse)."""
+        return (base_score - score) * 100.0
+
+    def score_scale(self) -> float:
+        """Drop units per score unit (classification: 100, a fraction in points)."""
+        return 100.0 if self.drop_unit == "pt" else 1.0
+
+    def drop_steps(self, base_score: float) -> tuple[float, ...]:
+        """The drops reports pick "the fastest within": 0.5 / 1 / 2 pt; for a metric in its own unit, 1% / 2% /
+        5% of the base's value."""
+        if self.drop_unit == "pt":
+            return (0.5, 1.0, 2.0)
+        size = abs(self.display(base_score)) or 1.0
+        return tuple(float(f"{size * share:.3g}") for share in (0.01, 0.02, 0.05))
+
+    def drop_label(self, drop: float) -> str:
+        """`drop` with its unit: '1 pt', '0.0123 rmse'."""
+        return f"{drop:g} pt" if self.drop_unit == "pt" else f"{drop:.3g} {self.drop_unit or self.metric}"
+
+    def score_tolerance(self, score: float, n: int) -> float:
+        """One standard error of the score on `n` samples (the early-rejection rule's tolerance); 0 when the
+        metric has no closed form here, which makes the rule reject less, never more. Classification: the
+        binomial sqrt(p (1 - p) / n)."""
+        return accuracy_standard_error(score, n)
+
+    # ---- training --------------------------------------------------------------------------
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets)
+
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, *,
+                     temperature: float, weight: float) -> torch.Tensor:
+        """w * T^2 * KL(student/T || teacher/T) + (1 - w) * cross-entropy."""
+        kd = F.kl_div(F.log_softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1),
+                      reduction="batchmean") * temperature**2
+        return weight * kd + (1 - weight) * self.loss(student, targets)
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.name, "metric": self.metric, "greater_is_better": self.greater_is_better,
+                "drop_unit": self.drop_unit}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class Regression(Task):
+    """Real-valued outputs, (batch,) or (batch, k) targets; RMSE (stored negated); MSE distillation."""
+
+    name = "regression"
+    metric = "rmse"
+    short = "rmse"
+    greater_is_better = False
+    drop_unit = ""  # the target's own unit: an RMSE 0.8 above the base's is a drop of 0.8
+
+    def check_output(self, out: torch.Tensor) -> int:
+        if not isinstance(out, torch.Tensor) or out.ndim not in (1, 2) or not out.is_floating_point():
+            raise ConfigError("workload.model", getattr(out, "shape", type(out).__name__),
+                              "must return (batch,) or (batch, outputs) real values for task 'regression'")
+        return 1 if out.ndim == 1 else int(out.shape[1])
+
+    def check_targets(self, split: str, y: torch.Tensor, width: int) -> None:
+        field = f"workload.{split} targets"
+        if not y.is_floating_point():
+            raise ConfigError(field, str(y.dtype).removeprefix("torch."),
+                              "a regression target is real-valued (e.g. y.float()); class ids: task='classification'")
+        if not bool(torch.isfinite(y).all()):
+            bad = int((~torch.isfinite(y)).sum())
+            raise ConfigError(field, f"{bad} non-finite values (NaN/inf)", "drop or impute those samples first")
+        per_sample = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
+        if y.ndim > 2 or per_sample != width:
+            raise ConfigError(field, tuple(y.shape), f"the model gives {width} value(s) per sample: pass targets of "
+                              f"shape (n,) or (n, {width})")
+
+    def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:
+        diff = outputs.reshape(len(outputs), -1) - targets.reshape(len(targets), -1)
+        return -float(np.sqrt(np.mean(diff.astype(np.float64) ** 2)))
+
+    def correct(self, outputs: np.ndarray, targets: np.ndarray) -> int | None:
+        return None
+
+    def display(self, score: float) -> float:
+        return -score
+
+    def drop(self, base_score: float, score: float) -> float:
+        return base_score - score  # RMSE - base RMSE
+
+    def score_tolerance(self, score: float, n: int) -> float:
+        return 0.0
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(outputs.reshape(targets.shape), targets)
+
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, *,
+                     temperature: float, weight: float) -> torch.Tensor:
+        """w * MSE(student, teacher) + (1 - w) * MSE(student, target) (no temperature for real values)."""
+        return weight * F.mse_loss(student, teacher) + (1 - weight) * self.loss(student, targets)
+
+
+_TASKS: dict[str, Callable[[], Task]] = {"classification": Task, "regression": Regression}
+
+
+def register_task(name: str, factory: Callable[[], Task]) -> None:
+    """Make `Workload(task=name)` build `factory()`."""
+    _TASKS[name] = factory
+
+
+def get_task(task: str | Task | None) -> Task:
+    """A Task from a name (None: classification) or a Task itself."""
+    if task is None:
+        return _TASKS["classification"]()
+    if isinstance(task, Task):
+        return task
+    if task not in _TASKS:
+        raise ConfigError("workload.task", task, f"unknown task; {did_you_mean(str(task), _TASKS)}")
+    return _TASKS[task]()
+
+
+def stored_task(described: dict[str, Any] | None) -> Task:
+    """The task a stored study names (`Task.describe()` on its base record; None: written before tasks existed,
+    so classification). A task this process has not registered is shown from its description alone."""
+    if not described:
+        return get_task(None)
+    if described.get("task") in _TASKS:
+        return get_task(described["task"])
+    shown = Regression() if not described.get("greater_is_better", True) else Task()
+    for name in ("metric", "drop_unit"):
+        if name in described:
+            setattr(shown, name, described[name])
+    shown.name = str(described.get("task"))
+    return shown
+
+
+def task_names() -> list[str]:
+    return sorted(_TASKS)
