@@ -108,7 +108,8 @@ class ModelOptimizer:
         path = self.out_dir / f"{config.label().replace('/', '_')}.onnx"
         cand = compress(self.workload, config, path, settings=self.settings, seed=self.seed, on_model=kept.append)
         after = self._row(config.label(), path, cand.finetune_seconds_total, cand.params, cand.macs)
-        return OptimizeResult(kept[0] if bits == 32 else None, path, _table(before, after), self.workload, cand)
+        table = _table(before, after, self.workload.task.metric)
+        return OptimizeResult(kept[0] if bits == 32 else None, path, table, self.workload, cand)
 
     def migrate(self, *, num_classes: int, data: Workload | Mapping[str, Any] | None = None,
                 **kwargs: Any) -> OptimizeResult:
@@ -122,12 +123,14 @@ class ModelOptimizer:
         macs, params = prune.count(wl.model, wl.example_args)
         self.workload, self._before = wl, None
         after = self._row("migrated", path, wl.info.get("train_seconds", math.nan), params, macs)
-        return OptimizeResult(wl.model, path, _table(before, after), wl)
+        return OptimizeResult(wl.model, path, _table(before, after, self.workload.task.metric), wl)
 
     # ---- measurements -----------------------------------------------------------------------
     def _row(self, label: str, path: Path, training_s: float, params: int, macs: int) -> dict[str, Any]:
         meas: Measurement = measure_onnx(path, self.workload, self.target, with_test=self.workload.test is not None)
-        return {"config": label, "accuracy": meas.accuracy, "test_accuracy": meas.test_accuracy,
+        task = self.workload.task  # the task's metric as a person reads it (RMSE, not the stored -RMSE)
+        test = None if meas.test_accuracy is None else task.display(meas.test_accuracy)
+        return {"config": label, "accuracy": task.display(meas.accuracy), "test_accuracy": test,
                 "training_s": training_s, "latency_ms": meas.latency_ms, "size_mb": meas.size_mb,
                 "params": params, "macs": macs}
 
@@ -142,5 +145,9 @@ class ModelOptimizer:
         return self._before
 
 
-def _table(before: dict[str, Any], after: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame([before, after], index=["before", "after"], columns=list(COLUMNS))
+def _table(before: dict[str, Any], after: dict[str, Any], metric: str = "accuracy") -> pd.DataFrame:
+    """Rows before/after; for a task other than classification, `accuracy` and `test_accuracy` are named after
+    its metric (`rmse`, `test_rmse`)."""
+    table = pd.DataFrame([before, after], index=["before", "after"], columns=list(COLUMNS))
+    return table if metric == "accuracy" else table.rename(columns={"accuracy": metric,
+                                                                    "test_accuracy": f"test_{metric}"})

@@ -118,8 +118,9 @@ def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, space: SearchSpace,
-               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    """Create or resume the study; refuse to resume one created with a different search space."""
+               sampler: optuna.samplers.BaseSampler, *, score_name: str = "accuracy") -> optuna.Study:
+    """Create or resume the study; refuse to resume one created with a different search space. `score_name`:
+    what the dashboard calls the task's score (the `accuracy` objective): `neg_rmse` for a regressor."""
     if not _NAME_RE.match(study_name):
         raise ConfigError("study_name", study_name, "use letters, digits, '_', '-', '.' (no path separators)")
     storage_obj = open_storage(storage) if isinstance(storage, str) else storage  # heartbeats + retry
@@ -137,7 +138,7 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
         study.set_user_attr("space", space.to_dict())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # set_metric_names is marked experimental
-            study.set_metric_names(list(space.objectives))
+            study.set_metric_names([score_name if o == "accuracy" else o for o in space.objectives])
     return study
 
 
@@ -384,7 +385,8 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
     with tempfile.TemporaryDirectory(prefix="lepton_") as tmp:
         work_dir = Path(tmp)
         space = prepare(workload, space, target, work_dir, verbose=verbose)
-        study = open_study(storage, study_name, space, sampler or make_sampler(space, seed))
+        study = open_study(storage, study_name, space, sampler or make_sampler(space, seed),
+                           score_name=workload.task.score_name)
         base = start(study, workload, space, target, store, work_dir, n_trials)
         objective = Objective(study, workload, space, target, base, store, work_dir, seed, verbose, after_trial,
                               checkpoints)

@@ -48,6 +48,7 @@ class Task:
     name = "classification"
     metric = "accuracy"  # what the score measures, as reports name it
     short = "acc"  # on a trial's log line
+    score_name = "accuracy"  # the stored score, as Optuna's metric names (the dashboard's axes) show it
     greater_is_better = True  # of the metric as shown (the stored score is always higher-is-better)
     drop_unit = "pt"  # a drop of 0.012 in accuracy is 1.2 pt
 
@@ -141,6 +142,7 @@ class Regression(Task):
     name = "regression"
     metric = "rmse"
     short = "rmse"
+    score_name = "neg_rmse"
     greater_is_better = False
     drop_unit = ""  # the target's own unit: an RMSE 0.8 above the base's is a drop of 0.8
 

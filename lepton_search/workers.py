@@ -125,7 +125,8 @@ def init_study(
     with tempfile.TemporaryDirectory(prefix="lepton_init_") as tmp:
         work_dir = Path(tmp)
         acting = prepare(wl, space, latency_model, work_dir, verbose=verbose)  # what `search` refuses, refused here
-        study = open_study(storage_obj, study_name, acting, make_sampler(acting, acting.seed))
+        study = open_study(storage_obj, study_name, acting, make_sampler(acting, acting.seed),
+                           score_name=wl.task.score_name)
         if acting != space:
             study.set_user_attr(REQUESTED_SPACE_ATTR, space.to_dict())
         study.set_user_attr("workload", asdict(spec))

@@ -64,6 +64,7 @@ def test_a_regressor_searches_with_its_front_and_card_in_rmse(regressor, sqlite_
                     artifacts=tmp_path / "art", callbacks=None, remeasure=False)
     base = result.base
     assert base.task["task"] == "regression" and base.task["metric"] == "rmse"
+    assert result.study.metric_names == ["neg_rmse", "latency_ms"]  # the dashboard's axes say what is stored
     val_rmse = math.sqrt(float(((regressor.model(_diabetes()[2]).detach().squeeze(1) - _diabetes()[3]) ** 2).mean()))
     assert -base.accuracy == pytest.approx(val_rmse, rel=1e-3)  # the ONNX file's RMSE is the torch model's
     complete = result.trials().query("state == 'COMPLETE'")
@@ -119,3 +120,13 @@ def test_an_accuracy_limit_on_a_regressor_is_refused_before_training(regressor, 
     with pytest.raises(ConfigError, match=r"constraints.max_accuracy_drop_pts: got 1.0; task 'regression' has no "
                                           r"accuracy; limit its rmse with max_metric_drop"):
         search(regressor, space, n_trials=2, storage=sqlite_url, verbose=False)
+
+
+def test_model_optimizer_names_the_regressors_metric(regressor, tmp_path):
+    from lepton_search import ModelOptimizer
+
+    _, _, table = ModelOptimizer(regressor.model, regressor, out_dir=tmp_path).quantize(8)
+    assert list(table.columns[:3]) == ["config", "rmse", "test_rmse"] and (table["rmse"] > 0).all()
+    xv, yv = _diabetes()[2:]
+    expected = math.sqrt(float(((regressor.model(xv).detach().squeeze(1) - yv) ** 2).mean()))
+    assert table.loc["before", "rmse"] == pytest.approx(expected, rel=1e-3)

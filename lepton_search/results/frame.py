@@ -58,7 +58,9 @@ class StudyFrame:
 
     @property
     def objectives(self) -> list[str]:
-        return self.study.metric_names or self.study.user_attrs["space"]["objectives"]
+        # the space's names (columns of trials()); the dashboard's metric names may name the task's score instead
+        space = self.study.user_attrs.get("space") or {}
+        return list(space.get("objectives") or self.study.metric_names)
 
     def records(self) -> dict[int, TrialRecord]:
         """Trial number -> record, for every COMPLETE trial."""
