@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,18 @@ from lepton_search.space import CompressionConfig, FinetuneSettings
 from lepton_search.techniques import export, finetune, int8_dynamic, prune, qat, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.workloads import Workload
+
+Feeds = dict[str, np.ndarray]  # input name -> a batch, in the input's own dtype (what ONNX Runtime is fed)
+
+
+@dataclass(frozen=True)
+class InputTransform:
+    """How a knob changes what the model is fed (fewer tokens, another resolution): one function on feeds,
+    applied alike to the export's example, the INT8 calibration batches, the evaluation batches and the samples
+    latency is timed on, so the file, its latency and its accuracy are all at the transformed inputs."""
+
+    name: str
+    apply: Callable[[Feeds], Feeds]
 
 
 @dataclass(frozen=True)
@@ -40,14 +52,28 @@ class Candidate:
     finetune_epochs_reused: int = 0  # epochs loaded from a checkpoint instead of trained
     finetune_seconds_total: float = 0.0  # the reused epochs' recorded seconds + this trial's
     quantization: Mapping[str, Any] | None = None  # the route quantize took (`QuantizationRoute.as_dict()`)
+    # What this file is fed (a knob may change it): its inputs [{name, dtype, shape per sample}], the samples its
+    # latency is timed on, and the transform that makes any batch of the workload's data into its inputs.
+    inputs: tuple[Mapping[str, Any], ...] = ()
+    sample_inputs: Mapping[str, np.ndarray] | None = None
+    input_transform: InputTransform | None = None
 
 
-def calibration_batches(workload: Workload, n: int, seed: int) -> list[dict[str, np.ndarray]]:
+def feeds_of(workload: Workload, tensors: Sequence[torch.Tensor]) -> Feeds:
+    """One batch of the workload's inputs as feeds (input name -> array in the input's dtype)."""
+    return {s.name: t.numpy().astype(s.dtype, copy=False) for s, t in zip(workload.inputs, tensors)}
+
+
+def describe_feeds(feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, Any], ...]:
+    """[{name, dtype, shape per sample}] of a batch of feeds (the form `Workload.describe_inputs` gives)."""
+    return tuple({"name": n, "dtype": str(a.dtype), "shape": list(a.shape[1:])} for n, a in feeds.items())
+
+def calibration_batches(workload: Workload, n: int, seed: int,
+                        transform: InputTransform | None = None) -> list[dict[str, np.ndarray]]:
     """`n` single-sample feeds (input name -> array in its dtype) from the train split for INT8 calibration
-    (never the validation split)."""
-    specs = workload.inputs
-    return [{s.name: x.numpy().astype(s.dtype, copy=False) for s, x in zip(specs, xs)}
-            for *xs, _ in workload.loader("train", batch_size=1, subset=n, seed=seed + 1)]
+    (never the validation split), transformed as the candidate's inputs are."""
+    feeds = [feeds_of(workload, xs) for *xs, _ in workload.loader("train", batch_size=1, subset=n, seed=seed + 1)]
+    return [transform.apply(f) for f in feeds] if transform is not None else feeds
 
 
 def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: CompressionConfig, settings: FinetuneSettings,
@@ -83,12 +109,15 @@ def compress(
     workload: Workload, config: CompressionConfig, out_path: str | Path, *, settings: FinetuneSettings,
     teacher: nn.Module | None = None, seed: int = 0, checkpoints: CheckpointStore | None = None, horizon: int = 0,
     base_digest: str | None = None, on_model: Callable[[nn.Module], None] | None = None,
+    input_transform: InputTransform | None = None,
 ) -> Candidate:
     """Prune -> re-estimate BN -> distil for `finetune_epochs` -> export -> quantize; write `out_path`.
 
     With `checkpoints`, fine-tuning resumes from the latest stored epoch of the same pruned model and stores
     each epoch it trains (`techniques.checkpoints`); the schedule spans `horizon` epochs either way.
-    `on_model` is given the pruned, fine-tuned torch model the file is exported from (`ModelOptimizer`)."""
+    `on_model` is given the pruned, fine-tuned torch model the file is exported from (`ModelOptimizer`).
+    `input_transform`: what a knob does to the inputs (the file is exported, calibrated, and later evaluated and
+    timed at the transformed inputs; fine-tuning still sees the workload's own batches)."""
     start = time.perf_counter()
     torch.manual_seed(seed)
     x = workload.example_args
@@ -118,13 +147,19 @@ def compress(
         # Weights moved: BN statistics follow the final weights, not a running mix over training.
         finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
     model = prune.bake_masks(model, x)
+    samples = workload.sample_inputs()
+    if input_transform is not None:
+        samples = input_transform.apply(samples)
+        example = input_transform.apply(feeds_of(workload, workload.example_inputs))
+        x = tuple(torch.from_numpy(np.ascontiguousarray(example[n])) for n in workload.input_names)
+        x = x[0] if len(x) == 1 else x
     macs, params = prune.count(model, x)
     if on_model is not None:
         on_model(model)
 
     out_path = Path(out_path)
     graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"), names=workload.input_names)
-    calib = calibration_batches(workload, settings.calibration_size, seed) if config.bits == 8 else []
+    calib = calibration_batches(workload, settings.calibration_size, seed, input_transform) if config.bits == 8 else []
     graph, route = quantize.quantize_with_route(graph, config.bits, calib)
     onnx.save(graph, str(out_path))
     out_path.with_suffix(".fp32.onnx").unlink(missing_ok=True)
@@ -136,5 +171,6 @@ def compress(
         finetune_samples=len(train.dataset) * config.finetune_epochs, bn_batches=bn_batches,
         compress_seconds=time.perf_counter() - start, quantization_aware=quant_aware,
         finetune_epochs_reused=reused, finetune_seconds_total=seconds_before + ft_seconds,
-        quantization=route.as_dict(),
+        quantization=route.as_dict(), inputs=describe_feeds(samples), sample_inputs=samples,
+        input_transform=input_transform,
     )

@@ -196,6 +196,7 @@ class TrialRecord(_Record):
     quantization_aware: bool | None = None
     exporter: str | None = None
     quantization_route: Mapping[str, Any] | None = None  # `QuantizationRoute.as_dict()`; None before routes were kept
+    inputs: Sequence[Mapping[str, Any]] = ()  # what this file takes [{name, dtype, shape}]; () before: the base's
     seed: int | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
 
@@ -215,7 +216,7 @@ class TrialRecord(_Record):
             finetune_seconds_total=c.finetune_seconds_total, finetune_epochs_reused=c.finetune_epochs_reused,
             finetune_subset=c.finetune_subset, finetune_samples=c.finetune_samples, bn_batches=c.bn_batches,
             compress_seconds=c.compress_seconds, quantization_aware=c.quantization_aware, exporter=c.exporter,
-            quantization_route=c.quantization,
+            quantization_route=c.quantization, inputs=[dict(i) for i in c.inputs],
             seed=seed, versions=dict(versions), sequence_length=base.sequence_length,
             **_relative(meas.latency_ms, meas.size_mb, base),
         )

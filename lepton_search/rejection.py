@@ -84,7 +84,7 @@ class EarlyRejection:
         if not self.budgets and not found:
             return None
         probe = compress(trial, dataclasses.replace(config, finetune_epochs=0))
-        lat = self.target.latency(probe.onnx_path, self.workload.sample_inputs())
+        lat = self.target.latency(probe.onnx_path, dict(probe.sample_inputs or self.workload.sample_inputs()))
         figures = {"latency_ms": lat.p50_ms, "speedup": self.base.latency_ms / lat.p50_ms, "size_mb": probe.size_mb}
         missed = {k: v for k, v in self.space.violations(figures, BUDGETS).items() if v > 0}
         dominated = None if missed else dominated_before_training(lat.p50_ms, found, self.base.accuracy,

@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 
 from lepton_search import records
-from lepton_search.candidate import compress
+from lepton_search.candidate import InputTransform, compress
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, measure_onnx
 from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, get_target, save_inputs
@@ -274,11 +274,17 @@ class Objective:
             pick = free[random.Random(f"{self.seed}:{number}").randrange(len(free))]
             self.study.enqueue_trial(self.space.params(pick), skip_if_exists=True)
 
+    def inputs_for(self, config: CompressionConfig) -> InputTransform | None:
+        """What `config` does to the model's inputs (None: the workload's own). The hook an input knob (the
+        planned `seq_len`) fills; the candidate then carries its inputs and samples through evaluation, records,
+        export, retarget and remeasure."""
+        return None
+
     def _compress(self, trial: optuna.Trial, config: CompressionConfig) -> Any:
         return compress(self.workload, config, self.work_dir / f"trial_{trial.number}.onnx",
                         settings=self.space.finetune, teacher=self.teacher, seed=self.seed,
                         checkpoints=self.checkpoints, horizon=self.space.finetune_epochs[1],
-                        base_digest=self.base_digest)
+                        base_digest=self.base_digest, input_transform=self.inputs_for(config))
 
     def _run(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[float, ...]:
         rejected = self.rejection.check(trial, config, self._compress)
@@ -298,7 +304,12 @@ class Objective:
         artifact_id = optuna.artifacts.upload_artifact(study_or_trial=trial, file_path=str(cand.onnx_path),
                                                        artifact_store=self.store)
         trial.set_user_attr(records.ONNX_ARTIFACT, artifact_id)
-        if self.base.sample_inputs_artifact_id is not None:  # the same samples for every file of the study
+        if cand.input_transform is not None:  # a knob changed the inputs: this file's own samples travel with it
+            path = save_inputs(self.work_dir / f"trial_{trial.number}_{SAMPLE_INPUTS_FILE}", dict(cand.sample_inputs))
+            trial.set_user_attr(records.SAMPLE_INPUTS_ARTIFACT, optuna.artifacts.upload_artifact(
+                study_or_trial=trial, file_path=str(path), artifact_store=self.store))
+            path.unlink(missing_ok=True)
+        elif self.base.sample_inputs_artifact_id is not None:  # the base's samples, as every other file's
             trial.set_user_attr(records.SAMPLE_INPUTS_ARTIFACT, self.base.sample_inputs_artifact_id)
         if self.after_trial is not None:
             self.after_trial(trial, self.work_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +25,9 @@ class AccuracyResult:
 
 
 def onnx_accuracy(onnx_path: str | Path, workload: Workload, split: str = "val", *, batch_size: int = 256,
-                  threads: int = 2) -> AccuracyResult:
-    """Run `onnx_path` on every batch of `split`, each graph input fed its data column in the graph's dtype."""
+                  threads: int = 2, transform: Any = None) -> AccuracyResult:
+    """Run `onnx_path` on every batch of `split`, each graph input fed its data column in the graph's dtype
+    (`transform`: a candidate's `InputTransform`, applied to each batch's feeds first)."""
     sess = session(onnx_path, threads=threads)
     graph_inputs = [(i.name, _NUMPY.get(i.type, np.float32)) for i in sess.get_inputs()]
     logits, labels = [], []
@@ -33,7 +35,8 @@ def onnx_accuracy(onnx_path: str | Path, workload: Workload, split: str = "val",
         if len(xs) != len(graph_inputs):
             raise ValueError(f"the {split} split gives {len(xs)} inputs per sample, the ONNX graph takes "
                              f"{len(graph_inputs)} ({', '.join(n for n, _ in graph_inputs)})")
-        out = sess.run(None, {n: x.numpy().astype(t, copy=False) for (n, t), x in zip(graph_inputs, xs)})[0]
+        feeds = {n: x.numpy().astype(t, copy=False) for (n, t), x in zip(graph_inputs, xs)}
+        out = sess.run(None, transform.apply(feeds) if transform is not None else feeds)[0]
         if not np.all(np.isfinite(out)):
             # No file name in the message: `report` groups failures by reason, across trials.
             raise FloatingPointError(f"the ONNX model produced non-finite outputs (NaN/inf) on the {split} split")

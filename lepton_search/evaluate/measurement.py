@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lepton_search.candidate import Candidate
+import numpy as np
+
+from lepton_search.candidate import Candidate, InputTransform
 from lepton_search.evaluate.accuracy import onnx_accuracy
 from lepton_search.latency import LatencyEstimate, LatencyModel
 from lepton_search.workloads import Workload
@@ -40,16 +43,21 @@ class Measurement:
 
 def evaluate(candidate: Candidate, workload: Workload, target: LatencyModel, *, with_test: bool = False,
              latency: LatencyEstimate | None = None) -> Measurement:
-    """Run the exported file for accuracy, then time it on `target` (`latency`: already timed, not again)."""
-    return measure_onnx(candidate.onnx_path, workload, target, with_test=with_test, latency=latency)
+    """Run the exported file for accuracy, then time it on `target` (`latency`: already timed, not again), both
+    on the inputs the candidate takes (its transform of the workload's batches, its own samples)."""
+    return measure_onnx(candidate.onnx_path, workload, target, with_test=with_test, latency=latency,
+                        transform=candidate.input_transform, samples=candidate.sample_inputs)
 
 
 def measure_onnx(onnx_path: Path, workload: Workload, target: LatencyModel, *, with_test: bool = False,
-                 latency: LatencyEstimate | None = None) -> Measurement:
-    """Accuracy of `onnx_path` on the validation (and test) split in ONNX Runtime, its latency on `target`."""
-    acc = onnx_accuracy(onnx_path, workload, "val")
-    test = onnx_accuracy(onnx_path, workload, "test").accuracy if with_test and workload.test is not None else None
-    lat = latency or target.latency(onnx_path, workload.sample_inputs())
+                 latency: LatencyEstimate | None = None, transform: InputTransform | None = None,
+                 samples: Mapping[str, np.ndarray] | None = None) -> Measurement:
+    """Accuracy of `onnx_path` on the validation (and test) split in ONNX Runtime, its latency on `target`
+    (fed `samples`, default the workload's; `transform` turns each data batch into the file's inputs)."""
+    acc = onnx_accuracy(onnx_path, workload, "val", transform=transform)
+    test = (onnx_accuracy(onnx_path, workload, "test", transform=transform).accuracy
+            if with_test and workload.test is not None else None)
+    lat = latency or target.latency(onnx_path, dict(samples) if samples is not None else workload.sample_inputs())
     return Measurement(
         accuracy=acc.accuracy, val_correct=acc.correct, val_total=acc.total,
         latency_ms=lat.p50_ms, latency_p90_ms=lat.p90_ms, latency_cv=lat.cv, latency_source=lat.source,

@@ -84,7 +84,8 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
          f"{task.metric.upper()} (task {task.name}): ONNX Runtime on the validation split ({m.get('val_total', 'n/a')} "
          "samples)."),
     ]
-    inputs = inputs_label(b.get("inputs"), b.get("sequence_length"))
+    own = m.get("inputs") or b.get("inputs")  # this file's inputs (a knob may change them), else the base's
+    inputs = inputs_label(own, b.get("sequence_length") if own == b.get("inputs") else None)
     if inputs:
         lines.append(f"Inputs: {inputs}; latency timed on validation samples (`sample_inputs.npz`).")
     again = config.get("remeasured")

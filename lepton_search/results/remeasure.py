@@ -18,7 +18,7 @@ import optuna
 
 from lepton_search.latency import LatencyModel, get_target, load_inputs
 from lepton_search.latency._base import Inputs
-from lepton_search.records import ONNX_ARTIFACT
+from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT
 from lepton_search.results.frame import REMEASURED, StudyFrame
 
 
@@ -57,6 +57,7 @@ def remeasure_study(result: StudyFrame, target: str | LatencyModel = "host-cpu",
 def remeasure_front(result: StudyFrame, target: LatencyModel, inputs: Inputs | None = None, *,
                     repeats: int = 3) -> dict[str, Any] | None:
     """Time the base and the front's files on `target`, interleaved, `repeats` times; store and return the figures.
+    The base is fed `inputs`; a trial whose file takes other inputs (a knob changed them) its own stored samples.
 
     Returns None (and stores nothing) when the target predicts rather than measures, or there is no front.
     """
@@ -68,7 +69,11 @@ def remeasure_front(result: StudyFrame, target: LatencyModel, inputs: Inputs | N
     ids = {"base": base.onnx_artifact_id}
     ids.update({str(int(n)): by_number[int(n)].user_attrs[ONNX_ARTIFACT] for n in front["number"]})
     times: dict[str, list[float]] = {k: [] for k in ids}
+    own = {str(int(n)): by_number[int(n)].user_attrs.get(SAMPLE_INPUTS_ARTIFACT) for n in front["number"]}
     with tempfile.TemporaryDirectory(prefix="lepton_remeasure_") as tmp:
+        cache: dict[str, Inputs] = {}
+        feeds = {key: inputs if key == "base" or own.get(key) in (None, base.sample_inputs_artifact_id)
+                 else stored_samples(result.artifact_store, own[key], Path(tmp), cache) for key in ids}
         paths = {}
         for key, artifact_id in ids.items():
             paths[key] = Path(tmp) / f"{key}.onnx"
@@ -76,7 +81,7 @@ def remeasure_front(result: StudyFrame, target: LatencyModel, inputs: Inputs | N
                                                file_path=str(paths[key]))
         for _ in range(repeats):  # interleaved: every file once per round
             for key, path in paths.items():
-                times[key].append(target.latency(path, inputs).p50_ms)
+                times[key].append(target.latency(path, feeds[key]).p50_ms)
     base_ms = min(times.pop("base"))
     out = {"repeats": repeats, "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "target": target.describe(),
            "base_latency_ms": base_ms,
