@@ -69,6 +69,7 @@ def test_a_regressor_searches_with_its_front_and_card_in_rmse(regressor, sqlite_
     assert -base.accuracy == pytest.approx(val_rmse, rel=1e-3)  # the ONNX file's RMSE is the torch model's
     complete = result.trials().query("state == 'COMPLETE'")
     assert len(complete) == 6 and complete["accuracy_drop_pts"].isna().all()
+    assert np.allclose(result.pareto()["rmse"], -result.pareto()["accuracy"])  # pareto() names the metric
     assert np.allclose(complete["metric_drop"], base.accuracy - complete["accuracy"])  # RMSE - base RMSE
     trained = complete["rejected"].isna()  # a config rejected before training is infeasible whatever its RMSE
     assert (complete["feasible"] == (trained & (complete["metric_drop"] <= 0.3))).all()  # in RMSE units

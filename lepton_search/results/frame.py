@@ -91,7 +91,12 @@ class StudyFrame:
             row["duplicate_of"] = t.user_attrs.get(DUPLICATE_OF)
             row["fail_reason"] = t.user_attrs.get(FAIL_REASON)
             rows.append(row)
-        return pd.DataFrame(rows, columns=list(COLUMNS))
+        df = pd.DataFrame(rows, columns=list(COLUMNS))
+        task = self.task
+        if task.metric not in df:  # the task's metric as a person reads it, beside the stored score (`accuracy`)
+            df.insert(df.columns.get_loc("accuracy") + 1, task.metric,
+                      [None if pd.isna(v) else task.display(v) for v in df["accuracy"]])
+        return df
 
     def _fixed_knobs(self) -> dict[str, Any]:
         from lepton_search.space import SearchSpace
