@@ -191,7 +191,8 @@ def hypervolume(result: StudyFrame, *, max_accuracy_drop_pts: float | None = Non
     constraints = (result.study.user_attrs.get("space") or {}).get("constraints", {})
     drop = max_metric_drop if max_metric_drop is not None else max_accuracy_drop_pts
     if drop is None:
-        drop = constraints.get("max_metric_drop", constraints.get("max_accuracy_drop_pts"))
+        drop = next((constraints[k] for k in ("max_metric_drop", "max_accuracy_drop_pts")
+                     if constraints.get(k) is not None), None)  # stored spaces list unset limits as None
     if drop is None:
         drop = DEFAULT_HV_DROP_PTS if task.drop_unit == "pt" else task.drop_steps(base.accuracy)[1]
     drop = _check_limits({"max_metric_drop": drop})["max_metric_drop"]
