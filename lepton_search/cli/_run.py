@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import click
@@ -149,7 +150,9 @@ def export_cmd(storage: str | None, study_name: str, trial: int, out_dir: str, w
     out = confined_dir("--out", out_dir)
     result = load(storage or DEFAULT_STORAGE, study_name)
     wl = _workload(workload, data_dir) if workload else builtin_workload(result, data_dir=data_dir)
-    result.export(trial, out, workload=wl)
+    with warnings.catch_warnings():  # the line below says it, with the fix (--workload)
+        warnings.filterwarnings("ignore", message="export of trial .* accuracy not re-checked")
+        result.export(trial, out, workload=wl)
     click.echo(describe_export(out))
 
 

@@ -4,18 +4,21 @@ With them goes `sample_inputs.npz`, the validation samples the trial's latency w
 stored them): `lepton-search measure` on another machine feeds them to `model.onnx`.
 
 The re-check runs the exported file on the workload's validation split and compares the number of
-correct answers with the one stored when the trial was measured; a mismatch is an error.
+correct answers with the one stored when the trial was measured; a mismatch is an error. Without a workload
+the file still runs in ONNX Runtime on the study's stored samples (`sample_inputs.npz`): its outputs must be
+finite and one per sample; accuracy is then not re-checked, and a warning and `config.json` say so.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lepton_search.errors import ConfigError, LeptonError
-from lepton_search.latency import SAMPLE_INPUTS_FILE
+from lepton_search.latency import SAMPLE_INPUTS_FILE, load_inputs
 from lepton_search.paths import confined_file, file_sha256
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, TrialRecord
 from lepton_search.results.card import model_card, trial_config
@@ -49,11 +52,44 @@ def recheck(onnx_path: Path, record: TrialRecord, workload: Workload) -> dict[st
             "val_total": acc.total, "accuracy": acc.accuracy, "workload": workload.name}
 
 
-def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workload: Workload | None = None) -> Path:
-    """Write the three files of `trial` into `out_dir`; re-check in ORT when `workload` is given.
+NO_ACCURACY = "accuracy not re-checked: pass workload= (CLI: --workload) to re-check it"
 
-    Returns the path of `model.onnx`. Raises RecheckError (after writing the files, so they can be
-    inspected) when the exported model does not reproduce the stored number of correct answers.
+
+def run_on_samples(onnx_path: Path, samples_path: Path | None) -> dict[str, Any]:
+    """Without a workload: run `onnx_path` in ORT on the stored samples and check that every output is finite
+    and has one row per sample. Status `ran`, `FAILED`, or `skipped` when the study stored no samples."""
+    if samples_path is None or not samples_path.is_file():
+        return {"status": "skipped", "detail": f"no workload given and the study stored no samples; {NO_ACCURACY}"}
+    import numpy as np
+    import onnxruntime as ort
+
+    feeds = load_inputs(samples_path)
+    n = len(next(iter(feeds.values())))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    try:
+        sess = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        outputs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    except Exception as exc:  # noqa: BLE001 - ORT raises several types; the message is what matters here
+        return {"status": "FAILED", "detail": f"does not run in ONNX Runtime on the {n} stored samples "
+                f"({str(exc).splitlines()[0]})", "samples": n}
+    wrong = [f"{name} has shape {out.shape}" for name, out in outputs.items() if out.ndim == 0 or len(out) != n]
+    wrong += [f"{name} has non-finite values" for name, out in outputs.items()
+              if np.issubdtype(out.dtype, np.floating) and not np.isfinite(out).all()]
+    if wrong:
+        return {"status": "FAILED", "detail": f"on the {n} stored samples, {'; '.join(wrong)} (expected batch {n})",
+                "samples": n}
+    return {"status": "ran", "samples": n,
+            "detail": f"ran in ONNX Runtime on {n} stored samples, outputs finite with batch {n}; {NO_ACCURACY}"}
+
+
+def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workload: Workload | None = None) -> Path:
+    """Write the three files of `trial` into `out_dir`, and `sample_inputs.npz` when the study stored samples.
+
+    With `workload`, the file is re-checked in ORT on its validation split (`recheck`); without, it runs on the
+    stored samples (`run_on_samples`), and a warning says that accuracy was not re-checked. Returns the path of
+    `model.onnx`. Raises RecheckError (after writing the files, so they can be inspected) when the exported
+    model does not reproduce the stored number of correct answers, or does not run to finite outputs.
 
     Example:
         >>> export_trial(result, 7, "deploy/", workload=workloads.get("digits-cnn"))  # doctest: +SKIP
@@ -73,9 +109,10 @@ def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workloa
     with result.artifact_store.open_reader(artifact_id) as reader, open(onnx_path, "wb") as fh:
         shutil.copyfileobj(reader, fh)
     samples_id = frozen.user_attrs.get(SAMPLE_INPUTS_ARTIFACT) or (base.sample_inputs_artifact_id if base else None)
+    samples_path = None
     if samples_id is not None:
-        with result.artifact_store.open_reader(samples_id) as reader, \
-                open(confined_file("out_dir", out, SAMPLE_INPUTS_FILE), "wb") as fh:
+        samples_path = confined_file("out_dir", out, SAMPLE_INPUTS_FILE)
+        with result.artifact_store.open_reader(samples_id) as reader, open(samples_path, "wb") as fh:
             shutil.copyfileobj(reader, fh)
     config = trial_config(study_name=result.study.study_name, number=frozen.number, record=record,
                           base=base, space=result.study.user_attrs.get("space"),
@@ -85,13 +122,15 @@ def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workloa
     if str(frozen.number) in again.get("trials", {}):
         config["remeasured"] = {"base_latency_ms": again["base_latency_ms"], "repeats": again["repeats"],
                                 **{k: v for k, v in again["trials"][str(frozen.number)].items() if k != "runs_ms"}}
-    checked = recheck(onnx_path, record, workload) if workload is not None else {
-        "status": "skipped", "detail": "no workload given; pass workload= (CLI: --workload) to re-run it in ORT"}
+    checked = recheck(onnx_path, record, workload) if workload is not None else run_on_samples(onnx_path, samples_path)
     config["recheck"] = checked
     config_path.write_text(json.dumps(config, indent=2, default=str))
     card_path.write_text(model_card(config, recheck=checked))
     if checked["status"] == "FAILED":
-        raise RecheckError(f"trial {trial}: exported model does not reproduce its stored accuracy ({checked['detail']})")
+        what = "does not reproduce its stored accuracy" if workload is not None else "fails its run on stored samples"
+        raise RecheckError(f"trial {trial}: exported model {what} ({checked['detail']})")
+    if workload is None:
+        warnings.warn(f"export of trial {trial}: {NO_ACCURACY}", UserWarning, stacklevel=3)
     return onnx_path
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from lepton_search.errors import ConfigError
+from lepton_search.logging import routed_to_debug
 
 # torch.onnx's TorchScript ("legacy") exporter: it folds eval-mode BatchNorm into the preceding
 # convolution, which the INT8 path needs so that ONNX Runtime fuses QLinearConv kernels.
@@ -46,8 +46,8 @@ def to_onnx(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, 
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     inputs = input_names(example_input, names)
     try:
-        with warnings.catch_warnings(), torch.no_grad(), _quiet_stdout(), no_mha_fastpath():
-            warnings.simplefilter("ignore")
+        # Tracer and `_pytree` warnings go to the "lepton_search" logger at DEBUG, not the user's output.
+        with routed_to_debug(), torch.no_grad(), _quiet_stdout(), no_mha_fastpath():
             torch.onnx.export(
                 model, args, str(path), dynamo=False, opset_version=OPSET,
                 input_names=inputs, output_names=[OUTPUT_NAME], do_constant_folding=True,

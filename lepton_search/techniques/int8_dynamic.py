@@ -19,6 +19,8 @@ from pathlib import Path
 
 import onnx
 
+from lepton_search.logging import routed_to_debug
+
 TOKEN_DTYPES = {"int64", "int32"}  # input dtypes (InputSpec names) that hold token ids or masks
 
 
@@ -62,11 +64,16 @@ def module_takes_dynamic_route(module, input_dtypes: Iterable[str]) -> bool:
 
 
 def int8_dynamic(model: onnx.ModelProto, *, per_channel: bool = True) -> onnx.ModelProto:
-    """`model` with INT8 weights and run-time UINT8 activations (onnxruntime.quantization.quantize_dynamic)."""
+    """`model` with INT8 weights and run-time UINT8 activations (onnxruntime.quantization.quantize_dynamic).
+
+    The quantizer's hint to run its pre-processing first goes to the "lepton_search" logger at DEBUG: the
+    graphs here are already shape-inferred by the exporter, and the hint is printed on every call.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(prefix="lepton_int8_") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(src))
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=per_channel)
+        with routed_to_debug():
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=per_channel)
         return onnx.load(str(dst))

@@ -13,6 +13,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from lepton_search.logging import routed_to_debug
 from lepton_search.space import CompressionConfig
 from lepton_search.techniques import prune_rnn, prune_transformer
 from lepton_search.techniques.export import no_mha_fastpath
@@ -140,7 +141,8 @@ def prune_unstructured(model: nn.Module, example_input: ExampleInputs, ratio: fl
         warnings.warn(f"unstructured pruning leaves {', '.join(dense)} dense: NNCF masks Conv/Linear weights only; "
                       "prune_method 'structured' removes LSTM/GRU hidden units", stacklevel=2)
     wrapped = _Wrapped(model)
-    pruned = nncf.prune(wrapped, nncf.PruneMode.UNSTRUCTURED_MAGNITUDE_LOCAL, ratio=ratio, examples_inputs=example_input)
+    with routed_to_debug():
+        pruned = nncf.prune(wrapped, nncf.PruneMode.UNSTRUCTURED_MAGNITUDE_LOCAL, ratio=ratio, examples_inputs=example_input)
     # Keep the classifier whole: NNCF names its hooks "<module path with ':'>:weight__0".
     keep = {f"inner:{name}:weight".replace(".", ":") for name, m in model.named_modules() if m in classifier_layers(model)}
     for name, module in pruned.named_modules():
@@ -155,7 +157,8 @@ def bake_masks(model: nn.Module, example_input: ExampleInputs) -> nn.Module:
 
     if not any(type(m).__name__ == "UnstructuredPruningMask" for m in model.modules()):
         return model
-    stripped = nncf.strip(model, do_copy=True, strip_format=nncf.StripFormat.IN_PLACE, example_input=example_input)
+    with routed_to_debug():
+        stripped = nncf.strip(model, do_copy=True, strip_format=nncf.StripFormat.IN_PLACE, example_input=example_input)
     return stripped.inner if isinstance(stripped, _Wrapped) else stripped
 
 

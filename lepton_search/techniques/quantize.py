@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from lepton_search.logging import routed_to_debug
 from lepton_search.techniques import int8_dynamic
 
 WEIGHT_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1}  # op type -> input index of the weight
@@ -157,18 +158,23 @@ def _dynamic_ops(before: onnx.ModelProto, after: onnx.ModelProto) -> tuple[str, 
 
 
 def int8_static(model: onnx.ModelProto, calibration: Sequence[np.ndarray | Mapping[str, np.ndarray]]) -> onnx.ModelProto:
-    """INT8 by NNCF on `calibration`: arrays for the first graph input, or feeds (input name -> array) for several."""
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
-
+    """INT8 by NNCF on `calibration`: arrays for the first graph input, or feeds (input name -> array) for several.
+    NNCF's progress bars and log lines go to the "lepton_search" logger at DEBUG (`routed_to_debug`)."""
     if not calibration:
         raise ValueError("INT8 quantization needs calibration batches")
-    input_name = model.graph.input[0].name
-    dataset = nncf.Dataset(list(calibration), lambda x: dict(x) if isinstance(x, Mapping) else {input_name: x})
-    # Per-tensor activation scales: ONNX Runtime's QLinearConv takes one input scale; NNCF's per-channel
-    # scales before depthwise convolutions (an OpenVINO feature) left those convolutions in float.
-    per_tensor = AdvancedQuantizationParameters(activations_quantization_params=QuantizationParameters(per_channel=False))
-    quantized = nncf.quantize(model, dataset, subset_size=len(calibration), advanced_parameters=per_tensor)
+    with routed_to_debug():  # importing NNCF logs torch's CUDA probe; quantizing draws progress bars
+        import nncf
+        from nncf.quantization.advanced_parameters import (
+            AdvancedQuantizationParameters,
+            QuantizationParameters,
+        )
+
+        input_name = model.graph.input[0].name
+        dataset = nncf.Dataset(list(calibration), lambda x: dict(x) if isinstance(x, Mapping) else {input_name: x})
+        # Per-tensor activation scales: ONNX Runtime's QLinearConv takes one input scale; NNCF's per-channel
+        # scales before depthwise convolutions (an OpenVINO feature) left those convolutions in float.
+        per_tensor = AdvancedQuantizationParameters(activations_quantization_params=QuantizationParameters(per_channel=False))
+        quantized = nncf.quantize(model, dataset, subset_size=len(calibration), advanced_parameters=per_tensor)
     return activations_uint8(quantized)
 
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import optuna
 import pytest
@@ -15,8 +16,10 @@ from picking_study import picking_study
 
 from lepton_search import ConfigError, load
 from lepton_search.cli import main
+from lepton_search.latency import save_inputs
+from lepton_search.results import release
 from lepton_search.results.notes import ROLE_NOTE_HEADER, _TrialRef
-from lepton_search.results.release import RecheckError
+from lepton_search.results.release import RecheckError, run_on_samples
 from lepton_search.space import KNOBS
 
 
@@ -53,10 +56,43 @@ def test_export_runs_in_ort_with_stored_accuracy(result, pareto_trial, digits_cn
         assert row in card
 
 
-def test_export_without_workload_says_skipped(result, pareto_trial, tmp_path):
-    path = result.export(pareto_trial, tmp_path)
-    assert json.loads((path.parent / "config.json").read_text())["recheck"]["status"] == "skipped"
-    assert "Re-check on export: skipped" in (path.parent / "MODEL_CARD.md").read_text()
+def test_export_without_workload_runs_the_file_on_stored_samples_and_says_what_it_checked(result, pareto_trial, tmp_path):
+    with pytest.warns(UserWarning, match=r"accuracy not re-checked: pass workload="):
+        path = result.export(pareto_trial, tmp_path)
+    checked = json.loads((path.parent / "config.json").read_text())["recheck"]
+    n = len(next(iter(np.load(path.parent / "sample_inputs.npz").values())))
+    assert checked["status"] == "ran" and checked["samples"] == n > 0
+    assert f"on {n} stored samples" in checked["detail"] and "accuracy not re-checked" in checked["detail"]
+    assert "Re-check on export: ran (" in (path.parent / "MODEL_CARD.md").read_text()
+
+
+def _graph(node: onnx.NodeProto, out_shape: list) -> onnx.ModelProto:
+    graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 3])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, out_shape)])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(("node", "out_shape", "status", "says"), [
+    (onnx.helper.make_node("Relu", ["x"], ["y"]), ["batch", 3], "ran", "outputs finite with batch 4"),
+    (onnx.helper.make_node("Log", ["x"], ["y"]), ["batch", 3], "FAILED", "y has non-finite values"),
+    (onnx.helper.make_node("ReduceSum", ["x"], ["y"], keepdims=1), [1, 1], "FAILED", "y has shape (1, 1) (expected batch 4)"),
+])
+def test_run_on_samples_checks_finite_outputs_of_the_expected_batch(node, out_shape, status, says, tmp_path):
+    onnx.save(_graph(node, out_shape), str(tmp_path / "m.onnx"))
+    samples = save_inputs(tmp_path / "s.npz", {"x": np.array([[1.0, -2.0, 3.0]] * 4, dtype=np.float32)})
+    checked = run_on_samples(tmp_path / "m.onnx", samples)
+    assert checked["status"] == status and says in checked["detail"], checked
+    assert run_on_samples(tmp_path / "m.onnx", None)["status"] == "skipped"
+    wrong_input = save_inputs(tmp_path / "w.npz", {"z": np.zeros((4, 3), dtype=np.float32)})
+    assert run_on_samples(tmp_path / "m.onnx", wrong_input)["status"] == "FAILED"
+
+
+def test_export_without_workload_raises_when_the_file_fails_on_its_samples(result, pareto_trial, tmp_path, monkeypatch):
+    broken = {"status": "FAILED", "detail": "y has non-finite values", "samples": 2}
+    monkeypatch.setattr(release, "run_on_samples", lambda *_: broken)
+    with pytest.raises(RecheckError, match="fails its run on stored samples"):
+        result.export(pareto_trial, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["recheck"] == broken
 
 
 def test_recheck_catches_a_mismatch(result, pareto_trial, digits_cnn, tmp_path):
