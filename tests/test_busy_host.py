@@ -4,6 +4,7 @@ the model card, each with how to re-measure; `remeasure` (API and CLI) times the
 from __future__ import annotations
 
 import json
+import os
 
 import torch
 from torch import nn
@@ -11,7 +12,7 @@ from torch import nn
 from lepton_search import SearchSpace, load, search
 from lepton_search.cli import main
 from lepton_search.latency import LatencyEstimate, LatencyModel
-from lepton_search.latency.host_cpu import HostCpuLatency, busy_reason
+from lepton_search.latency.host_cpu import HostCpuLatency, busy_reason, other_runnable
 from lepton_search.results.report import front_table
 from lepton_search.techniques.export import to_onnx
 
@@ -33,10 +34,23 @@ class _Busy(LatencyModel):
                                details={"load_avg_1min": 4.1, "busy": self.busy})
 
 
-def test_busy_reason_reads_load_beyond_the_timing_and_the_spread():
-    assert busy_reason(4.1, 1, 0.02, 0.05, cores=2) == "load average 4.1 on 2 cores"
-    assert busy_reason(1.4, 1, 0.02, 0.05, cores=2) is None  # the timing's own thread and a little more
-    assert busy_reason(1.0, 1, 0.09, 0.05, cores=16) == "timing spread cv 0.09 over 0.05"
+def test_busy_reason_reads_other_tasks_and_the_spread(tmp_path):
+    assert busy_reason(others=3, cv=0.02, max_cv=0.05, cores=2) == "3 runnable threads of other processes on 2 cores"
+    assert busy_reason(others=1, cv=0.02, max_cv=0.05, cores=2) == "1 runnable thread of other processes on 2 cores"
+    # the search's own fine-tuning leaves the 1-minute load at the core count: not a busy host while it times
+    assert busy_reason(others=0, cv=0.02, max_cv=0.05, load_avg_1min=2.0, cores=2) is None
+    assert busy_reason(others=None, cv=0.02, max_cv=0.05, load_avg_1min=4.1, cores=2) == "load average 4.1 on 2 cores"
+    assert busy_reason(others=0, cv=0.12, max_cv=0.05, cores=16) == "timing spread cv 0.12 over twice the limit 0.05"
+    assert busy_reason(others=0, cv=0.08, max_cv=0.05, cores=16) is None  # a small model's own noise
+    # a /proc with this process (2 threads running), a worker in its process group (running), and another
+    # process (1 thread running, 1 asleep)
+    proc, mine = tmp_path / "proc", os.getpgrp()
+    for pid, tid, state, group in ((os.getpid(), 1, "R", mine), (os.getpid(), 2, "R", mine), (88888, 5, "R", mine),
+                                   (99999, 3, "R", 1), (99999, 4, "S", 1)):
+        (proc / str(pid) / "task" / str(tid)).mkdir(parents=True)
+        (proc / str(pid) / "task" / str(tid) / "stat").write_text(f"{tid} (py thon) {state} 1 {group} 3\n")
+    assert other_runnable(proc) == 1  # this process's own threads and its process group do not count
+    assert other_runnable(tmp_path / "missing") is None
 
 
 def test_a_timing_whose_spread_stays_over_max_cv_is_flagged(tmp_path):
@@ -44,6 +58,7 @@ def test_a_timing_whose_spread_stays_over_max_cv_is_flagged(tmp_path):
     to_onnx(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)).eval(), torch.randn(1, 64), path)
     est = HostCpuLatency(runs=20, max_cv=0.0, max_repeats=1).latency(path)
     assert "timing spread cv" in est.details["busy"] and est.details["load_avg_1min"] >= 0
+    assert est.details["other_runnable"] is None or est.details["other_runnable"] >= 0
 
 
 def test_busy_timings_are_flagged_everywhere_until_remeasured(digits_mlp, sqlite_url, tmp_path, capsys):

@@ -116,14 +116,14 @@ def report_cmd(storage: str | None, study_name: str, show_all: bool, html_path: 
 def remeasure_cmd(storage: str | None, study_name: str, repeats: int, artifacts: str | None) -> None:
     """Time the base and the Pareto front again on this host, interleaved (after a search on a busy host)."""
     from lepton_search import load
-    from lepton_search.latency.host_cpu import busy_reason
+    from lepton_search.latency.host_cpu import busy_reason, other_runnable
     from lepton_search.results.report import front_table
     from lepton_search.storage import DEFAULT_STORAGE
 
     result = load(storage or DEFAULT_STORAGE, study_name, artifacts=artifacts)
-    load_avg = os.getloadavg()[0]
-    if busy_reason(load_avg, 1, 0.0, 1.0):
-        click.echo(f"warning: this host is busy now ({busy_reason(load_avg, 1, 0.0, 1.0)}); the figures will be too")
+    busy = busy_reason(others=other_runnable(), cv=0.0, max_cv=1.0, load_avg_1min=os.getloadavg()[0])
+    if busy:
+        click.echo(f"warning: this host is busy now ({busy}); the figures will be too")
     again = result.remeasure(repeats=repeats)
     if again is None:
         click.echo("nothing re-measured: the study has no front yet, or its target predicts rather than measures")

@@ -46,26 +46,49 @@ def optimized_op_types(onnx_path: str | Path, threads: int = 1) -> set[str]:
         return {n.op_type for n in onnx.load(str(out)).graph.node}
 
 
-def busy_reason(load_avg_1min: float, threads: int, cv: float, max_cv: float, cores: int | None = None) -> str | None:
+def other_runnable(proc: str | Path = "/proc") -> int | None:
+    """How many threads of other processes are runnable on the host right now (state R in
+    `/proc/PID/task/TID/stat`); None where there is no such /proc (not Linux). Threads of this process's own
+    process group (itself, its workers, the shell pipeline it runs in) are left out: what is asked is whether
+    someone else holds the cores."""
+    root = Path(proc)
+    if not (root / "self").exists() and not (root / str(os.getpid())).exists():
+        return None
+    me, group, count = str(os.getpid()), str(os.getpgrp()), 0
+    for stat in root.glob("[0-9]*/task/[0-9]*/stat"):
+        if stat.parts[-4] == me:
+            continue
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
+            count += fields[0] == "R" and fields[2] != group
+    return count
+
+
+def busy_reason(*, others: int | None, cv: float, max_cv: float, load_avg_1min: float | None = None,
+                threads: int = 1, cores: int | None = None) -> str | None:
     """Why a timing was taken on a busy host, or None.
 
-    Busy when the 1-minute load average, less the timing's own `threads`, is at least half the host's cores
-    (another process held a core: caches, memory bandwidth and clocks are shared; the same INT8 graph timed
-    0.48 and 0.80 ms in consecutive trials at load 4 on 2 cores), or when the timing's own spread stayed over
-    `max_cv` after every repeat.
+    Busy when other processes held at least half the host's cores while it timed (`others`: the fewest
+    runnable threads of other processes seen before, between and after its rounds; caches, memory bandwidth
+    and clocks are shared: the same INT8 graph timed 0.48 and 0.80 ms in consecutive trials at load 4 on 2
+    cores), or when its own spread stayed over twice `max_cv` after every repeat (a sub-0.1 ms model's own
+    noise sits near `max_cv`). The 1-minute load average lags (a search's own fine-tuning on every core leaves
+    it at the core count for a minute), so it decides only where `others` is unknown.
 
     Example:
-        >>> busy_reason(4.1, 1, 0.02, 0.05, cores=2)
-        'load average 4.1 on 2 cores'
-        >>> busy_reason(1.1, 1, 0.02, 0.05, cores=2) is None
+        >>> busy_reason(others=3, cv=0.02, max_cv=0.05, cores=2)
+        '3 runnable threads of other processes on 2 cores'
+        >>> busy_reason(others=0, cv=0.02, max_cv=0.05, load_avg_1min=2.0, cores=2) is None
         True
     """
     cores = cores or os.cpu_count() or 1
     why = []
-    if load_avg_1min - threads >= cores / 2:
+    if others is not None and others >= cores / 2:
+        why.append(f"{others} runnable thread{'s' if others != 1 else ''} of other processes on {cores} cores")
+    elif others is None and load_avg_1min is not None and load_avg_1min - threads >= cores / 2:
         why.append(f"load average {load_avg_1min:.2g} on {cores} cores")
-    if cv > max_cv:
-        why.append(f"timing spread cv {cv:.2f} over {max_cv:.2f}")
+    if cv > 2 * max_cv:  # the rounds repeat while over max_cv; twice over after them all: not the model's own noise
+        why.append(f"timing spread cv {cv:.2f} over twice the limit {max_cv:.2f}")
     return ", ".join(why) or None
 
 
@@ -91,6 +114,7 @@ class HostCpuLatency(LatencyModel):
         attempts = 0
         with host_lock():
             load = os.getloadavg()[0]
+            seen = [other_runnable()]  # before, between and after the rounds
             for _ in range(self.warmup):
                 sess.run(None, feed)
             while attempts < self.max_repeats:
@@ -104,15 +128,19 @@ class HostCpuLatency(LatencyModel):
                 cv = float(blocks.std() / blocks.mean())
                 if best is None or cv < best[0]:
                     best = (cv, times)
+                seen.append(other_runnable())
                 if cv <= self.max_cv:
                     break
-            load = max(load, os.getloadavg()[0])  # the higher of before and after: a load that came or went
+            load = max(load, os.getloadavg()[0])  # the higher of before and after (recorded; see busy_reason)
         cv, times = best
+        others = None if None in seen else min(seen)  # a task that came and went for one sample is not a load
         return LatencyEstimate(
             p50_ms=float(np.median(times) * 1e3), p90_ms=float(np.percentile(times, 90) * 1e3),
             source=self.source, cv=cv, threads=self.threads, batch_size=self.batch_size,
             details={"runs": self.runs, "attempts": attempts, "load_avg_1min": load, "warmup": self.warmup,
-                     "busy": busy_reason(load, self.threads, cv, self.max_cv)},
+                     "other_runnable": others,
+                     "busy": busy_reason(others=others, cv=cv, max_cv=self.max_cv, load_avg_1min=load,
+                                         threads=self.threads)},
         )
 
     def describe(self) -> dict[str, Any]:
