@@ -71,7 +71,7 @@ class EarlyRejection:
         # The rule's tolerance: one standard error of the base's validation score (classification: binomial, 5,000
         # images at 92%: 0.38 pt; a task without a closed form: 0, so the rule rejects less, never more)
         self.tolerance = workload.task.score_tolerance(base.accuracy, len(workload.dataset("val")))
-        self.budgets = any(getattr(space, b) is not None for b in BUDGETS)
+        self.budgets = bool(space.set_constraints(BUDGETS))
 
     def check(self, trial: optuna.Trial, config: CompressionConfig,
               compress: Callable[[optuna.Trial, CompressionConfig], Any]) -> tuple[Any, Any, bool] | None:

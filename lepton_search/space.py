@@ -317,14 +317,16 @@ class SearchSpace:
         fixed = self.fixed_knobs()
         return {k: v for k, v in config.as_dict().items() if k not in fixed}
 
+    def set_constraints(self, names: tuple[str, ...] = tuple(CONSTRAINTS)) -> list[str]:
+        """The constraints of `names` this space sets, in `CONSTRAINTS` order."""
+        return [name for name in names if getattr(self, name) is not None]
+
     def violations(self, figures: dict[str, float], names: tuple[str, ...] = tuple(CONSTRAINTS)) -> dict[str, float]:
         """Constraint name -> how far `figures` miss it (> 0 violated, <= 0 met), for the set ones in `names`."""
         out = {}
-        for name in names:
-            limit = getattr(self, name)
-            if limit is not None:
-                figure, kind = CONSTRAINTS[name]
-                out[name] = figures[figure] - limit if kind == "max" else limit - figures[figure]
+        for name in self.set_constraints(names):
+            limit, (figure, kind) = getattr(self, name), CONSTRAINTS[name]
+            out[name] = figures[figure] - limit if kind == "max" else limit - figures[figure]
         return out
 
     def fixed_knobs(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from lepton_search.evaluate import evaluate, measure_onnx
 from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, get_target, save_inputs
 from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.rejection import EarlyRejection
-from lepton_search.space import CONSTRAINTS, CompressionConfig, SearchSpace
+from lepton_search.space import CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
 from lepton_search.techniques import export, finetune, prune, prune_transformer, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
@@ -238,8 +238,8 @@ class Objective:
         self.rejection = EarlyRejection(study, space, target, base, workload)
         # Every trial of a study stores the same constraint names (samplers refuse or misread mixed ones): a study
         # begun before the rule (or with it off) keeps the constraints it has; rejections still store their reason.
-        wanted = [n for n in CONSTRAINTS if getattr(space, n) is not None]
-        self.constraints = records.constraint_layout(study, wanted + [records.DOMINATED] * self.rejection.rule_on)
+        wanted = space.set_constraints() + [records.DOMINATED] * self.rejection.rule_on
+        self.constraints = records.constraint_layout(study, wanted)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         fail_dead_trials(self.study, running_here=trial.number)  # a dead process's config is free again, at once
@@ -318,10 +318,8 @@ class Objective:
             done = f"rejected ({trial.user_attrs[records.REJECTED]})" if rejected else f"ft {cand.finetune_seconds:.0f}s"
             done += f" [busy host: {meas.busy_host}]" if meas.busy_host else ""
             task = self.workload.task
-            drop = (f"{record.metric_drop:+.2f} pt" if task.drop_unit == "pt"
-                    else f"{record.metric_drop:+.4g}{' ' + task.drop_unit if task.drop_unit else ''}")
             print(f"trial {trial.number:3d} {config.label():<22} {task.short} {task.display(meas.accuracy):.4f} "
-                  f"(drop {drop}) p50 {meas.latency_ms:.3f} ms x{record.speedup:.2f} "
+                  f"(drop {task.format_drop(record.metric_drop)}) p50 {meas.latency_ms:.3f} ms x{record.speedup:.2f} "
                   f"{meas.size_mb:.3f} MB {done}", file=sys.stderr)
         return values
 

@@ -42,6 +42,11 @@ def accuracy_standard_error(accuracy: float, n: int) -> float:
     return math.sqrt(p * (1.0 - p) / max(n, 1))
 
 
+def format_drop(drop: float, unit: str) -> str:
+    """A drop with its unit: points to two decimals, any other unit to four significant digits."""
+    return f"{drop:+.2f} pt" if unit == "pt" else f"{drop:+.4g}{' ' + unit if unit else ''}"
+
+
 class Task:
     """Classification by default; subclasses override what differs. Stateless: one instance serves every model."""
 
@@ -106,6 +111,10 @@ class Task:
             return (0.5, 1.0, 2.0)
         size = abs(self.display(base_score)) or 1.0
         return tuple(float(f"{size * share:.3g}") for share in (0.01, 0.02, 0.05))
+
+    def format_drop(self, drop: float) -> str:
+        """A measured drop as logs and picks print it: '+1.33 pt', '+0.0123'."""
+        return format_drop(drop, self.drop_unit)
 
     def drop_label(self, drop: float) -> str:
         """`drop` with its unit: '1 pt', '0.0123 rmse'."""

@@ -17,7 +17,6 @@ import pandas as pd
 from lepton_search.errors import ConfigError
 from lepton_search.records import inputs_label
 from lepton_search.results import pick
-from lepton_search.results.pick import ROLE_DROPS_PTS
 
 if TYPE_CHECKING:
     from lepton_search.results.frame import StudyFrame
@@ -35,14 +34,8 @@ def report_data(result: StudyFrame) -> dict[str, Any]:
 
     trials = result.trials()
     front = result.pareto()
-    picks: list[tuple[str, Any]] = []
-    task = result.task
-    for drop in task.drop_steps(result.base.accuracy) if result.base else ROLE_DROPS_PTS:
-        label = f"fastest within {task.drop_label(drop)} of base"
-        try:
-            picks.append((label, pick.recommend(result, max_metric_drop=drop)))
-        except LeptonError as exc:
-            picks.append((label, str(exc)))
+    picks: list[tuple[str, Any]] = [(label, str(found) if isinstance(found, LeptonError) else found)
+                                    for label, found in pick.fastest_within(result)]
     if not front.empty:
         picks.append(("knee (balanced)", pick.knee(result)))
     failed = trials[trials["state"] == "FAIL"]

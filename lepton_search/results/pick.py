@@ -16,7 +16,7 @@ import pandas as pd
 
 from lepton_search.errors import ConfigError
 from lepton_search.space import KNOB_NAMES
-from lepton_search.tasks import Task
+from lepton_search.tasks import Task, format_drop
 
 if TYPE_CHECKING:
     from lepton_search.results.frame import StudyFrame
@@ -53,8 +53,8 @@ class Pick:
         knobs = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.config.items())
         value = self.accuracy if self.metric_value is None else self.metric_value
         drop = self.accuracy_drop_pts if self.metric_drop is None else self.metric_drop
-        shown = f"acc {value:.4f} (drop {drop:+.2f} pt)" if self.metric == "accuracy" else (
-            f"{self.metric} {value:.4g} (drop {drop:+.4g}{' ' + self.drop_unit if self.drop_unit else ''})")
+        shown = (f"acc {value:.4f}" if self.metric == "accuracy" else f"{self.metric} {value:.4g}") + (
+            f" (drop {format_drop(drop, self.drop_unit)})")
         return f"trial {self.trial}: {knobs} -> {shown}, {self.latency_ms:.4g} ms (x{self.speedup:.2f}), {self.size_mb:.4g} MB"
 
 
@@ -209,20 +209,29 @@ def hypervolume(result: StudyFrame, *, max_accuracy_drop_pts: float | None = Non
     return hypervolume_min(pts, np.array(ref))
 
 
+def fastest_within(result: StudyFrame) -> list[tuple[str, Pick | ConfigError]]:
+    """("fastest within <drop> of base", its pick, or why there is none) for each of the task's drop steps
+    (0.5 / 1 / 2 pt for a classifier): what the dashboard's role notes and the HTML report name."""
+    task, base = result.task, result.base
+    out: list[tuple[str, Pick | ConfigError]] = []
+    for drop in task.drop_steps(base.accuracy) if base is not None else ROLE_DROPS_PTS:
+        try:
+            found: Pick | ConfigError = recommend(result, max_metric_drop=drop)
+        except ConfigError as exc:
+            found = exc
+        out.append((f"fastest within {task.drop_label(drop)} of base", found))
+    return out
+
+
 def roles(result: StudyFrame) -> dict[int, list[str]]:
     """Pareto trial number -> the roles it plays ("fastest within 1 pt of base", "knee", "smallest")."""
     front = result.pareto()
     out: dict[int, list[str]] = {int(n): [] for n in front["number"]}
     if front.empty:
         return out
-    task, base = result.task, result.base
-    for drop in task.drop_steps(base.accuracy) if base is not None else ROLE_DROPS_PTS:
-        try:
-            pick = recommend(result, max_metric_drop=drop)
-        except ConfigError:
-            continue
-        if pick.trial in out:
-            out[pick.trial].append(f"fastest within {task.drop_label(drop)} of base")
+    for label, pick in fastest_within(result):
+        if isinstance(pick, Pick) and pick.trial in out:
+            out[pick.trial].append(label)
     out[knee(result, front=front).trial].append("knee")  # the same front: workers may add trials meanwhile
     smallest = front.sort_values(["size_mb", "latency_ms", "number"]).iloc[0]
     out[int(smallest["number"])].append("smallest")
