@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+from worker_workloads import PlainRNN
 
 from lepton_search import SearchSpace, search
 from lepton_search.errors import ConfigError
@@ -82,24 +83,11 @@ def test_factory_that_raises_or_returns_something_else(spec, fix):
         workloads.build_factory(spec)
 
 
-class _RNNClassifier(nn.Module):
-    """Embedding-free Elman RNN over 8 steps of 4 features: nothing for pruning or quantization to act on
-    but the classifier (kept whole) and the nn.RNN (left untouched; LSTM/GRU hidden units are pruned)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rnn = nn.RNN(4, 16, batch_first=True)
-        self.head = nn.Linear(16, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.rnn(x.view(len(x), 8, 4))[0][:, -1])
-
-
 def test_knob_that_cannot_act_is_dropped_with_a_warning(tmp_path):
     from lepton_search.study import knobs_that_act
     from lepton_search.techniques import export
 
-    wl = Workload("rnn", _RNNClassifier().eval(), train=(torch.randn(64, 32), Y[:64]),
+    wl = Workload("rnn", PlainRNN().eval(), train=(torch.randn(64, 32), Y[:64]),
                   val=(torch.randn(64, 32), Y[:64]), example_input=torch.randn(1, 32))
     graph = export.check_traceable(wl.model, wl.example_input, tmp_path)
     space = SearchSpace(prune_ratio=(0.0, 0.6, 0.3), bits=(32, 8))
