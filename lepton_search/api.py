@@ -10,6 +10,7 @@ import optuna
 from lepton_search import workloads
 from lepton_search.errors import ConfigError
 from lepton_search.latency import LatencyModel
+from lepton_search.logging import stage, verbosity
 from lepton_search.results.card import upload_trial_files
 from lepton_search.results.notes import RoleNotes
 from lepton_search.results.remeasure import remeasure_front
@@ -51,17 +52,19 @@ def search(
     check_target(space, latency_model)  # before any workload is built
     storage = storage or DEFAULT_STORAGE
     store = artifact_store_for(storage, artifacts)
-    if isinstance(workload, str):
-        workload = workloads.get(workload)
-    if callbacks is None:
-        callbacks = [RoleNotes(store)]
-    study = run_study(workload, space, target=latency_model, n_trials=n_trials, storage=storage,
-                      study_name=study_name or workload.name, seed=seed, sampler=sampler, store=store,
-                      callbacks=callbacks, after_trial=lambda trial, folder: upload_trial_files(trial, store, folder),
-                      verbose=verbose, timeout_s=timeout, checkpoints=checkpoint_store(store))
-    result = SearchResult(study, store)
-    if remeasure:
-        remeasure_front(result, latency_model, workload.sample_inputs())
+    with verbosity(verbose):  # progress lines at INFO for this call (`lepton_search.logging`)
+        if isinstance(workload, str):
+            workload = workloads.get(workload)
+        if callbacks is None:
+            callbacks = [RoleNotes(store)]
+        study = run_study(workload, space, target=latency_model, n_trials=n_trials, storage=storage,
+                          study_name=study_name or workload.name, seed=seed, sampler=sampler, store=store,
+                          callbacks=callbacks, verbose=verbose, timeout_s=timeout, checkpoints=checkpoint_store(store),
+                          after_trial=lambda trial, folder: upload_trial_files(trial, store, folder))
+        result = SearchResult(study, store)
+        if remeasure:
+            with stage("re-measured the base and the Pareto front, interleaved"):
+                remeasure_front(result, latency_model, workload.sample_inputs())
     return result
 
 

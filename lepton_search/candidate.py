@@ -14,6 +14,7 @@ import onnx
 import torch
 from torch import nn
 
+from lepton_search.logging import stage
 from lepton_search.space import CompressionConfig, FinetuneSettings
 from lepton_search.techniques import export, finetune, int8_dynamic, prune, qat, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
@@ -97,9 +98,9 @@ def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: Compress
                                           "act_ranges": qat.act_ranges(model) if quant_aware else []})
 
         seconds = finetune.distill(
-            model, teacher, train, epochs=config.finetune_epochs, lr=settings.lr,
+            model, teacher, train, epochs=config.finetune_epochs, lr=settings.lr, optimizer=settings.optimizer,
             temperature=settings.temperature, distill_weight=settings.distill_weight,
-            desc=f"fine-tune {config.label()}", horizon=horizon, resume=found[1]["train"] if found else None,
+            desc="fine-tune", horizon=horizon, resume=found[1]["train"] if found else None,
             on_epoch=save if key is not None else None, task=task,
         )
     return seconds, reused, seconds_before
@@ -122,9 +123,11 @@ def compress(
     torch.manual_seed(seed)
     x = workload.example_args
     base = workload.model.eval()
+    settings = finetune.recipe_for(base, settings)  # concrete before it keys a checkpoint
     teacher = teacher or finetune.frozen_copy(base)
     macs_base, params_base = prune.count(base, x)
-    model = prune.prune(base, x, config)
+    with stage(f"prune ({config.prune_method} {config.prune_ratio:g})" if config.prune_ratio else "copy (no pruning)"):
+        model = prune.prune(base, x, config)
 
     subset = settings.subset_of(len(workload.dataset("train")))
     train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=subset, seed=seed)
@@ -158,9 +161,11 @@ def compress(
         on_model(model)
 
     out_path = Path(out_path)
-    graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"), names=workload.input_names)
-    calib = calibration_batches(workload, settings.calibration_size, seed, input_transform) if config.bits == 8 else []
-    graph, route = quantize.quantize_with_route(graph, config.bits, calib)
+    with stage("export to ONNX"):
+        graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"), names=workload.input_names)
+    with stage(f"quantize to {config.bits} bits" if config.bits < 32 else "FP32 (no quantization)"):
+        calib = calibration_batches(workload, settings.calibration_size, seed, input_transform) if config.bits == 8 else []
+        graph, route = quantize.quantize_with_route(graph, config.bits, calib)
     onnx.save(graph, str(out_path))
     out_path.with_suffix(".fp32.onnx").unlink(missing_ok=True)
     return Candidate(

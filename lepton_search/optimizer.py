@@ -26,8 +26,10 @@ from lepton_search.candidate import Candidate, compress
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import Measurement, measure_onnx
 from lepton_search.latency import LatencyModel, get_target
+from lepton_search.logging import logger, scope, stage, verbosity
 from lepton_search.space import CompressionConfig, FinetuneSettings
 from lepton_search.techniques import export, prune
+from lepton_search.techniques.finetune import describe_recipe, recipe_for
 from lepton_search.workloads import Workload
 from lepton_search.workloads.transfer import migrate, workload_from
 
@@ -72,18 +74,20 @@ class ModelOptimizer:
     `data`: a Workload (its model is replaced by `model` unless `model` is None) or `{"train", "val"[, "test"]}`
     splits. `target`: a latency target name (`lepton-search targets`) or a LatencyModel; default `host-cpu`.
     Files go to `out_dir` (default: a new temporary folder, kept). `settings`: how candidates are fine-tuned
-    (`FinetuneSettings`, as in a search space).
+    (`FinetuneSettings`, as in a search space; by default the model family's recipe, logged when it trains).
+    `verbose`: a progress line per stage (prune, fine-tune epoch k of n, export, quantize, measure) on the
+    "lepton_search" logger, as `search` writes them (`lepton_search.logging`).
     """
 
     def __init__(self, model: nn.Module | None, data: Workload | Mapping[str, Any], *,
                  target: str | LatencyModel = "host-cpu", out_dir: str | Path | None = None,
-                 settings: FinetuneSettings | None = None, seed: int = 0) -> None:
+                 settings: FinetuneSettings | None = None, seed: int = 0, verbose: bool = True) -> None:
         self.workload = _as_workload(model, data)
         self.workload.validate()
         self.target = get_target(target) if isinstance(target, str) else target
         self.out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lepton_optimizer_"))
         self.settings = settings or FinetuneSettings()
-        self.seed = seed
+        self.seed, self.verbose = seed, verbose
         self._before: dict[str, Any] | None = None
 
     @property
@@ -104,10 +108,15 @@ class ModelOptimizer:
         """Prune -> fine-tune (distillation, QAT at 8 bits) -> export -> quantize: one search trial's candidate."""
         config = CompressionConfig(prune_ratio=prune_ratio, bits=bits, finetune_epochs=finetune_epochs,
                                    prune_method=prune_method, round_to=round_to)
-        before, kept = self._before_row(), []
-        path = self.out_dir / f"{config.label().replace('/', '_')}.onnx"
-        cand = compress(self.workload, config, path, settings=self.settings, seed=self.seed, on_model=kept.append)
-        after = self._row(config.label(), path, cand.finetune_seconds_total, cand.params, cand.macs)
+        with verbosity(self.verbose), scope(config.label()):
+            settings = recipe_for(self.model, self.settings)
+            if finetune_epochs > 0:
+                logger.info("fine-tune recipe: %s", describe_recipe(settings, len(self.workload.dataset("train"))))
+            before, kept = self._before_row(), []
+            path = self.out_dir / f"{config.label().replace('/', '_')}.onnx"
+            cand = compress(self.workload, config, path, settings=settings, seed=self.seed, on_model=kept.append)
+            with stage("measure (accuracy of the file, latency)"):
+                after = self._row(config.label(), path, cand.finetune_seconds_total, cand.params, cand.macs)
         table = _table(before, after, self.workload.task.metric)
         return OptimizeResult(kept[0] if bits == 32 else None, path, table, self.workload, cand)
 
@@ -117,6 +126,7 @@ class ModelOptimizer:
         a new head (`workloads.transfer.migrate`; its keyword arguments pass through). The migrated model
         becomes this optimizer's model: later calls compress it, and compare with it."""
         before = self._before_row()
+        kwargs.setdefault("verbose", self.verbose)
         wl = migrate(self.model, data if data is not None else self.workload, num_classes=num_classes, **kwargs)
         path = self.out_dir / "migrated.onnx"
         export.to_onnx(wl.model, wl.example_args, path, names=wl.input_names)
@@ -141,7 +151,8 @@ class ModelOptimizer:
             wl = self.workload
             export.to_onnx(wl.model, wl.example_args, path, names=wl.input_names)
             macs, params = prune.count(wl.model, wl.example_args)
-            self._before = self._row("base", path, self.workload.info.get("train_seconds", math.nan), params, macs)
+            with stage("measure the base (FP32)"):
+                self._before = self._row("base", path, self.workload.info.get("train_seconds", math.nan), params, macs)
         return self._before
 
 

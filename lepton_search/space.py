@@ -113,11 +113,18 @@ class CompressionConfig:
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """How each candidate is fine-tuned (distillation from the unpruned base)."""
+    """How each candidate is fine-tuned (distillation from the unpruned base).
 
-    subset_size: int | float | str = 8000  # train samples per epoch: a count, a fraction in (0, 1], or "all"
-    batch_size: int = 128
-    lr: float = 0.01
+    `optimizer` "auto" and `lr` None follow the model family (`techniques.finetune.recipe_for`): AdamW at 5e-5
+    with linear warm-up and decay for Transformer encoders, SGD (Nesterov, one-cycle) at 0.005 for the rest; a
+    search prints the recipe it resolved at its start and stores it with the study. The same defaults as
+    `search_spaces/default.yaml` (`tests/test_space.py` checks that they agree).
+    """
+
+    subset_size: int | float | str = 5000  # train samples per epoch: a count, a fraction in (0, 1], or "all"
+    batch_size: int = 16  # 16 and SGD 0.005 lost 0.82 pt where 128 and 0.01 lost 2.42 (experiments/demo_finetune.py)
+    lr: float | None = None  # None: the optimizer's rate (training.RECIPES)
+    optimizer: str = "auto"  # "sgd" | "adamw" | "auto" (the model family's recipe)
     temperature: float = 4.0
     distill_weight: float = 0.7
     bn_batches: int = 20
@@ -334,6 +341,9 @@ class SearchSpace:
         return {k.name: self.domain(k.name)[0] for k in KNOBS if len(self.domain(k.name)) == 1}
 
 
+FINETUNE_OPTIMIZERS = ("auto", "sgd", "adamw")
+
+
 def default_space() -> SearchSpace:
     return SearchSpace.from_yaml(DEFAULT_SPACE_PATH)
 
@@ -408,8 +418,12 @@ def _validate(space: SearchSpace) -> None:
         _number(f"finetune.{name}", getattr(ft, name), int)
         if getattr(ft, name) < 1:
             raise ConfigError(f"finetune.{name}", getattr(ft, name), "must be >= 1")
-    if not (isinstance(ft.lr, (int, float)) and ft.lr > 0):
-        raise ConfigError("finetune.lr", ft.lr, "must be a number > 0, e.g. 0.01")
+    if ft.lr is not None and not (isinstance(ft.lr, (int, float)) and not isinstance(ft.lr, bool) and ft.lr > 0):
+        raise ConfigError("finetune.lr", ft.lr, "must be a number > 0 (e.g. 0.005 for SGD, 5e-5 for AdamW), "
+                          "or left out for the optimizer's rate")
+    if ft.optimizer not in FINETUNE_OPTIMIZERS:
+        raise ConfigError("finetune.optimizer", ft.optimizer,
+                          f"unknown optimizer; {did_you_mean(str(ft.optimizer), FINETUNE_OPTIMIZERS)}")
     for name in ("threads", "batch_size", "runs", "max_repeats"):
         _number(f"latency.{name}", getattr(lat, name), int)
         if getattr(lat, name) < 1:

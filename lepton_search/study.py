@@ -14,7 +14,6 @@ import os
 import random
 import re
 import socket
-import sys
 import tempfile
 import time
 import warnings
@@ -29,6 +28,7 @@ from lepton_search.candidate import InputTransform, compress
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, measure_onnx
 from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, get_target, save_inputs
+from lepton_search.logging import log_stage, logger, scope, stage, verbosity
 from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.rejection import EarlyRejection
 from lepton_search.space import CompressionConfig, SearchSpace
@@ -133,7 +133,8 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
         raise ConfigError("storage", redact(str(storage)), f"cannot open it ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     stored = study.user_attrs.get("space")
     if stored is not None and not same_space(stored, space):
-        raise ConfigError("study_name", study_name, "was created with a different search space; use a new --study name")
+        raise ConfigError("study_name", study_name, f"was created with a different search space ({space_diff(stored, space)}); "
+                          "use a new --study name, or the stored space")
     if stored is None:
         study.set_user_attr("space", space.to_dict())
         with warnings.catch_warnings():
@@ -147,8 +148,22 @@ def same_space(stored: dict, space: SearchSpace) -> bool:
     return _identity(_normalised(stored)) == _identity(space.to_dict())
 
 
+def space_diff(stored: dict, space: SearchSpace, limit: int = 3) -> str:
+    """The first fields where `space` differs from a stored space, e.g. "finetune.batch_size: stored 128, given 16"."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        return {k2: v2 for k, v in d.items()
+                for k2, v2 in (flat(v, f"{prefix}{k}.").items() if isinstance(v, dict) else [(f"{prefix}{k}", v)])}
+    old, new = flat(_identity(_normalised(stored))), flat(_identity(space.to_dict()))
+    diffs = [f"{k}: stored {old.get(k)!r}, given {new.get(k)!r}" for k in sorted({*old, *new}) if old.get(k) != new.get(k)]
+    return "; ".join(diffs[:limit]) + (f"; {len(diffs) - limit} more" if len(diffs) > limit else "")
+
+
 def _normalised(stored: dict) -> dict:
-    """A stored space in today's form: knobs added since it was stored take their defaults."""
+    """A stored space in today's form: knobs added since it was stored take their defaults; a fine-tune section
+    stored before `finetune.optimizer` existed trained with SGD (then the only optimizer)."""
+    finetune = stored.get("finetune")
+    if isinstance(finetune, dict) and "optimizer" not in finetune:
+        stored = {**stored, "finetune": {**finetune, "optimizer": "sgd"}}
     try:
         return SearchSpace.from_dict(stored, source="stored space").to_dict()
     except ConfigError:
@@ -259,7 +274,9 @@ class Objective:
         if delay_s:  # crash drills and tests: hold the trial open so a kill lands mid-trial for sure
             time.sleep(delay_s)
         try:
-            return self._run(trial, config)
+            with scope(f"trial {trial.number} {config.label()}"):
+                log_stage("start")
+                return self._run(trial, config)
         except Exception as exc:
             trial.set_user_attr(records.FAIL_REASON, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
             raise
@@ -290,7 +307,8 @@ class Objective:
         rejected = self.rejection.check(trial, config, self._compress)
         cand, lat, dominated = rejected or (self._compress(trial, config), None, False)
         # Test accuracy is recorded, never an objective; a rejected candidate keeps the latency that rejected it.
-        meas = evaluate(cand, self.workload, self.target, with_test=True, latency=lat)
+        with stage("measure (accuracy of the file, latency)"):
+            meas = evaluate(cand, self.workload, self.target, with_test=True, latency=lat)
         values = tuple(meas.objective(o) for o in self.space.objectives)
         if not all(math.isfinite(v) for v in values):  # before anything is stored for this trial
             raise FloatingPointError(f"objective values {values} are not finite")
@@ -318,9 +336,9 @@ class Objective:
             done = f"rejected ({trial.user_attrs[records.REJECTED]})" if rejected else f"ft {cand.finetune_seconds:.0f}s"
             done += f" [busy host: {meas.busy_host}]" if meas.busy_host else ""
             task = self.workload.task
-            print(f"trial {trial.number:3d} {config.label():<22} {task.short} {task.display(meas.accuracy):.4f} "
-                  f"(drop {task.format_drop(record.metric_drop)}) p50 {meas.latency_ms:.3f} ms x{record.speedup:.2f} "
-                  f"{meas.size_mb:.3f} MB {done}", file=sys.stderr)
+            logger.info(f"trial {trial.number:3d} {config.label():<22} {task.short} {task.display(meas.accuracy):.4f} "
+                        f"(drop {task.format_drop(record.metric_drop)}) p50 {meas.latency_ms:.3f} ms "
+                        f"x{record.speedup:.2f} {meas.size_mb:.3f} MB {done}")
         return values
 
 
@@ -344,14 +362,14 @@ def knobs_that_act(workload: Workload, space: SearchSpace, graph: Any, *, verbos
         changes["prune_ratio"] = (0.0, 0.0, space.prune_ratio[2])
         notes.append(f"prune_ratio fixed at 0: no layer pruning can shrink (left whole: {', '.join(skipped)})")
     elif space.prune_ratio[1] > 0 and skipped and verbose:
-        print(f"note: pruning leaves these layers whole: {', '.join(skipped)}", file=sys.stderr)
+        logger.info(f"note: pruning leaves these layers whole: {', '.join(skipped)}")
     if any(b != 32 for b in space.bits) and not quantize.weight_ops(graph):
         changes["bits"] = (32,)
         notes.append("bits fixed at 32: the exported graph has no Conv/Gemm/MatMul for quantization to act on")
     for note in notes:
         warnings.warn(f"workload {workload.name!r}: {note}", stacklevel=3)
         if verbose:
-            print(f"warning: workload {workload.name!r}: {note}", file=sys.stderr)
+            logger.warning(f"warning: workload {workload.name!r}: {note}")
     return dataclasses.replace(space, **changes) if changes else space
 
 
@@ -368,13 +386,22 @@ def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_d
     own checks, a target that can price the price objective, a model the exporter can trace, and knob values
     that cannot act on this model (dropped with a warning, or refused). Returns the space the study searches."""
     check_target(space, target)
+    given = space.finetune
     workload.validate()
     if workload.task.name != "classification" and space.max_accuracy_drop_pts is not None:
         raise ConfigError("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts,
                           f"task {workload.task.name!r} has no accuracy; limit its {workload.task.metric} with "
                           "max_metric_drop (in the metric's own unit)")
     graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names)
-    return knobs_that_act(workload, space, graph, verbose=verbose)
+    space = knobs_that_act(workload, space, graph, verbose=verbose)
+    # The family's recipe made concrete: stored with the study and in every checkpoint key, printed once.
+    space = dataclasses.replace(space, finetune=finetune.recipe_for(workload.model, space.finetune))
+    if space.finetune_epochs[1] > 0 and verbose:
+        family = "Transformer encoder" if prune_transformer.is_transformer(workload.model) else "non-Transformer"
+        how = "as given" if given.optimizer != "auto" and given.lr is not None else f"the {family} default"
+        logger.info("fine-tune recipe (%s; set finetune.optimizer / finetune.lr to change it): %s", how,
+                    finetune.describe_recipe(space.finetune, len(workload.dataset("train"))))
+    return space
 
 
 def start(study: optuna.Study, workload: Workload, space: SearchSpace, target: LatencyModel, store: Any,
@@ -391,7 +418,7 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
               verbose: bool, timeout_s: float | None = None,
               checkpoints: CheckpointStore | None = None) -> optuna.Study:
     """Open or resume the study, measure the base once, run trials until `n_trials` are COMPLETE."""
-    with tempfile.TemporaryDirectory(prefix="lepton_") as tmp:
+    with verbosity(verbose), tempfile.TemporaryDirectory(prefix="lepton_") as tmp:
         work_dir = Path(tmp)
         space = prepare(workload, space, target, work_dir, verbose=verbose)
         study = open_study(storage, study_name, space, sampler or make_sampler(space, seed),
@@ -443,5 +470,5 @@ def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs
         done = run_trials(study, objective, target, done=lambda: n_complete(study), stop=timed_out,
                           callbacks=callbacks, on_progress=bar.update)
     if objective.verbose:
-        print(f"search: {done} complete trials in study {study.study_name!r} "
-              f"({time.perf_counter() - start_s:.0f}s this run)", file=sys.stderr)
+        logger.info(f"search: {done} complete trials in study {study.study_name!r} "
+                    f"({time.perf_counter() - start_s:.0f}s this run)")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ import torch
 
 from lepton_search import workloads
 from lepton_search.errors import ConfigError, did_you_mean
+from lepton_search.logging import logger, verbose_call
 from lepton_search.records import BaseRecord
 from lepton_search.results.card import upload_trial_files
 from lepton_search.results.notes import RoleNotes
@@ -84,6 +84,7 @@ class WorkerReport:
     seconds: float = 0.0
 
 
+@verbose_call
 def init_study(
     storage: str, study_name: str, space: SearchSpace, *, workload: str = "fashion-mnist-cnn",
     data_dir: str | None = None, target: str = "host-cpu", artifacts: str | Path | None = None,
@@ -175,6 +176,7 @@ def join_study(storage_obj: optuna.storages.BaseStorage, storage: str, study_nam
     return study
 
 
+@verbose_call
 def run_worker(
     storage: str, study_name: str, *, n_trials: int | None = None, artifacts: str | Path | None = None,
     data_dir: str | None = None, seed: int | None = None, heartbeat: HeartbeatSettings | None = None,
@@ -207,7 +209,7 @@ def run_worker(
     if verbose and storage.startswith("sqlite:"):
         from lepton_search.storage import SQLITE_MANY_WRITERS
 
-        print(SQLITE_MANY_WRITERS, file=sys.stderr)
+        logger.warning(SQLITE_MANY_WRITERS)
     with tempfile.TemporaryDirectory(prefix="lepton_worker_") as tmp:
         base = BaseRecord.read(attrs)
         objective = Objective(study, wl, space, latency_model, base, store, Path(tmp), space.seed, verbose,
@@ -272,4 +274,4 @@ def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int
 
 def _log(verbose: bool, message: str) -> None:
     if verbose:
-        print(message, file=sys.stderr, flush=True)
+        logger.info(message)

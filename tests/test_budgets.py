@@ -3,6 +3,8 @@ breaks one runs no training step, is stored with its reason and is infeasible fo
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from lepton_search import SearchSpace, search
@@ -10,7 +12,7 @@ from lepton_search.errors import ConfigError
 from lepton_search.records import DOMINATED, REJECTED, trial_constraints
 
 
-def test_over_budget_config_runs_no_training_step(digits_mlp, sqlite_url, monkeypatch, capsys):
+def test_over_budget_config_runs_no_training_step(digits_mlp, sqlite_url, monkeypatch, caplog):
     from lepton_search import training
     from lepton_search.techniques import finetune
 
@@ -21,10 +23,11 @@ def test_over_budget_config_runs_no_training_step(digits_mlp, sqlite_url, monkey
     monkeypatch.setattr(training, "fit", no_training)
     space = SearchSpace(prune_ratio=(0.0, 0.0, 0.25), bits=(32, 16), finetune_epochs=(1, 1), max_size_mb=1e-6,
                         max_accuracy_drop_pts=5.0, trials=2)
-    result = search(digits_mlp, space, n_trials=2, storage=sqlite_url, study_name="b", verbose=True, callbacks=[],
-                    remeasure=False)
+    with caplog.at_level(logging.INFO, logger="lepton_search"):
+        result = search(digits_mlp, space, n_trials=2, storage=sqlite_url, study_name="b", verbose=True,
+                        callbacks=[], remeasure=False)
     # what the log, trials() and the sampler say is what happened: rejected, nothing trained
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trial ")]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trial ") and " p50 " in r.getMessage()]
     assert len(lines) == 2 and all("rejected (over budget before fine-tuning: max_size_mb missed by" in line
                                    and " ft " not in line for line in lines), lines
     assert result.trials()["rejected"].str.startswith("over budget before fine-tuning").all()

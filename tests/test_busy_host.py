@@ -4,6 +4,7 @@ the model card, each with how to re-measure; `remeasure` (API and CLI) times the
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import torch
@@ -61,11 +62,12 @@ def test_a_timing_whose_spread_stays_over_max_cv_is_flagged(tmp_path):
     assert est.details["other_runnable"] is None or est.details["other_runnable"] >= 0
 
 
-def test_busy_timings_are_flagged_everywhere_until_remeasured(digits_mlp, sqlite_url, tmp_path, capsys):
+def test_busy_timings_are_flagged_everywhere_until_remeasured(digits_mlp, sqlite_url, tmp_path, caplog):
     target = _Busy()
-    result = search(digits_mlp, SPACE, target=target, n_trials=2, storage=sqlite_url, study_name="busy",
-                    artifacts=tmp_path / "art", callbacks=None, remeasure=False, verbose=True)
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trial ")]
+    with caplog.at_level(logging.INFO, logger="lepton_search"):
+        result = search(digits_mlp, SPACE, target=target, n_trials=2, storage=sqlite_url, study_name="busy",
+                        artifacts=tmp_path / "art", callbacks=None, remeasure=False, verbose=True)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trial ") and " p50 " in r.getMessage()]
     assert len(lines) == 2 and all(line.endswith("[busy host: load average 4.1 on 2 cores]") for line in lines)
     complete = result.trials().query("state == 'COMPLETE'")
     assert (complete["busy_host"] == "load average 4.1 on 2 cores").all()

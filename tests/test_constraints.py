@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from lepton_search import SearchSpace, search
+from lepton_search import FinetuneSettings, SearchSpace, search
 from lepton_search.errors import ConfigError
 from lepton_search.records import CONSTRAINT_LAYOUT, DOMINATED, ConstraintLayout, trial_constraints
 
@@ -104,11 +104,13 @@ def _copy(fixture: str, tmp_path: Path) -> tuple[str, Path]:
     return f"sqlite:///{tmp_path / fixture / 'study.db'}", tmp_path / fixture / "artifacts"
 
 
+# The fine-tune settings the fixtures were stored with (the Python defaults before they followed default.yaml).
+OLD_FINETUNE = FinetuneSettings(subset_size=8000, batch_size=128, lr=0.01, optimizer="sgd")
 V1_SPACE = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 8), finetune_epochs=(0, 1),
-                       max_accuracy_drop_pts=3.0, trials=4, sampler="random")
+                       max_accuracy_drop_pts=3.0, trials=4, sampler="random", finetune=OLD_FINETUNE)
 V2_SPACE = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 8), finetune_epochs=(0, 1),
                        max_accuracy_drop_pts=3.0, max_latency_ms=10.0, early_reject="dominated", trials=4,
-                       sampler="tpe")
+                       sampler="tpe", finetune=OLD_FINETUNE)
 FIXTURE_NAMES = {  # what Optuna reads on each fixture's trials (list positions and names, both forms)
     "v1": frozenset({"0", "accuracy_drop_pts"}),
     "v2": frozenset({"0", "1", "2", "max_accuracy_drop_pts", "max_latency_ms", DOMINATED}),

@@ -6,6 +6,7 @@ Commands live in one small module per area; a LeptonError becomes a one-line mes
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from lepton_search.cli._run import export_cmd, list_cmd, remeasure_cmd, report_c
 from lepton_search.cli._targets import calibrate_cmd, measure_cmd, retarget_cmd, targets_cmd
 from lepton_search.cli._workers import init_cmd, worker_cmd
 from lepton_search.errors import ConfigError, LeptonError
+from lepton_search.logging import get_verbosity, set_verbosity
 
 # The library names its parameters in errors (`study_name: got '../x'`); on the command line the same value
 # came from a flag, so each command renames the library's names to its own flags.
@@ -52,8 +54,16 @@ def with_flags(command: click.Command, flags: dict[str, str]) -> click.Command:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lepton-search")
-def cli() -> None:
-    """Search prune ratio x bit width x fine-tune epochs for a PyTorch model; measure the ONNX artifact."""
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only (no progress lines).")
+@click.option("-v", "--verbose", is_flag=True, help="Also debug lines, third-party tools' output among them.")
+def cli(quiet: bool, verbose: bool) -> None:
+    """Search prune ratio x bit width x fine-tune epochs for a PyTorch model; measure the ONNX artifact.
+
+    Progress goes to stderr through the "lepton_search" logger (a line per trial and per stage)."""
+    if quiet and verbose:
+        raise ConfigError("--quiet/--verbose", "both", "give one of them")
+    if quiet or verbose:
+        set_verbosity(logging.WARNING if quiet else logging.DEBUG)
 
 
 for command in (run_cmd, report_cmd, remeasure_cmd, export_cmd, targets_cmd, list_cmd, init_cmd, worker_cmd,
@@ -62,6 +72,7 @@ for command in (run_cmd, report_cmd, remeasure_cmd, export_cmd, targets_cmd, lis
 
 
 def main(argv: list[str] | None = None) -> int:
+    chosen = get_verbosity()
     try:
         cli.main(args=argv, standalone_mode=False)
     except LeptonError as exc:
@@ -73,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return 2
+    finally:
+        set_verbosity(chosen)  # --quiet / --verbose last for this invocation only
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from lepton_search.latency._base import SAMPLE_INPUTS_FILE, graph_inputs, load_inputs, with_batch
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.latency.host_cpu import HostCpuLatency
+from lepton_search.logging import logger, verbose_call
 
 COLUMNS = ("file", "p50_ms", "p90_ms", "cv", "threads", "batch_size", "load_avg_1min", "device", "runtime",
            "cpu_model", "cpu_vendor", "cpu_isa", "onnxruntime", "inputs")
@@ -55,6 +56,7 @@ def kernels_csv_path(out_csv: str | Path) -> Path:
     return Path(out_csv).with_suffix(".kernels.csv")
 
 
+@verbose_call
 def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, batch_size: int = 1,
                 runs: int = 50, warmup: int = 10, kernels: bool = False, rounds: int = 1,
                 verbose: bool = True) -> list[dict[str, object]]:
@@ -97,7 +99,7 @@ def measure_dir(folder: str | Path, out_csv: str | Path, *, threads: int = 1, ba
                                    "cpu_vendor": cpu.vendor, "cpu_isa": " ".join(cpu.isa),
                                    "onnxruntime": cpu.onnxruntime or ort.__version__, "inputs": source}
             if verbose:
-                print(f"[{r + 1}/{rounds}] {path.name:<42} p50 {est.p50_ms:9.4f} ms  cv {est.cv:.3f}", file=sys.stderr)
+                logger.info(f"[{r + 1}/{rounds}] {path.name:<42} p50 {est.p50_ms:9.4f} ms  cv {est.cv:.3f}")
     rows = [best[p.name] for p in files]
     kernel_rows = [k for p in files for k in best_kernels.get(p.name, [])]
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)

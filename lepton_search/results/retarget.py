@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,6 +24,7 @@ import optuna
 from lepton_search.errors import ConfigError
 from lepton_search.latency import LatencyEstimate, LatencyModel
 from lepton_search.latency._base import Inputs
+from lepton_search.logging import logger, verbose_call
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, BaseRecord, TrialRecord
 from lepton_search.results.remeasure import stored_samples, target_for_space
 from lepton_search.results.result import SearchResult
@@ -57,6 +57,7 @@ def _new_study(storage: str, name: str, src: optuna.Study) -> optuna.Study:
     return study
 
 
+@verbose_call
 def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_study: str | None = None,
              artifacts: str | Path | None = None, verbose: bool = False) -> SearchResult:
     """Copy `study_name` into a new study (default `<study>.<target>`) with latency re-scored on `target`."""
@@ -93,6 +94,6 @@ def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_s
                 # the constraints as stored (list and, in older studies, names): the copy keeps the layout
                 system_attrs={k: v for k, v in t.system_attrs.items() if k.split(":")[0] == "constraints"}))
             if verbose:
-                print(f"trial {t.number:3d}: {old.latency_ms:.4f} ms -> {new.latency_ms:.4f} ms "
-                      f"({new.latency_source})", file=sys.stderr)
+                logger.info(f"trial {t.number:3d}: {old.latency_ms:.4f} ms -> {new.latency_ms:.4f} ms "
+                            f"({new.latency_source})")
     return SearchResult(dst, src.artifact_store)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 
@@ -10,8 +11,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lepton_search.space import FinetuneSettings
 from lepton_search.tasks import Task, get_task
-from lepton_search.training import ModelInputs, fit, forward, split_batch
+from lepton_search.techniques import prune_transformer
+from lepton_search.training import RECIPES, ModelInputs, fit, forward, split_batch
 
 
 def recalibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int = 20) -> int:
@@ -41,10 +44,38 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: in
     return used
 
 
+def recipe_for(model: nn.Module, settings: FinetuneSettings) -> FinetuneSettings:
+    """`settings` with its optimizer and rate made concrete for `model`: "auto" is AdamW for a Transformer encoder
+    (`prune_transformer.is_transformer`), SGD otherwise; no `lr` is the optimizer's rate (`training.RECIPES`).
+
+    Example:
+        >>> recipe_for(nn.Linear(4, 2), FinetuneSettings()).optimizer, recipe_for(nn.Linear(4, 2), FinetuneSettings()).lr
+        ('sgd', 0.005)
+    """
+    optimizer = settings.optimizer
+    if optimizer == "auto":
+        optimizer = "adamw" if prune_transformer.is_transformer(model) else "sgd"
+    lr = RECIPES[optimizer].lr if settings.lr is None else settings.lr
+    return dataclasses.replace(settings, optimizer=optimizer, lr=lr)
+
+
+def describe_recipe(settings: FinetuneSettings, n_train: int) -> str:
+    """One line naming a resolved recipe, e.g. "AdamW lr 5e-05, linear warm-up 10% then decay, batch 16, ..."."""
+    recipe = RECIPES[settings.optimizer]
+    steps = ("linear warm-up {:.0%} then linear decay" if recipe.optimizer == "adamw" else
+             "Nesterov momentum 0.9, one-cycle with {:.0%} warm-up").format(recipe.warmup)
+    subset = settings.subset_of(n_train)
+    per_epoch = n_train if subset is None else min(subset, n_train)
+    return (f"{'AdamW' if recipe.optimizer == 'adamw' else 'SGD'} lr {settings.lr:g}, {steps}, weight decay "
+            f"{recipe.weight_decay:g}, batch {settings.batch_size}, {per_epoch} train samples an epoch, "
+            f"distillation T={settings.temperature:g} weight {settings.distill_weight:g}")
+
+
 def distill(
-    student: nn.Module, teacher: nn.Module, loader: DataLoader, *, epochs: int, lr: float = 0.01,
+    student: nn.Module, teacher: nn.Module, loader: DataLoader, *, epochs: int, lr: float = 0.005,
     temperature: float = 4.0, distill_weight: float = 0.7, desc: str = "fine-tune", horizon: int | None = None,
     resume: dict | None = None, on_epoch: Callable[[int, dict], None] | None = None, task: Task | None = None,
+    optimizer: str = "sgd",
 ) -> float:
     """Fine-tune `student` for `epochs` on `loader`, matching the teacher's outputs.
 
@@ -64,8 +95,9 @@ def distill(
         s_logits = forward(student, xb)
         return task.distill_loss(s_logits, t_logits, yb, temperature=temperature, weight=distill_weight)
 
-    fit(student, loader, loss_fn, epochs=epochs, lr=lr, weight_decay=1e-5, warmup=0.15, desc=desc, horizon=horizon,
-        resume=resume, on_epoch=on_epoch)
+    recipe = RECIPES[optimizer]
+    fit(student, loader, loss_fn, epochs=epochs, lr=lr, weight_decay=recipe.weight_decay, warmup=recipe.warmup,
+        desc=desc, horizon=horizon, resume=resume, on_epoch=on_epoch, optimizer=optimizer)
     return time.perf_counter() - start
 
 

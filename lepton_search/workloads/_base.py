@@ -31,6 +31,7 @@ from lepton_search.tasks import Task, get_task
 from lepton_search.techniques import prune_transformer
 from lepton_search.techniques.export import OUTPUT_NAME, input_names
 from lepton_search.training import split_batch
+from lepton_search.workloads.hf import HFLogits, is_hf_model
 
 DataLike = DataLoader | tuple[torch.Tensor, ...] | Dataset
 ExampleInput = torch.Tensor | tuple[torch.Tensor, ...]
@@ -127,6 +128,8 @@ class Workload:
 
     def __post_init__(self) -> None:
         self.task = get_task(self.task)  # an unknown name fails here, before any data is read
+        if is_hf_model(self.model):  # a Hugging Face model as it comes: inputs by name, ModelOutput -> logits
+            self.model = HFLogits.wrap(self.model, n_inputs=len(self.example_inputs))
 
     # ---- inputs ---------------------------------------------------------------------------
     @property
@@ -148,7 +151,7 @@ class Workload:
         if self.input_spec is not None:
             return tuple(self.input_spec)
         xs = self.example_inputs
-        names = input_names(xs if len(xs) > 1 else xs[0])
+        names = self.model.input_names if isinstance(self.model, HFLogits) else input_names(xs if len(xs) > 1 else xs[0])
         return tuple(InputSpec(n, _dtype_name(x), tuple(x.shape[1:])) for n, x in zip(names, xs))
 
     @property

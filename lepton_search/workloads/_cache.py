@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lepton_search.logging import logger, verbosity
 from lepton_search.paths import file_sha256
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
@@ -60,8 +61,8 @@ def shipped_weights(key: str) -> Path | None:
     if entry is None or not path.is_file():
         return None
     if file_sha256(path) != entry.get("sha256"):
-        print(f"base model: shipped {path.name} does not match its SHA-256 in manifest.json; training instead",
-              file=sys.stderr)
+        logger.warning("base model: shipped %s does not match its SHA-256 in manifest.json; training instead",
+                       path.name)
         return None
     return path
 
@@ -72,24 +73,27 @@ def cached_model(key: str, model: nn.Module, train: Callable[[nn.Module], nn.Mod
     provided = _PROVIDED.get()
     if provided is not None:
         model.load_state_dict(provided)
-        print("base model: weights from the study's base artifact (not trained here)", file=sys.stderr)
+        logger.info("base model: weights from the study's base artifact (not trained here)")
         return model.eval()
+    with verbosity(verbose):
+        return _cached_model(key, model, train)
+
+
+def _cached_model(key: str, model: nn.Module, train: Callable[[nn.Module], nn.Module]) -> nn.Module:
     path = cache_dir() / f"{key}.pt"
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        if verbose:
-            print(f"base model: loaded from cache {path}", file=sys.stderr)
+        logger.info("base model: loaded from cache %s", path)
         return model.eval()
     shipped = shipped_weights(key)
     if shipped is not None:
         model.load_state_dict(torch.load(shipped, map_location="cpu", weights_only=True))
-        if verbose:
-            print(f"base model: shipped weights {shipped.name} (not trained here; {TRAIN_BASE_ENV}=1 trains it)",
-                  file=sys.stderr)
+        logger.info("base model: shipped weights %s (not trained here; %s=1 trains it)", shipped.name, TRAIN_BASE_ENV)
         return model.eval()
-    if verbose:
-        print(f"base model: training once, will cache at {path}", file=sys.stderr)
+    logger.info("base model: training once, will cache at %s", path)
+    start = time.perf_counter()
     model = train(model)
+    logger.info("base model: trained in %.0f s", time.perf_counter() - start)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(path)  # atomic: a killed run never leaves a half-written cache

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lepton_search.errors import ConfigError, did_you_mean
+from lepton_search.logging import logger, verbose_call
 from lepton_search.paths import file_sha256
 from lepton_search.training import fit, forward, train_classifier
 from lepton_search.workloads import minilm
@@ -231,6 +231,7 @@ def _fine_tune(model: nn.Module, new_head: nn.Module, loader: DataLoader, *, epo
     return round(time.perf_counter() - start, 1)
 
 
+@verbose_call
 def migrate(
     model_or_name: nn.Module | str, data: Workload | Mapping[str, DataLike], *, num_classes: int,
     weights: str | Path | None = None, head: str | None = None, epochs: int = 3, freeze_backbone_epochs: int = 1,
@@ -279,6 +280,6 @@ def migrate(
         key = f"{cache_key}-{info['pretrained_sha256']}-e{epochs}f{freeze_backbone_epochs}-s{seed}"
         wl.model = cached_model(key, model, train, verbose=verbose)
     if verbose and "train_seconds" in wl.info:
-        print(f"migrate: {family} -> {num_classes} classes, {epochs} epochs ({freeze_backbone_epochs} head only) "
-              f"in {wl.info['train_seconds']:.0f} s", file=sys.stderr)
+        logger.info(f"migrate: {family} -> {num_classes} classes, {epochs} epochs ({freeze_backbone_epochs} head only) "
+                    f"in {wl.info['train_seconds']:.0f} s")
     return wl
