@@ -60,6 +60,45 @@ class Candidate:
     input_transform: InputTransform | None = None
 
 
+def token_window(workload: Workload, n: int) -> InputTransform:
+    """The `seq_len` knob's transform: the first `n` tokens of every token-sequence input (int inputs of one axis as
+    long as the workload's sequence), the rest as they are. Latency is then timed on the validation samples cut
+    to `n` tokens: a fixed shape, as a server that pads or cuts to one length runs (BBC articles are all longer)."""
+    full = workload.seq_len
+    names = {s.name for s in workload.inputs if len(s.shape) == 1 and s.shape[0] == full and "int" in str(s.dtype)}
+
+    def cut(feeds: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: _first(v, n) if k in names else v for k, v in feeds.items()}
+
+    return InputTransform(f"first {n} of {full} tokens", cut)
+
+
+def _first(x: Any, n: int) -> Any:
+    part = x[:, :n]
+    return part.contiguous() if isinstance(part, torch.Tensor) else np.ascontiguousarray(part)
+
+
+def input_transform_for(workload: Workload, config: CompressionConfig) -> InputTransform | None:
+    """What `config` does to the model's inputs (None: the workload's own): `config.seq_len` cuts token inputs."""
+    return token_window(workload, config.seq_len) if config.seq_len else None
+
+
+def _torch_view(workload: Workload, transform: InputTransform | None) -> Callable[[Any], Any] | None:
+    """`transform` on a training batch's inputs (a tensor, or a tuple in the workload's input order): what the
+    student is fed while fine-tuning (the teacher keeps the whole inputs: it teaches at full length)."""
+    if transform is None:
+        return None
+    names = workload.input_names
+
+    def view(xb: Any) -> Any:
+        xs = xb if isinstance(xb, tuple) else (xb,)
+        out = transform.apply(dict(zip(names, xs)))
+        ys = tuple(out[n] for n in names)
+        return ys if len(ys) > 1 else ys[0]
+
+    return view
+
+
 def feeds_of(workload: Workload, tensors: Sequence[torch.Tensor]) -> Feeds:
     """One batch of the workload's inputs as feeds (input name -> array in the input's dtype)."""
     return {s.name: t.numpy().astype(s.dtype, copy=False) for s, t in zip(workload.inputs, tensors)}
@@ -79,7 +118,7 @@ def calibration_batches(workload: Workload, n: int, seed: int,
 
 def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: CompressionConfig, settings: FinetuneSettings,
               quant_aware: bool, horizon: int, checkpoints: CheckpointStore | None, key: str | None, task: Any = None,
-              ) -> tuple[float, int, float]:
+              student_view: Callable[[Any], Any] | None = None) -> tuple[float, int, float]:
     """Distil `model` up to `config.finetune_epochs`, from the latest stored epoch when there is one.
 
     Returns (seconds trained here, epochs reused, seconds the reused epochs took)."""
@@ -101,7 +140,7 @@ def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: Compress
             model, teacher, train, epochs=config.finetune_epochs, lr=settings.lr, optimizer=settings.optimizer,
             temperature=settings.temperature, distill_weight=settings.distill_weight,
             desc="fine-tune", horizon=horizon, resume=found[1]["train"] if found else None,
-            on_epoch=save if key is not None else None, task=task,
+            on_epoch=save if key is not None else None, task=task, student_view=student_view,
         )
     return seconds, reused, seconds_before
 
@@ -117,10 +156,12 @@ def compress(
     With `checkpoints`, fine-tuning resumes from the latest stored epoch of the same pruned model and stores
     each epoch it trains (`techniques.checkpoints`); the schedule spans `horizon` epochs either way.
     `on_model` is given the pruned, fine-tuned torch model the file is exported from (`ModelOptimizer`).
-    `input_transform`: what a knob does to the inputs (the file is exported, calibrated, and later evaluated and
-    timed at the transformed inputs; fine-tuning still sees the workload's own batches)."""
+    `input_transform`: what a knob does to the inputs (default: `input_transform_for(config)`); the file is
+    exported, calibrated, and later evaluated and timed at the transformed inputs, and the student fine-tunes on
+    them while the teacher sees the workload's own."""
     start = time.perf_counter()
     torch.manual_seed(seed)
+    input_transform = input_transform or input_transform_for(workload, config)
     x = workload.example_args
     base = workload.model.eval()
     settings = finetune.recipe_for(base, settings)  # concrete before it keys a checkpoint
@@ -145,7 +186,8 @@ def compress(
         if key is not None:
             held.enter_context(checkpoints.lock(key))
         ft_seconds, reused, seconds_before = _finetune(model, teacher, train, config, settings, quant_aware, horizon,
-                                                       checkpoints, key, workload.task)
+                                                       checkpoints, key, workload.task,
+                                                       _torch_view(workload, input_transform))
     if config.finetune_epochs > 0:
         # Weights moved: BN statistics follow the final weights, not a running mix over training.
         finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)

@@ -373,6 +373,16 @@ def _epochs(value: int) -> str | None:
     return None if value >= 0 else "need 0 <= low <= high (whole epochs)"
 
 
+def _seq_len(value: Any) -> str | None:
+    whole = _is_number(value) and float(value).is_integer()
+    return None if whole and value >= 0 else "give a whole number of tokens >= 1 (0: the workload's own length)"
+
+
+def _layers(value: Any) -> str | None:
+    whole = _is_number(value) and float(value).is_integer()
+    return None if whole and value >= 0 else "give a whole number of encoder layers >= 1 (0: all of them)"
+
+
 KNOBS = KnobTable(
     Knob("prune_ratio", FloatRange(0.0, 0.75, 0.25), noop=0.0, check=_prune_ratio,
          help="share of output channels removed per layer", applied_by="lepton_search.techniques.prune"),
@@ -387,5 +397,11 @@ KNOBS = KnobTable(
          help="stored width of weights (and activations at 8): 32, 16, 8 or 4", applied_by="lepton_search.candidate"),
     Knob("finetune_epochs", IntRange(0, 2), noop=0, check=_epochs,
          help="epochs of distillation from the unpruned base", applied_by="lepton_search.candidate"),
+    Knob("seq_len", Choices((0,)), noop=0, check=_seq_len,
+         help="tokens kept per input (the first ones; 0: the workload's length): the file, its latency and its "
+              "accuracy are at that length", applied_by="lepton_search.candidate"),
+    Knob("layers", Choices((0,)), noop=0, check=_layers,
+         help="encoder layers kept (the bottom ones; 0: all), the rest distilled from the teacher",
+         applied_by="lepton_search.techniques.prune"),
 )
 KNOB_NAMES: Sequence[str] = _Names(KNOBS)

@@ -45,7 +45,9 @@ LOGGER_NAME = "lepton_search"
 # Loggers the wrapped calls write to: "" is the root logger (ONNX Runtime's quantizer calls logging.warning);
 # NNCF's own (it has a stdout handler and does not propagate); torch's CUDA probe, which importing NNCF's torch
 # backend triggers; torch's ONNX exporter.
-THIRD_PARTY_LOGGERS = ("", "nncf", "onnxruntime", "torch.onnx", "torch.utils.cpp_extension")
+# torch.utils._pytree: torchao (imported by transformers) registers enums there, and torch logs a deprecation
+# for each through its own handler ("W1206 ... _pytree.py:630] <enum 'KernelPreference'> ...").
+THIRD_PARTY_LOGGERS = ("", "nncf", "onnxruntime", "torch.onnx", "torch.utils.cpp_extension", "torch.utils._pytree")
 
 
 

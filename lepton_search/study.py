@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 
 from lepton_search import records
-from lepton_search.candidate import InputTransform, compress
+from lepton_search.candidate import InputTransform, compress, input_transform_for
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, measure_onnx
 from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, get_target, save_inputs
@@ -292,10 +292,10 @@ class Objective:
             self.study.enqueue_trial(self.space.params(pick), skip_if_exists=True)
 
     def inputs_for(self, config: CompressionConfig) -> InputTransform | None:
-        """What `config` does to the model's inputs (None: the workload's own). The hook an input knob (the
-        planned `seq_len`) fills; the candidate then carries its inputs and samples through evaluation, records,
-        export, retarget and remeasure."""
-        return None
+        """What `config` does to the model's inputs (None: the workload's own; `seq_len` cuts token inputs); the
+        candidate then carries its inputs and samples through evaluation, records, export, retarget and
+        remeasure."""
+        return input_transform_for(self.workload, config)
 
     def _compress(self, trial: optuna.Trial, config: CompressionConfig) -> Any:
         return compress(self.workload, config, self.work_dir / f"trial_{trial.number}.onnx",
@@ -373,6 +373,25 @@ def knobs_that_act(workload: Workload, space: SearchSpace, graph: Any, *, verbos
     return dataclasses.replace(space, **changes) if changes else space
 
 
+def check_shape_knobs(workload: Workload, space: SearchSpace) -> None:
+    """`seq_len` and `layers` values the model cannot take, refused in one line each before anything trains."""
+    lengths = [v for v in space.domain("seq_len") if v]
+    full = workload.seq_len
+    if lengths and full is None:
+        raise ConfigError("knobs.seq_len", lengths[0], f"workload {workload.name!r} has no token-sequence input; "
+                          "remove the knob (or state the workload's sequence_length)")
+    if lengths and max(lengths) > full:
+        raise ConfigError("knobs.seq_len", max(lengths), f"is above the model's {full} tokens; give 1..{full} (0: all)")
+    depths = [v for v in space.domain("layers") if v]
+    have = len(prune_transformer.encoder_layers(workload.model))
+    if depths and not have:
+        raise ConfigError("knobs.layers", depths[0], f"workload {workload.name!r} has no BERT-style encoder layer "
+                          "to drop; remove the knob")
+    if depths and max(depths) > have:
+        raise ConfigError("knobs.layers", max(depths), f"is more than the model's {have} encoder layers; give "
+                          f"1..{have} (0: all)")
+
+
 def check_target(space: SearchSpace, target: LatencyModel) -> None:
     """A price objective needs a priced target (cheap: callers run it before any workload is built, too)."""
     if "usd_per_million_inferences" in space.objectives and target.describe().get("usd_per_hour") is None:
@@ -388,6 +407,7 @@ def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_d
     check_target(space, target)
     given = space.finetune
     workload.validate()
+    check_shape_knobs(workload, space)
     if workload.task.name != "classification" and space.max_accuracy_drop_pts is not None:
         raise ConfigError("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts,
                           f"task {workload.task.name!r} has no accuracy; limit its {workload.task.metric} with "

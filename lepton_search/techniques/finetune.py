@@ -75,13 +75,14 @@ def distill(
     student: nn.Module, teacher: nn.Module, loader: DataLoader, *, epochs: int, lr: float = 0.005,
     temperature: float = 4.0, distill_weight: float = 0.7, desc: str = "fine-tune", horizon: int | None = None,
     resume: dict | None = None, on_epoch: Callable[[int, dict], None] | None = None, task: Task | None = None,
-    optimizer: str = "sgd",
+    optimizer: str = "sgd", student_view: Callable[[ModelInputs], ModelInputs] | None = None,
 ) -> float:
     """Fine-tune `student` for `epochs` on `loader`, matching the teacher's outputs.
 
     Loss: the task's distillation loss (classification: w * T^2 * KL(student/T || teacher/T) + (1 - w) *
     cross-entropy; regression: w * MSE to the teacher + (1 - w) * MSE to the target). Returns seconds spent.
-    `horizon`, `resume`, `on_epoch`: see `training.fit` (fine-tuning reuse across trials).
+    `horizon`, `resume`, `on_epoch`: see `training.fit` (fine-tuning reuse across trials). `student_view`: what the
+    student is fed of each batch (e.g. its first tokens, the `seq_len` knob); the teacher sees the whole batch.
     """
     start = time.perf_counter()
     if epochs <= 0 or (resume is not None and resume["epoch"] >= epochs):
@@ -92,7 +93,7 @@ def distill(
     def loss_fn(xb: ModelInputs, yb: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             t_logits = forward(teacher, xb)
-        s_logits = forward(student, xb)
+        s_logits = forward(student, xb if student_view is None else student_view(xb))
         return task.distill_loss(s_logits, t_logits, yb, temperature=temperature, weight=distill_weight)
 
     recipe = RECIPES[optimizer]

@@ -163,11 +163,16 @@ def bake_masks(model: nn.Module, example_input: ExampleInputs) -> nn.Module:
 
 
 def prune(model: nn.Module, example_input: ExampleInputs, config: CompressionConfig) -> nn.Module:
-    """A pruned copy of `model` as `config` says (prune_ratio, prune_method, round_to)."""
+    """A pruned copy of `model` as `config` says (prune_ratio, prune_method, round_to; `layers`: the encoder layers
+    a Transformer keeps, `prune_transformer.keep_layers`)."""
     if config.prune_method == "structured":
-        return prune_structured(model, example_input, config.prune_ratio, config.round_to)
-    if config.prune_method == "global":
-        return prune_structured(model, example_input, config.prune_ratio, config.round_to, global_ranking=True)
-    if config.prune_method == "unstructured":
-        return prune_unstructured(model, example_input, config.prune_ratio)
-    raise ValueError(f"prune_method must be 'structured', 'global' or 'unstructured', got {config.prune_method!r}")
+        pruned = prune_structured(model, example_input, config.prune_ratio, config.round_to)
+    elif config.prune_method == "global":
+        pruned = prune_structured(model, example_input, config.prune_ratio, config.round_to, global_ranking=True)
+    elif config.prune_method == "unstructured":
+        pruned = prune_unstructured(model, example_input, config.prune_ratio)
+    else:
+        raise ValueError(f"prune_method must be 'structured', 'global' or 'unstructured', got {config.prune_method!r}")
+    if config.layers:
+        pruned = prune_transformer.keep_layers(pruned if pruned is not model else copy.deepcopy(model), config.layers)
+    return pruned

@@ -126,6 +126,28 @@ def prune_encoder(model: nn.Module, ratio: float, round_to: int = 1, *, heads: b
     return model
 
 
+def keep_layers(model: nn.Module, n: int) -> nn.Module:
+    """`model` (in place) with only its first `n` encoder layers: the top ones leave the graph (dropping the top
+    layers of a pretrained BERT costs least accuracy: Sajjad et al., "On the effect of dropping layers of
+    pre-trained transformer models", 2023); `config.num_hidden_layers` follows. 0 keeps them all."""
+    layers = encoder_layers(model)
+    if n <= 0 or n >= len(layers):
+        if n > len(layers):
+            raise ValueError(f"layers {n} is more than the model's {len(layers)} encoder layers")
+        return model
+    holder = next(m for m in model.modules() if isinstance(m, nn.ModuleList) and any(x is layers[0] for x in m))
+    kept = [layer for layer in holder][:n]
+    for name, child in model.named_modules():
+        if child is holder:
+            parent_name, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, attr, nn.ModuleList(kept))
+    for m in model.modules():
+        config = getattr(m, "config", None)
+        if config is not None and hasattr(config, "num_hidden_layers"):
+            config.num_hidden_layers = n
+    return model
+
+
 # ---- helpers -------------------------------------------------------------------------------
 def _attn(layer: nn.Module) -> nn.Module:
     return layer.attention.self

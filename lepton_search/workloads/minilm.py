@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lepton_search.errors import ConfigError
+from lepton_search.logging import routed_to_debug
 
 NLP_EXTRA = "pip install 'lepton-search[nlp]'"
 HIDDEN_STATES = "last_hidden_state"
@@ -35,7 +36,8 @@ def minilm_dir() -> Path:
 
 def _transformers():
     try:
-        import transformers
+        with routed_to_debug():  # its first import logs torch `_pytree` deprecations (torchao's enums)
+            import transformers
     except ImportError:
         raise ConfigError("workload", "bbc-minilm", f"needs transformers: {NLP_EXTRA}") from None
     return transformers
@@ -50,9 +52,14 @@ def _offline() -> Iterator[None]:
     tf_logger = logging.getLogger("transformers")
     level = tf_logger.level
     tf_logger.setLevel(logging.ERROR)
+    hf_logging = _transformers().utils.logging
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Loading weights: 100%|...|" in every log otherwise
     try:
         yield
     finally:
+        if bars:
+            hf_logging.enable_progress_bar()
         tf_logger.setLevel(level)
         for k, v in saved.items():
             if v is None:

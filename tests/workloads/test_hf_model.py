@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import onnx
 import pytest
-import torch
+from hf_workload import tiny_bert as _bert
+from hf_workload import token_data as _data
 
 from lepton_search import FinetuneSettings, ModelOptimizer, SearchSpace, Workload, search
 from lepton_search.errors import ConfigError
 from lepton_search.techniques import prune_transformer
 
 transformers = pytest.importorskip("transformers")  # the [nlp] extra (make test installs it)
-
-
-def _bert(num_labels: int = 3) -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=16, num_labels=num_labels)
-    return transformers.BertForSequenceClassification(config).eval()
-
-
-def _data(n: int = 48, seq: int = 8):
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, 40, (n, seq), generator=g)
-    y = torch.arange(n) % 3
-    ids[:, 1] = y + 3  # the class is token 1's id: learnable in an epoch
-    mask = torch.ones(n, seq, dtype=torch.long)
-    return ids, mask, y
 
 
 def test_a_hugging_face_classifier_is_taken_as_it_comes():
