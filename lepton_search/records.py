@@ -41,6 +41,7 @@ REJECTED = "rejected_before_training"  # why a config was rejected (a budget, a 
 DOMINATED = "dominated_before_training"
 # Study user attr: how its trials store constraints (see `ConstraintLayout`).
 CONSTRAINT_LAYOUT = "constraint_layout"
+FINETUNE_RECIPE = "finetune_recipe"  # study attr: the fine-tune settings "auto" resolved to for the study's model
 _CONSTRAINTS_LIST = "constraints"  # Optuna's list form (system attr): optuna-dashboard 0.21 reads only this one
 _CONSTRAINT_PREFIX = "constraints:"  # Optuna's named form (`set_constraint`), one system attr per name
 _LEGACY_CONSTRAINT_NAMES = {"accuracy_drop_pts": "max_accuracy_drop_pts"}  # schema 1 name -> today's

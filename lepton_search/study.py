@@ -414,13 +414,12 @@ def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_d
                           "max_metric_drop (in the metric's own unit)")
     graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names)
     space = knobs_that_act(workload, space, graph, verbose=verbose)
-    # The family's recipe made concrete: stored with the study and in every checkpoint key, printed once.
-    space = dataclasses.replace(space, finetune=finetune.recipe_for(workload.model, space.finetune))
-    if space.finetune_epochs[1] > 0 and verbose:
+    if space.finetune_epochs[1] > 0 and verbose:  # the family's recipe, made concrete (`start` stores it)
         family = "Transformer encoder" if prune_transformer.is_transformer(workload.model) else "non-Transformer"
         how = "as given" if given.optimizer != "auto" and given.lr is not None else f"the {family} default"
         logger.info("fine-tune recipe (%s; set finetune.optimizer / finetune.lr to change it): %s", how,
-                    finetune.describe_recipe(space.finetune, len(workload.dataset("train"))))
+                    finetune.describe_recipe(finetune.recipe_for(workload.model, given),
+                                             len(workload.dataset("train"))))
     return space
 
 
@@ -429,6 +428,8 @@ def start(study: optuna.Study, workload: Workload, space: SearchSpace, target: L
     """The base model measured once per study and the anchors queued in a study with no trial yet (both paths)."""
     base = measure_base(study, workload, target, store, work_dir)
     queue_anchors(study, space, n_trials)
+    # The space is stored as given ("auto" follows the model); what "auto" became for this model, beside it.
+    study.set_user_attr(records.FINETUNE_RECIPE, dataclasses.asdict(finetune.recipe_for(workload.model, space.finetune)))
     return base
 
 

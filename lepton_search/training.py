@@ -60,6 +60,9 @@ RECIPES = {"sgd": Recipe("sgd", lr=0.005, weight_decay=1e-5, warmup=0.15),
            "adamw": Recipe("adamw", lr=5e-5, weight_decay=0.01, warmup=0.1)}
 
 
+EPOCH_LINE_EVERY_S = 10.0  # off a terminal, an epoch line at most this often (and always for the last epoch)
+
+
 def progress(total: int, desc: str) -> tqdm:
     """A tqdm bar (`tqdm.auto`: a widget in Jupyter), drawn only where someone watches: a terminal or a notebook,
     with progress on (see `lepton_search.logging`). Elsewhere callers log a line per stage instead."""
@@ -104,6 +107,7 @@ def fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, l
         if gen is not None and resume.get("generator") is not None:
             gen.set_state(resume["generator"])
         start = int(resume["epoch"])
+    last_line = time.perf_counter()
     with progress((epochs - start) * len(loader), desc) as bar:
         for epoch in range(start, epochs):
             model.train()
@@ -118,8 +122,10 @@ def fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, l
                 sched.step()
                 bar.update(1)
                 losses.append(loss.detach())
-            log_stage("%s epoch %d/%d %.1f s (mean loss %.4f)", desc, epoch + 1, epochs, time.perf_counter() - began,
-                      torch.stack(losses).mean().item() if losses else float("nan"))
+            if epoch + 1 == epochs or time.perf_counter() - last_line >= EPOCH_LINE_EVERY_S:  # 30 short epochs: few lines
+                log_stage("%s epoch %d/%d %.1f s (mean loss %.4f)", desc, epoch + 1, epochs,
+                          time.perf_counter() - began, torch.stack(losses).mean().item() if losses else float("nan"))
+                last_line = time.perf_counter()
             if on_epoch is not None:
                 on_epoch(epoch + 1, {"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                      "generator": None if gen is None else gen.get_state()})

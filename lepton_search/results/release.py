@@ -36,10 +36,14 @@ class RecheckError(LeptonError):
 
 
 def recheck(onnx_path: Path, record: TrialRecord, workload: Workload) -> dict[str, Any]:
-    """Run `onnx_path` in ORT on the validation split; compare with the stored `val_correct` (or accuracy)."""
+    """Run `onnx_path` in ORT on the validation split (cut as the trial's knobs cut its inputs: `seq_len`); compare
+    with the stored `val_correct` (or accuracy)."""
+    from lepton_search.candidate import input_transform_for
     from lepton_search.evaluate import onnx_accuracy
+    from lepton_search.space import CompressionConfig
 
-    acc = onnx_accuracy(onnx_path, workload, "val")
+    transform = input_transform_for(workload, CompressionConfig.from_dict(record.config or {}))
+    acc = onnx_accuracy(onnx_path, workload, "val", transform=transform)
     stored_correct, stored_acc = record.val_correct, record.accuracy
     stored_total = acc.total if record.val_total is None else record.val_total
     if stored_correct is not None and acc.correct is not None:

@@ -56,7 +56,8 @@ def _offline() -> Iterator[None]:
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # "Loading weights: 100%|...|" in every log otherwise
     try:
-        yield
+        with routed_to_debug():  # transformers imports its model code lazily, here: torch's `_pytree` notes
+            yield
     finally:
         if bars:
             hf_logging.enable_progress_bar()

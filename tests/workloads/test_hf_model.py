@@ -38,7 +38,8 @@ def test_search_and_model_optimizer_prune_a_hugging_face_model(tmp_path):
                         early_reject="off", finetune=settings)
     result = search(wl, space, n_trials=1, storage=f"sqlite:///{tmp_path / 's.db'}", study_name="bert",
                     callbacks=[], remeasure=False)
-    assert result.study.user_attrs["space"]["finetune"]["optimizer"] == "adamw"  # the family's recipe, stored
+    assert result.study.user_attrs["space"]["finetune"]["optimizer"] == "auto"  # the space as given
+    assert result.study.user_attrs["finetune_recipe"]["optimizer"] == "adamw"  # what it became for this model
     out = ModelOptimizer(wl.model, wl, settings=settings, out_dir=tmp_path).compress(prune_ratio=0.5, bits=8,
                                                                                        finetune_epochs=1)
     graph = onnx.load(str(out.onnx_path))

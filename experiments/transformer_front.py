@@ -1,0 +1,213 @@
+"""Transformers where the search should win: tokens kept, layers kept, heads/FFN, INT8, recovered by distillation.
+
+On `bbc-minilm` (MiniLM-L6 + a mean-pool head on BBC News, 128 tokens), the engine searches a planned set of
+configs over `seq_len` x `layers` x `prune_ratio` x INT8 x fine-tune epochs (AdamW, the Transformer recipe;
+the student sees the kept tokens, the teacher the whole article). Its Pareto files, the base and the peer are
+then scored in ONNX Runtime on validation and test (dynamic INT8 one sample a call, as served) and timed
+interleaved in one harness (`_harness.HARNESS`), each on the validation samples it is served (cut to its
+tokens). The point is chosen per validation threshold and reported on test with its standard error.
+
+The peer is what Optimum and Olive do by default: ONNX Runtime's transformer optimizer (fusion) on the base's
+exported graph, then `quantize_dynamic` (INT8 weights, per channel), at the base's 128 tokens.
+
+    python experiments/transformer_front.py            # ~40 min on a 2-core host; JSON + table + plotly HTML
+    python experiments/transformer_front.py --quick    # a smoke run on a 2-layer slice (~3 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import HARNESS, choose, run_planned, stderr_pts
+
+from lepton_search.candidate import input_transform_for
+from lepton_search.evaluate import onnx_accuracy
+from lepton_search.knobs import KNOB_NAMES
+from lepton_search.latency import HostCpuLatency
+from lepton_search.latency.cpu_identity import this_cpu
+from lepton_search.logging import routed_to_debug
+from lepton_search.space import CompressionConfig, FinetuneSettings, SearchSpace
+from lepton_search.techniques import prune_transformer
+from lepton_search.workloads.bbc_minilm import bbc_minilm
+
+RESULTS = Path(__file__).resolve().parent / "results"
+THRESHOLDS = (0.5, 1.0, 2.0)
+
+
+def planned(quick: bool) -> tuple[SearchSpace, list[CompressionConfig]]:
+    """The space and the configs the engine evaluates, in order (each chain in increasing epochs: a trial
+    resumes the previous one's checkpoint)."""
+    if quick:
+        space = SearchSpace(prune_ratio=(0.0, 0.0, 0.25), bits=(8,), finetune_epochs=(0, 1), seq_len=(0, 16),
+                            layers=(0, 1), anchors="off", early_reject="off",
+                            finetune=FinetuneSettings(subset_size=64, calibration_size=16, lr=2e-4))
+        cells = [(0, 0, 0.0), (16, 1, 0.0)]
+        return space, [CompressionConfig(r, 8, e, seq_len=s, layers=n) for s, n, r in cells for e in (0, 1)]
+    space = SearchSpace(prune_ratio=(0.0, 0.25, 0.25), bits=(8,), finetune_epochs=(0, 2), seq_len=(0, 32, 64),
+                        layers=(0, 3, 4), anchors="off", early_reject="off",
+                        finetune=FinetuneSettings(calibration_size=128, lr=2e-4))
+    configs = [CompressionConfig(0.0, 8, 0)]  # INT8 alone: what one call of a quantizer gives
+    configs += [CompressionConfig(0.0, 8, 0, seq_len=s) for s in (64, 32)]  # tokens cut, no training
+    for seq, layers, ratio in ((64, 0, 0.0), (64, 4, 0.0), (64, 3, 0.0), (32, 4, 0.0), (32, 3, 0.0), (64, 3, 0.25)):
+        configs += [CompressionConfig(ratio, 8, e, seq_len=seq, layers=layers) for e in (1, 2)]
+    return space, configs
+
+
+def peer_file(base: Path, model: Any, out: Path) -> tuple[Path, dict[str, int]]:
+    """ONNX Runtime's transformer optimizer (fusion) + dynamic INT8 of the base file; the fused op counts."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    shape = prune_transformer.layer_shapes(model)[0]
+    fused = optimize_model(str(base), model_type="bert", num_heads=shape.heads,
+                           hidden_size=shape.heads * shape.head_size)
+    counts = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+    fused.save_model_to_file(str(out.with_suffix(".fused.onnx")))
+    # the fused graph holds com.microsoft ops shape inference cannot type: tell the quantizer they are float
+    with routed_to_debug():
+        quantize_dynamic(out.with_suffix(".fused.onnx"), out, weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return out, counts
+
+
+def time_files(files: dict[str, tuple[Path, dict[str, np.ndarray]]], rounds: int, runs: int) -> dict[str, list[float]]:
+    """p50 of every file per round, files interleaved, each fed the samples it is served."""
+    timer = HostCpuLatency(threads=1, batch_size=1, runs=runs, warmup=20, max_repeats=1)
+    out: dict[str, list[float]] = {name: [] for name in files}
+    for _ in range(rounds):
+        for name, (path, inputs) in files.items():
+            out[name].append(timer.latency(path, inputs).p50_ms)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a smoke run on a 2-layer, 64-article slice")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--out", type=Path, default=RESULTS / "transformer_front.json")
+    args = ap.parse_args()
+    if args.quick and args.out == RESULTS / "transformer_front.json":
+        args.out = Path(tempfile.mkdtemp(prefix="transformer_front_")) / "transformer_front.json"
+    start = time.perf_counter()
+    wl = bbc_minilm(num_layers=2, limit=64, seq_len=32) if args.quick else bbc_minilm()
+    space, configs = planned(args.quick)
+    work = Path(tempfile.mkdtemp(prefix="transformer_front_"))
+    result = run_planned(wl, space, configs, storage=f"sqlite:///{work / 'study.db'}", study_name=wl.name,
+                         artifacts=work / "artifacts")
+    trials = result.trials().query("state == 'COMPLETE'")
+
+    files: dict[str, tuple[Path, dict[str, np.ndarray]]] = {}
+    transforms: dict[str, Any] = {"base": None, "peer": None}
+    with result.artifact_store.open_reader(result.base.onnx_artifact_id) as r:
+        (work / "base.onnx").write_bytes(r.read())
+    samples = wl.sample_inputs()
+    files["base"] = (work / "base.onnx", samples)
+    peer, fused_ops = peer_file(work / "base.onnx", wl.model, work / "peer.onnx")
+    files["peer"] = (peer, samples)
+    configs_of: dict[str, CompressionConfig] = {}
+    for row in result.pareto().itertuples():
+        name = f"trial {row.number}"
+        cfg = CompressionConfig.from_dict({k: getattr(row, k) for k in KNOB_NAMES if hasattr(row, k)})
+        path = result.export(int(row.number), work / f"t{row.number}", workload=wl)  # re-checked on validation
+        transforms[name] = input_transform_for(wl, cfg)
+        files[name] = (path, transforms[name].apply(samples) if transforms[name] else samples)
+        configs_of[name] = cfg
+    val = {n: onnx_accuracy(p, wl, "val", threads=1, transform=transforms[n]).accuracy for n, (p, _) in files.items()}
+    test_results = {n: onnx_accuracy(p, wl, "test", threads=1, transform=transforms[n]) for n, (p, _) in files.items()}
+    test = {n: r.accuracy for n, r in test_results.items()}
+    n_test = test_results["base"].total
+    times = time_files(files, args.rounds, args.runs)
+    best = {n: min(v) for n, v in times.items()}
+
+    points = []
+    for name, cfg in configs_of.items():
+        row = trials[trials["number"] == int(name.split()[1])].iloc[0]
+        points.append({"trial": int(name.split()[1]), "config": cfg.label(), "config_knobs": cfg.as_dict(),
+                       "val_accuracy": val[name], "val_drop_pts": 100 * (val["base"] - val[name]),
+                       "test_accuracy": test[name], "test_drop_pts": 100 * (test["base"] - test[name]),
+                       "test_stderr_pts": stderr_pts(test[name], n_test), "latency_ms": best[name],
+                       "latency_ms_rounds": times[name], "speedup": best["base"] / best[name],
+                       "vs_peer": best["peer"] / best[name], "size_mb": float(row["size_mb"]),
+                       "finetune_seconds": float(row.get("finetune_seconds_total", row.get("finetune_seconds", 0.0)))})
+    points.sort(key=lambda p: p["latency_ms"])
+    chosen = {t: choose(points, t) for t in THRESHOLDS}
+    layers = len(prune_transformer.encoder_layers(wl.model))
+    cpu = this_cpu()
+    record = [{
+        "workload": wl.name, "host": f"{cpu.model} [{cpu.vendor}: {' '.join(cpu.isa)}]", "python": platform.python_version(),
+        "harness": HARNESS, "quick": args.quick, "test_size": n_test,
+        "base": {"val_accuracy": val["base"], "test_accuracy": test["base"], "latency_ms": best["base"],
+                 "latency_ms_rounds": times["base"], "seq_len": wl.seq_len, "layers": layers,
+                 "test_stderr_pts": stderr_pts(test["base"], n_test)},
+        "peer": {"name": "ONNX Runtime transformer optimizer (fusion) + quantize_dynamic INT8, base seq_len",
+                 "fused_ops": fused_ops, "val_accuracy": val["peer"], "test_accuracy": test["peer"],
+                 "test_drop_pts": 100 * (test["base"] - test["peer"]), "latency_ms": best["peer"],
+                 "latency_ms_rounds": times["peer"], "speedup": best["base"] / best["peer"]},
+        "chosen": _chosen(chosen[1.0]),
+        "chosen_by_threshold": {str(t): _chosen(c) for t, c in chosen.items()},
+        "points": points,
+        "space": space.to_dict(), "configs_planned": [c.label() for c in configs],
+        "wall_seconds": time.perf_counter() - start,
+        "finetune_seconds": float(trials.get("finetune_seconds", trials.get("finetune_seconds_total", 0)).sum()),
+    }]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2, default=float))
+    _print(record[0])
+    _plot(record[0], args.out.with_suffix(".html"))
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.html')} ({record[0]['wall_seconds'] / 60:.1f} min)")
+
+
+def _chosen(point: dict | None) -> dict | None:
+    if point is None:
+        return None
+    keys = ("config", "config_knobs", "val_drop_pts", "test_drop_pts", "test_stderr_pts", "speedup", "vs_peer",
+            "latency_ms", "size_mb")
+    return {k: point[k] for k in keys}
+
+
+def _print(rec: dict) -> None:
+    base, peer = rec["base"], rec["peer"]
+    print(f"\n{rec['workload']} on {rec['host']}\n{HARNESS}")
+    print(f"base: {base['seq_len']} tokens, {base['layers']} layers, test {100 * base['test_accuracy']:.2f}% "
+          f"(+-{base['test_stderr_pts']:.2f} pt), {base['latency_ms']:.2f} ms")
+    print(f"peer: {peer['name']}: test {100 * peer['test_accuracy']:.2f}% ({peer['test_drop_pts']:+.2f} pt), "
+          f"{peer['speedup']:.2f}x; fused {peer['fused_ops']}")
+    print(f"{'config':<32} {'val drop':>8} {'test drop':>16} {'ms':>7} {'speed-up':>8} {'vs peer':>7}")
+    for p in rec["points"]:
+        print(f"{p['config']:<32} {p['val_drop_pts']:+8.2f} {p['test_drop_pts']:+8.2f} +-{p['test_stderr_pts']:4.2f}  "
+              f"{p['latency_ms']:7.2f} {p['speedup']:7.2f}x {p['vs_peer']:6.2f}x")
+    for t, c in rec["chosen_by_threshold"].items():
+        line = "none within it" if c is None else (f"{c['config']} {c['speedup']:.2f}x ({c['vs_peer']:.2f}x the peer), "
+                                                  f"test drop {c['test_drop_pts']:+.2f} +- {c['test_stderr_pts']:.2f} pt")
+        print(f"chosen at <= {t} pt validation drop: {line}")
+
+
+def _plot(rec: dict, path: Path) -> None:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    pts = rec["points"]
+    fig.add_scatter(x=[p["latency_ms"] for p in pts], y=[100 * p["test_accuracy"] for p in pts], mode="markers+text",
+                    text=[p["config"] for p in pts], textposition="top center", name="engine (Pareto on validation)")
+    for key, label in (("base", "base (FP32, 128 tokens)"), ("peer", "peer: fusion + dynamic INT8")):
+        fig.add_scatter(x=[rec[key]["latency_ms"]], y=[100 * rec[key]["test_accuracy"]], mode="markers",
+                        marker={"size": 12, "symbol": "diamond"}, name=label)
+    fig.update_layout(title=f"{rec['workload']}: test accuracy vs latency ({rec['host']})",
+                      xaxis_title="latency ms (1 thread, batch 1)", yaxis_title="test accuracy %", xaxis_type="log")
+    fig.write_html(str(path), include_plotlyjs="cdn")
+
+
+if __name__ == "__main__":
+    main()
