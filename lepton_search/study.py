@@ -244,7 +244,8 @@ class Objective:
         self.study, self.workload, self.space, self.target = study, workload, space, target
         self.base, self.store, self.work_dir, self.seed, self.verbose = base, store, work_dir, seed, verbose
         self.after_trial = after_trial  # e.g. upload config.json + MODEL_CARD.md before the trial returns
-        self.teacher = finetune.frozen_copy(workload.model)
+        # one teacher for every trial, its outputs per training sample computed once (`finetune.CachedTeacher`)
+        self.teacher = finetune.CachedTeacher(finetune.frozen_copy(workload.model))
         self.checkpoints = checkpoints  # fine-tuning reuse across trials (None: every trial trains from scratch)
         # One process: a duplicate proposal queues an unseen config, which the loop's next trial takes. Parallel
         # workers stop at their own count and would leave such a queued trial WAITING: they do not queue.
