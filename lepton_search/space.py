@@ -21,7 +21,7 @@ from lepton_search.knobs import KNOB_NAMES, KNOBS, PRUNE_METHODS, SUPPORTED_BITS
 
 __all__ = ["ANCHORS", "BUDGETS", "CONSTRAINTS", "DEFAULT_SPACE_PATH", "EARLY_REJECT", "KNOBS", "KNOB_NAMES",
            "OBJECTIVES", "PRUNE_METHODS", "SAMPLERS", "SUPPORTED_BITS", "CompressionConfig", "FinetuneSettings",
-           "Knob", "LatencySettings", "SearchSpace", "default_space"]
+           "Knob", "LatencySettings", "SearchSpace", "default_space", "transformer_space"]
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize",
               "usd_per_million_inferences": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -39,6 +39,7 @@ CONSTRAINTS = {"max_accuracy_drop_pts": ("accuracy_drop_pts", "max"), "max_laten
 BUDGETS = ("max_latency_ms", "min_speedup", "max_size_mb")
 # A link to the top-level search_spaces/default.yaml (the source); the wheel ships the file itself.
 DEFAULT_SPACE_PATH = Path(__file__).with_name("default_space.yaml")
+TRANSFORMER_SPACE_PATH = Path(__file__).with_name("transformer_space.yaml")
 
 
 # The order of CompressionConfig's fields before the knobs became a table: CompressionConfig(0.25, 8, 1) still
@@ -115,7 +116,7 @@ class CompressionConfig:
 class FinetuneSettings:
     """How each candidate is fine-tuned (distillation from the unpruned base).
 
-    `optimizer` "auto" and `lr` None follow the model family (`techniques.finetune.recipe_for`): AdamW at 5e-5
+    `optimizer` "auto" and `lr` None follow the model family (`techniques.finetune.recipe_for`): AdamW at 2e-4
     with linear warm-up and decay for Transformer encoders, SGD (Nesterov, one-cycle) at 0.005 for the rest; a
     search prints the recipe it resolved at its start and stores it with the study. The same defaults as
     `search_spaces/default.yaml` (`tests/test_space.py` checks that they agree).
@@ -345,7 +346,14 @@ FINETUNE_OPTIMIZERS = ("auto", "sgd", "adamw")
 
 
 def default_space() -> SearchSpace:
+    """The embedded default search (`search_spaces/default.yaml`: the demo's CNN)."""
     return SearchSpace.from_yaml(DEFAULT_SPACE_PATH)
+
+
+def transformer_space() -> SearchSpace:
+    """The default search for a BERT-style classifier (`search_spaces/transformer.yaml`): tokens, layers, heads and
+    FFN channels, INT8, distillation epochs."""
+    return SearchSpace.from_yaml(TRANSFORMER_SPACE_PATH)
 
 
 # ---- validation helpers -----------------------------------------------------------------
@@ -419,7 +427,7 @@ def _validate(space: SearchSpace) -> None:
         if getattr(ft, name) < 1:
             raise ConfigError(f"finetune.{name}", getattr(ft, name), "must be >= 1")
     if ft.lr is not None and not (isinstance(ft.lr, (int, float)) and not isinstance(ft.lr, bool) and ft.lr > 0):
-        raise ConfigError("finetune.lr", ft.lr, "must be a number > 0 (e.g. 0.005 for SGD, 5e-5 for AdamW), "
+        raise ConfigError("finetune.lr", ft.lr, "must be a number > 0 (e.g. 0.005 for SGD, 2e-4 for AdamW), "
                           "or left out for the optimizer's rate")
     if ft.optimizer not in FINETUNE_OPTIMIZERS:
         raise ConfigError("finetune.optimizer", ft.optimizer,

@@ -91,3 +91,12 @@ def test_python_defaults_and_default_yaml_differ_only_where_named():
     assert differ == set(DEMO_ONLY), {k: (python.get(k), yaml_.get(k)) for k in differ ^ set(DEMO_ONLY)}
     # The fine-tune and latency settings agree: a user of the Python API gets what the demo measured as better.
     assert SearchSpace().finetune == default_space().finetune and SearchSpace().latency == default_space().latency
+
+
+def test_the_transformer_space_searches_tokens_layers_and_width():
+    from lepton_search.space import transformer_space
+
+    space = transformer_space()
+    assert space.domain("seq_len") == [0, 32, 64] and space.domain("layers") == [0, 3, 4]
+    assert space.finetune.optimizer == "auto" and space.bits == (8,)
+    assert SearchSpace.from_dict(space.to_dict()) == space

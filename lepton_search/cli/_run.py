@@ -31,6 +31,15 @@ def _workload(spec: str | None, data_dir: str | None):
     return workloads.get(spec) if data_dir is None else workloads.get(spec, data_dir=data_dir)
 
 
+def _with_sampler(space, sampler: str | None):
+    if sampler is None:
+        return space
+    try:
+        return dataclasses.replace(space, sampler=sampler)
+    except ConfigError as exc:
+        raise ConfigError("--sampler", sampler, exc.fix) from None
+
+
 @click.command("run")
 @click.argument("space", required=False, type=click.Path(dir_okay=False))
 @click.option("--storage", default=None, help=STORAGE_HELP)
@@ -48,22 +57,23 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
     """Run (or resume) a search. With no SPACE, the embedded default on Fashion-MNIST."""
     from lepton_search import SearchSpace, default_space, search
     from lepton_search.results.report import front_table
+    from lepton_search.space import transformer_space
     from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for
     from lepton_search.study import make_target
+    from lepton_search.techniques import prune_transformer
 
     _quiet_optuna()
     space_obj = SearchSpace.from_yaml(space) if space else default_space()
-    if sampler is not None:
-        try:
-            space_obj = dataclasses.replace(space_obj, sampler=sampler)
-        except ConfigError as exc:
-            raise ConfigError("--sampler", sampler, exc.fix) from None
     if timeout is not None and timeout <= 0:
         raise ConfigError("--timeout", timeout, "give a number of seconds > 0")
     if trials is not None and trials < 1:
         raise ConfigError("--trials", trials, "must be >= 1")
+    space_obj = _with_sampler(space_obj, sampler)
     make_target(target, space_obj)  # unknown target fails before any data is loaded
     wl = _workload(workload, data_dir)
+    if not space and prune_transformer.is_transformer(wl.model):
+        space_obj = _with_sampler(transformer_space(), sampler)  # a BERT-style classifier
+        click.echo("space: search_spaces/transformer.yaml (a BERT-style encoder: tokens, layers, heads, INT8)", err=True)
     result = search(wl, space_obj, target=target, n_trials=trials, storage=storage, study_name=study_name,
                     artifacts=artifacts, timeout=timeout)
     click.echo(front_table(result))

@@ -60,7 +60,7 @@ def recipe_for(model: nn.Module, settings: FinetuneSettings) -> FinetuneSettings
 
 
 def describe_recipe(settings: FinetuneSettings, n_train: int) -> str:
-    """One line naming a resolved recipe, e.g. "AdamW lr 5e-05, linear warm-up 10% then decay, batch 16, ..."."""
+    """One line naming a resolved recipe, e.g. "AdamW lr 0.0002, linear warm-up 10% then decay, batch 16, ..."."""
     recipe = RECIPES[settings.optimizer]
     steps = ("linear warm-up {:.0%} then linear decay" if recipe.optimizer == "adamw" else
              "Nesterov momentum 0.9, one-cycle with {:.0%} warm-up").format(recipe.warmup)

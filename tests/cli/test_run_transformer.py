@@ -1,0 +1,19 @@
+"""`lepton-search run` with no SPACE picks search_spaces/transformer.yaml for a BERT-style model."""
+
+from __future__ import annotations
+
+import pytest
+
+from lepton_search.cli import main
+
+pytest.importorskip("transformers")
+
+
+def test_run_takes_the_transformer_space_and_refuses_its_tokens_above_the_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # tiny_bert_workload takes 8 tokens: the shipped space's seq_len 64 is refused before any study is made
+    assert main(["run", "--workload", "hf_workload:tiny_bert_workload", "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "space: search_spaces/transformer.yaml" in err
+    assert "error: knobs.seq_len: got 64; is above the model's 8 tokens; give 1..8 (0: all)" in err
+    assert not (tmp_path / "lepton_search.db").exists() or "bert" not in (tmp_path / "lepton_search.db").read_bytes().decode("latin-1")
