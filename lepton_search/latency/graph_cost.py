@@ -167,14 +167,14 @@ def _table_lookup(g: GraphIndex, node: onnx.NodeProto) -> NodeCost | None:
     table = g.source_init(node.input[0])
     if table is None or len(table.dims) != 2:
         return None
-    out = g.numel(node.output[0])
-    if node.op_type == "GatherBlockQuantized":
+    rows = g.numel(node.input[1])
+    if node.op_type == "GatherBlockQuantized":  # a contrib op: shape inference gives no output shape
         bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
-        prec, per_row = ("int4" if bits == 4 else "int8"), 8.0
+        prec, per_row, width = ("int4" if bits == 4 else "int8"), 8.0, table.dims[1] * (2 if bits == 4 else 1)
     else:
         prec = {TensorProto.FLOAT16: "fp16", TensorProto.INT8: "int8", TensorProto.UINT8: "int8"}.get(table.data_type, "fp32")
-        per_row = 0.0
-    rows = g.numel(node.input[1])
+        per_row, width = 0.0, table.dims[1]
+    out = rows * width
     return NodeCost(node.name or node.output[0], node.op_type, "other", prec, 0.0, out * BYTES[prec] + rows * per_row,
                     out * 4.0 + rows * 8.0)
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from lepton_search.errors import ConfigError
 from lepton_search.tasks import Ranking
-from lepton_search.training import fit
+from lepton_search.training import progress
 from lepton_search.workloads._base import InputSpec, Workload
 from lepton_search.workloads._cache import cached_model
 
@@ -155,16 +155,26 @@ class RatingMLP(nn.Module):
 
 
 def _train(model: nn.Module, wl: Workload, *, epochs: int, lr: float, weight_decay: float, seed: int,
-           desc: str) -> nn.Module:
+           desc: str, batch_size: int = 1024) -> nn.Module:
+    """Adam on the task's loss (BCE for ranking, MSE for ratings): embedding tables learn in a few epochs with it,
+    where the SGD of `training.fit` left NeuMF at HR@10 0.41 (val) after 6 epochs."""
     torch.manual_seed(seed)
-    loader = wl.loader("train", batch_size=256, shuffle=True, seed=seed)
-    fit(model, loader, lambda x, y: wl.task.loss(model(*x), y), epochs=epochs, lr=lr, weight_decay=weight_decay,
-        warmup=0.2, desc=desc)
-    return model
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loader = wl.loader("train", batch_size=batch_size, shuffle=True, seed=seed)
+    with progress(epochs * len(loader), desc) as bar:
+        for _ in range(epochs):
+            model.train()
+            for user, item, y in loader:
+                loss = wl.task.loss(model(user, item), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                bar.update(1)
+    return model.eval()
 
 
 def movielens_ncf(*, gmf_dim: int = 32, mlp_dim: int = 64, hidden: tuple[int, ...] = (512, 256, 128),
-                  base_epochs: int = 6, seed: int = 0, verbose: bool = True) -> Workload:
+                  base_epochs: int = 8, seed: int = 0, verbose: bool = True) -> Workload:
     """`movielens-ncf`: NeuMF trained here (leave-one-out, HR@10 on 1 + 99 sampled items per user), cached."""
     splits, users, items = ncf_splits(seed=seed)
     torch.manual_seed(seed)
@@ -175,15 +185,16 @@ def movielens_ncf(*, gmf_dim: int = 32, mlp_dim: int = 64, hidden: tuple[int, ..
                   info={"dataset": "MovieLens-100k (recbole wheel)", "protocol": "leave-one-out, 1 + 99 sampled",
                         "request": f"1 user x {REQUEST_ITEMS} items", "users": users, "items": items,
                         **{s: len(splits[s][0]) for s in splits}})
-    key = f"movielens-ncf-g{gmf_dim}-m{mlp_dim}-h{'x'.join(map(str, hidden))}-e{base_epochs}-s{seed}"
-    wl.model = cached_model(key, wl.model, lambda m: _train(m, wl, epochs=base_epochs, lr=0.05, weight_decay=1e-6,
+    key = f"movielens-ncf-adam-g{gmf_dim}-m{mlp_dim}-h{'x'.join(map(str, hidden))}-e{base_epochs}-s{seed}"
+    wl.model = cached_model(key, wl.model, lambda m: _train(m, wl, epochs=base_epochs, lr=1e-3, weight_decay=0.0,
                                                             seed=seed, desc="train movielens-ncf"), verbose=verbose)
     return wl
 
 
-def movielens_rating(*, dim: int = 64, hidden: tuple[int, ...] = (256, 128), base_epochs: int = 8, seed: int = 0,
+def movielens_rating(*, dim: int = 64, hidden: tuple[int, ...] = (256, 128), base_epochs: int = 3, seed: int = 0,
                      verbose: bool = True) -> Workload:
-    """`movielens-rating`: an embedding MLP regressing 1-5 stars (RMSE), trained here and cached."""
+    """`movielens-rating`: an embedding MLP regressing 1-5 stars (RMSE), trained here and cached (3 epochs of Adam:
+    validation RMSE is lowest there; it overfits after about 7)."""
     splits, users, items = rating_splits(seed=seed)
     mean = float(splits["train"][2].mean())
     torch.manual_seed(seed)
@@ -194,7 +205,8 @@ def movielens_rating(*, dim: int = 64, hidden: tuple[int, ...] = (256, 128), bas
                   info={"dataset": "MovieLens-100k (recbole wheel)", "split": "seeded 80/10/10 of ratings",
                         "request": f"{REQUEST_ITEMS} (user, item) rows", "users": users, "items": items,
                         **{s: len(splits[s][0]) for s in splits}})
-    key = f"movielens-rating-d{dim}-h{'x'.join(map(str, hidden))}-e{base_epochs}-s{seed}"
-    wl.model = cached_model(key, wl.model, lambda m: _train(m, wl, epochs=base_epochs, lr=0.05, weight_decay=1e-5,
-                                                            seed=seed, desc="train movielens-rating"), verbose=verbose)
+    key = f"movielens-rating-adam-d{dim}-h{'x'.join(map(str, hidden))}-e{base_epochs}-s{seed}"
+    wl.model = cached_model(key, wl.model, lambda m: _train(m, wl, epochs=base_epochs, lr=1e-3, weight_decay=0.0,
+                                                            seed=seed, desc="train movielens-rating",
+                                                            batch_size=256), verbose=verbose)
     return wl

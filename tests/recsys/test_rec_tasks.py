@@ -15,7 +15,7 @@ from torch import nn
 
 from lepton_search import SearchSpace, Workload, search
 from lepton_search.errors import ConfigError
-from lepton_search.tasks import Binary, Ranking, get_task, stored_task
+from lepton_search.tasks import Ranking, get_task, stored_task
 
 
 def _reference(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int) -> tuple[float, float]:
@@ -69,8 +69,8 @@ def test_binary_auc_and_log_loss_match_scikit_learn():
 
 def _workload(task: str = "ranking", **changes) -> Workload:
     data = interactions()
-    kwargs = dict(train=data["train"], val=data["val"], test=data["test"], input_spec=INPUTS, task=task,
-                  example_input=(data["val"][0][:CANDIDATES], data["val"][1][:CANDIDATES]))
+    kwargs = {"train": data["train"], "val": data["val"], "test": data["test"], "input_spec": INPUTS, "task": task,
+                  "example_input": (data["val"][0][:CANDIDATES], data["val"][1][:CANDIDATES])}
     kwargs.update(changes)
     return Workload("tiny-rec", changes.pop("model", TinyRec()), **{k: v for k, v in kwargs.items() if k != "model"})
 
