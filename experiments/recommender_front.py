@@ -97,6 +97,7 @@ def run_workload(name: str, *, trials: int, rounds: int, folder: Path) -> dict[s
     result = search(wl, space_for(name, trials), n_trials=trials, storage=f"sqlite:///{folder / 'study.db'}",
                     study_name=name, artifacts=folder / "artifacts", callbacks=[], remeasure=False, verbose=True)
     search_s = time.perf_counter() - start
+    (folder / "front").mkdir()
     paths, rows = harness.export_front(result, folder / "front")
     paths["quantize_dynamic"] = peer_dynamic(paths["base"], folder / "peer_dynamic.onnx")
     paths["nncf_int8"] = peer_nncf(paths["base"], wl, folder / "peer_nncf.onnx")
