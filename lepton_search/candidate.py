@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from torch import nn
 
 from lepton_search.logging import stage
 from lepton_search.space import CompressionConfig, FinetuneSettings
-from lepton_search.techniques import export, finetune, int8_dynamic, prune, qat, quantize
+from lepton_search.techniques import embeddings, export, finetune, int8_dynamic, prune, qat, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.workloads import Workload
 
@@ -167,15 +168,20 @@ def compress(
     settings = finetune.recipe_for(base, settings)  # concrete before it keys a checkpoint
     teacher = teacher or finetune.frozen_copy(base)
     macs_base, params_base = prune.count(base, x)
+    # embedding_dim first: it drops table columns and the inputs of the layers reading them (a torch-pruning graph
+    # of the plain model), then prune_ratio shrinks the layers' outputs
+    slim = embeddings.prune_embedding_dims(copy.deepcopy(base).eval(), x, config.embedding_dim) \
+        if config.embedding_dim < 1.0 else base
     with stage(f"prune ({config.prune_method} {config.prune_ratio:g})" if config.prune_ratio else "copy (no pruning)"):
-        model = prune.prune(base, x, config)
+        model = prune.prune(slim, x, config)
 
     subset = settings.subset_of(len(workload.dataset("train")))
     train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=subset, seed=seed)
     bn_batches = finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
     # INT8 of token-id and LSTM graphs is dynamic (weights INT8, activations quantized at run time): they
     # fine-tune in float. The rule is quantize's own (int8_dynamic.dynamic_route).
-    dynamic_int8 = int8_dynamic.module_takes_dynamic_route(model, [s.dtype for s in workload.inputs])
+    dynamic_int8 = int8_dynamic.module_takes_dynamic_route(model, [s.dtype for s in workload.inputs],
+                                                           shapes=[s.shape for s in workload.inputs])
     quant_aware = config.bits == 8 and config.finetune_epochs > 0 and not dynamic_int8
     horizon = max(horizon, config.finetune_epochs)
     key = None if checkpoints is None or config.finetune_epochs == 0 else CheckpointStore.key(
@@ -207,7 +213,8 @@ def compress(
         graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"), names=workload.input_names)
     with stage(f"quantize to {config.bits} bits" if config.bits < 32 else "FP32 (no quantization)"):
         calib = calibration_batches(workload, settings.calibration_size, seed, input_transform) if config.bits == 8 else []
-        graph, route = quantize.quantize_with_route(graph, config.bits, calib)
+        graph, route = quantize.quantize_with_route(graph, config.bits, calib)  # NNCF leaves the tables FP32
+        graph, tables = embeddings.quantize_embeddings(graph, config.embedding_bits)
     onnx.save(graph, str(out_path))
     out_path.with_suffix(".fp32.onnx").unlink(missing_ok=True)
     return Candidate(
@@ -218,6 +225,7 @@ def compress(
         finetune_samples=len(train.dataset) * config.finetune_epochs, bn_batches=bn_batches,
         compress_seconds=time.perf_counter() - start, quantization_aware=quant_aware,
         finetune_epochs_reused=reused, finetune_seconds_total=seconds_before + ft_seconds,
-        quantization=route.as_dict(), inputs=describe_feeds(samples), sample_inputs=samples,
+        quantization={**route.as_dict(), "embedding_bits": config.embedding_bits, "embedding_tables": tables},
+        inputs=describe_feeds(samples), sample_inputs=samples,
         input_transform=input_transform,
     )

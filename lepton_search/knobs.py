@@ -369,6 +369,16 @@ def _bits(value: Any) -> str | None:
     return None if ok else f"unsupported bit width; choose from {list(SUPPORTED_BITS)}"
 
 
+def _embedding_bits(value: Any) -> str | None:
+    ok = value in (32, 8, 4) and not isinstance(value, bool)
+    return None if ok else "unsupported embedding table width; choose from [32, 8, 4]"
+
+
+def _embedding_dim(value: Any) -> str | None:
+    ok = _is_number(value) and 0.0 < value <= 1.0
+    return None if ok else "share of each embedding table's columns kept: need 0 < value <= 1 (1: all)"
+
+
 def _epochs(value: int) -> str | None:
     return None if value >= 0 else "need 0 <= low <= high (whole epochs)"
 
@@ -403,5 +413,11 @@ KNOBS = KnobTable(
     Knob("layers", Choices((0,)), noop=0, check=_layers,
          help="encoder layers kept (the bottom ones; 0: all), the rest distilled from the teacher",
          applied_by="lepton_search.techniques.prune"),
+    Knob("embedding_bits", Choices((32,), listed=True), noop=32, check=_embedding_bits, anchor="each",
+         help="stored width of embedding tables (per-row scale and zero point): 32, 8 or 4",
+         applied_by="lepton_search.candidate"),
+    Knob("embedding_dim", FloatRange(1.0, 1.0, 0.25), noop=1.0, check=_embedding_dim,
+         help="share of each embedding table's columns kept (least important dropped, with what reads them)",
+         applied_by="lepton_search.candidate"),
 )
 KNOB_NAMES: Sequence[str] = _Names(KNOBS)

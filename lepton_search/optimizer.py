@@ -25,10 +25,11 @@ from torch import nn
 from lepton_search.candidate import Candidate, compress
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import Measurement, measure_onnx
+from lepton_search.knobs import KNOBS
 from lepton_search.latency import LatencyModel, get_target
 from lepton_search.logging import logger, scope, stage, verbosity
 from lepton_search.space import CompressionConfig, FinetuneSettings
-from lepton_search.techniques import export, prune
+from lepton_search.techniques import embeddings, export, prune
 from lepton_search.techniques.finetune import describe_recipe, recipe_for
 from lepton_search.workloads import Workload
 from lepton_search.workloads.transfer import migrate, workload_from
@@ -104,10 +105,15 @@ class ModelOptimizer:
         return self.compress(prune_ratio=0.0, bits=bits, finetune_epochs=0)
 
     def compress(self, *, prune_ratio: float = 0.0, bits: int = 8, finetune_epochs: int = 1,
-                 prune_method: str = "structured", round_to: int = 1) -> OptimizeResult:
-        """Prune -> fine-tune (distillation, QAT at 8 bits) -> export -> quantize: one search trial's candidate."""
+                 prune_method: str = "structured", round_to: int = 1, **knobs: Any) -> OptimizeResult:
+        """Prune -> fine-tune (distillation, QAT at 8 bits) -> export -> quantize: one search trial's candidate.
+        `knobs`: any other knob of the table by name (`embedding_bits=4`, `embedding_dim=0.5`), checked as a
+        space checks it."""
+        for name, value in knobs.items():
+            KNOBS[name].parse(value)  # an unknown knob or a bad value: one line naming it
+        embeddings.refuse_without_tables(self.model, {k: [v] for k, v in knobs.items()})
         config = CompressionConfig(prune_ratio=prune_ratio, bits=bits, finetune_epochs=finetune_epochs,
-                                   prune_method=prune_method, round_to=round_to)
+                                   prune_method=prune_method, round_to=round_to, **knobs)
         with verbosity(self.verbose), scope(config.label()):
             settings = recipe_for(self.model, self.settings)
             if finetune_epochs > 0:
@@ -118,7 +124,8 @@ class ModelOptimizer:
             with stage("measure (accuracy of the file, latency)"):
                 after = self._row(config.label(), path, cand.finetune_seconds_total, cand.params, cand.macs)
         table = _table(before, after, self.workload.task.metric)
-        return OptimizeResult(kept[0] if bits == 32 else None, path, table, self.workload, cand)
+        float_file = bits == 32 and config.embedding_bits == 32
+        return OptimizeResult(kept[0] if float_file else None, path, table, self.workload, cand)
 
     def migrate(self, *, num_classes: int, data: Workload | Mapping[str, Any] | None = None,
                 **kwargs: Any) -> OptimizeResult:

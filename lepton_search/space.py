@@ -313,7 +313,11 @@ class SearchSpace:
             if knob.anchor == "noop" and knob.noop not in values:
                 return []
             if knob.anchor == "each":
-                varied[knob.name] = [v for v in values if v != knob.noop]
+                others = [v for v in values if v != knob.noop]
+                if others or knob.name == "bits":  # bits only at 32: no anchors; another knob at its no-op: fixed
+                    varied[knob.name] = others
+                else:
+                    fixed[knob.name] = knob.noop
             else:
                 fixed[knob.name] = knob.noop if knob.anchor == "noop" else values[0]
         if not varied:

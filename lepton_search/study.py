@@ -33,7 +33,7 @@ from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.rejection import EarlyRejection
 from lepton_search.space import CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
-from lepton_search.techniques import export, finetune, prune, prune_transformer, quantize
+from lepton_search.techniques import embeddings, export, finetune, prune, prune_transformer, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.training import progress
 from lepton_search.workloads import Workload
@@ -349,6 +349,7 @@ def knobs_that_act(workload: Workload, space: SearchSpace, graph: Any, *, verbos
     Pruning that finds no layer to shrink and quantization that finds no Conv/Gemm/MatMul would otherwise run
     a whole search of identical files (a GRU classifier kept its 0.128 MB in every trial, silently).
     """
+    embeddings.refuse_without_tables(workload.model, {k: space.domain(k) for k in embeddings.EMBEDDING_KNOBS})
     shrinkable, skipped = prune.layers_pruning_skips(workload.model)
     notes, changes = [], {}
     methods = space.domain("prune_method")

@@ -8,7 +8,9 @@ Pareto fronts, early rejection and samplers work unchanged for any task; reports
 
 Built in: `"classification"` (the default: top-1 accuracy of logits, drops in points, KL + cross-entropy
 distillation) and `"regression"` (RMSE of the outputs, drops in the target's unit, MSE to the teacher's and the
-true outputs). A new task is one `Task` subclass registered by name (`register_task`).
+true outputs); for recommenders `"binary"` (click-through: one logit, AUC and log-loss, BCE training) and
+`"ranking"` (scores ranked per user: HR@k and NDCG@k under NCF's leave-one-out protocol, rows grouped by the
+`user` input). A new task is one `Task` subclass registered by name (`register_task`).
 
 Example:
     >>> import numpy as np
@@ -56,6 +58,7 @@ class Task:
     score_name = "accuracy"  # the stored score, as Optuna's metric names (the dashboard's axes) show it
     greater_is_better = True  # of the metric as shown (the stored score is always higher-is-better)
     drop_unit = "pt"  # a drop of 0.012 in accuracy is 1.2 pt
+    group_by: str | None = None  # an input whose values group rows for scoring (ranking: the user); None: none
 
     # ---- data ------------------------------------------------------------------------------
     def check_output(self, out: torch.Tensor) -> int:
@@ -65,6 +68,9 @@ class Task:
                               "must return (batch, classes) logits for task 'classification' (a regressor: "
                               "task='regression')")
         return int(out.shape[1])
+
+    def check_inputs(self, inputs: Any) -> None:
+        """A one-line error when the model's inputs (`InputSpec`s) lack what this task reads (ranking: user, item)."""
 
     def check_targets(self, split: str, y: torch.Tensor, width: int) -> None:
         """A one-line error (field, value, fix) when `y` cannot be this task's targets for `width` outputs."""
@@ -199,7 +205,129 @@ class Regression(Task):
         return weight * F.mse_loss(student, teacher) + (1 - weight) * self.loss(student, targets)
 
 
-_TASKS: dict[str, Callable[[], Task]] = {"classification": Task, "regression": Regression}
+class Binary(Task):
+    """Click-through: one logit per sample ((batch,) or (batch, 1)), targets 0/1 floats; AUC (stored) and log-loss;
+    BCE training, distillation to the teacher's logits by MSE."""
+
+    name = "binary"
+    metric = "auc"
+    short = "auc"
+    score_name = "auc"
+    drop_unit = "pt"  # an AUC 0.005 below the base's is a drop of 0.5 pt
+
+    def check_output(self, out: torch.Tensor) -> int:
+        if not isinstance(out, torch.Tensor) or not out.is_floating_point() or (
+                out.ndim not in (1, 2) or (out.ndim == 2 and out.shape[1] != 1)):
+            raise ConfigError("workload.model", getattr(out, "shape", type(out).__name__),
+                              f"must return one logit per sample, (batch,) or (batch, 1), for task {self.name!r}")
+        return 1
+
+    def check_targets(self, split: str, y: torch.Tensor, width: int) -> None:
+        field = f"workload.{split} targets"
+        if not y.is_floating_point():
+            raise ConfigError(field, str(y.dtype).removeprefix("torch."),
+                              f"task {self.name!r} reads a 0/1 relevance per row as floats (e.g. clicked.float()); "
+                              "class ids: task='classification'")
+        if not bool(torch.isfinite(y).all()):
+            bad = int((~torch.isfinite(y)).sum())
+            raise ConfigError(field, f"{bad} non-finite values (NaN/inf)", "drop or impute those samples first")
+        if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+            raise ConfigError(field, tuple(y.shape), "pass one 0/1 target per sample, shape (n,)")
+        off = y[(y != 0) & (y != 1)]
+        if len(off):
+            raise ConfigError(field, float(off[0]), "targets must be 0 or 1 (clicked / relevant or not)")
+
+    def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:
+        from sklearn.metrics import roc_auc_score
+
+        return float(roc_auc_score(targets.reshape(-1), outputs.reshape(-1)))
+
+    def correct(self, outputs: np.ndarray, targets: np.ndarray) -> int | None:
+        return None
+
+    def score_tolerance(self, score: float, n: int) -> float:
+        return 0.0
+
+    def log_loss(self, outputs: np.ndarray, targets: np.ndarray) -> float:
+        """Mean binary cross-entropy of the logits (nats)."""
+        z, y = outputs.reshape(-1).astype(np.float64), targets.reshape(-1).astype(np.float64)
+        return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(outputs.reshape(targets.shape), targets)
+
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, *,
+                     temperature: float, weight: float) -> torch.Tensor:
+        """w * MSE(student logits, teacher logits) + (1 - w) * BCE(student, target)."""
+        return weight * F.mse_loss(student, teacher) + (1 - weight) * self.loss(student, targets)
+
+
+class Ranking(Binary):
+    """Scores of (user, item) rows ranked within each user: HR@k (stored, a fraction: drops in points) and NDCG@k.
+
+    Evaluation splits hold, per user, the held-out item(s) (target 1) among sampled negatives (target 0), as NCF's
+    leave-one-out protocol with 99 sampled negatives; rows are grouped by the `user` input, which the scorer
+    reads (`group_by`). A negative scoring the same as the positive counts as ranked above it (a constant model
+    scores 0). Trains like `binary` (BCE on the pointwise 0/1 targets, MSE to the teacher's scores).
+
+    Example:
+        >>> r = Ranking(k=1)
+        >>> r.score(np.array([0.9, 0.1, 0.2, 0.8]), np.array([1.0, 0, 0, 1]), groups=np.array([0, 0, 1, 1]))
+        1.0
+    """
+
+    name = "ranking"
+    short = "hr"
+    drop_unit = "pt"
+
+    def __init__(self, k: int = 10, *, user: str = "user", item: str = "item") -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError("task.k", k, "give the cut-off as an int >= 1, e.g. Ranking(k=10)")
+        self.k, self.user, self.item = k, user, item
+        self.metric = self.score_name = f"hr@{k}"
+        self.group_by = user
+
+    def check_inputs(self, inputs: Any) -> None:
+        names = [s.name for s in inputs]
+        for role, name in (("user", self.user), ("item", self.item)):
+            spec = next((s for s in inputs if s.name == name), None)
+            if spec is None:
+                raise ConfigError("workload.input_spec", names, f"task 'ranking' needs a {role} id input named "
+                                  f"{name!r} (InputSpec({name!r}, 'int64', ())), or Ranking({role}='your name')")
+            if not spec.dtype.startswith(("int", "uint")):
+                raise ConfigError("workload.input_spec", f"{name} {spec.dtype}",
+                                  f"the {role} column holds integer ids: int64")
+
+    def metrics(self, outputs: np.ndarray, targets: np.ndarray, groups: np.ndarray) -> dict[str, float]:
+        """HR@k and NDCG@k averaged over the positives of every group (one per user in NCF's protocol)."""
+        s, y, g = outputs.reshape(-1).astype(np.float64), targets.reshape(-1), np.asarray(groups).reshape(-1)
+        order = np.argsort(g, kind="stable")
+        s, y, g = s[order], y[order], g[order]
+        hits, gains = [], []
+        for idx in np.split(np.arange(len(g)), np.flatnonzero(g[1:] != g[:-1]) + 1):
+            neg = np.sort(s[idx][y[idx] == 0])
+            for pos in s[idx][y[idx] == 1]:
+                rank = len(neg) - np.searchsorted(neg, pos, side="left")  # negatives scoring >= the positive
+                hits.append(rank < self.k)
+                gains.append(1.0 / np.log2(rank + 2) if rank < self.k else 0.0)
+        if not hits:
+            raise ValueError("no positive target (1) in the split: nothing to rank")
+        return {f"hr@{self.k}": float(np.mean(hits)), f"ndcg@{self.k}": float(np.mean(gains))}
+
+    def score(self, outputs: np.ndarray, targets: np.ndarray, groups: np.ndarray | None = None) -> float:
+        if groups is None:
+            raise ValueError(f"task 'ranking' scores within groups: pass the {self.user!r} column as groups")
+        return self.metrics(outputs, targets, groups)[f"hr@{self.k}"]
+
+    def score_tolerance(self, score: float, n: int) -> float:
+        return 0.0  # n counts rows, not users: the binomial error over rows would be too small
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "k": self.k, "user": self.user, "item": self.item}
+
+
+_TASKS: dict[str, Callable[[], Task]] = {"classification": Task, "regression": Regression, "binary": Binary,
+                                        "ranking": Ranking}
 
 
 def register_task(name: str, factory: Callable[[], Task]) -> None:
@@ -223,6 +351,8 @@ def stored_task(described: dict[str, Any] | None) -> Task:
     so classification). A task this process has not registered is shown from its description alone."""
     if not described:
         return get_task(None)
+    if described.get("task") == "ranking" and isinstance(described.get("k"), int):
+        return Ranking(k=described["k"], user=described.get("user", "user"), item=described.get("item", "item"))
     if described.get("task") in _TASKS:
         return get_task(described["task"])
     shown = Regression() if not described.get("greater_is_better", True) else Task()

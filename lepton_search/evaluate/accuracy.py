@@ -45,7 +45,8 @@ def onnx_accuracy(onnx_path: str | Path, workload: Workload, split: str = "val",
     batch_size = served_batch_size(onnx_path) or batch_size
     sess = session(onnx_path, threads=threads)
     graph_inputs = [(i.name, _NUMPY.get(i.type, np.float32)) for i in sess.get_inputs()]
-    logits, labels = [], []
+    group_at = workload.input_names.index(workload.task.group_by) if workload.task.group_by in workload.input_names else None
+    logits, labels, groups = [], [], []
     for *xs, yb in workload.batches(split, batch_size=batch_size):
         if len(xs) != len(graph_inputs):
             raise ValueError(f"the {split} split gives {len(xs)} inputs per sample, the ONNX graph takes "
@@ -57,6 +58,9 @@ def onnx_accuracy(onnx_path: str | Path, workload: Workload, split: str = "val",
             raise FloatingPointError(f"the ONNX model produced non-finite outputs (NaN/inf) on the {split} split")
         logits.append(out)
         labels.append(yb.numpy())
+        if group_at is not None:  # a ranking task ranks rows within each user
+            groups.append(xs[group_at].numpy())
     all_logits, all_labels = np.concatenate(logits), np.concatenate(labels)
     correct = workload.task.correct(all_logits, all_labels) if workload.metric is None else None
-    return AccuracyResult(workload.score(all_logits, all_labels), correct, len(all_labels))
+    score = workload.score(all_logits, all_labels, np.concatenate(groups) if groups else None)
+    return AccuracyResult(score, correct, len(all_labels))

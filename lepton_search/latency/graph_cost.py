@@ -30,6 +30,7 @@ QUANTIZED_IO = MAC_OPS | {"Add", "Mul", "MaxPool", "AveragePool", "GlobalAverage
 INT8_TYPES = {TensorProto.INT8, TensorProto.UINT8}
 INT4_TYPES = {TensorProto.INT4, TensorProto.UINT4}
 BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int8w": 1.0, "int4": 0.5}
+TABLE_GATHERS = {"Gather", "GatherBlockQuantized"}  # an embedding lookup when it reads a constant 2-D table
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,27 @@ def _is_free_qdq(g: GraphIndex, node: onnx.NodeProto, fused: set[str]) -> bool:
     return src is not None and (src.output[0] in fused or src.op_type in FREE_OPS)
 
 
+def _table_lookup(g: GraphIndex, node: onnx.NodeProto) -> NodeCost | None:
+    """An embedding lookup (Gather or GatherBlockQuantized of a constant table): no MACs, but every gathered row
+    is read from the table at its stored width (plus a scale and zero point per row when quantized) and written
+    as FP32. None for other Gathers (of shapes, of activations): those stay free."""
+    if node.op_type not in TABLE_GATHERS or not g.const_weight(node.input[0]):
+        return None
+    table = g.source_init(node.input[0])
+    if table is None or len(table.dims) != 2:
+        return None
+    rows = g.numel(node.input[1])
+    if node.op_type == "GatherBlockQuantized":  # a contrib op: shape inference gives no output shape
+        bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
+        prec, per_row, width = ("int4" if bits == 4 else "int8"), 8.0, table.dims[1] * (2 if bits == 4 else 1)
+    else:
+        prec = {TensorProto.FLOAT16: "fp16", TensorProto.INT8: "int8", TensorProto.UINT8: "int8"}.get(table.data_type, "fp32")
+        per_row, width = 0.0, table.dims[1]
+    out = rows * width
+    return NodeCost(node.name or node.output[0], node.op_type, "other", prec, 0.0, out * BYTES[prec] + rows * per_row,
+                    out * 4.0 + rows * 8.0)
+
+
 def analyze(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list[NodeCost]:
     """Cost of every node that does work, in graph order."""
     if not isinstance(model, onnx.ModelProto):
@@ -166,6 +188,10 @@ def analyze(model: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> list
     costs: list[NodeCost] = []
     for node in model.graph.node:
         op = node.op_type
+        lookup = _table_lookup(g, node)
+        if lookup is not None:
+            costs.append(lookup)
+            continue
         if op in FREE_OPS or (op == "Cast" and g.const_weight(node.input[0])) or _is_fused_activation(g, node):
             continue
         if op in {"QuantizeLinear", "DequantizeLinear"} and _is_free_qdq(g, node, fused):

@@ -110,8 +110,10 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
 def _int8_route(base: dict[str, Any]) -> str:
     """How INT8 was made, for a trial stored before `quantization_route` was recorded: quantize's own rule
     (int8_dynamic.dynamic_route) on the base's recorded inputs and family."""
-    dtypes = [i.get("dtype") for i in base.get("inputs") or ()]
-    if int8_dynamic.dynamic_route(dtypes, lstm=base.get("family") == LSTM_FAMILY):
+    inputs = base.get("inputs") or ()
+    dtypes = [i.get("dtype") for i in inputs]
+    shapes = [i["shape"] for i in inputs] if all("shape" in i for i in inputs) else None
+    if int8_dynamic.dynamic_route(dtypes, lstm=base.get("family") == LSTM_FAMILY, shapes=shapes):
         return "INT8 weights, activations quantized at run time (ONNX Runtime dynamic)"
     return "INT8 weights and activations (NNCF, static)"
 

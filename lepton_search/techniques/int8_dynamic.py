@@ -14,7 +14,7 @@ Why not the static QDQ route (`quantize.int8_static`) for these models: on MiniL
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import onnx
@@ -24,14 +24,21 @@ from lepton_search.logging import routed_to_debug
 TOKEN_DTYPES = {"int64", "int32"}  # input dtypes (InputSpec names) that hold token ids or masks
 
 
-def dynamic_route(input_dtypes: Iterable[str], *, lstm: bool) -> bool:
+def dynamic_route(input_dtypes: Iterable[str], *, lstm: bool, shapes: Iterable[Sequence[int]] | None = None) -> bool:
     """The one rule for which INT8 route a model takes: dynamic for token-id inputs or an LSTM, else static.
+
+    A token input is an integer input holding a sequence per sample (per-sample shape (length,) or more). One id
+    per sample (a recommender's user and item, per-sample shape ()) is not a sequence: such a model's MLP takes
+    the static route like any other (its embedding tables are `embedding_bits`'). `shapes`: the per-sample shapes,
+    in the same order; None (unknown) counts every integer input as tokens.
 
     `quantize.quantize` applies it to the exported graph, `candidate.compress` to the torch model before
     fine-tuning (a dynamic-route model fine-tunes in float: static fake-quant would train for a file that is
     never made) and the model card to the study's recorded inputs; all go through here so they cannot disagree.
     """
-    return lstm or any(d in TOKEN_DTYPES for d in input_dtypes)
+    dtypes = list(input_dtypes)
+    ranks = [len(tuple(s)) for s in shapes] if shapes is not None else [1] * len(dtypes)
+    return lstm or any(d in TOKEN_DTYPES and r >= 1 for d, r in zip(dtypes, ranks))
 
 
 def graph_input_dtypes(model: onnx.ModelProto) -> list[str]:
@@ -46,21 +53,29 @@ def graph_input_dtypes(model: onnx.ModelProto) -> list[str]:
     return [name(i.type.tensor_type.elem_type) for i in model.graph.input]
 
 
+def graph_input_shapes(model: onnx.ModelProto) -> list[tuple[int | str, ...]]:
+    """The per-sample shapes of a graph's inputs (the batch dimension dropped)."""
+    return [tuple(d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim)[1:] for i in model.graph.input]
+
+
 def has_token_inputs(model: onnx.ModelProto) -> bool:
-    """True when a graph input holds integers (token ids, masks): the INT8 route is then dynamic."""
-    return dynamic_route(graph_input_dtypes(model), lstm=False)
+    """True when a graph input holds integer sequences (token ids, masks): the INT8 route is then dynamic."""
+    return dynamic_route(graph_input_dtypes(model), lstm=False, shapes=graph_input_shapes(model))
 
 
 def graph_takes_dynamic_route(model: onnx.ModelProto) -> bool:
     """`dynamic_route` of an exported graph."""
-    return dynamic_route(graph_input_dtypes(model), lstm=any(n.op_type == "LSTM" for n in model.graph.node))
+    return dynamic_route(graph_input_dtypes(model), lstm=any(n.op_type == "LSTM" for n in model.graph.node),
+                         shapes=graph_input_shapes(model))
 
 
-def module_takes_dynamic_route(module, input_dtypes: Iterable[str]) -> bool:
-    """`dynamic_route` of a torch model whose inputs have `input_dtypes` (InputSpec dtype names)."""
+def module_takes_dynamic_route(module, input_dtypes: Iterable[str], *,
+                               shapes: Iterable[Sequence[int]] | None = None) -> bool:
+    """`dynamic_route` of a torch model whose inputs have `input_dtypes` (InputSpec dtype names) and per-sample
+    `shapes`."""
     from torch import nn
 
-    return dynamic_route(input_dtypes, lstm=any(isinstance(m, nn.LSTM) for m in module.modules()))
+    return dynamic_route(input_dtypes, lstm=any(isinstance(m, nn.LSTM) for m in module.modules()), shapes=shapes)
 
 
 def int8_dynamic(model: onnx.ModelProto, *, per_channel: bool = True) -> onnx.ModelProto:

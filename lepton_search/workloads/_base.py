@@ -29,6 +29,7 @@ from torch.utils.data import (
 from lepton_search.errors import ConfigError
 from lepton_search.tasks import Task, get_task
 from lepton_search.techniques import prune_transformer
+from lepton_search.techniques.embeddings import check_embedding_ids
 from lepton_search.techniques.export import OUTPUT_NAME, input_names
 from lepton_search.training import split_batch
 from lepton_search.workloads.hf import HFLogits, is_hf_model
@@ -125,6 +126,9 @@ class Workload:
     # what the outputs mean: "classification" (default), "regression", or a `tasks.Task`; `metric`, when given,
     # replaces the task's score (it must be higher-is-better, as the task's stored score is)
     task: str | Task | None = None
+    # validation rows latency is timed on (and stored as sample_inputs.npz): one serving request, e.g. a
+    # recommender's one user x 100 candidate items
+    sample_count: int = SAMPLE_INPUTS
 
     def __post_init__(self) -> None:
         self.task = get_task(self.task)  # an unknown name fails here, before any data is read
@@ -176,10 +180,10 @@ class Workload:
         """The inputs as plain data for records, cards and reports: [{name, dtype, shape}]."""
         return [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in self.inputs]
 
-    def sample_inputs(self, n: int = SAMPLE_INPUTS, split: str = "val") -> dict[str, np.ndarray]:
-        """The first `n` samples of `split` as ONNX Runtime feeds (input name -> array, each in its own
+    def sample_inputs(self, n: int | None = None, split: str = "val") -> dict[str, np.ndarray]:
+        """The first `n` (default `sample_count`) samples of `split` as ONNX Runtime feeds (input name -> array, each in its own
         dtype): latency is timed on real data, not on random numbers of the right shape."""
-        xs, _ = split_batch(next(iter(self.loader(split, batch_size=n))))
+        xs, _ = split_batch(next(iter(self.loader(split, batch_size=n or self.sample_count))))
         xs = xs if isinstance(xs, tuple) else (xs,)
         return {s.name: np.ascontiguousarray(x.numpy().astype(s.dtype, copy=False)) for s, x in zip(self.inputs, xs)}
 
@@ -228,9 +232,12 @@ class Workload:
         """Batches `(x1, ..., xN, y)` of `split` in order (`training.split_batch` takes them apart)."""
         yield from self.loader(split, batch_size=batch_size)
 
-    def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:
-        """The stored score (higher is better): the task's, or the custom `metric`."""
-        return (self.metric or self.task.score)(outputs, targets)
+    def score(self, outputs: np.ndarray, targets: np.ndarray, groups: np.ndarray | None = None) -> float:
+        """The stored score (higher is better): the task's, or the custom `metric`. `groups`: the values of the
+        task's `group_by` input, row by row (a ranking task ranks within each user)."""
+        if self.metric is not None:
+            return self.metric(outputs, targets)
+        return self.task.score(outputs, targets, groups=groups) if self.task.group_by else self.task.score(outputs, targets)
 
     # ---- validation ---------------------------------------------------------------------
     def validate(self) -> None:
@@ -246,6 +253,7 @@ class Workload:
             if n == 0:
                 raise ConfigError(f"workload.{split}", "0 samples", "pass a non-empty split")
         self._check_input_spec()
+        self.task.check_inputs(self.inputs)
         item = self.dataset("val")[0]
         if not isinstance(item, (tuple, list)) or len(item) != len(xs) + 1:
             got = len(item) - 1 if isinstance(item, (tuple, list)) else type(item).__name__
@@ -326,6 +334,7 @@ class Workload:
                                   f"the model's input {s.name} is {s.dtype} {tuple(s.shape)} per sample; "
                                   f"convert the data (e.g. x.to(torch.{s.dtype})) or fix example_input")
         self.task.check_targets(split, y, width)
+        check_embedding_ids(self.model, self.inputs, xs, split)
         for x in xs:
             if torch.is_floating_point(x):
                 bad = (~torch.isfinite(x.reshape(len(x), -1))).any(dim=1).nonzero()
