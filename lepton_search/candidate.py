@@ -178,6 +178,11 @@ def compress(
     subset = settings.subset_of(len(workload.dataset("train")))
     train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=subset, seed=seed)
     bn_batches = finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
+    if finetune.refits_head(settings, config, base):
+        with stage("refit the head to the teacher (closed form)"):
+            finetune.refit_head(model, teacher, train, student_view=_torch_view(workload, input_transform),
+                                task=workload.task, temperature=settings.temperature,
+                                distill_weight=settings.distill_weight)
     # INT8 of token-id and LSTM graphs is dynamic (weights INT8, activations quantized at run time): they
     # fine-tune in float. The rule is quantize's own (int8_dynamic.dynamic_route).
     dynamic_int8 = int8_dynamic.module_takes_dynamic_route(model, [s.dtype for s in workload.inputs],

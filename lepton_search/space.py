@@ -126,6 +126,9 @@ class FinetuneSettings:
     batch_size: int = 16  # 16 and SGD 0.005 lost 0.82 pt where 128 and 0.01 lost 2.42 (experiments/demo_finetune.py)
     lr: float | None = None  # None: the optimizer's rate (training.RECIPES)
     optimizer: str = "auto"  # "sgd" | "adamw" | "auto" (the model family's recipe)
+    # refit the head on the compressed model's features (teacher's outputs and labels, L-BFGS) before any epoch
+    # (`finetune.refit_head`): "auto" = where a Transformer loses encoder layers (`finetune.refits_head`)
+    head_refit: str = "auto"
     temperature: float = 4.0
     distill_weight: float = 0.7
     bn_batches: int = 20
@@ -433,6 +436,8 @@ def _validate(space: SearchSpace) -> None:
     if ft.lr is not None and not (isinstance(ft.lr, (int, float)) and not isinstance(ft.lr, bool) and ft.lr > 0):
         raise ConfigError("finetune.lr", ft.lr, "must be a number > 0 (e.g. 0.005 for SGD, 2e-4 for AdamW), "
                           "or left out for the optimizer's rate")
+    if ft.head_refit not in ("auto", "on", "off"):
+        raise ConfigError("finetune.head_refit", ft.head_refit, "use auto, on or off")
     if ft.optimizer not in FINETUNE_OPTIMIZERS:
         raise ConfigError("finetune.optimizer", ft.optimizer,
                           f"unknown optimizer; {did_you_mean(str(ft.optimizer), FINETUNE_OPTIMIZERS)}")

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,9 +53,10 @@ def recipe_for(model: nn.Module, settings: FinetuneSettings) -> FinetuneSettings
         >>> recipe_for(nn.Linear(4, 2), FinetuneSettings()).optimizer, recipe_for(nn.Linear(4, 2), FinetuneSettings()).lr
         ('sgd', 0.005)
     """
+    transformer = prune_transformer.is_transformer(model)
     optimizer = settings.optimizer
     if optimizer == "auto":
-        optimizer = "adamw" if prune_transformer.is_transformer(model) else "sgd"
+        optimizer = "adamw" if transformer else "sgd"
     lr = RECIPES[optimizer].lr if settings.lr is None else settings.lr
     return dataclasses.replace(settings, optimizer=optimizer, lr=lr)
 
@@ -68,7 +70,9 @@ def describe_recipe(settings: FinetuneSettings, n_train: int) -> str:
     per_epoch = n_train if subset is None else min(subset, n_train)
     return (f"{'AdamW' if recipe.optimizer == 'adamw' else 'SGD'} lr {settings.lr:g}, {steps}, weight decay "
             f"{recipe.weight_decay:g}, batch {settings.batch_size}, {per_epoch} train samples an epoch, "
-            f"distillation T={settings.temperature:g} weight {settings.distill_weight:g}")
+            f"distillation T={settings.temperature:g} weight {settings.distill_weight:g}"
+            + {"on": "; the head refitted first", "off": "",
+               "auto": "; the head refitted first where encoder layers are dropped"}[settings.head_refit])
 
 
 def distill(
@@ -100,6 +104,85 @@ def distill(
     fit(student, loader, loss_fn, epochs=epochs, lr=lr, weight_decay=recipe.weight_decay, warmup=recipe.warmup,
         desc=desc, horizon=horizon, resume=resume, on_epoch=on_epoch, optimizer=optimizer)
     return time.perf_counter() - start
+
+
+def output_head(model: nn.Module, x: ModelInputs) -> nn.Linear | None:
+    """The model's head: its last `nn.Linear`, when that layer's output is the model's output (checked on `x`);
+    None otherwise (a model that post-processes its last layer's output)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return None
+    seen: list[torch.Tensor] = []
+    handle = linears[-1].register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        with torch.no_grad():
+            out = forward(model.eval(), x)
+    finally:
+        handle.remove()
+    return linears[-1] if seen and seen[-1].shape == out.shape and torch.equal(seen[-1], out) else None
+
+
+def refits_head(settings: FinetuneSettings, config: Any, model: nn.Module) -> bool:
+    """Whether `compress` refits the head of `model` compressed by `config`: "on" after any change to the model or
+    its inputs, "auto" where a Transformer loses encoder layers. On bbc-minilm, INT8, no epoch: cut to 64 tokens
+    and 3 layers the refit took validation from 93.19% to 96.71%, but cut to 32 tokens alone from 96.24% to
+    94.84% (its features barely moved; the refit fits the training split's teacher outputs): a loaded host, one
+    run each."""
+    changed = config.prune_ratio > 0 or config.layers or config.seq_len or config.embedding_dim < 1.0
+    if settings.head_refit == "on":
+        return bool(changed)
+    return settings.head_refit == "auto" and bool(config.layers) and prune_transformer.is_transformer(model)
+
+
+def refit_head(student: nn.Module, teacher: nn.Module, loader: Iterable, *,
+               student_view: Callable[[ModelInputs], ModelInputs] | None = None, task: Task | None = None,
+               temperature: float = 4.0, distill_weight: float = 0.7, max_iter: int = 100) -> int:
+    """Refit the student's head (`output_head`) on the student's own features: the features at the head's input
+    are computed once over `loader` (the student fed `student_view` of each batch), then the head alone minimises
+    the task's distillation loss to the teacher's outputs and the labels, full batch, by L-BFGS from where it is.
+    A probe-style head on a compressed encoder recovers in seconds, not an epoch (issue 22). Returns the samples
+    used (0: no head found, nothing changed).
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> teacher, student = nn.Linear(4, 3), nn.Linear(4, 3)
+        >>> x = torch.randn(256, 4)
+        >>> refit_head(student, teacher, [(x, teacher(x).argmax(1))])
+        256
+        >>> bool((student(x).argmax(1) == teacher(x).argmax(1)).float().mean() > 0.9)
+        True
+    """
+    task = task or get_task(None)
+    first = next(iter(loader))
+    view = student_view or (lambda xb: xb)
+    head = output_head(student, view(split_batch(first)[0]))
+    if head is None:
+        return 0
+    feats: list[torch.Tensor] = []
+    handle = head.register_forward_hook(lambda _m, inputs, _o: feats.append(inputs[0].detach()))
+    targets, labels = [], []
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                xb, yb = split_batch(batch)
+                forward(student.eval(), view(xb))
+                targets.append(forward(teacher.eval(), xb))
+                labels.append(yb)
+    finally:
+        handle.remove()
+    x, t, y = torch.cat(feats), torch.cat(targets), torch.cat(labels)
+    params = [p for p in (head.weight, head.bias) if p is not None]
+    opt = torch.optim.LBFGS(params, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = task.distill_loss(head(x), t, y, temperature=temperature, weight=distill_weight)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return len(x)
 
 
 class CachedTeacher(nn.Module):
