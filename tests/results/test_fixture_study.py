@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from lepton_search import SearchSpace, load, search
+from lepton_search import FinetuneSettings, SearchSpace, load, search
 from lepton_search.records import SCHEMA, read_config
 from lepton_search.results.report import front_table
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "v1_study"
+# the fine-tune settings the fixture was stored with (the Python defaults before they followed default.yaml)
 SPACE = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 8), finetune_epochs=(0, 1),
-                    max_accuracy_drop_pts=3.0, trials=4, sampler="random")
+                    max_accuracy_drop_pts=3.0, trials=4, sampler="random",
+                    finetune=FinetuneSettings(subset_size=8000, batch_size=128, lr=0.01, optimizer="sgd"))
 
 
 @pytest.fixture()
