@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from lepton_search.space import KNOB_NAMES
+from lepton_search.space import KNOB_NAMES, KNOBS
 
 if TYPE_CHECKING:
     from lepton_search.results.frame import StudyFrame
@@ -79,7 +79,7 @@ def front_table(result: StudyFrame) -> str:
         lines.append(f"inputs: {inputs}")
     if front.empty:
         return "\n".join([*lines, "no complete feasible trials yet"])
-    cols = [c for c in TABLE_COLUMNS if c in front and front[c].notna().any()]
+    cols = [c for c in TABLE_COLUMNS if c in front and front[c].notna().any() and not _idle_knob(c, front)]
     table = front[cols]
     if task.name != "classification":  # the task's metric and its drop in place of accuracy and points
         table = table.assign(accuracy=[task.display(v) for v in table["accuracy"]], metric_drop=front["metric_drop"])
@@ -89,6 +89,17 @@ def front_table(result: StudyFrame) -> str:
     lines.append(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     busy = busy_note(result, front)
     return "\n".join([*lines, busy] if busy else lines)
+
+
+ALWAYS_SHOWN = ("prune_ratio", "prune_method", "round_to", "bits", "finetune_epochs")
+
+
+def _idle_knob(column: str, front: Any) -> bool:
+    """A knob column to leave out of the text table: a newer knob (seq_len, layers, embedding_*) at its no-op in
+    every front row (a CNN's front does not need four columns of zeros and ones)."""
+    if column not in KNOB_NAMES or column in ALWAYS_SHOWN:
+        return False
+    return bool((front[column] == KNOBS[column].noop).all())
 
 
 def busy_note(result: StudyFrame, front: Any) -> str | None:

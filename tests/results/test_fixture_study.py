@@ -36,7 +36,10 @@ def test_v1_study_loads_and_reports(v1):
     assert set(trials.loc[trials.state == "PRUNED", "duplicate_of"].dropna()) <= set(complete.number)
     front = result.pareto()
     assert len(front) >= 1 and front.latency_ms.is_monotonic_increasing
-    assert "base: accuracy" in front_table(result)
+    table = front_table(result)
+    assert "base: accuracy" in table
+    header = table.splitlines()[1].split()  # the knobs it was run with; newer knobs, at their no-op, left out
+    assert {"prune_ratio", "bits", "finetune_epochs"} <= set(header) and not {"seq_len", "layers"} & set(header)
     assert result.recommend(max_accuracy_drop_pts=3.0).trial in set(complete.number)
 
 
