@@ -20,6 +20,7 @@ import optuna
 from lepton_search import search
 from lepton_search.candidate import compress
 from lepton_search.evaluate import onnx_accuracy
+from lepton_search.knobs import KNOB_NAMES
 from lepton_search.latency import HostCpuLatency
 from lepton_search.space import CompressionConfig, FinetuneSettings, SearchSpace
 from lepton_search.study import make_sampler, open_study
@@ -45,32 +46,46 @@ def run_planned(workload: Any, space: SearchSpace, configs: Sequence[Compression
 
 
 def remeasure(paths: Mapping[str, Path], inputs: Mapping[str, np.ndarray], rounds: int = 3,
-              target: HostCpuLatency | None = None) -> dict[str, list[float]]:
+              target: HostCpuLatency | None = None, *,
+              inputs_of: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> dict[str, list[float]]:
     """p50 of every file per round, files interleaved so drift hits all alike (`target`: the harness's own
-    1-thread, 100-run timer unless given)."""
+    1-thread, 100-run timer unless given). Each file is fed `inputs`, or its own from `inputs_of` (a file
+    served at fewer tokens)."""
     target = target or HostCpuLatency(threads=1, batch_size=1, runs=100, warmup=20)
+    inputs_of = inputs_of or {}
     out: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(rounds):
         for name, path in paths.items():
-            out[name].append(target.latency(path, inputs).p50_ms)
+            out[name].append(target.latency(path, inputs_of.get(name, inputs)).p50_ms)
     return out
 
 
-def export_front(result: Any, folder: Path) -> tuple[dict[str, Path], dict[str, Any]]:
-    """The base file and every Pareto trial's file under `folder`; (name -> path, name -> pareto row)."""
+def export_front(result: Any, folder: Path, *, workload: Any = None) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The base file and every Pareto trial's file under `folder`; (name -> path, name -> pareto row). With
+    `workload`, each export re-checks its file's accuracy on validation."""
     paths = {"base": folder / "base.onnx"}
     with result.artifact_store.open_reader(result.base.onnx_artifact_id) as r:
         paths["base"].write_bytes(r.read())
     rows = {}
     for row in result.pareto().itertuples():
         name = f"trial {row.number}"
-        paths[name] = result.export(int(row.number), folder / f"t{row.number}")
+        paths[name] = result.export(int(row.number), folder / f"t{row.number}", workload=workload)
         rows[name] = row
     return paths, rows
 
 
-def accuracies(paths: Mapping[str, Path], workload: Any, split: str) -> dict[str, float]:
-    return {name: onnx_accuracy(path, workload, split).accuracy for name, path in paths.items()}
+def row_config(row: Any) -> CompressionConfig:
+    """The config of a `pareto()` / `trials()` row (a namedtuple or a dict); knobs it lacks take their no-op."""
+    get = row.get if isinstance(row, Mapping) else lambda k, d=None: getattr(row, k, d)
+    return CompressionConfig.from_dict({k: get(k) for k in KNOB_NAMES if get(k) is not None})
+
+
+def accuracies(paths: Mapping[str, Path], workload: Any, split: str, *, transforms: Mapping[str, Any] | None = None,
+               threads: int = 2) -> dict[str, float]:
+    """name -> accuracy of each file on `split` (`transforms`: a file's input transform, e.g. its first tokens)."""
+    transforms = transforms or {}
+    return {name: onnx_accuracy(path, workload, split, threads=threads, transform=transforms.get(name)).accuracy
+            for name, path in paths.items()}
 
 
 def points(rows: Mapping[str, Any], val: Mapping[str, float], test: Mapping[str, float],
@@ -79,7 +94,7 @@ def points(rows: Mapping[str, Any], val: Mapping[str, float], test: Mapping[str,
     best = {n: min(v) for n, v in lat.items()}
     out = []
     for name, row in rows.items():
-        cfg = CompressionConfig.from_dict({k: getattr(row, k) for k in CompressionConfig.__dataclass_fields__})
+        cfg = row_config(row)
         out.append({
             "trial": int(row.number), "config": cfg.label(), "config_knobs": cfg.as_dict(),
             "val_accuracy": val[name], "val_drop_pts": 100 * (val["base"] - val[name]),

@@ -46,7 +46,7 @@ from lepton_search.candidate import calibration_batches
 from lepton_search.evaluate import onnx_accuracy
 from lepton_search.latency import HostCpuLatency
 from lepton_search.latency.cpu_identity import this_cpu
-from lepton_search.space import KNOB_NAMES, CompressionConfig, SearchSpace
+from lepton_search.space import SearchSpace
 from lepton_search.workloads.movielens import REQUEST_ITEMS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -114,7 +114,7 @@ def run_workload(name: str, *, trials: int, rounds: int, folder: Path) -> dict[s
 
     points = []
     for n, row in rows.items():
-        config = CompressionConfig.from_dict({k: getattr(row, k) for k in KNOB_NAMES if hasattr(row, k)})
+        config = harness.row_config(row)
         points.append({"trial": int(row.number), "config": config.label(), "knobs": config.as_dict(), **point(n)})
     within = [p for p in points if p["val_drop"] <= goal["val_threshold"]]
     sized = [p for p in within if p["size_ratio"] >= goal["size_ratio"]]

@@ -220,8 +220,7 @@ def replay(df: pd.DataFrame, grid: Grid, base_acc: float, base_lat: float, sampl
            early_reject: bool, tolerance: float, anchors: bool = False) -> dict:
     space = dataclasses.replace(grid_space(grid), sampler=sampler_name,
                                 max_accuracy_drop_pts=default_space().max_accuracy_drop_pts)
-    names = [k for k in CompressionConfig.__dataclass_fields__]
-    table = {CompressionConfig.from_dict({n: r[n] for n in names}): r for r in df.to_dict("records")}
+    table = {harness.row_config(r): r for r in df.to_dict("records")}
     ref = (base_acc - REF_DROP_PTS / 100, base_lat)
     target = HV_SHARE * hypervolume([(a, lt) for a, lt in zip(df.accuracy, df.latency_ms)], *ref)
     run = Replay(table, space, base_acc, ref, target, seed, early_reject, tolerance)

@@ -25,15 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import HARNESS, choose, run_planned, stderr_pts
+from _harness import HARNESS, accuracies, choose, export_front, remeasure, row_config, run_planned, stderr_pts
 
 from lepton_search.candidate import input_transform_for
-from lepton_search.evaluate import onnx_accuracy
-from lepton_search.knobs import KNOB_NAMES
 from lepton_search.latency import HostCpuLatency
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.logging import routed_to_debug
@@ -83,16 +80,6 @@ def peer_file(base: Path, model: Any, out: Path) -> tuple[Path, dict[str, int]]:
     return out, counts
 
 
-def time_files(files: dict[str, tuple[Path, dict[str, np.ndarray]]], rounds: int, runs: int) -> dict[str, list[float]]:
-    """p50 of every file per round, files interleaved, each fed the samples it is served."""
-    timer = HostCpuLatency(threads=1, batch_size=1, runs=runs, warmup=20, max_repeats=1)
-    out: dict[str, list[float]] = {name: [] for name in files}
-    for _ in range(rounds):
-        for name, (path, inputs) in files.items():
-            out[name].append(timer.latency(path, inputs).p50_ms)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smoke run on a 2-layer, 64-article slice")
@@ -110,39 +97,29 @@ def main() -> None:
                          artifacts=work / "artifacts")
     trials = result.trials().query("state == 'COMPLETE'")
 
-    files: dict[str, tuple[Path, dict[str, np.ndarray]]] = {}
-    transforms: dict[str, Any] = {"base": None, "peer": None}
-    with result.artifact_store.open_reader(result.base.onnx_artifact_id) as r:
-        (work / "base.onnx").write_bytes(r.read())
+    paths, rows = export_front(result, work, workload=wl)  # each Pareto file re-checked on validation
+    paths["peer"], fused_ops = peer_file(paths["base"], wl.model, work / "peer.onnx")
+    configs_of = {name: row_config(row) for name, row in rows.items()}
+    transforms = {name: input_transform_for(wl, cfg) for name, cfg in configs_of.items()}
     samples = wl.sample_inputs()
-    files["base"] = (work / "base.onnx", samples)
-    peer, fused_ops = peer_file(work / "base.onnx", wl.model, work / "peer.onnx")
-    files["peer"] = (peer, samples)
-    configs_of: dict[str, CompressionConfig] = {}
-    for row in result.pareto().itertuples():
-        name = f"trial {row.number}"
-        cfg = CompressionConfig.from_dict({k: getattr(row, k) for k in KNOB_NAMES if hasattr(row, k)})
-        path = result.export(int(row.number), work / f"t{row.number}", workload=wl)  # re-checked on validation
-        transforms[name] = input_transform_for(wl, cfg)
-        files[name] = (path, transforms[name].apply(samples) if transforms[name] else samples)
-        configs_of[name] = cfg
-    val = {n: onnx_accuracy(p, wl, "val", threads=1, transform=transforms[n]).accuracy for n, (p, _) in files.items()}
-    test_results = {n: onnx_accuracy(p, wl, "test", threads=1, transform=transforms[n]) for n, (p, _) in files.items()}
-    test = {n: r.accuracy for n, r in test_results.items()}
-    n_test = test_results["base"].total
-    times = time_files(files, args.rounds, args.runs)
+    served = {name: t.apply(samples) for name, t in transforms.items() if t is not None}  # cut to their tokens
+    val = accuracies(paths, wl, "val", transforms=transforms, threads=1)
+    test = accuracies(paths, wl, "test", transforms=transforms, threads=1)
+    n_test = len(wl.dataset("test"))
+    times = remeasure(paths, samples, args.rounds, inputs_of=served,
+                      target=HostCpuLatency(threads=1, batch_size=1, runs=args.runs, warmup=20, max_repeats=1))
     best = {n: min(v) for n, v in times.items()}
 
     points = []
     for name, cfg in configs_of.items():
-        row = trials[trials["number"] == int(name.split()[1])].iloc[0]
-        points.append({"trial": int(name.split()[1]), "config": cfg.label(), "config_knobs": cfg.as_dict(),
+        row = rows[name]
+        points.append({"trial": int(row.number), "config": cfg.label(), "config_knobs": cfg.as_dict(),
                        "val_accuracy": val[name], "val_drop_pts": 100 * (val["base"] - val[name]),
                        "test_accuracy": test[name], "test_drop_pts": 100 * (test["base"] - test[name]),
                        "test_stderr_pts": stderr_pts(test[name], n_test), "latency_ms": best[name],
                        "latency_ms_rounds": times[name], "speedup": best["base"] / best[name],
-                       "vs_peer": best["peer"] / best[name], "size_mb": float(row["size_mb"]),
-                       "finetune_seconds": float(row.get("finetune_seconds_total", row.get("finetune_seconds", 0.0)))})
+                       "vs_peer": best["peer"] / best[name], "size_mb": float(row.size_mb),
+                       "finetune_seconds": float(row.finetune_seconds)})
     points.sort(key=lambda p: p["latency_ms"])
     chosen = {t: choose(points, t) for t in THRESHOLDS}
     layers = len(prune_transformer.encoder_layers(wl.model))
