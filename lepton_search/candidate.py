@@ -119,12 +119,17 @@ def calibration_batches(workload: Workload, n: int, seed: int,
 
 def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: CompressionConfig, settings: FinetuneSettings,
               quant_aware: bool, horizon: int, checkpoints: CheckpointStore | None, key: str | None, task: Any = None,
-              student_view: Callable[[Any], Any] | None = None) -> tuple[float, int, float]:
-    """Distil `model` up to `config.finetune_epochs`, from the latest stored epoch when there is one.
+              student_view: Callable[[Any], Any] | None = None, refit: bool = False) -> tuple[float, int, float]:
+    """Distil `model` up to `config.finetune_epochs`, from the latest stored epoch when there is one; `refit`: its
+    head first (`finetune.refit_head`), unless a stored epoch replaces the weights anyway.
 
     Returns (seconds trained here, epochs reused, seconds the reused epochs took)."""
     found = None if key is None else checkpoints.latest(key, upto=config.finetune_epochs)
     reused, seconds_before = (found[0], float(found[1]["seconds"])) if found else (0, 0.0)
+    if refit and not found:
+        with stage("refit the head on its features (L-BFGS)"):
+            finetune.refit_head(model, teacher, train, student_view=student_view, task=task,
+                                temperature=settings.temperature, distill_weight=settings.distill_weight)
     with qat.simulate_int8(model) if quant_aware else contextlib.nullcontext():
         if found:
             model.load_state_dict(found[1]["model"])
@@ -178,11 +183,6 @@ def compress(
     subset = settings.subset_of(len(workload.dataset("train")))
     train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=subset, seed=seed)
     bn_batches = finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
-    if finetune.refits_head(settings, config, base):
-        with stage("refit the head to the teacher (closed form)"):
-            finetune.refit_head(model, teacher, train, student_view=_torch_view(workload, input_transform),
-                                task=workload.task, temperature=settings.temperature,
-                                distill_weight=settings.distill_weight)
     # INT8 of token-id and LSTM graphs is dynamic (weights INT8, activations quantized at run time): they
     # fine-tune in float. The rule is quantize's own (int8_dynamic.dynamic_route).
     dynamic_int8 = int8_dynamic.module_takes_dynamic_route(model, [s.dtype for s in workload.inputs],
@@ -198,7 +198,8 @@ def compress(
             held.enter_context(checkpoints.lock(key))
         ft_seconds, reused, seconds_before = _finetune(model, teacher, train, config, settings, quant_aware, horizon,
                                                        checkpoints, key, workload.task,
-                                                       _torch_view(workload, input_transform))
+                                                       _torch_view(workload, input_transform),
+                                                       refit=finetune.refits_head(settings, config, base))
     if config.finetune_epochs > 0:
         # Weights moved: BN statistics follow the final weights, not a running mix over training.
         finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
