@@ -1,17 +1,25 @@
 """Transformers where the search should win: tokens kept, layers kept, heads/FFN, INT8, recovered by distillation.
 
-On `bbc-minilm` (MiniLM-L6 + a mean-pool head on BBC News, 128 tokens), the engine searches a planned set of
-configs over `seq_len` x `layers` x `prune_ratio` x INT8 x fine-tune epochs (AdamW, the Transformer recipe;
-the student sees the kept tokens, the teacher the whole article). Its Pareto files, the base and the peer are
-then scored in ONNX Runtime on validation and test (dynamic INT8 one sample a call, as served) and timed
-interleaved in one harness (`_harness.HARNESS`), each on the validation samples it is served (cut to its
-tokens). The point is chosen per validation threshold and reported on test with its standard error.
+Two Transformer workloads, each searched over a planned set of configs by the engine (fine-tuning by the
+Transformer recipe, AdamW, distilled from the base):
+- `bbc-minilm` (MiniLM-L6 + a mean-pool head on BBC News, 128 tokens; 426 test articles): `seq_len` x `layers` x
+  `prune_ratio` x INT8 x epochs (the student sees the kept tokens, the teacher the whole article);
+- `fashion-vit` (a 6-layer ViT trained here on Fashion-MNIST, 50 tokens; 10,000 test images): `layers` x
+  `prune_ratio` (heads and FFN channels) x INT8 x epochs (an image has no tokens to cut: no `seq_len`).
+Its Pareto files, the base and the peer are then scored in ONNX Runtime on validation and test (dynamic INT8 one
+sample a call, as served) and timed interleaved in one harness (`_harness.HARNESS`), each on the validation
+samples it is served (cut to its tokens). The point is chosen per validation threshold and reported on test with
+its standard error.
 
-The peer is what Optimum and Olive do by default: ONNX Runtime's transformer optimizer (fusion) on the base's
-exported graph, then `quantize_dynamic` (INT8 weights, per channel), at the base's 128 tokens.
+The peer is what Optimum and Olive do by default: ONNX Runtime's transformer optimizer (fusion; model type
+"bert" or "vit") on the base's exported graph, then `quantize_dynamic` (INT8 weights, per channel).
 
-    python experiments/transformer_front.py            # ~40 min on a 2-core host; JSON + table + plotly HTML
-    python experiments/transformer_front.py --quick    # a smoke run on a 2-layer slice (~3 min)
+    python experiments/transformer_front.py                          # both (~50 min on a 2-core host)
+    python experiments/transformer_front.py --workloads fashion-vit  # one; the other's stored record is kept
+    python experiments/transformer_front.py --quick                  # a smoke run on tiny slices (~3 min)
+
+Writes `results/transformer_front.json` (a list, one record per workload, each with the date it was measured),
+prints a table per workload and writes a plotly HTML per workload.
 """
 
 from __future__ import annotations
@@ -37,14 +45,15 @@ from lepton_search.logging import routed_to_debug
 from lepton_search.space import CompressionConfig, FinetuneSettings, SearchSpace
 from lepton_search.techniques import prune_transformer
 from lepton_search.workloads.bbc_minilm import bbc_minilm
+from lepton_search.workloads.fashion_vit import fashion_vit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLDS = (0.5, 1.0, 2.0)
 
 
-def planned(quick: bool) -> tuple[SearchSpace, list[CompressionConfig]]:
-    """The space and the configs the engine evaluates, in order (each chain in increasing epochs: a trial
-    resumes the previous one's checkpoint)."""
+def planned_bbc(quick: bool) -> tuple[SearchSpace, list[CompressionConfig]]:
+    """The space and the configs the engine evaluates on bbc-minilm, in order (each chain in increasing epochs: a
+    trial resumes the previous one's checkpoint)."""
     if quick:
         space = SearchSpace(prune_ratio=(0.0, 0.0, 0.25), bits=(8,), finetune_epochs=(0, 1), seq_len=(0, 16),
                             layers=(0, 1), anchors="off", early_reject="off",
@@ -63,13 +72,35 @@ def planned(quick: bool) -> tuple[SearchSpace, list[CompressionConfig]]:
     return space, configs
 
 
+def planned_vit(quick: bool) -> tuple[SearchSpace, list[CompressionConfig]]:
+    """The space and the configs the engine evaluates on fashion-vit, in order (chains in increasing epochs)."""
+    if quick:
+        space = SearchSpace(prune_ratio=(0.0, 0.5, 0.5), bits=(8,), finetune_epochs=(0, 1), layers=(0, 1),
+                            anchors="off", early_reject="off",
+                            finetune=FinetuneSettings(subset_size=64, calibration_size=16))
+        return space, [CompressionConfig(0.0, 8, 0)] + [CompressionConfig(0.5, 8, e, layers=1) for e in (0, 1)]
+    space = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(8,), finetune_epochs=(0, 2), layers=(0, 3, 4),
+                        anchors="off", early_reject="off", finetune=FinetuneSettings(calibration_size=128))
+    configs = [CompressionConfig(0.0, 8, 0)]  # INT8 alone
+    for layers, ratio in ((0, 0.5), (4, 0.0), (4, 0.25), (4, 0.5), (3, 0.0), (3, 0.25), (3, 0.5)):
+        configs += [CompressionConfig(ratio, 8, e, layers=layers) for e in (1, 2)]
+    return space, configs
+
+
+WORKLOADS = {  # name -> (full factory, quick factory, planned configs)
+    "bbc-minilm": (bbc_minilm, lambda: bbc_minilm(num_layers=2, limit=64, seq_len=32), planned_bbc),
+    "fashion-vit": (fashion_vit, lambda: fashion_vit(layers=2, limit=256, base_epochs=1), planned_vit),
+}
+
+
 def peer_file(base: Path, model: Any, out: Path) -> tuple[Path, dict[str, int]]:
     """ONNX Runtime's transformer optimizer (fusion) + dynamic INT8 of the base file; the fused op counts."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
 
     shape = prune_transformer.layer_shapes(model)[0]
-    fused = optimize_model(str(base), model_type="bert", num_heads=shape.heads,
+    model_type = prune_transformer.layout_of(prune_transformer.encoder_layers(model)[0]).name  # "bert" | "vit"
+    fused = optimize_model(str(base), model_type=model_type, num_heads=shape.heads,
                            hidden_size=shape.heads * shape.head_size)
     counts = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
     fused.save_model_to_file(str(out.with_suffix(".fused.onnx")))
@@ -82,16 +113,34 @@ def peer_file(base: Path, model: Any, out: Path) -> tuple[Path, dict[str, int]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a smoke run on a 2-layer, 64-article slice")
+    ap.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), default=sorted(WORKLOADS))
+    ap.add_argument("--quick", action="store_true", help="a smoke run on tiny slices of each workload")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--out", type=Path, default=RESULTS / "transformer_front.json")
     args = ap.parse_args()
     if args.quick and args.out == RESULTS / "transformer_front.json":
         args.out = Path(tempfile.mkdtemp(prefix="transformer_front_")) / "transformer_front.json"
+    kept = [r for r in (json.loads(args.out.read_text()) if args.out.is_file() else [])
+            if r["workload"] not in args.workloads]  # records of workloads not rerun stay as measured
+    records = []
+    for name in args.workloads:
+        full, quick, plan = WORKLOADS[name]
+        rec = run_workload(quick if args.quick else full, *plan(args.quick), args)
+        records.append(rec)
+        _print(rec)
+        _plot(rec, args.out.with_name(f"{args.out.stem}-{name}.html"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(sorted(kept + records, key=lambda r: r["workload"]), indent=2, default=float))
+    print(f"\nwrote {args.out} ({', '.join(args.workloads)}; "
+          f"{sum(r['wall_seconds'] for r in records) / 60:.1f} min) and a plotly HTML per workload beside it")
+
+
+def run_workload(factory: Any, space: SearchSpace, configs: list[CompressionConfig], args: argparse.Namespace) -> dict:
+    """Build the workload (its base trained once, then cached), search `configs` on it, export its Pareto files,
+    score and time them with the base and the peer."""
     start = time.perf_counter()
-    wl = bbc_minilm(num_layers=2, limit=64, seq_len=32) if args.quick else bbc_minilm()
-    space, configs = planned(args.quick)
+    wl = factory()
     work = Path(tempfile.mkdtemp(prefix="transformer_front_"))
     result = run_planned(wl, space, configs, storage=f"sqlite:///{work / 'study.db'}", study_name=wl.name,
                          artifacts=work / "artifacts")
@@ -124,8 +173,9 @@ def main() -> None:
     chosen = {t: choose(points, t) for t in THRESHOLDS}
     layers = len(prune_transformer.encoder_layers(wl.model))
     cpu = this_cpu()
-    record = [{
-        "workload": wl.name, "host": f"{cpu.model} [{cpu.vendor}: {' '.join(cpu.isa)}]", "python": platform.python_version(),
+    return {
+        "workload": wl.name, "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "host": f"{cpu.model} [{cpu.vendor}: {' '.join(cpu.isa)}]", "python": platform.python_version(),
         "harness": HARNESS, "quick": args.quick, "test_size": n_test,
         "base": {"val_accuracy": val["base"], "test_accuracy": test["base"], "latency_ms": best["base"],
                  "latency_ms_rounds": times["base"], "seq_len": wl.seq_len, "layers": layers,
@@ -140,12 +190,7 @@ def main() -> None:
         "space": space.to_dict(), "configs_planned": [c.label() for c in configs],
         "wall_seconds": time.perf_counter() - start,
         "finetune_seconds": float(trials.get("finetune_seconds", trials.get("finetune_seconds_total", 0)).sum()),
-    }]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2, default=float))
-    _print(record[0])
-    _plot(record[0], args.out.with_suffix(".html"))
-    print(f"\nwrote {args.out} and {args.out.with_suffix('.html')} ({record[0]['wall_seconds'] / 60:.1f} min)")
+    }
 
 
 def _chosen(point: dict | None) -> dict | None:
@@ -159,7 +204,8 @@ def _chosen(point: dict | None) -> dict | None:
 def _print(rec: dict) -> None:
     base, peer = rec["base"], rec["peer"]
     print(f"\n{rec['workload']} on {rec['host']}\n{HARNESS}")
-    print(f"base: {base['seq_len']} tokens, {base['layers']} layers, test {100 * base['test_accuracy']:.2f}% "
+    tokens = f"{base['seq_len']} tokens, " if base["seq_len"] else ""
+    print(f"base: {tokens}{base['layers']} layers, test {100 * base['test_accuracy']:.2f}% "
           f"(+-{base['test_stderr_pts']:.2f} pt), {base['latency_ms']:.2f} ms")
     print(f"peer: {peer['name']}: test {100 * peer['test_accuracy']:.2f}% ({peer['test_drop_pts']:+.2f} pt), "
           f"{peer['speedup']:.2f}x; fused {peer['fused_ops']}")
@@ -180,7 +226,7 @@ def _plot(rec: dict, path: Path) -> None:
     pts = rec["points"]
     fig.add_scatter(x=[p["latency_ms"] for p in pts], y=[100 * p["test_accuracy"] for p in pts], mode="markers+text",
                     text=[p["config"] for p in pts], textposition="top center", name="engine (Pareto on validation)")
-    for key, label in (("base", "base (FP32, 128 tokens)"), ("peer", "peer: fusion + dynamic INT8")):
+    for key, label in (("base", "base (FP32)"), ("peer", "peer: fusion + dynamic INT8")):
         fig.add_scatter(x=[rec[key]["latency_ms"]], y=[100 * rec[key]["test_accuracy"]], mode="markers",
                         marker={"size": 12, "symbol": "diamond"}, name=label)
     fig.update_layout(title=f"{rec['workload']}: test accuracy vs latency ({rec['host']})",

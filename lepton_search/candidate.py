@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch import nn
 
 from lepton_search.logging import stage
 from lepton_search.space import CompressionConfig, FinetuneSettings
-from lepton_search.techniques import embeddings, export, finetune, int8_dynamic, prune, qat, quantize
+from lepton_search.techniques import embeddings, export, finetune, fusion, int8_dynamic, prune, qat, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.workloads import Workload
 
@@ -185,13 +186,14 @@ def compress(
     bn_batches = finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
     # INT8 of token-id and LSTM graphs is dynamic (weights INT8, activations quantized at run time): they
     # fine-tune in float. The rule is quantize's own (int8_dynamic.dynamic_route).
-    dynamic_int8 = int8_dynamic.module_takes_dynamic_route(model, [s.dtype for s in workload.inputs],
-                                                           shapes=[s.shape for s in workload.inputs])
+    dynamic_int8 = config.int8_mode == "dynamic" or (config.int8_mode == "auto" and int8_dynamic.module_takes_dynamic_route(
+        model, [s.dtype for s in workload.inputs], shapes=[s.shape for s in workload.inputs]))
     quant_aware = config.bits == 8 and config.finetune_epochs > 0 and not dynamic_int8
     horizon = max(horizon, config.finetune_epochs)
     key = None if checkpoints is None or config.finetune_epochs == 0 else CheckpointStore.key(
+        # int8_mode acts on training only through quant_aware (keyed), fusion not at all: they share a student
         base=base_digest or weights_digest(base), prune={k: v for k, v in config.as_dict().items()
-                                                         if k not in ("bits", "finetune_epochs")},
+                                                         if k not in ("bits", "finetune_epochs", "int8_mode", "fusion")},
         quantization_aware=quant_aware, seed=seed, settings=settings, subset=subset, horizon=horizon)
     with contextlib.ExitStack() as held:
         if key is not None:
@@ -217,9 +219,16 @@ def compress(
     out_path = Path(out_path)
     with stage("export to ONNX"):
         graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"), names=workload.input_names)
+    fused_ops = None
+    if config.fusion == "ort":
+        with stage("fuse (ONNX Runtime transformer optimizer)"):
+            graph, fused_ops = fusion.fuse(graph, model)
+        if not fusion.attention_fused(fused_ops):
+            warnings.warn(f"fusion 'ort': attention not fused in {config.label()} (fused {fused_ops or 'nothing'}); "
+                          "the file runs unfused attention", stacklevel=2)
     with stage(f"quantize to {config.bits} bits" if config.bits < 32 else "FP32 (no quantization)"):
         calib = calibration_batches(workload, settings.calibration_size, seed, input_transform) if config.bits == 8 else []
-        graph, route = quantize.quantize_with_route(graph, config.bits, calib)  # NNCF leaves the tables FP32
+        graph, route = quantize.quantize_with_route(graph, config.bits, calib, int8_mode=config.int8_mode)  # NNCF leaves the tables FP32
         graph, tables = embeddings.quantize_embeddings(graph, config.embedding_bits)
     onnx.save(graph, str(out_path))
     out_path.with_suffix(".fp32.onnx").unlink(missing_ok=True)
@@ -231,7 +240,8 @@ def compress(
         finetune_samples=len(train.dataset) * config.finetune_epochs, bn_batches=bn_batches,
         compress_seconds=time.perf_counter() - start, quantization_aware=quant_aware,
         finetune_epochs_reused=reused, finetune_seconds_total=seconds_before + ft_seconds,
-        quantization={**route.as_dict(), "embedding_bits": config.embedding_bits, "embedding_tables": tables},
+        quantization={**route.as_dict(), "embedding_bits": config.embedding_bits, "embedding_tables": tables,
+                      "fusion": config.fusion, "fused_ops": fused_ops},
         inputs=describe_feeds(samples), sample_inputs=samples,
         input_transform=input_transform,
     )

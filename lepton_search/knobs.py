@@ -29,10 +29,12 @@ from typing import Any, Protocol
 
 from lepton_search.errors import ConfigError, did_you_mean
 
-__all__ = ["ANCHOR_RULES", "DEFAULT_STEP", "KNOBS", "KNOB_NAMES", "PRUNE_METHODS", "SUPPORTED_BITS", "Choices",
-           "Domain", "FloatRange", "IntRange", "Knob", "KnobTable"]
+__all__ = ["ANCHOR_RULES", "DEFAULT_STEP", "FUSIONS", "INT8_MODES", "KNOBS", "KNOB_NAMES", "PRUNE_METHODS",
+           "SUPPORTED_BITS", "Choices", "Domain", "FloatRange", "IntRange", "Knob", "KnobTable"]
 
 SUPPORTED_BITS = (32, 16, 8, 4)
+INT8_MODES = ("auto", "dynamic", "static")  # how an 8-bit file is made (techniques.quantize)
+FUSIONS = ("off", "ort")  # techniques.fusion
 PRUNE_METHODS = ("structured", "global", "unstructured")
 DEFAULT_STEP = 0.05  # the step of a float range given as (low, high)
 # How a fresh study's anchors (`SearchSpace.anchor_configs`: quantization alone) set a knob:
@@ -369,6 +371,14 @@ def _bits(value: Any) -> str | None:
     return None if ok else f"unsupported bit width; choose from {list(SUPPORTED_BITS)}"
 
 
+def _int8_mode(value: Any) -> str | None:
+    return None if value in INT8_MODES else f"choose from {list(INT8_MODES)}"
+
+
+def _fusion(value: Any) -> str | None:
+    return None if value in FUSIONS else f"choose from {list(FUSIONS)}"
+
+
 def _embedding_bits(value: Any) -> str | None:
     ok = value in (32, 8, 4) and not isinstance(value, bool)
     return None if ok else "unsupported embedding table width; choose from [32, 8, 4]"
@@ -413,6 +423,14 @@ KNOBS = KnobTable(
     Knob("layers", Choices((0,)), noop=0, check=_layers,
          help="encoder layers kept (the bottom ones; 0: all), the rest distilled from the teacher",
          applied_by="lepton_search.techniques.prune"),
+    Knob("int8_mode", Choices(("auto",)), noop="auto", check=_int8_mode,
+         help="how an 8-bit file is made: auto (dynamic for Transformers and RNNs, static otherwise), dynamic (ONNX "
+              "Runtime: weights INT8, activations quantized per call) or static (NNCF: activation ranges calibrated, "
+              "QDQ); acts where bits is 8", applied_by="lepton_search.candidate"),
+    Knob("fusion", Choices(("off",)), noop="off", check=_fusion,
+         help="ort: ONNX Runtime's transformer optimizer fuses the exported graph (Attention, SkipLayerNormalization, "
+              "BiasGelu...) before quantization; the fused ops are recorded, unfused attention is warned of",
+         applied_by="lepton_search.candidate"),
     Knob("embedding_bits", Choices((32,), listed=True), noop=32, check=_embedding_bits, anchor="each",
          help="stored width of embedding tables (per-row scale and zero point): 32, 8 or 4",
          applied_by="lepton_search.candidate"),

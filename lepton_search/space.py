@@ -357,10 +357,12 @@ def default_space() -> SearchSpace:
     return SearchSpace.from_yaml(DEFAULT_SPACE_PATH)
 
 
-def transformer_space() -> SearchSpace:
-    """The default search for a BERT-style classifier (`search_spaces/transformer.yaml`): tokens, layers, heads and
-    FFN channels, INT8, distillation epochs."""
-    return SearchSpace.from_yaml(TRANSFORMER_SPACE_PATH)
+def transformer_space(*, tokens: bool = True) -> SearchSpace:
+    """The default search for a Transformer classifier (`search_spaces/transformer.yaml`): tokens, layers, heads and
+    FFN channels, INT8, distillation epochs. `tokens=False` (a model without token inputs, e.g. a ViT) leaves
+    `seq_len` out: the file's knob would be refused on it."""
+    space = SearchSpace.from_yaml(TRANSFORMER_SPACE_PATH)
+    return space if tokens else dataclasses.replace(space, seq_len=(0,))
 
 
 # ---- validation helpers -----------------------------------------------------------------

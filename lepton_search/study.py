@@ -33,7 +33,7 @@ from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.rejection import EarlyRejection
 from lepton_search.space import CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
-from lepton_search.techniques import embeddings, export, finetune, prune, prune_transformer, quantize
+from lepton_search.techniques import embeddings, export, finetune, fusion, prune, prune_transformer, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.training import progress
 from lepton_search.workloads import Workload
@@ -368,11 +368,36 @@ def knobs_that_act(workload: Workload, space: SearchSpace, graph: Any, *, verbos
     if any(b != 32 for b in space.bits) and not quantize.weight_ops(graph):
         changes["bits"] = (32,)
         notes.append("bits fixed at 32: the exported graph has no Conv/Gemm/MatMul for quantization to act on")
+    modes = [m for m in space.domain("int8_mode") if m != "auto"]
+    if modes and (8 not in space.bits or changes.get("bits") == (32,)):
+        changes["int8_mode"] = "auto"
+        notes.append(f"int8_mode fixed at 'auto': {modes[0]!r} acts on 8-bit files only and bits has no 8")
+    notes += check_fusion(workload, space, graph)
     for note in notes:
         warnings.warn(f"workload {workload.name!r}: {note}", stacklevel=3)
         if verbose:
             logger.warning(f"warning: workload {workload.name!r}: {note}")
     return dataclasses.replace(space, **changes) if changes else space
+
+
+def check_fusion(workload: Workload, space: SearchSpace, graph: Any) -> list[str]:
+    """`fusion: ort` refused in one line where it cannot act (no Transformer layers, a static INT8 route, nothing
+    fused in the base's graph); a note when the optimizer fuses the graph but not its attention."""
+    if "ort" not in space.domain("fusion"):
+        return []
+    if not prune_transformer.is_transformer(workload.model):
+        raise ConfigError("knobs.fusion", "ort", f"workload {workload.name!r} has no Transformer encoder layer (BERT "
+                          "or ViT layout) for ONNX Runtime's transformer optimizer; remove the knob")
+    if 8 in space.bits and "static" in space.domain("int8_mode"):
+        raise ConfigError("knobs.fusion", "ort", "NNCF's static INT8 cannot quantize fused contrib ops; search "
+                          "int8_mode auto or dynamic with fusion, or static without it")
+    counts = fusion.fuse(graph, workload.model)[1]
+    if not counts:
+        raise ConfigError("knobs.fusion", "ort", f"ONNX Runtime's transformer optimizer fuses nothing in "
+                          f"{workload.name!r}'s graph; remove the knob")
+    if fusion.attention_fused(counts):
+        return []
+    return [f"fusion 'ort' fuses {counts} but no attention in this model's graph: its trials time unfused attention"]
 
 
 def check_shape_knobs(workload: Workload, space: SearchSpace) -> None:
@@ -387,8 +412,8 @@ def check_shape_knobs(workload: Workload, space: SearchSpace) -> None:
     depths = [v for v in space.domain("layers") if v]
     have = len(prune_transformer.encoder_layers(workload.model))
     if depths and not have:
-        raise ConfigError("knobs.layers", depths[0], f"workload {workload.name!r} has no BERT-style encoder layer "
-                          "to drop; remove the knob")
+        raise ConfigError("knobs.layers", depths[0], f"workload {workload.name!r} has no Transformer encoder layer "
+                          "(BERT or ViT layout) to drop; remove the knob")
     if depths and max(depths) > have:
         raise ConfigError("knobs.layers", max(depths), f"is more than the model's {have} encoder layers; give "
                           f"1..{have} (0: all)")

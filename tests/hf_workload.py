@@ -32,3 +32,29 @@ def tiny_bert_workload(num_layers: int = 2) -> Workload:
     ids, mask, y = token_data()
     return Workload("bert", tiny_bert(num_layers), train=(ids, mask, y), val=(ids, mask, y),
                     example_input=(ids[:1], mask[:1]))
+
+
+def tiny_vit(layers: int = 2) -> torch.nn.Module:
+    """A Hugging Face ViT (transformers 5's layout) for 28x28 grey images, 7x7 patches, random weights."""
+    import transformers
+
+    from lepton_search.workloads.fashion_vit import vit_config
+
+    torch.manual_seed(0)
+    return transformers.ViTForImageClassification(
+        vit_config(hidden=32, layers=layers, heads=4, ffn=64, patch=7, num_classes=CLASSES)).eval()
+
+
+def images(n: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose class is which quarter of the picture is bright (learnable in an epoch)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 1, 28, 28, generator=g) * 0.1
+    y = torch.arange(n) % CLASSES
+    for i, c in enumerate(y.tolist()):
+        x[i, 0, 14 * (c // 2): 14 * (c // 2) + 14, 14 * (c % 2): 14 * (c % 2) + 14] += 2.0
+    return x, y
+
+
+def tiny_vit_workload(layers: int = 4) -> Workload:
+    x, y = images()
+    return Workload("vit", tiny_vit(layers), train=(x, y), val=(x, y), example_input=x[:1])

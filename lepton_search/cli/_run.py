@@ -71,9 +71,11 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
     space_obj = _with_sampler(space_obj, sampler)
     make_target(target, space_obj)  # unknown target fails before any data is loaded
     wl = _workload(workload, data_dir)
-    if not space and prune_transformer.is_transformer(wl.model):
-        space_obj = _with_sampler(transformer_space(), sampler)  # a BERT-style classifier
-        click.echo("space: search_spaces/transformer.yaml (a BERT-style encoder: tokens, layers, heads, INT8)", err=True)
+    if not space and prune_transformer.is_transformer(wl.model):  # a BERT- or ViT-style classifier
+        tokens = wl.seq_len is not None
+        space_obj = _with_sampler(transformer_space(tokens=tokens), sampler)
+        what = "tokens, layers, heads, INT8" if tokens else "layers, heads, INT8; no seq_len: the model takes no tokens"
+        click.echo(f"space: search_spaces/transformer.yaml (a Transformer encoder: {what})", err=True)
     result = search(wl, space_obj, target=target, n_trials=trials, storage=storage, study_name=study_name,
                     artifacts=artifacts, timeout=timeout)
     click.echo(front_table(result))

@@ -84,6 +84,13 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
          f"{task.metric.upper()} (task {task.name}): ONNX Runtime on the validation split ({m.get('val_total', 'n/a')} "
          "samples)."),
     ]
+    fused = (route or {}).get("fused_ops")
+    if (route or {}).get("fusion") == "ort":
+        ops = ", ".join(f"{op} {n}" for op, n in sorted((fused or {}).items())) or "nothing"
+        lines.append(f"Fusion: ONNX Runtime's transformer optimizer fused {ops}.")
+        if not any((fused or {}).get(op) for op in ("Attention", "MultiHeadAttention", "QAttention")):
+            lines.append("**Warning: attention not fused**: this file runs the exported attention subgraph; its "
+                         "latency is that of unfused attention.")
     own = m.get("inputs") or b.get("inputs")  # this file's inputs (a knob may change them), else the base's
     inputs = inputs_label(own, b.get("sequence_length") if own == b.get("inputs") else None)
     if inputs:
@@ -113,7 +120,8 @@ def _int8_route(base: dict[str, Any]) -> str:
     inputs = base.get("inputs") or ()
     dtypes = [i.get("dtype") for i in inputs]
     shapes = [i["shape"] for i in inputs] if all("shape" in i for i in inputs) else None
-    if int8_dynamic.dynamic_route(dtypes, lstm=base.get("family") == LSTM_FAMILY, shapes=shapes):
+    if int8_dynamic.dynamic_route(dtypes, lstm=base.get("family") == LSTM_FAMILY, shapes=shapes,
+                                  attention=base.get("family") == "Transformer"):
         return "INT8 weights, activations quantized at run time (ONNX Runtime dynamic)"
     return "INT8 weights and activations (NNCF, static)"
 

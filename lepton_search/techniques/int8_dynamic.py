@@ -1,4 +1,4 @@
-"""INT8 for token-id models (Transformers, RNNs): ONNX Runtime's dynamic quantization.
+"""INT8 for Transformers and RNNs: ONNX Runtime's dynamic quantization.
 
 Weights of MatMul/Gemm (and LSTM, and embedding Gathers) are stored INT8; each activation is quantized
 to UINT8 at run time from its own range, so no calibration set is needed and no range is fixed from a
@@ -8,7 +8,9 @@ kernels; the activation x activation MatMuls of attention stay FP32.
 
 Why not the static QDQ route (`quantize.int8_static`) for these models: on MiniLM-L6 at sequence length
 128, one thread, NNCF's static INT8 ran slower than FP32 (106 vs 67 ms, default preset) or no faster
-(61 vs 57 ms, `ModelType.TRANSFORMER`), while dynamic INT8 ran 2.3x faster (22 vs 51 ms).
+(61 vs 57 ms, `ModelType.TRANSFORMER`), while dynamic INT8 ran 2.3x faster (22 vs 51 ms). The same holds for a
+Transformer on images (float input): on `fashion-vit` see `experiments/transformer_front.py`'s record. The
+`int8_mode` knob overrides the rule per trial ("dynamic" / "static").
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from lepton_search.logging import routed_to_debug
 TOKEN_DTYPES = {"int64", "int32"}  # input dtypes (InputSpec names) that hold token ids or masks
 
 
-def dynamic_route(input_dtypes: Iterable[str], *, lstm: bool, shapes: Iterable[Sequence[int]] | None = None) -> bool:
-    """The one rule for which INT8 route a model takes: dynamic for token-id inputs or an LSTM, else static.
+def dynamic_route(input_dtypes: Iterable[str], *, lstm: bool, shapes: Iterable[Sequence[int]] | None = None,
+                  attention: bool = False) -> bool:
+    """The one rule for which INT8 route a model takes: dynamic for token-id inputs, an LSTM or self-attention (a
+    Transformer on float inputs, e.g. a ViT), else static.
 
     A token input is an integer input holding a sequence per sample (per-sample shape (length,) or more). One id
     per sample (a recommender's user and item, per-sample shape ()) is not a sequence: such a model's MLP takes
@@ -38,7 +42,7 @@ def dynamic_route(input_dtypes: Iterable[str], *, lstm: bool, shapes: Iterable[S
     """
     dtypes = list(input_dtypes)
     ranks = [len(tuple(s)) for s in shapes] if shapes is not None else [1] * len(dtypes)
-    return lstm or any(d in TOKEN_DTYPES and r >= 1 for d, r in zip(dtypes, ranks))
+    return lstm or attention or any(d in TOKEN_DTYPES and r >= 1 for d, r in zip(dtypes, ranks))
 
 
 def graph_input_dtypes(model: onnx.ModelProto) -> list[str]:
@@ -63,10 +67,19 @@ def has_token_inputs(model: onnx.ModelProto) -> bool:
     return dynamic_route(graph_input_dtypes(model), lstm=False, shapes=graph_input_shapes(model))
 
 
+def has_attention(model: onnx.ModelProto) -> bool:
+    """True when the graph multiplies two computed tensors (a MatMul with no constant operand) and takes a Softmax:
+    self-attention's scores and mixing. Convolutions, MLPs and recommenders' MLP towers multiply by weights only."""
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    pairs = any(n.op_type == "MatMul" and not constants & set(n.input) for n in model.graph.node)
+    return pairs and any(n.op_type == "Softmax" for n in model.graph.node)
+
+
 def graph_takes_dynamic_route(model: onnx.ModelProto) -> bool:
     """`dynamic_route` of an exported graph."""
     return dynamic_route(graph_input_dtypes(model), lstm=any(n.op_type == "LSTM" for n in model.graph.node),
-                         shapes=graph_input_shapes(model))
+                         shapes=graph_input_shapes(model), attention=has_attention(model))
 
 
 def module_takes_dynamic_route(module, input_dtypes: Iterable[str], *,
@@ -75,7 +88,12 @@ def module_takes_dynamic_route(module, input_dtypes: Iterable[str], *,
     `shapes`."""
     from torch import nn
 
-    return dynamic_route(input_dtypes, lstm=any(isinstance(m, nn.LSTM) for m in module.modules()), shapes=shapes)
+    from lepton_search.techniques import prune_transformer
+
+    attention = prune_transformer.is_transformer(module) or any(
+        isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer)) for m in module.modules())
+    return dynamic_route(input_dtypes, lstm=any(isinstance(m, nn.LSTM) for m in module.modules()), shapes=shapes,
+                         attention=attention)
 
 
 def int8_dynamic(model: onnx.ModelProto, *, per_channel: bool = True) -> onnx.ModelProto:
@@ -89,6 +107,9 @@ def int8_dynamic(model: onnx.ModelProto, *, per_channel: bool = True) -> onnx.Mo
     with tempfile.TemporaryDirectory(prefix="lepton_int8_") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(src))
+        # a fused graph (techniques.fusion) holds com.microsoft ops shape inference cannot type: they are float
+        fused = any(n.domain == "com.microsoft" for n in model.graph.node)
+        extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else {}
         with routed_to_debug():
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=per_channel)
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=per_channel, extra_options=extra)
         return onnx.load(str(dst))

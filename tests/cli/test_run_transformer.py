@@ -1,4 +1,4 @@
-"""`lepton-search run` with no SPACE picks search_spaces/transformer.yaml for a BERT-style model."""
+"""`lepton-search run` with no SPACE picks search_spaces/transformer.yaml for a BERT- or ViT-style model."""
 
 from __future__ import annotations
 
@@ -17,3 +17,11 @@ def test_run_takes_the_transformer_space_and_refuses_its_tokens_above_the_model(
     assert "space: search_spaces/transformer.yaml" in err
     assert "error: knobs.seq_len: got 64; is above the model's 8 tokens; give 1..8 (0: all)" in err
     assert not (tmp_path / "lepton_search.db").exists() or "bert" not in (tmp_path / "lepton_search.db").read_bytes().decode("latin-1")
+
+
+def test_run_on_a_vit_takes_the_transformer_space_without_seq_len_and_searches(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--workload", "hf_workload:tiny_vit_workload", "--trials", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "no seq_len: the model takes no tokens" in captured.err
+    assert "seq_len" not in captured.out  # the front table shows no token column for it

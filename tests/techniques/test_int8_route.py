@@ -30,6 +30,10 @@ CASES = {
     "float-gru": (_Recurrent(nn.GRU, False), torch.randn(1, 6, 8), "float32", False),
     "cnn": (nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)), torch.randn(1, 1, 8, 8),
             "float32", False),
+    "mlp-softmax": (nn.Sequential(nn.Flatten(), nn.Linear(64, 3), nn.Softmax(-1)), torch.randn(1, 1, 8, 8),
+                    "float32", False),  # a Softmax without attention's activation x activation MatMul
+    "float-attention": (nn.Sequential(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), nn.Flatten(),
+                                      nn.LazyLinear(3)), torch.randn(1, 6, 8), "float32", True),  # a ViT-like encoder
 }
 
 
@@ -85,3 +89,28 @@ def test_a_route_that_cannot_be_is_refused(kwargs, field):
             "tool": "nncf", **kwargs}
     with pytest.raises(ValueError, match=field):
         QuantizationRoute(**args)
+
+
+def test_int8_mode_overrides_the_rule_both_ways(tmp_path):
+    """`int8_mode` (the knob): "static" makes NNCF's calibrated QDQ of an attention graph the rule sends dynamic,
+    "dynamic" makes ONNX Runtime's dynamic INT8 of a CNN the rule sends static; each file runs and says how."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from lepton_search.techniques.quantize import quantize_with_route
+
+    for name, mode, want in (("float-attention", "static", "nncf"), ("cnn", "dynamic", "onnxruntime"),
+                             ("float-attention", "auto", "onnxruntime"), ("cnn", "auto", "nncf")):
+        model, x, _, _ = CASES[name]
+        model.eval()
+        model(x)
+        graph = export.to_onnx(model, x, tmp_path / f"{name}.onnx")
+        calib = [np.random.default_rng(i).standard_normal(tuple(x.shape), dtype=np.float32) for i in range(4)]
+        out, route = quantize_with_route(graph, 8, calib, int8_mode=mode)
+        ops = {n.op_type for n in out.graph.node}
+        assert route.tool == want, (name, mode)
+        assert ("DynamicQuantizeLinear" in ops) is (want == "onnxruntime") and ("QuantizeLinear" in ops) is (want == "nncf")
+        feed = {out.graph.input[0].name: x.numpy()}
+        assert np.isfinite(ort.InferenceSession(out.SerializeToString()).run(None, feed)[0]).all()
+    with pytest.raises(ValueError, match="int8_mode must be"):
+        quantize_with_route(graph, 8, calib, int8_mode="qat")
