@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -118,6 +119,12 @@ def calibration_batches(workload: Workload, n: int, seed: int,
     return [transform.apply(f) for f in feeds] if transform is not None else feeds
 
 
+def _keyed(settings: FinetuneSettings) -> dict[str, Any]:
+    """The settings as a checkpoint key holds them: the CPU device left out, so keys made before the device setting
+    existed still match (a CUDA student is another key: its arithmetic differs)."""
+    return {k: v for k, v in dataclasses.asdict(settings).items() if not (k == "device" and v == "cpu")}
+
+
 def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: CompressionConfig, settings: FinetuneSettings,
               quant_aware: bool, horizon: int, checkpoints: CheckpointStore | None, key: str | None, task: Any = None,
               student_view: Callable[[Any], Any] | None = None, refit: bool = False) -> tuple[float, int, float]:
@@ -147,7 +154,7 @@ def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: Compress
             model, teacher, train, epochs=config.finetune_epochs, lr=settings.lr, optimizer=settings.optimizer,
             temperature=settings.temperature, distill_weight=settings.distill_weight,
             desc="fine-tune", horizon=horizon, resume=found[1]["train"] if found else None,
-            on_epoch=save if key is not None else None, task=task, student_view=student_view,
+            on_epoch=save if key is not None else None, task=task, student_view=student_view, device=settings.device,
         )
     return seconds, reused, seconds_before
 
@@ -194,7 +201,7 @@ def compress(
         # int8_mode acts on training only through quant_aware (keyed), fusion not at all: they share a student
         base=base_digest or weights_digest(base), prune={k: v for k, v in config.as_dict().items()
                                                          if k not in ("bits", "finetune_epochs", "int8_mode", "fusion")},
-        quantization_aware=quant_aware, seed=seed, settings=settings, subset=subset, horizon=horizon)
+        quantization_aware=quant_aware, seed=seed, settings=_keyed(settings), subset=subset, horizon=horizon)
     with contextlib.ExitStack() as held:
         if key is not None:
             held.enter_context(checkpoints.lock(key))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,9 @@ class FinetuneSettings:
     distill_weight: float = 0.7
     bn_batches: int = 20
     calibration_size: int = 300
+    # where fine-tuning runs: "cpu" (the default and the tested path), "cuda" / "cuda:N", or "auto" (cuda when torch
+    # sees one); recorded with the study and part of the checkpoint key. Export, INT8 and timing stay on the CPU.
+    device: str = "cpu"
 
     def subset_of(self, n_train: int) -> int | None:
         """Train samples per fine-tune epoch for a split of `n_train` (None: the whole split)."""
@@ -440,6 +444,8 @@ def _validate(space: SearchSpace) -> None:
                           "or left out for the optimizer's rate")
     if ft.head_refit not in ("auto", "on", "off"):
         raise ConfigError("finetune.head_refit", ft.head_refit, "use auto, on or off")
+    if not isinstance(ft.device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", ft.device):
+        raise ConfigError("finetune.device", ft.device, "use cpu, cuda, cuda:N or auto (cuda when torch sees one)")
     if ft.optimizer not in FINETUNE_OPTIMIZERS:
         raise ConfigError("finetune.optimizer", ft.optimizer,
                           f"unknown optimizer; {did_you_mean(str(ft.optimizer), FINETUNE_OPTIMIZERS)}")

@@ -89,15 +89,27 @@ def _warmup_share(warmup: float, total_steps: int) -> float:
 
 def fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, lr: float, weight_decay: float,
         warmup: float, desc: str, horizon: int | None = None, resume: dict | None = None,
-        on_epoch: Callable[[int, dict], None] | None = None, optimizer: str = "sgd") -> None:
+        on_epoch: Callable[[int, dict], None] | None = None, optimizer: str = "sgd", device: str = "cpu") -> None:
     """Train `model` in place up to epoch `epochs`; `loss_fn(x, y)` returns the batch loss (`x`: the batch's inputs,
     see `split_batch`). A non-finite loss raises.
 
     The one-cycle schedule spans `horizon` epochs (default `epochs`), so a run stopped at epoch e and one
     resumed from it follow the same schedule. `resume` (a state `on_epoch` was given: optimizer, scheduler,
     the loader's generator and the epoch reached) continues a run; the caller restores the weights.
-    `on_epoch(epoch, state)` is called after each epoch.
+    `on_epoch(epoch, state)` is called after each epoch. `device`: where the model and each batch go while
+    training; the model is back on the CPU when it returns.
     """
+    model.to(device)
+    try:
+        _fit(model, loader, loss_fn, epochs=epochs, lr=lr, weight_decay=weight_decay, warmup=warmup, desc=desc,
+             horizon=horizon, resume=resume, on_epoch=on_epoch, optimizer=optimizer, device=device)
+    finally:
+        model.to("cpu").eval()
+
+
+def _fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, lr: float, weight_decay: float,
+         warmup: float, desc: str, horizon: int | None, resume: dict | None,
+         on_epoch: Callable[[int, dict], None] | None, optimizer: str, device: str) -> None:
     horizon = max(horizon or epochs, epochs)
     total = max(horizon * len(loader), 1)
     opt, sched = _stepper(model, optimizer, lr=lr, weight_decay=weight_decay, warmup=warmup, total=total)
@@ -115,7 +127,7 @@ def fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, l
             model.train()
             began, losses = time.perf_counter(), []
             for batch in loader:
-                loss = loss_fn(*split_batch(batch))
+                loss = loss_fn(*split_batch([t.to(device, non_blocking=True) for t in batch]))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{desc}: loss became {loss.item()} (try a smaller learning rate)")
                 opt.zero_grad(set_to_none=True)
@@ -131,7 +143,6 @@ def fit(model: nn.Module, loader: DataLoader, loss_fn: LossFn, *, epochs: int, l
             if on_epoch is not None:
                 on_epoch(epoch + 1, {"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                      "generator": None if gen is None else gen.get_state()})
-    model.eval()
 
 
 def _stepper(model: nn.Module, optimizer: str, *, lr: float, weight_decay: float, warmup: float,

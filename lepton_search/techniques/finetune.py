@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lepton_search.errors import ConfigError
 from lepton_search.space import FinetuneSettings
 from lepton_search.tasks import Task, get_task
 from lepton_search.techniques import prune_transformer
@@ -58,7 +59,19 @@ def recipe_for(model: nn.Module, settings: FinetuneSettings) -> FinetuneSettings
     if optimizer == "auto":
         optimizer = "adamw" if transformer else "sgd"
     lr = RECIPES[optimizer].lr if settings.lr is None else settings.lr
-    return dataclasses.replace(settings, optimizer=optimizer, lr=lr)
+    return dataclasses.replace(settings, optimizer=optimizer, lr=lr, device=resolve_device(settings.device))
+
+
+def resolve_device(device: str) -> str:
+    """A concrete torch device for fine-tuning: "auto" is "cuda" when torch sees one, else "cpu"; a CUDA device
+    torch cannot see is refused in one line (before anything trains: `recipe_for` runs when a search starts)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        seen = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(device.partition(":")[2] or 0) >= seen:
+            raise ConfigError("finetune.device", device, f"torch sees {seen} CUDA device(s) here; use cpu or auto")
+    return device
 
 
 def describe_recipe(settings: FinetuneSettings, n_train: int) -> str:
@@ -71,6 +84,7 @@ def describe_recipe(settings: FinetuneSettings, n_train: int) -> str:
     return (f"{'AdamW' if recipe.optimizer == 'adamw' else 'SGD'} lr {settings.lr:g}, {steps}, weight decay "
             f"{recipe.weight_decay:g}, batch {settings.batch_size}, {per_epoch} train samples an epoch, "
             f"distillation T={settings.temperature:g} weight {settings.distill_weight:g}"
+            + ("" if settings.device == "cpu" else f"; on {settings.device}")
             + {"on": "; the head refitted first", "off": "",
                "auto": "; the head refitted first where encoder layers are dropped"}[settings.head_refit])
 
@@ -79,7 +93,7 @@ def distill(
     student: nn.Module, teacher: nn.Module, loader: DataLoader, *, epochs: int, lr: float = 0.005,
     temperature: float = 4.0, distill_weight: float = 0.7, desc: str = "fine-tune", horizon: int | None = None,
     resume: dict | None = None, on_epoch: Callable[[int, dict], None] | None = None, task: Task | None = None,
-    optimizer: str = "sgd", student_view: Callable[[ModelInputs], ModelInputs] | None = None,
+    optimizer: str = "sgd", student_view: Callable[[ModelInputs], ModelInputs] | None = None, device: str = "cpu",
 ) -> float:
     """Fine-tune `student` for `epochs` on `loader`, matching the teacher's outputs.
 
@@ -87,6 +101,7 @@ def distill(
     cross-entropy; regression: w * MSE to the teacher + (1 - w) * MSE to the target). Returns seconds spent.
     `horizon`, `resume`, `on_epoch`: see `training.fit` (fine-tuning reuse across trials). `student_view`: what the
     student is fed of each batch (e.g. its first tokens, the `seq_len` knob); the teacher sees the whole batch.
+    `device`: where both run while training (`resolve_device`); both are back on the CPU when it returns.
     """
     start = time.perf_counter()
     if epochs <= 0 or (resume is not None and resume["epoch"] >= epochs):
@@ -101,8 +116,12 @@ def distill(
         return task.distill_loss(s_logits, t_logits, yb, temperature=temperature, weight=distill_weight)
 
     recipe = RECIPES[optimizer]
-    fit(student, loader, loss_fn, epochs=epochs, lr=lr, weight_decay=recipe.weight_decay, warmup=recipe.warmup,
-        desc=desc, horizon=horizon, resume=resume, on_epoch=on_epoch, optimizer=optimizer)
+    teacher.to(device)
+    try:
+        fit(student, loader, loss_fn, epochs=epochs, lr=lr, weight_decay=recipe.weight_decay, warmup=recipe.warmup,
+            desc=desc, horizon=horizon, resume=resume, on_epoch=on_epoch, optimizer=optimizer, device=device)
+    finally:
+        teacher.to("cpu")  # the teacher serves the next trial, the student its export: both on the CPU again
     return time.perf_counter() - start
 
 
@@ -212,9 +231,9 @@ class CachedTeacher(nn.Module):
             with torch.no_grad():
                 out = self.teacher(*(x[index] for x in xs))
             for row, i in zip(out, new):
-                self._outputs[keys[i]] = row.detach().clone()
+                self._outputs[keys[i]] = row.detach().cpu().clone()  # kept on the CPU whatever device computed it
             self.misses += len(new)
-        return torch.stack([self._outputs[k] for k in keys])
+        return torch.stack([self._outputs[k] for k in keys]).to(xs[0].device)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
