@@ -119,10 +119,13 @@ def calibration_batches(workload: Workload, n: int, seed: int,
     return [transform.apply(f) for f in feeds] if transform is not None else feeds
 
 
+_ADDED_SETTINGS = {"device": "cpu", "hidden_weight": 0.0}  # fine-tune settings added since keys were first made
+
+
 def _keyed(settings: FinetuneSettings) -> dict[str, Any]:
-    """The settings as a checkpoint key holds them: the CPU device left out, so keys made before the device setting
-    existed still match (a CUDA student is another key: its arithmetic differs)."""
-    return {k: v for k, v in dataclasses.asdict(settings).items() if not (k == "device" and v == "cpu")}
+    """The settings as a checkpoint key holds them: a setting added later is left out at its default, so keys made
+    before it existed still match (a CUDA student, or one matching hidden states, is another key)."""
+    return {k: v for k, v in dataclasses.asdict(settings).items() if _ADDED_SETTINGS.get(k, object()) != v}
 
 
 def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: CompressionConfig, settings: FinetuneSettings,
@@ -155,6 +158,7 @@ def _finetune(model: nn.Module, teacher: nn.Module, train: Any, config: Compress
             temperature=settings.temperature, distill_weight=settings.distill_weight,
             desc="fine-tune", horizon=horizon, resume=found[1]["train"] if found else None,
             on_epoch=save if key is not None else None, task=task, student_view=student_view, device=settings.device,
+            hidden_weight=settings.hidden_weight,
         )
     return seconds, reused, seconds_before
 

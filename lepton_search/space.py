@@ -132,6 +132,9 @@ class FinetuneSettings:
     head_refit: str = "auto"
     temperature: float = 4.0
     distill_weight: float = 0.7
+    # > 0: Transformer students also match the teacher's encoder hidden states, this much of that loss added
+    # (`techniques.layer_distill`, TinyBERT's uniform layer map); 0: outputs only
+    hidden_weight: float = 0.0
     bn_batches: int = 20
     calibration_size: int = 300
     # where fine-tuning runs: "cpu" (the default and the tested path), "cuda" / "cuda:N", or "auto" (cuda when torch
@@ -444,6 +447,8 @@ def _validate(space: SearchSpace) -> None:
                           "or left out for the optimizer's rate")
     if ft.head_refit not in ("auto", "on", "off"):
         raise ConfigError("finetune.head_refit", ft.head_refit, "use auto, on or off")
+    if not (isinstance(ft.hidden_weight, (int, float)) and not isinstance(ft.hidden_weight, bool) and ft.hidden_weight >= 0):
+        raise ConfigError("finetune.hidden_weight", ft.hidden_weight, "must be a number >= 0 (0: match outputs only)")
     if not isinstance(ft.device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", ft.device):
         raise ConfigError("finetune.device", ft.device, "use cpu, cuda, cuda:N or auto (cuda when torch sees one)")
     if ft.optimizer not in FINETUNE_OPTIMIZERS:

@@ -435,6 +435,9 @@ def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_d
     given = space.finetune
     workload.validate()
     check_shape_knobs(workload, space)
+    if space.finetune.hidden_weight and not prune_transformer.is_transformer(workload.model):
+        raise ConfigError("finetune.hidden_weight", space.finetune.hidden_weight, f"workload {workload.name!r} has no "
+                          "Transformer encoder layer whose hidden states a student could match; set 0")
     if workload.task.name != "classification" and space.max_accuracy_drop_pts is not None:
         raise ConfigError("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts,
                           f"task {workload.task.name!r} has no accuracy; limit its {workload.task.metric} with "

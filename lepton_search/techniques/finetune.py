@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from lepton_search.errors import ConfigError
 from lepton_search.space import FinetuneSettings
 from lepton_search.tasks import Task, get_task
-from lepton_search.techniques import prune_transformer
+from lepton_search.techniques import layer_distill, prune_transformer
 from lepton_search.training import RECIPES, ModelInputs, fit, forward, split_batch
 
 
@@ -84,6 +84,7 @@ def describe_recipe(settings: FinetuneSettings, n_train: int) -> str:
     return (f"{'AdamW' if recipe.optimizer == 'adamw' else 'SGD'} lr {settings.lr:g}, {steps}, weight decay "
             f"{recipe.weight_decay:g}, batch {settings.batch_size}, {per_epoch} train samples an epoch, "
             f"distillation T={settings.temperature:g} weight {settings.distill_weight:g}"
+            + (f" + hidden states (weight {settings.hidden_weight:g})" if settings.hidden_weight else "")
             + ("" if settings.device == "cpu" else f"; on {settings.device}")
             + {"on": "; the head refitted first", "off": "",
                "auto": "; the head refitted first where encoder layers are dropped"}[settings.head_refit])
@@ -94,6 +95,7 @@ def distill(
     temperature: float = 4.0, distill_weight: float = 0.7, desc: str = "fine-tune", horizon: int | None = None,
     resume: dict | None = None, on_epoch: Callable[[int, dict], None] | None = None, task: Task | None = None,
     optimizer: str = "sgd", student_view: Callable[[ModelInputs], ModelInputs] | None = None, device: str = "cpu",
+    hidden_weight: float = 0.0,
 ) -> float:
     """Fine-tune `student` for `epochs` on `loader`, matching the teacher's outputs.
 
@@ -102,6 +104,8 @@ def distill(
     `horizon`, `resume`, `on_epoch`: see `training.fit` (fine-tuning reuse across trials). `student_view`: what the
     student is fed of each batch (e.g. its first tokens, the `seq_len` knob); the teacher sees the whole batch.
     `device`: where both run while training (`resolve_device`); both are back on the CPU when it returns.
+    `hidden_weight` > 0 adds that much of the encoder layers' hidden-state loss (`layer_distill`; the teacher then
+    runs every batch, its cache aside).
     """
     start = time.perf_counter()
     if epochs <= 0 or (resume is not None and resume["epoch"] >= epochs):
@@ -109,11 +113,21 @@ def distill(
     teacher = teacher.eval()
     task = task or get_task(None)
 
+    raw_teacher = teacher.teacher if isinstance(teacher, CachedTeacher) else teacher
+
     def loss_fn(xb: ModelInputs, yb: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            t_logits = forward(teacher, xb)
-        s_logits = forward(student, xb if student_view is None else student_view(xb))
-        return task.distill_loss(s_logits, t_logits, yb, temperature=temperature, weight=distill_weight)
+        x_student = xb if student_view is None else student_view(xb)
+        if not hidden_weight:
+            with torch.no_grad():
+                t_logits = forward(teacher, xb)
+            s_logits = forward(student, x_student)
+            return task.distill_loss(s_logits, t_logits, yb, temperature=temperature, weight=distill_weight)
+        with torch.no_grad(), layer_distill.hidden_states(raw_teacher) as t_states:
+            t_logits = forward(raw_teacher, xb)
+        with layer_distill.hidden_states(student) as s_states:
+            s_logits = forward(student, x_student)
+        return (task.distill_loss(s_logits, t_logits, yb, temperature=temperature, weight=distill_weight)
+                + hidden_weight * layer_distill.hidden_loss(s_states, t_states))
 
     recipe = RECIPES[optimizer]
     teacher.to(device)
