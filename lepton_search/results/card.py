@@ -15,7 +15,7 @@ import optuna
 from lepton_search.records import CARD_ARTIFACT, CONFIG_ARTIFACT, BaseRecord, TrialRecord, inputs_label
 from lepton_search.space import KNOBS
 from lepton_search.tasks import stored_task
-from lepton_search.techniques import int8_dynamic
+from lepton_search.techniques import fusion, int8_dynamic
 from lepton_search.workloads import LSTM_FAMILY
 
 FORMAT = "lepton-search/config-2"  # 2: config is a knob -> value mapping with every knob; metrics from the record
@@ -88,7 +88,7 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
     if (route or {}).get("fusion") == "ort":
         ops = ", ".join(f"{op} {n}" for op, n in sorted((fused or {}).items())) or "nothing"
         lines.append(f"Fusion: ONNX Runtime's transformer optimizer fused {ops}.")
-        if not any((fused or {}).get(op) for op in ("Attention", "MultiHeadAttention", "QAttention")):
+        if not fusion.attention_fused(fused or {}):
             lines.append("**Warning: attention not fused**: this file runs the exported attention subgraph; its "
                          "latency is that of unfused attention.")
     own = m.get("inputs") or b.get("inputs")  # this file's inputs (a knob may change them), else the base's

@@ -69,11 +69,13 @@ def has_token_inputs(model: onnx.ModelProto) -> bool:
 
 def has_attention(model: onnx.ModelProto) -> bool:
     """True when the graph multiplies two computed tensors (a MatMul with no constant operand) and takes a Softmax:
-    self-attention's scores and mixing. Convolutions, MLPs and recommenders' MLP towers multiply by weights only."""
+    self-attention's scores and mixing (or holds ONNX Runtime's fused attention op). Convolutions, MLPs and
+    recommenders' MLP towers multiply by weights only."""
     constants = {i.name for i in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     pairs = any(n.op_type == "MatMul" and not constants & set(n.input) for n in model.graph.node)
-    return pairs and any(n.op_type == "Softmax" for n in model.graph.node)
+    fused = any(n.op_type in ("Attention", "MultiHeadAttention") for n in model.graph.node)  # techniques.fusion's
+    return fused or (pairs and any(n.op_type == "Softmax" for n in model.graph.node))
 
 
 def graph_takes_dynamic_route(model: onnx.ModelProto) -> bool:
