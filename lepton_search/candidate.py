@@ -197,8 +197,9 @@ def compress(
     bn_batches = finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
     # INT8 of token-id, LSTM and self-attention graphs is dynamic (weights INT8, activations quantized at run time):
     # they fine-tune in float. The rule is quantize's own (int8_dynamic.dynamic_route); int8_mode overrides it.
-    dynamic_int8 = config.int8_mode == "dynamic" or (config.int8_mode == "auto" and int8_dynamic.module_takes_dynamic_route(
-        model, [s.dtype for s in workload.inputs], shapes=[s.shape for s in workload.inputs]))
+    dynamic_int8 = int8_dynamic.module_takes_dynamic_route(model, [s.dtype for s in workload.inputs],
+                                                           shapes=[s.shape for s in workload.inputs],
+                                                           int8_mode=config.int8_mode)
     quant_aware = config.bits == 8 and config.finetune_epochs > 0 and not dynamic_int8
     horizon = max(horizon, config.finetune_epochs)
     key = None if checkpoints is None or config.finetune_epochs == 0 else CheckpointStore.key(

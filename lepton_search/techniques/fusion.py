@@ -29,8 +29,7 @@ from torch import nn
 
 from lepton_search.logging import routed_to_debug
 from lepton_search.techniques import prune_transformer
-
-ATTENTION_OPS = ("Attention", "MultiHeadAttention", "QAttention")
+from lepton_search.techniques.int8_dynamic import ATTENTION_OPS
 
 
 def model_type(model: nn.Module) -> str:
@@ -48,12 +47,13 @@ def fuse(graph: onnx.ModelProto, model: nn.Module) -> tuple[onnx.ModelProto, dic
     whose layers lost heads fuses too."""
     from onnxruntime.transformers.optimizer import optimize_model
 
+    kind = model_type(model)  # before the shapes: a model without encoder layers is refused by name
     shape = prune_transformer.layer_shapes(model)[0]
     with tempfile.TemporaryDirectory(prefix="lepton_fuse_") as tmp:
         src = Path(tmp) / "fp32.onnx"
         onnx.save(graph, str(src))
         with routed_to_debug():
-            fused = optimize_model(str(src), model_type=model_type(model), num_heads=shape.heads,
+            fused = optimize_model(str(src), model_type=kind, num_heads=shape.heads,
                                    hidden_size=shape.heads * shape.head_size, opt_level=1)
         counts = {k: int(v) for k, v in fused.get_fused_operator_statistics().items() if v}
         return fused.model, counts

@@ -16,13 +16,15 @@ dynamic 1.73x against static 1.52x at the same accuracy. The `int8_mode` knob ov
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import onnx
 
+from lepton_search.knobs import INT8_MODES
 from lepton_search.logging import routed_to_debug
 
+ATTENTION_OPS = ("Attention", "MultiHeadAttention", "QAttention")  # ONNX Runtime's fused attention (techniques.fusion)
 TOKEN_DTYPES = {"int64", "int32"}  # input dtypes (InputSpec names) that hold token ids or masks
 
 
@@ -74,28 +76,39 @@ def has_attention(model: onnx.ModelProto) -> bool:
     constants = {i.name for i in model.graph.initializer}
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     pairs = any(n.op_type == "MatMul" and not constants & set(n.input) for n in model.graph.node)
-    fused = any(n.op_type in ("Attention", "MultiHeadAttention") for n in model.graph.node)  # techniques.fusion's
+    fused = any(n.op_type in ATTENTION_OPS for n in model.graph.node)
     return fused or (pairs and any(n.op_type == "Softmax" for n in model.graph.node))
 
 
-def graph_takes_dynamic_route(model: onnx.ModelProto) -> bool:
-    """`dynamic_route` of an exported graph."""
-    return dynamic_route(graph_input_dtypes(model), lstm=any(n.op_type == "LSTM" for n in model.graph.node),
-                         shapes=graph_input_shapes(model), attention=has_attention(model))
+def _by_mode(int8_mode: str, rule: Callable[[], bool]) -> bool:
+    """The `int8_mode` knob over the rule: "dynamic" / "static" decide, "auto" asks `rule`."""
+    if int8_mode not in INT8_MODES:
+        raise ValueError(f"int8_mode must be 'auto', 'dynamic' or 'static', got {int8_mode!r}")
+    return int8_mode == "dynamic" or (int8_mode == "auto" and rule())
 
 
-def module_takes_dynamic_route(module, input_dtypes: Iterable[str], *,
-                               shapes: Iterable[Sequence[int]] | None = None) -> bool:
+def graph_takes_dynamic_route(model: onnx.ModelProto, int8_mode: str = "auto") -> bool:
+    """`dynamic_route` of an exported graph, unless `int8_mode` says otherwise."""
+    return _by_mode(int8_mode, lambda: dynamic_route(
+        graph_input_dtypes(model), lstm=any(n.op_type == "LSTM" for n in model.graph.node),
+        shapes=graph_input_shapes(model), attention=has_attention(model)))
+
+
+def module_takes_dynamic_route(module, input_dtypes: Iterable[str], *, shapes: Iterable[Sequence[int]] | None = None,
+                               int8_mode: str = "auto") -> bool:
     """`dynamic_route` of a torch model whose inputs have `input_dtypes` (InputSpec dtype names) and per-sample
-    `shapes`."""
+    `shapes`, unless `int8_mode` says otherwise."""
     from torch import nn
 
     from lepton_search.techniques import prune_transformer
 
-    attention = prune_transformer.is_transformer(module) or any(
-        isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer)) for m in module.modules())
-    return dynamic_route(input_dtypes, lstm=any(isinstance(m, nn.LSTM) for m in module.modules()), shapes=shapes,
-                         attention=attention)
+    def rule() -> bool:
+        attention = prune_transformer.is_transformer(module) or any(
+            isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer)) for m in module.modules())
+        return dynamic_route(input_dtypes, lstm=any(isinstance(m, nn.LSTM) for m in module.modules()), shapes=shapes,
+                             attention=attention)
+
+    return _by_mode(int8_mode, rule)
 
 
 def int8_dynamic(model: onnx.ModelProto, *, per_channel: bool = True) -> onnx.ModelProto:

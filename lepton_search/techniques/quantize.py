@@ -101,18 +101,10 @@ def quantize(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray
     return quantize_with_route(model, bits, calibration, int8_mode=int8_mode)[0]
 
 
-def takes_dynamic_route(model: onnx.ModelProto, int8_mode: str = "auto") -> bool:
-    """Whether 8 bits of `model` are made dynamically: `int8_mode` (the knob), or with "auto" the one rule
-    (`int8_dynamic.dynamic_route`: token inputs, an LSTM or self-attention)."""
-    if int8_mode not in ("auto", "dynamic", "static"):
-        raise ValueError(f"int8_mode must be 'auto', 'dynamic' or 'static', got {int8_mode!r}")
-    return int8_mode == "dynamic" or (int8_mode == "auto" and int8_dynamic.graph_takes_dynamic_route(model))
-
-
 def quantize_with_route(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray | Mapping[str, np.ndarray]] = (),
                         *, int8_mode: str = "auto") -> tuple[onnx.ModelProto, QuantizationRoute]:
     """`model` at `bits`, and the route taken: the record the model card and config.json carry. At 8 bits
-    `int8_mode` picks the route ("auto": `takes_dynamic_route`'s rule)."""
+    `int8_mode` picks the route ("auto": `int8_dynamic.dynamic_route`'s rule)."""
     if bits not in WEIGHTS:
         raise ValueError(f"bits must be one of 32, 16, 8, 4; got {bits!r}")
     if bits == 32:
@@ -127,7 +119,7 @@ def quantize_with_route(model: onnx.ModelProto, bits: int, calibration: Sequence
     if bits == 4:
         out = _weight_only(model, _int4)
         return out, QuantizationRoute(4, "fp32", True, _weight_only_ops(model), "lepton_search", floating)
-    if takes_dynamic_route(model, int8_mode):
+    if int8_dynamic.graph_takes_dynamic_route(model, int8_mode):
         out = int8_dynamic.int8_dynamic(model)  # per_channel=True
         ops = _dynamic_ops(model, out)
         return out, QuantizationRoute(8, "uint8 dynamic per call", True, ops, "onnxruntime", floating)
