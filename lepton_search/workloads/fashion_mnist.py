@@ -73,16 +73,24 @@ def load_split(split: str, data_dir: str | Path | None = None) -> tuple[torch.Te
     return (x - MEAN) / STD, labels
 
 
+def seeded_splits(data_dir: str | Path | None = None, *, val_size: int = 5000,
+                  seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The Fashion-MNIST split every float workload here shares: validation the first `val_size` of a seeded
+    permutation of the 60k train images, train the rest, test the 10k test set (normalised, `load_split`)."""
+    x, y = load_split("train", data_dir)
+    x_test, y_test = load_split("test", data_dir)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = perm[:val_size], perm[val_size:]
+    return {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]), "test": (x_test, y_test)}
+
+
 def fashion_mnist_cnn(
     *, data_dir: str | Path | None = None, width: int = 48, base_epochs: int = 3, val_size: int = 5000,
     seed: int = 0, verbose: bool = True,
 ) -> Workload:
     """The default workload: train 55k / validation 5k (seeded split of the 60k train set) / test 10k."""
-    x, y = load_split("train", data_dir)
-    x_test, y_test = load_split("test", data_dir)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = perm[:val_size], perm[val_size:]
-    train, val = (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
+    parts = seeded_splits(data_dir, val_size=val_size, seed=seed)
+    (train, val, (x_test, y_test)) = parts["train"], parts["val"], parts["test"]
 
     def _train(model: nn.Module) -> nn.Module:
         torch.manual_seed(seed)
@@ -92,7 +100,8 @@ def fashion_mnist_cnn(
     torch.manual_seed(seed)
     wl = Workload(
         "fashion-mnist-cnn", FashionCNN(width), train=train, val=val, test=(x_test, y_test),
-        example_input=x[:1].clone(), info={"dataset": "Fashion-MNIST", "train": len(train_idx), "val": val_size, "test": len(x_test)},
+        example_input=train[0][:1].clone(),
+        info={"dataset": "Fashion-MNIST", "train": len(train[1]), "val": val_size, "test": len(x_test)},
     )
     wl.model = cached_model(f"fashion-cnn-w{width}-e{base_epochs}-v{val_size}-s{seed}", wl.model, _train, verbose=verbose)
     return wl

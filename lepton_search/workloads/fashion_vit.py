@@ -24,16 +24,17 @@ from torch import nn
 from lepton_search.training import fit, forward
 from lepton_search.workloads._base import Workload
 from lepton_search.workloads._cache import cached_model
-from lepton_search.workloads.fashion_mnist import load_split
+from lepton_search.workloads.fashion_mnist import seeded_splits
 from lepton_search.workloads.minilm import transformers_module
 
 
 def vit_config(*, hidden: int = 128, layers: int = 6, heads: int = 4, ffn: int = 512, patch: int = 4,
                num_classes: int = 10) -> object:
     """The `transformers.ViTConfig` of the workload's model (28x28 grey images)."""
-    return transformers_module("fashion-vit").ViTConfig(image_size=28, patch_size=patch, num_channels=1, hidden_size=hidden,
-                                  num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ffn,
-                                  num_labels=num_classes, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return transformers_module("fashion-vit").ViTConfig(
+        image_size=28, patch_size=patch, num_channels=1, hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, intermediate_size=ffn, num_labels=num_classes, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0)
 
 
 def fashion_vit(*, data_dir: str | Path | None = None, hidden: int = 128, layers: int = 6, heads: int = 4,
@@ -43,12 +44,7 @@ def fashion_vit(*, data_dir: str | Path | None = None, hidden: int = 128, layers
     once for `base_epochs` and cached. `limit` keeps the first samples of each split (train and validation are a
     seeded shuffle already; tiny versions for tests)."""
     transformers = transformers_module("fashion-vit")
-    x, y = load_split("train", data_dir)
-    x_test, y_test = load_split("test", data_dir)
-    gen = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(x), generator=gen)
-    val_idx, train_idx = perm[:val_size], perm[val_size:]
-    parts = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]), "test": (x_test, y_test)}
+    parts = seeded_splits(data_dir, val_size=val_size, seed=seed)
     if limit is not None:
         parts = {s: (px[:limit], py[:limit]) for s, (px, py) in parts.items()}
     torch.manual_seed(seed)
