@@ -208,8 +208,9 @@ class Knob:
     nothing (the base model's: a config, or a stored trial, without the knob takes it); `check` says what is
     wrong with one value (the fix of a one-line ConfigError naming the knob), None when it is fine (a range:
     both ends); `help` is one line (model cards print it); `anchor` how anchors set it (`ANCHOR_RULES`);
-    `applied_by` the module that reads it from the CompressionConfig. Whether it can act on a given model is
-    `study.knobs_that_act`'s question.
+    `applied_by` the module whose `TECHNIQUES` holds the technique that reads it (`techniques.stages`: that
+    technique's check says whether it can act on a given model; the entry here is its registration); `shown`
+    whether the text report always shows its column ("always") or only where a front row sets it ("used").
     """
 
     name: str
@@ -219,8 +220,11 @@ class Knob:
     check: Callable[[Any], str | None] = _any_value
     anchor: str = "noop"
     applied_by: str = ""
+    shown: str = "used"
 
     def __post_init__(self) -> None:
+        if self.shown not in ("always", "used"):
+            raise ConfigError(f"{self.name}.shown", self.shown, "use 'always' or 'used'")
         if not self.name.isidentifier() or self.name.startswith("_"):
             raise ConfigError("knob", self.name, "a knob's name must be a Python identifier not starting with _")
         if self.anchor not in ANCHOR_RULES:
@@ -405,37 +409,40 @@ def _layers(value: Any) -> str | None:
 
 KNOBS = KnobTable(
     Knob("prune_ratio", FloatRange(0.0, 0.75, 0.25), noop=0.0, check=_prune_ratio,
-         help="share of output channels removed per layer", applied_by="lepton_search.techniques.prune"),
+         help="share of output channels removed per layer", applied_by="lepton_search.techniques.prune",
+         shown="always"),
     Knob("prune_method", Choices(("structured",)), noop="structured", check=_prune_method, anchor="first",
          help="structured: each layer loses prune_ratio of its channels; global: channels ranked across layers, the "
               "net loses prune_ratio; unstructured: weights zeroed (same graph)",
-         applied_by="lepton_search.techniques.prune"),
+         applied_by="lepton_search.techniques.prune", shown="always"),
     Knob("round_to", Choices((1,)), noop=1, check=_round_to, anchor="first",
          help="structured pruning keeps channel counts that are multiples of this (SIMD-friendly)",
-         applied_by="lepton_search.techniques.prune"),
+         applied_by="lepton_search.techniques.prune", shown="always"),
     Knob("bits", Choices((32, 8), listed=True), noop=32, check=_bits, anchor="each",
-         help="stored width of weights (and activations at 8): 32, 16, 8 or 4", applied_by="lepton_search.candidate"),
+         help="stored width of weights (and activations at 8): 32, 16, 8 or 4",
+         applied_by="lepton_search.techniques.quantize", shown="always"),
     Knob("finetune_epochs", IntRange(0, 2), noop=0, check=_epochs,
-         help="epochs of distillation from the unpruned base", applied_by="lepton_search.candidate"),
+         help="epochs of distillation from the unpruned base", applied_by="lepton_search.techniques.recovery",
+         shown="always"),
     Knob("seq_len", Choices((0,)), noop=0, check=_seq_len,
          help="tokens kept per input (the first ones; 0: the workload's length): the file, its latency and its "
-              "accuracy are at that length", applied_by="lepton_search.candidate"),
+              "accuracy are at that length", applied_by="lepton_search.techniques.seq_len"),
     Knob("layers", Choices((0,)), noop=0, check=_layers,
          help="encoder layers kept (the bottom ones; 0: all), the rest distilled from the teacher",
-         applied_by="lepton_search.techniques.prune"),
+         applied_by="lepton_search.techniques.layers"),
     Knob("int8_mode", Choices(("auto",)), noop="auto", check=_int8_mode,
          help="how an 8-bit file is made: auto (dynamic for Transformers and RNNs, static otherwise), dynamic (ONNX "
               "Runtime: weights INT8, activations quantized per call) or static (NNCF: activation ranges calibrated, "
-              "QDQ); acts where bits is 8", applied_by="lepton_search.candidate"),
+              "QDQ); acts where bits is 8", applied_by="lepton_search.techniques.quantize"),
     Knob("fusion", Choices(("off",)), noop="off", check=_fusion,
          help="ort: ONNX Runtime's transformer optimizer fuses the exported graph (Attention, SkipLayerNormalization, "
               "BiasGelu...) before quantization; the fused ops are recorded, unfused attention is warned of",
-         applied_by="lepton_search.candidate"),
+         applied_by="lepton_search.techniques.fusion"),
     Knob("embedding_bits", Choices((32,), listed=True), noop=32, check=_embedding_bits, anchor="each",
          help="stored width of embedding tables (per-row scale and zero point): 32, 8 or 4",
-         applied_by="lepton_search.candidate"),
+         applied_by="lepton_search.techniques.embeddings"),
     Knob("embedding_dim", FloatRange(1.0, 1.0, 0.25), noop=1.0, check=_embedding_dim,
          help="share of each embedding table's columns kept (least important dropped, with what reads them)",
-         applied_by="lepton_search.candidate"),
+         applied_by="lepton_search.techniques.embeddings"),
 )
 KNOB_NAMES: Sequence[str] = _Names(KNOBS)

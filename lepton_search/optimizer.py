@@ -24,12 +24,13 @@ from torch import nn
 
 from lepton_search.candidate import Candidate, compress
 from lepton_search.errors import ConfigError
-from lepton_search.evaluate import Measurement, measure_onnx
+from lepton_search.evaluate import Measurement, evaluate, measure_onnx
 from lepton_search.knobs import KNOBS
 from lepton_search.latency import LatencyModel, get_target
 from lepton_search.logging import logger, scope, stage, verbosity
 from lepton_search.space import CompressionConfig, FinetuneSettings
-from lepton_search.techniques import embeddings, export, prune
+from lepton_search.study import checked_config
+from lepton_search.techniques import export, prune
 from lepton_search.techniques.finetune import describe_recipe, recipe_for
 from lepton_search.workloads import Workload
 from lepton_search.workloads.transfer import migrate, workload_from
@@ -90,6 +91,7 @@ class ModelOptimizer:
         self.settings = settings or FinetuneSettings()
         self.seed, self.verbose = seed, verbose
         self._before: dict[str, Any] | None = None
+        self._graph: Any = None
 
     @property
     def model(self) -> nn.Module:
@@ -111,20 +113,24 @@ class ModelOptimizer:
         space checks it."""
         for name, value in knobs.items():
             KNOBS[name].parse(value)  # an unknown knob or a bad value: one line naming it
-        embeddings.refuse_without_tables(self.model, {k: [v] for k, v in knobs.items()})
-        config = CompressionConfig(prune_ratio=prune_ratio, bits=bits, finetune_epochs=finetune_epochs,
-                                   prune_method=prune_method, round_to=round_to, **knobs)
-        with verbosity(self.verbose), scope(config.label()):
+        asked = CompressionConfig(prune_ratio=prune_ratio, bits=bits, finetune_epochs=finetune_epochs,
+                                  prune_method=prune_method, round_to=round_to, **knobs)
+        with verbosity(self.verbose), scope(asked.label()):
+            # what `search` refuses, refused here; a value it would fix with a warning, fixed here too
+            config = checked_config(self.workload, asked, settings=self.settings, graph=self._base_graph(),
+                                    verbose=self.verbose)
             settings = recipe_for(self.model, self.settings)
-            if finetune_epochs > 0:
+            if config.finetune_epochs > 0:
                 logger.info("fine-tune recipe: %s", describe_recipe(settings, len(self.workload.dataset("train"))))
             before, kept = self._before_row(), []
             path = self.out_dir / f"{config.label().replace('/', '_')}.onnx"
             cand = compress(self.workload, config, path, settings=settings, seed=self.seed, on_model=kept.append)
             with stage("measure (accuracy of the file, latency)"):
-                after = self._row(config.label(), path, cand.finetune_seconds_total, cand.params, cand.macs)
+                # the candidate's own inputs (a seq_len file is fed cut batches and timed on cut samples)
+                meas = evaluate(cand, self.workload, self.target, with_test=self.workload.test is not None)
+                after = self._row(config.label(), meas, cand.finetune_seconds_total, cand.params, cand.macs)
         table = _table(before, after, self.workload.task.metric)
-        float_file = bits == 32 and config.embedding_bits == 32
+        float_file = config.bits == 32 and config.embedding_bits == 32
         return OptimizeResult(kept[0] if float_file else None, path, table, self.workload, cand)
 
     def migrate(self, *, num_classes: int, data: Workload | Mapping[str, Any] | None = None,
@@ -139,12 +145,23 @@ class ModelOptimizer:
         export.to_onnx(wl.model, wl.example_args, path, names=wl.input_names)
         macs, params = prune.count(wl.model, wl.example_args)
         self.workload, self._before = wl, None
-        after = self._row("migrated", path, wl.info.get("train_seconds", math.nan), params, macs)
+        self._graph = None
+        after = self._row("migrated", self._measure(path), wl.info.get("train_seconds", math.nan), params, macs)
         return OptimizeResult(wl.model, path, _table(before, after, self.workload.task.metric), wl)
 
     # ---- measurements -----------------------------------------------------------------------
-    def _row(self, label: str, path: Path, training_s: float, params: int, macs: int) -> dict[str, Any]:
-        meas: Measurement = measure_onnx(path, self.workload, self.target, with_test=self.workload.test is not None)
+    def _base_graph(self) -> Any:
+        """The current model's FP32 graph, exported once (until a migration replaces the model): what the
+        techniques' checks read, as `study.prepare` gives them."""
+        if self._graph is None:
+            self._graph = export.check_traceable(self.model, self.workload.example_args, self.out_dir,
+                                                 names=self.workload.input_names)
+        return self._graph
+
+    def _measure(self, path: Path) -> Measurement:
+        return measure_onnx(path, self.workload, self.target, with_test=self.workload.test is not None)
+
+    def _row(self, label: str, meas: Measurement, training_s: float, params: int, macs: int) -> dict[str, Any]:
         task = self.workload.task  # the task's metric as a person reads it (RMSE, not the stored -RMSE)
         test = None if meas.test_accuracy is None else task.display(meas.test_accuracy)
         return {"config": label, "accuracy": task.display(meas.accuracy), "test_accuracy": test,
@@ -159,7 +176,8 @@ class ModelOptimizer:
             export.to_onnx(wl.model, wl.example_args, path, names=wl.input_names)
             macs, params = prune.count(wl.model, wl.example_args)
             with stage("measure the base (FP32)"):
-                self._before = self._row("base", path, self.workload.info.get("train_seconds", math.nan), params, macs)
+                self._before = self._row("base", self._measure(path), self.workload.info.get("train_seconds", math.nan),
+                                         params, macs)
         return self._before
 
 

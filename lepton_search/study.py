@@ -33,7 +33,7 @@ from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.rejection import EarlyRejection
 from lepton_search.space import CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
-from lepton_search.techniques import embeddings, export, finetune, fusion, prune, prune_transformer, quantize
+from lepton_search.techniques import export, finetune, prune, prune_transformer, stages
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.training import progress
 from lepton_search.workloads import Workload
@@ -343,80 +343,28 @@ class Objective:
         return values
 
 
-def knobs_that_act(workload: Workload, space: SearchSpace, graph: Any, *, verbose: bool = True) -> SearchSpace:
-    """The space without knob values that cannot change this model, each dropped with a warning naming why.
+def acting_space(workload: Workload, space: SearchSpace, graph: Any, *, verbose: bool = True) -> SearchSpace:
+    """The space without knob values that cannot change this model: every registered technique's check
+    (`techniques.stages.check_space`), each dropped value warned of with the reason, each refusal one line.
 
     Pruning that finds no layer to shrink and quantization that finds no Conv/Gemm/MatMul would otherwise run
     a whole search of identical files (a GRU classifier kept its 0.128 MB in every trial, silently).
     """
-    embeddings.refuse_without_tables(workload.model, {k: space.domain(k) for k in embeddings.EMBEDDING_KNOBS})
-    shrinkable, skipped = prune.layers_pruning_skips(workload.model)
-    notes, changes = [], {}
-    methods = space.domain("prune_method")
-    if "global" in methods and space.prune_ratio[1] > 0 and prune_transformer.is_transformer(workload.model):
-        why = "BERT-style encoders prune whole heads and FFN channels by the same share in every layer"
-        if methods == ["global"]:
-            raise ConfigError("prune_method", "global", f"is not implemented here ({why}); use 'structured'")
-        rest = tuple(m for m in methods if m != "global")
-        changes["prune_method"] = rest[0] if len(rest) == 1 else rest
-        notes.append(f"prune_method 'global' dropped: {why} ('structured')")
-    if space.prune_ratio[1] > 0 and not shrinkable:
-        changes["prune_ratio"] = (0.0, 0.0, space.prune_ratio[2])
-        notes.append(f"prune_ratio fixed at 0: no layer pruning can shrink (left whole: {', '.join(skipped)})")
-    elif space.prune_ratio[1] > 0 and skipped and verbose:
-        logger.info(f"note: pruning leaves these layers whole: {', '.join(skipped)}")
-    if any(b != 32 for b in space.bits) and not quantize.weight_ops(graph):
-        changes["bits"] = (32,)
-        notes.append("bits fixed at 32: the exported graph has no Conv/Gemm/MatMul for quantization to act on")
-    modes = [m for m in space.domain("int8_mode") if m != "auto"]
-    if modes and (8 not in space.bits or changes.get("bits") == (32,)):
-        changes["int8_mode"] = "auto"
-        notes.append(f"int8_mode fixed at 'auto': {modes[0]!r} acts on 8-bit files only and bits has no 8")
-    notes += check_fusion(workload, space, graph)
+    with verbosity(verbose):
+        acting, notes = stages.check_space(stages.CheckContext(workload, graph), space)
     for note in notes:
         warnings.warn(f"workload {workload.name!r}: {note}", stacklevel=3)
         if verbose:
             logger.warning(f"warning: workload {workload.name!r}: {note}")
-    return dataclasses.replace(space, **changes) if changes else space
+    return acting
 
 
-def check_fusion(workload: Workload, space: SearchSpace, graph: Any) -> list[str]:
-    """`fusion: ort` refused in one line where it cannot act (no Transformer layers, a static INT8 route, nothing
-    fused in the base's graph); a note when the optimizer fuses the graph but not its attention."""
-    if "ort" not in space.domain("fusion"):
-        return []
-    if not prune_transformer.is_transformer(workload.model):
-        raise ConfigError("knobs.fusion", "ort", f"workload {workload.name!r} has no Transformer encoder layer (BERT "
-                          "or ViT layout) for ONNX Runtime's transformer optimizer; remove the knob")
-    if 8 in space.bits and "static" in space.domain("int8_mode"):
-        raise ConfigError("knobs.fusion", "ort", "NNCF's static INT8 cannot quantize fused contrib ops; search "
-                          "int8_mode auto or dynamic with fusion, or static without it")
-    counts = fusion.fuse(graph, workload.model)[1]
-    if not counts:
-        raise ConfigError("knobs.fusion", "ort", f"ONNX Runtime's transformer optimizer fuses nothing in "
-                          f"{workload.name!r}'s graph; remove the knob")
-    if fusion.attention_fused(counts):
-        return []
-    return [f"fusion 'ort' fuses {counts} but no attention in this model's graph: its trials time unfused attention"]
-
-
-def check_shape_knobs(workload: Workload, space: SearchSpace) -> None:
-    """`seq_len` and `layers` values the model cannot take, refused in one line each before anything trains."""
-    lengths = [v for v in space.domain("seq_len") if v]
-    full = workload.seq_len
-    if lengths and full is None:
-        raise ConfigError("knobs.seq_len", lengths[0], f"workload {workload.name!r} has no token-sequence input; "
-                          "remove the knob (or state the workload's sequence_length)")
-    if lengths and max(lengths) > full:
-        raise ConfigError("knobs.seq_len", max(lengths), f"is above the model's {full} tokens; give 1..{full} (0: all)")
-    depths = [v for v in space.domain("layers") if v]
-    have = len(prune_transformer.encoder_layers(workload.model))
-    if depths and not have:
-        raise ConfigError("knobs.layers", depths[0], f"workload {workload.name!r} has no Transformer encoder layer "
-                          "(BERT or ViT layout) to drop; remove the knob")
-    if depths and max(depths) > have:
-        raise ConfigError("knobs.layers", max(depths), f"is more than the model's {have} encoder layers; give "
-                          f"1..{have} (0: all)")
+def checked_config(workload: Workload, config: CompressionConfig, *, settings: Any, graph: Any,
+                   verbose: bool = True) -> CompressionConfig:
+    """One config as a search would run it (`ModelOptimizer`'s door): the checks `prepare` runs on a space, on the
+    one-point space of `config`; a refusal is the same line, a value fixed with a warning is fixed here too."""
+    space = SearchSpace(knobs=config.as_dict(), finetune=settings, anchors="off", early_reject="off")
+    return acting_space(workload, space, graph, verbose=verbose).configs()[0]
 
 
 def check_target(space: SearchSpace, target: LatencyModel) -> None:
@@ -434,16 +382,12 @@ def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_d
     check_target(space, target)
     given = space.finetune
     workload.validate()
-    check_shape_knobs(workload, space)
-    if space.finetune.hidden_weight and not prune_transformer.is_transformer(workload.model):
-        raise ConfigError("finetune.hidden_weight", space.finetune.hidden_weight, f"workload {workload.name!r} has no "
-                          "Transformer encoder layer whose hidden states a student could match; set 0")
     if workload.task.name != "classification" and space.max_accuracy_drop_pts is not None:
         raise ConfigError("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts,
                           f"task {workload.task.name!r} has no accuracy; limit its {workload.task.metric} with "
                           "max_metric_drop (in the metric's own unit)")
     graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names)
-    space = knobs_that_act(workload, space, graph, verbose=verbose)
+    space = acting_space(workload, space, graph, verbose=verbose)
     if space.finetune_epochs[1] > 0 and verbose:  # the family's recipe, made concrete (`start` stores it)
         family = "Transformer encoder" if prune_transformer.is_transformer(workload.model) else "non-Transformer"
         how = "as given" if given.optimizer != "auto" and given.lr is not None else f"the {family} default"

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from lepton_search import FinetuneSettings, SearchSpace
-from lepton_search.candidate import _keyed
 from lepton_search.errors import ConfigError
 from lepton_search.techniques.finetune import describe_recipe, distill, recipe_for, resolve_device
+from lepton_search.techniques.recovery import keyed_settings as _keyed
 
 
 def test_a_device_that_is_no_device_is_refused_by_name():

@@ -156,7 +156,7 @@ def test_the_stored_form_of_the_built_in_knobs_is_unchanged():
         "embedding_bits": [32], "embedding_dim": {"low": 1.0, "high": 1.0, "step": 0.25}}  # tables: as they are
     assert (space.prune_ratio, space.prune_method, space.round_to, space.bits, space.finetune_epochs) == (
         (0.0, 0.5, 0.25), ("structured", "global"), 4, (8,), (0, 1))
-    narrowed = dataclasses.replace(space, prune_ratio=(0.0, 0.0, 0.25))  # how study.knobs_that_act narrows
+    narrowed = dataclasses.replace(space, prune_ratio=(0.0, 0.0, 0.25))  # how study.acting_space narrows
     assert narrowed.prune_ratios == [0.0] and narrowed.round_to == 4 and narrowed.n_configs == space.n_configs // 3
     assert CompressionConfig(0.25, 8, 1, "global", 8) == CompressionConfig(
         prune_ratio=0.25, bits=8, finetune_epochs=1, prune_method="global", round_to=8)  # the old field order

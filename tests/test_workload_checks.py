@@ -84,7 +84,7 @@ def test_factory_that_raises_or_returns_something_else(spec, fix):
 
 
 def test_knob_that_cannot_act_is_dropped_with_a_warning(tmp_path):
-    from lepton_search.study import knobs_that_act
+    from lepton_search.study import acting_space
     from lepton_search.techniques import export
 
     wl = Workload("rnn", PlainRNN().eval(), train=(torch.randn(64, 32), Y[:64]),
@@ -92,18 +92,18 @@ def test_knob_that_cannot_act_is_dropped_with_a_warning(tmp_path):
     graph = export.check_traceable(wl.model, wl.example_input, tmp_path)
     space = SearchSpace(prune_ratio=(0.0, 0.6, 0.3), bits=(32, 8))
     with pytest.warns(UserWarning, match=r"prune_ratio fixed at 0: no layer pruning can shrink \(left whole: rnn \(RNN\), head\)"):
-        narrowed = knobs_that_act(wl, space, graph, verbose=False)
+        narrowed = acting_space(wl, space, graph, verbose=False)
     assert narrowed.prune_ratios == [0.0] and narrowed.bits == (32, 8)  # the head's Gemm can be quantized
 
 
-def test_knobs_that_act_are_kept(tmp_path):
-    from lepton_search.study import knobs_that_act
+def test_acting_knobs_are_kept(tmp_path):
+    from lepton_search.study import acting_space
     from lepton_search.techniques import export
 
     wl = _workload(X, Y)
     graph = export.check_traceable(wl.model, wl.example_input, tmp_path)
     space = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 8))
-    assert knobs_that_act(wl, space, graph, verbose=False) is space
+    assert acting_space(wl, space, graph, verbose=False) is space
 
 
 def test_stated_inputs_are_checked_against_the_example():

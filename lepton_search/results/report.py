@@ -91,13 +91,12 @@ def front_table(result: StudyFrame) -> str:
     return "\n".join([*lines, busy] if busy else lines)
 
 
-ALWAYS_SHOWN = ("prune_ratio", "prune_method", "round_to", "bits", "finetune_epochs")
 
 
 def _idle_knob(column: str, front: Any) -> bool:
     """A knob column to leave out of the text table: a newer knob (seq_len, layers, embedding_*) at its no-op in
     every front row (a CNN's front does not need four columns of zeros and ones)."""
-    if column not in KNOB_NAMES or column in ALWAYS_SHOWN:
+    if column not in KNOB_NAMES or KNOBS[column].shown == "always":
         return False
     return bool((front[column] == KNOBS[column].noop).all())
 

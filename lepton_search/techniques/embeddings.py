@@ -22,6 +22,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from lepton_search.space import CompressionConfig, SearchSpace
+from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict
+
 EMBEDDING_BITS = (32, 8, 4)
 MS_DOMAIN = "com.microsoft"
 
@@ -189,3 +192,39 @@ def refuse_without_tables(model: nn.Module, values: dict[str, Any]) -> None:
         if active:
             raise ConfigError(knob, active[0] if len(active) == 1 else active,
                               f"this model has no nn.Embedding for it to act on; remove {knob} (or set it to {noop})")
+
+
+class EmbeddingDim(Technique):
+    """embedding_dim: each table keeps this share of its columns; what reads them shrinks with them (module stage,
+    before pruning: a torch-pruning graph of the plain model)."""
+
+    name, knobs, stage, order = "embedding_dim", ("embedding_dim",), "module", 0
+
+    def changes_model(self, config: CompressionConfig) -> bool:
+        return config.embedding_dim < 1.0
+
+    def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
+        refuse_without_tables(ctx.workload.model, {"embedding_dim": space.domain("embedding_dim")})
+        return Verdict()
+
+    def apply(self, build: Build) -> None:
+        if build.config.embedding_dim < 1.0:
+            build.model = prune_embedding_dims(build.own(), build.example, build.config.embedding_dim)
+
+
+class EmbeddingBits(Technique):
+    """embedding_bits: constant tables of the exported graph stored row-wise UINT8 / 4-bit (`GatherBlockQuantized`);
+    a graph-only change, so trials that differ only here share their fine-tuned student."""
+
+    name, knobs, stage, order, keyed = "embedding_bits", ("embedding_bits",), "graph", 20, False
+
+    def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
+        refuse_without_tables(ctx.workload.model, {"embedding_bits": space.domain("embedding_bits")})
+        return Verdict()
+
+    def apply(self, build: Build) -> None:
+        build.graph, tables = quantize_embeddings(build.graph, build.config.embedding_bits)
+        build.record.update(embedding_bits=build.config.embedding_bits, embedding_tables=tables)
+
+
+TECHNIQUES = (EmbeddingDim(), EmbeddingBits())

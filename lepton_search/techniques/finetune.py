@@ -6,7 +6,6 @@ import copy
 import dataclasses
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import torch
 from torch import nn
@@ -153,18 +152,6 @@ def output_head(model: nn.Module, x: ModelInputs) -> nn.Linear | None:
     finally:
         handle.remove()
     return linears[-1] if seen and seen[-1].shape == out.shape and torch.equal(seen[-1], out) else None
-
-
-def refits_head(settings: FinetuneSettings, config: Any, model: nn.Module) -> bool:
-    """Whether `compress` refits the head of `model` compressed by `config`: "on" after any change to the model or
-    its inputs, "auto" where a Transformer loses encoder layers. On bbc-minilm, INT8, no epoch: cut to 64 tokens
-    and 3 layers the refit took validation from 93.19% to 96.71%, but cut to 32 tokens alone from 96.24% to
-    94.84% (its features barely moved; the refit fits the training split's teacher outputs): a loaded host, one
-    run each."""
-    changed = config.prune_ratio > 0 or config.layers or config.seq_len or config.embedding_dim < 1.0
-    if settings.head_refit == "on":
-        return bool(changed)
-    return settings.head_refit == "auto" and bool(config.layers) and prune_transformer.is_transformer(model)
 
 
 def refit_head(student: nn.Module, teacher: nn.Module, loader: Iterable, *,

@@ -22,14 +22,18 @@ Example:
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import onnx
 from torch import nn
 
-from lepton_search.logging import routed_to_debug
+from lepton_search.errors import ConfigError
+from lepton_search.logging import routed_to_debug, stage
+from lepton_search.space import SearchSpace
 from lepton_search.techniques import prune_transformer
 from lepton_search.techniques.int8_dynamic import ATTENTION_OPS
+from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict
 
 
 def model_type(model: nn.Module) -> str:
@@ -61,3 +65,43 @@ def fuse(graph: onnx.ModelProto, model: nn.Module) -> tuple[onnx.ModelProto, dic
 
 def attention_fused(counts: dict[str, int]) -> bool:
     return any(counts.get(op, 0) for op in ATTENTION_OPS)
+
+
+class Fusion(Technique):
+    """fusion: "ort" fuses the exported graph before quantization; graph-only (no effect on training)."""
+
+    name, knobs, stage, order, keyed = "fusion", ("fusion",), "export", 10, False
+
+    def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
+        """Refused in one line where it cannot act (no Transformer layers, a static INT8 route, nothing fused in
+        the base's graph); a note when the optimizer fuses the graph but not its attention."""
+        if "ort" not in space.domain("fusion"):
+            return Verdict()
+        workload = ctx.workload
+        if not prune_transformer.is_transformer(workload.model):
+            raise ConfigError("knobs.fusion", "ort", f"workload {workload.name!r} has no Transformer encoder layer "
+                              "(BERT or ViT layout) for ONNX Runtime's transformer optimizer; remove the knob")
+        if 8 in space.bits and "static" in space.domain("int8_mode"):
+            raise ConfigError("knobs.fusion", "ort", "NNCF's static INT8 cannot quantize fused contrib ops; search "
+                              "int8_mode auto or dynamic with fusion, or static without it")
+        counts = fuse(ctx.graph, workload.model)[1]
+        if not counts:
+            raise ConfigError("knobs.fusion", "ort", f"ONNX Runtime's transformer optimizer fuses nothing in "
+                              f"{workload.name!r}'s graph; remove the knob")
+        if attention_fused(counts):
+            return Verdict()
+        return Verdict(notes=[(f"fusion 'ort' fuses {counts} but no attention in this model's graph: its trials time "
+                              "unfused attention")])
+
+    def apply(self, build: Build) -> None:
+        fused_ops = None
+        if build.config.fusion == "ort":
+            with stage("fuse (ONNX Runtime transformer optimizer)"):
+                build.graph, fused_ops = fuse(build.graph, build.model)
+            if not attention_fused(fused_ops):
+                warnings.warn(f"fusion 'ort': attention not fused in {build.config.label()} (fused "
+                              f"{fused_ops or 'nothing'}); the file runs unfused attention", stacklevel=2)
+        build.record.update(fusion=build.config.fusion, fused_ops=fused_ops)
+
+
+TECHNIQUES = (Fusion(),)

@@ -13,10 +13,12 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from lepton_search.logging import routed_to_debug
-from lepton_search.space import CompressionConfig
+from lepton_search.errors import ConfigError
+from lepton_search.logging import logger, routed_to_debug, stage
+from lepton_search.space import CompressionConfig, SearchSpace
 from lepton_search.techniques import prune_rnn, prune_transformer
 from lepton_search.techniques.export import no_mha_fastpath
+from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict
 
 MAX_LAYER_RATIO = 0.9  # global ranking never empties a layer
 ExampleInputs = torch.Tensor | tuple[torch.Tensor, ...]  # one tensor per model input (token ids, mask...)
@@ -165,6 +167,14 @@ def bake_masks(model: nn.Module, example_input: ExampleInputs) -> nn.Module:
 def prune(model: nn.Module, example_input: ExampleInputs, config: CompressionConfig) -> nn.Module:
     """A pruned copy of `model` as `config` says (prune_ratio, prune_method, round_to; `layers`: the encoder layers
     a Transformer keeps, `prune_transformer.keep_layers`)."""
+    pruned = prune_channels(model, example_input, config)
+    if config.layers:
+        pruned = prune_transformer.keep_layers(pruned, config.layers)
+    return pruned
+
+
+def prune_channels(model: nn.Module, example_input: ExampleInputs, config: CompressionConfig) -> nn.Module:
+    """A copy of `model` pruned by `config.prune_ratio`, `prune_method` and `round_to` (always a new module)."""
     if config.prune_method == "structured":
         pruned = prune_structured(model, example_input, config.prune_ratio, config.round_to)
     elif config.prune_method == "global":
@@ -173,6 +183,46 @@ def prune(model: nn.Module, example_input: ExampleInputs, config: CompressionCon
         pruned = prune_unstructured(model, example_input, config.prune_ratio)
     else:
         raise ValueError(f"prune_method must be 'structured', 'global' or 'unstructured', got {config.prune_method!r}")
-    if config.layers:
-        pruned = prune_transformer.keep_layers(pruned if pruned is not model else copy.deepcopy(model), config.layers)
     return pruned
+
+
+class Prune(Technique):
+    """prune_ratio / prune_method / round_to: channels (a CNN's filters, an MLP's units, an RNN's hidden units) or
+    a Transformer's heads and FFN channels leave the graph; unstructured: weights zeroed by NNCF masks."""
+
+    name, knobs, stage, order = "prune", ("prune_ratio", "prune_method", "round_to"), "module", 10
+
+    def active(self, config: CompressionConfig) -> bool:
+        return config.prune_ratio > 0
+
+    def changes_model(self, config: CompressionConfig) -> bool:
+        return config.prune_ratio > 0
+
+    def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
+        model, verdict = ctx.workload.model, Verdict()
+        methods = space.domain("prune_method")
+        if "global" in methods and space.prune_ratio[1] > 0 and prune_transformer.is_transformer(model):
+            why = "BERT-style encoders prune whole heads and FFN channels by the same share in every layer"
+            if methods == ["global"]:
+                raise ConfigError("prune_method", "global", f"is not implemented here ({why}); use 'structured'")
+            rest = tuple(m for m in methods if m != "global")
+            verdict.changes["prune_method"] = rest[0] if len(rest) == 1 else rest
+            verdict.notes.append(f"prune_method 'global' dropped: {why} ('structured')")
+        shrinkable, skipped = layers_pruning_skips(model)
+        if space.prune_ratio[1] > 0 and not shrinkable:
+            verdict.changes["prune_ratio"] = (0.0, 0.0, space.prune_ratio[2])
+            verdict.notes.append(f"prune_ratio fixed at 0: no layer pruning can shrink (left whole: {', '.join(skipped)})")
+        elif space.prune_ratio[1] > 0 and skipped:
+            logger.info(f"note: pruning leaves these layers whole: {', '.join(skipped)}")
+        return verdict
+
+    def apply(self, build: Build) -> None:
+        config = build.config
+        with stage(f"prune ({config.prune_method} {config.prune_ratio:g})" if config.prune_ratio else "copy (no pruning)"):
+            build.model = prune_channels(build.model, build.example, config)
+
+    def after_training(self, build: Build) -> None:
+        build.model = bake_masks(build.model, build.example)
+
+
+TECHNIQUES = (Prune(),)

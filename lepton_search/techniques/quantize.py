@@ -25,8 +25,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from lepton_search.logging import routed_to_debug
+from lepton_search.logging import routed_to_debug, stage
+from lepton_search.space import SearchSpace
 from lepton_search.techniques import int8_dynamic
+from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict, calibration_batches
 
 WEIGHT_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1}  # op type -> input index of the weight
 FLOAT_RECURRENT_OPS = ("GRU", "RNN")  # no quantizer here makes them integer
@@ -95,6 +97,84 @@ def weight_ops(model: onnx.ModelProto) -> list[str]:
     return [n.name or n.op_type for n in model.graph.node if n.op_type in WEIGHT_OPS or n.op_type == "LSTM"]
 
 
+@dataclass(frozen=True)
+class Route:
+    """One way of making a file of `bits` bits: what it does to the graph, and whether quantization-aware
+    fine-tuning trains for it (`static`: activations on fixed ranges, so the student trains with them simulated).
+
+    A new route is one entry of `ROUTES` (and a name for it in `plan_for`'s table), not another branch."""
+
+    name: str
+    bits: int
+    static: bool
+    needs_calibration: bool
+    make: Any  # (graph, calibration, left_float) -> (graph, QuantizationRoute)
+
+
+def _fp32(model, calibration, floating):
+    return model, QuantizationRoute(32, "fp32", False, (), "none")
+
+
+def _weight_only_route(bits, encode, per_channel):
+    def make(model, calibration, floating):
+        out = _weight_only(model, encode)
+        return out, QuantizationRoute(bits, "fp32", per_channel, _weight_only_ops(model), "lepton_search", floating)
+    return make
+
+
+def _int8_dynamic(model, calibration, floating):
+    out = int8_dynamic.int8_dynamic(model)  # per_channel=True
+    return out, QuantizationRoute(8, "uint8 dynamic per call", True, _dynamic_ops(model, out), "onnxruntime", floating)
+
+
+def _int8_static(model, calibration, floating):
+    out = int8_static(model, calibration)
+    return out, QuantizationRoute(8, "uint8 static per tensor", _per_channel_weights(out), _dq_weight_ops(out),
+                                  "nncf", floating)
+
+
+@dataclass(frozen=True)
+class QuantizationPlan:
+    """The route one candidate's file takes, chosen once before fine-tuning: quantization-aware fine-tuning reads
+    `static`, the graph quantizer applies `route`, the trial records what it did (`QuantizationRoute`). Anchor:
+    Optimum's `QuantizationConfig`, checked when made.
+
+    Example:
+        >>> plan_for(8, dynamic=True)
+        QuantizationPlan(route='int8_dynamic', bits=8)
+        >>> plan_for(8, dynamic=False).static
+        True
+    """
+
+    route: str
+    bits: int
+
+    def __post_init__(self) -> None:
+        if self.route not in ROUTES:
+            raise ValueError(f"QuantizationPlan.route: got {self.route!r}; one of {sorted(ROUTES)}")
+        if ROUTES[self.route].bits != self.bits:
+            raise ValueError(f"QuantizationPlan: route {self.route!r} makes {ROUTES[self.route].bits}-bit files, "
+                             f"not {self.bits}")
+
+    @property
+    def static(self) -> bool:
+        return ROUTES[self.route].static
+
+    @property
+    def needs_calibration(self) -> bool:
+        return ROUTES[self.route].needs_calibration
+
+
+def plan_for(bits: int, *, dynamic: bool | Any = False) -> QuantizationPlan:
+    """The plan for a `bits`-bit file; at 8 bits `dynamic` (a bool, or a function giving it, called only then)
+    says whether the INT8 route is dynamic."""
+    if bits not in WEIGHTS:
+        raise ValueError(f"bits must be one of 32, 16, 8, 4; got {bits!r}")
+    if bits != 8:
+        return QuantizationPlan(BITS_ROUTE[bits], bits)
+    return QuantizationPlan(INT8_ROUTE[bool(dynamic() if callable(dynamic) else dynamic)], 8)
+
+
 def quantize(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray | Mapping[str, np.ndarray]] = (),
              *, int8_mode: str = "auto") -> onnx.ModelProto:
     """`model` at `bits` (see the module docstring); `quantize_with_route` also says how."""
@@ -102,30 +182,21 @@ def quantize(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray
 
 
 def quantize_with_route(model: onnx.ModelProto, bits: int, calibration: Sequence[np.ndarray | Mapping[str, np.ndarray]] = (),
-                        *, int8_mode: str = "auto") -> tuple[onnx.ModelProto, QuantizationRoute]:
-    """`model` at `bits`, and the route taken: the record the model card and config.json carry. At 8 bits
-    `int8_mode` picks the route ("auto": `int8_dynamic.dynamic_route`'s rule)."""
-    if bits not in WEIGHTS:
-        raise ValueError(f"bits must be one of 32, 16, 8, 4; got {bits!r}")
+                        *, int8_mode: str = "auto", plan: QuantizationPlan | None = None,
+                        ) -> tuple[onnx.ModelProto, QuantizationRoute]:
+    """`model` at `bits`, and the route taken: the record the model card and config.json carry. `plan`: the route
+    chosen before fine-tuning (`compress`); without one, the graph's own (at 8 bits `int8_mode`, "auto":
+    `int8_dynamic.dynamic_route`'s rule on the graph)."""
+    plan = plan or plan_for(bits, dynamic=lambda: int8_dynamic.graph_takes_dynamic_route(model, int8_mode))
+    if plan.bits != bits:
+        raise ValueError(f"quantize_with_route: plan {plan.route!r} is for {plan.bits} bits, asked {bits}")
     if bits == 32:
-        return model, QuantizationRoute(32, "fp32", False, (), "none")
+        return _fp32(model, calibration, ())
     floating = tuple(sorted({n.name or n.op_type for n in model.graph.node if n.op_type in FLOAT_RECURRENT_OPS}))
     if floating:
         warnings.warn(f"{bits}-bit quantization leaves {', '.join(floating)} in FP32: ONNX Runtime has no integer "
                       "GRU/RNN kernel (an LSTM becomes DynamicQuantizeLSTM at 8 bits)", stacklevel=2)
-    if bits == 16:
-        out = _weight_only(model, _fp16)
-        return out, QuantizationRoute(16, "fp32", False, _weight_only_ops(model), "lepton_search", floating)
-    if bits == 4:
-        out = _weight_only(model, _int4)
-        return out, QuantizationRoute(4, "fp32", True, _weight_only_ops(model), "lepton_search", floating)
-    if int8_dynamic.graph_takes_dynamic_route(model, int8_mode):
-        out = int8_dynamic.int8_dynamic(model)  # per_channel=True
-        ops = _dynamic_ops(model, out)
-        return out, QuantizationRoute(8, "uint8 dynamic per call", True, ops, "onnxruntime", floating)
-    out = int8_static(model, calibration)
-    return out, QuantizationRoute(8, "uint8 static per tensor", _per_channel_weights(out), _dq_weight_ops(out),
-                                  "nncf", floating)
+    return ROUTES[plan.route].make(model, calibration, floating)
 
 
 def _per_channel_weights(model: onnx.ModelProto) -> bool:
@@ -291,3 +362,52 @@ def _weight_only(model: onnx.ModelProto, encode) -> onnx.ModelProto:
                 imp.version = max(imp.version, 21)
         model.ir_version = max(model.ir_version, 10)
     return model
+
+
+ROUTES = {r.name: r for r in (
+    Route("fp32", 32, static=False, needs_calibration=False, make=_fp32),
+    Route("fp16", 16, static=False, needs_calibration=False, make=_weight_only_route(16, _fp16, per_channel=False)),
+    Route("int8_dynamic", 8, static=False, needs_calibration=False, make=_int8_dynamic),
+    Route("int8_static", 8, static=True, needs_calibration=True, make=_int8_static),
+    Route("int4_qdq", 4, static=False, needs_calibration=False, make=_weight_only_route(4, _int4, per_channel=True)),
+)}
+# bits -> its route; at 8 bits the INT8 rule picks (`int8_dynamic.dynamic_route`, overridden by int8_mode)
+BITS_ROUTE = {32: "fp32", 16: "fp16", 4: "int4_qdq"}
+INT8_ROUTE = {True: "int8_dynamic", False: "int8_static"}
+
+
+
+
+class Quantize(Technique):
+    """bits / int8_mode: the graph's arithmetic. The route is chosen once, in `plan`, before fine-tuning (a static
+    route fine-tunes quantization-aware), and applied to the exported graph as chosen."""
+
+    name, knobs, stage, order, keyed = "quantize", ("bits", "int8_mode"), "graph", 0, False
+
+    def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
+        verdict = Verdict()
+        if any(b != 32 for b in space.bits) and not weight_ops(ctx.graph):
+            verdict.changes["bits"] = (32,)
+            verdict.notes.append("bits fixed at 32: the exported graph has no Conv/Gemm/MatMul for quantization to "
+                                 "act on")
+        modes = [m for m in space.domain("int8_mode") if m != "auto"]
+        if modes and (8 not in space.bits or verdict.changes.get("bits") == (32,)):
+            verdict.changes["int8_mode"] = "auto"
+            verdict.notes.append(f"int8_mode fixed at 'auto': {modes[0]!r} acts on 8-bit files only and bits has no 8")
+        return verdict
+
+    def plan(self, build: Build) -> None:
+        specs = build.workload.inputs
+        build.route = plan_for(build.config.bits, dynamic=lambda: int8_dynamic.module_takes_dynamic_route(
+            build.model, [s.dtype for s in specs], shapes=[s.shape for s in specs], int8_mode=build.config.int8_mode))
+
+    def apply(self, build: Build) -> None:
+        bits = build.config.bits
+        with stage(f"quantize to {bits} bits" if bits < 32 else "FP32 (no quantization)"):
+            calib = calibration_batches(build.workload, build.settings.calibration_size, build.seed,
+                                        build.transform) if build.route.needs_calibration else []
+            build.graph, route = quantize_with_route(build.graph, bits, calib, plan=build.route)
+        build.record.update(route.as_dict())
+
+
+TECHNIQUES = (Quantize(),)

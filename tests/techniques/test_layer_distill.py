@@ -10,11 +10,11 @@ import torch
 from hf_workload import images, tiny_vit, tiny_vit_workload
 
 from lepton_search import FinetuneSettings, SearchSpace, Workload
-from lepton_search.candidate import _keyed
 from lepton_search.errors import ConfigError
 from lepton_search.study import prepare
 from lepton_search.techniques import layer_distill, prune_transformer
 from lepton_search.techniques.finetune import distill, frozen_copy
+from lepton_search.techniques.recovery import keyed_settings as _keyed
 
 pytest.importorskip("transformers")
 

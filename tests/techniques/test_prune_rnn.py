@@ -166,7 +166,7 @@ def test_prune_ratio_acts_on_hidden_units_through_prune_prune():
     torch.manual_seed(3)
     model = SeqClassifier(nn.LSTM, layers=1, hidden=64).eval()
     shrinkable, _ = prune.layers_pruning_skips(model)
-    assert shrinkable == ["rnn (LSTM hidden units)"]  # so study.knobs_that_act keeps prune_ratio
+    assert shrinkable == ["rnn (LSTM hidden units)"]  # so study.acting_space keeps prune_ratio
     pruned = prune.prune(model, ids_batch(), CompressionConfig(0.3, 32, 0, round_to=8))
     assert pruned.rnn.hidden_size == 40  # 64 - int(19.2) = 45 kept, rounded down to a multiple of 8
     assert pruned.fc.in_features == 40 and model.rnn.hidden_size == 64  # a pruned copy

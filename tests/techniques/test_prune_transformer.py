@@ -170,7 +170,7 @@ def test_global_ranking_on_an_encoder_is_refused_before_any_trial(slice2, tmp_pa
 
 def test_global_is_dropped_with_a_warning_when_structured_is_sampled_too(slice2, tmp_path):
     from lepton_search import SearchSpace
-    from lepton_search.study import knobs_that_act
+    from lepton_search.study import acting_space
     from lepton_search.techniques import export
 
     wl = _token_workload(slice2)
@@ -178,5 +178,5 @@ def test_global_is_dropped_with_a_warning_when_structured_is_sampled_too(slice2,
                         finetune_epochs=(0, 0))
     graph = export.check_traceable(wl.model, wl.example_args, tmp_path, names=wl.input_names)
     with pytest.warns(UserWarning, match="prune_method 'global' dropped"):
-        narrowed = knobs_that_act(wl, space, graph, verbose=False)
+        narrowed = acting_space(wl, space, graph, verbose=False)
     assert narrowed.domain("prune_method") == ["structured"]

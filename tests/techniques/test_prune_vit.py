@@ -22,8 +22,9 @@ from lepton_search import FinetuneSettings, SearchSpace, Workload
 from lepton_search.candidate import compress
 from lepton_search.errors import ConfigError
 from lepton_search.space import CompressionConfig
-from lepton_search.study import check_shape_knobs
+from lepton_search.study import acting_space
 from lepton_search.techniques import prune_transformer as pt
+from lepton_search.techniques.export import check_traceable
 
 SETTINGS = FinetuneSettings(subset_size="all", batch_size=16, calibration_size=8, bn_batches=1)
 
@@ -81,18 +82,19 @@ def test_a_vit_workload_compresses_to_a_smaller_int8_file_that_runs(tmp_path):
     assert len(pt.encoder_layers(wl.model)) == 3  # the user's model is left whole
 
 
-def test_seq_len_on_an_image_transformer_is_refused_by_name_and_layers_beyond_its_depth_too():
+def test_seq_len_on_an_image_transformer_is_refused_by_name_and_layers_beyond_its_depth_too(tmp_path):
     x, y = images(8)
     wl = Workload("vit", tiny_vit(), train=(x, y), val=(x, y), example_input=x[:1])
+    graph = check_traceable(wl.model, wl.example_args, tmp_path, names=wl.input_names)
     with pytest.raises(ConfigError, match="knobs.seq_len.*no token-sequence input"):
-        check_shape_knobs(wl, SearchSpace(seq_len=(0, 16)))
+        acting_space(wl, SearchSpace(seq_len=(0, 16)), graph, verbose=False)
     with pytest.raises(ConfigError, match="knobs.layers.*more than the model's 2 encoder layers"):
-        check_shape_knobs(wl, SearchSpace(layers=(0, 3)))
-    check_shape_knobs(wl, SearchSpace(layers=(0, 1)))  # what the model can take passes
+        acting_space(wl, SearchSpace(layers=(0, 3)), graph, verbose=False)
+    acting_space(wl, SearchSpace(layers=(0, 1)), graph, verbose=False)  # what the model can take passes
 
 
 def test_int8_mode_static_makes_a_calibrated_qdq_vit_and_is_fixed_without_8_bits(tmp_path):
-    from lepton_search.study import knobs_that_act
+    from lepton_search.study import acting_space
 
     x, y = images()
     wl = Workload("vit", tiny_vit(), train=(x, y), val=(x, y), example_input=x[:1])
@@ -103,7 +105,7 @@ def test_int8_mode_static_makes_a_calibrated_qdq_vit_and_is_fixed_without_8_bits
     assert out.shape == (2, 3) and np.isfinite(out).all()
     graph = onnx.load(str(cand.onnx_path))
     with pytest.warns(UserWarning, match="int8_mode fixed at 'auto'"):
-        space = knobs_that_act(wl, SearchSpace(bits=(32, 16), int8_mode=("auto", "static")), graph, verbose=False)
+        space = acting_space(wl, SearchSpace(bits=(32, 16), int8_mode=("auto", "static")), graph, verbose=False)
     assert space.domain("int8_mode") == ["auto"]
 
 
@@ -112,7 +114,7 @@ def test_fusion_records_the_fused_ops_warns_of_unfused_attention_and_is_refused_
     not attention: the trial says so (a warning, the card), the file still runs and matches the unfused one."""
 
     from lepton_search.results.card import model_card
-    from lepton_search.study import knobs_that_act
+    from lepton_search.study import acting_space
     from lepton_search.techniques import export
 
     bert = compress(tiny_bert_workload(), CompressionConfig(0.5, 8, 0, fusion="ort"), tmp_path / "b.onnx",
@@ -133,10 +135,10 @@ def test_fusion_records_the_fused_ops_warns_of_unfused_attention_and_is_refused_
 
     graph = export.to_onnx(wl.model, x[:1], tmp_path / "g.onnx", names=wl.input_names)
     with pytest.warns(UserWarning, match="no attention"):
-        knobs_that_act(wl, SearchSpace(fusion=("off", "ort")), graph, verbose=False)
+        acting_space(wl, SearchSpace(fusion=("off", "ort")), graph, verbose=False)
     with pytest.raises(ConfigError, match="knobs.fusion.*static INT8"):
-        knobs_that_act(wl, SearchSpace(bits=(8,), int8_mode=("static",), fusion=("ort",)), graph, verbose=False)
+        acting_space(wl, SearchSpace(bits=(8,), int8_mode=("static",), fusion=("ort",)), graph, verbose=False)
     cnn = Workload("cnn", torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3)),
                    train=(x, y), val=(x, y), example_input=x[:1])
     with pytest.raises(ConfigError, match="knobs.fusion.*no Transformer encoder layer"):
-        knobs_that_act(cnn, SearchSpace(fusion=("ort",)), graph, verbose=False)
+        acting_space(cnn, SearchSpace(fusion=("ort",)), graph, verbose=False)

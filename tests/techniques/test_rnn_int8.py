@@ -83,8 +83,8 @@ def test_gru_is_left_fp32_with_a_warning(tmp_path):
 
 def test_no_op_check_keeps_prune_and_bits_for_an_lstm(tiny_lstm, tmp_path):
     from lepton_search.space import SearchSpace
-    from lepton_search.study import knobs_that_act
+    from lepton_search.study import acting_space
 
     graph = export.to_onnx(tiny_lstm.model, tiny_lstm.example_input, tmp_path / "fp32.onnx", names=["input_ids"])
     space = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 8))
-    assert knobs_that_act(tiny_lstm, space, graph, verbose=False) is space
+    assert acting_space(tiny_lstm, space, graph, verbose=False) is space

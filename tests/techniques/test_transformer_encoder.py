@@ -98,18 +98,18 @@ class _AttentionOnly(nn.Module):
 
 def test_no_op_check_drops_pruning_for_attention_only_and_keeps_it_for_an_encoder(tmp_path):
     from lepton_search.space import SearchSpace
-    from lepton_search.study import knobs_that_act
+    from lepton_search.study import acting_space
     from lepton_search.workloads import Workload
 
     wl = token_workload()
     space = SearchSpace(prune_ratio=(0.0, 0.5, 0.5), bits=(32, 8))
     graph = export.check_traceable(wl.model, wl.example_args, tmp_path, names=wl.input_names)
-    assert knobs_that_act(wl, space, graph, verbose=False) is space
+    assert acting_space(wl, space, graph, verbose=False) is space
     attn = Workload("attn", _AttentionOnly().eval(), train=wl.train, val=wl.val, example_input=wl.example_input,
                     input_spec=wl.input_spec)
     graph = export.check_traceable(attn.model, attn.example_args, tmp_path, names=attn.input_names)
     with pytest.warns(UserWarning, match=r"prune_ratio fixed at 0: .*attn \(MultiheadAttention\), head"):
-        narrowed = knobs_that_act(attn, space, graph, verbose=False)
+        narrowed = acting_space(attn, space, graph, verbose=False)
     assert narrowed.prune_ratios == [0.0] and narrowed.bits == (32, 8)
 
 

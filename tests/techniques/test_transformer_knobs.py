@@ -131,7 +131,7 @@ def test_the_head_refit_brings_a_cut_student_to_its_teacher():
 
 
 def test_the_head_is_refitted_where_a_transformer_loses_layers_or_when_asked(digits_mlp):
-    from lepton_search.techniques.finetune import refits_head
+    from lepton_search.techniques.recovery import refits_head
 
     bert = tiny_bert_workload().model
     assert refits_head(SETTINGS, CompressionConfig(0.0, 8, 0, layers=1), bert)
