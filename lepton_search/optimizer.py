@@ -32,6 +32,7 @@ from lepton_search.space import CompressionConfig, FinetuneSettings
 from lepton_search.study import checked_config
 from lepton_search.techniques import export, prune
 from lepton_search.techniques.finetune import describe_recipe, recipe_for
+from lepton_search.techniques.stages import registered
 from lepton_search.workloads import Workload
 from lepton_search.workloads.transfer import migrate, workload_from
 
@@ -130,7 +131,8 @@ class ModelOptimizer:
                 meas = evaluate(cand, self.workload, self.target, with_test=self.workload.test is not None)
                 after = self._row(config.label(), meas, cand.finetune_seconds_total, cand.params, cand.macs)
         table = _table(before, after, self.workload.task.metric)
-        float_file = config.bits == 32 and config.embedding_bits == 32
+        # the file runs the torch model as it is where no graph-stage technique changed its arithmetic
+        float_file = not any(t.active(config) for t in registered() if t.stage == "graph")
         return OptimizeResult(kept[0] if float_file else None, path, table, self.workload, cand)
 
     def migrate(self, *, num_classes: int, data: Workload | Mapping[str, Any] | None = None,

@@ -50,7 +50,9 @@ def format_drop(drop: float, unit: str) -> str:
 
 
 class Task:
-    """Classification by default; subclasses override what differs. Stateless: one instance serves every model."""
+    """What a model's outputs mean: the interface every layer types against, with classification's behaviour as
+    its defaults (`Classification` names it); subclasses override what differs. Stateless: one instance serves
+    every model."""
 
     name = "classification"
     metric = "accuracy"  # what the score measures, as reports name it
@@ -326,7 +328,12 @@ class Ranking(Binary):
         return {**super().describe(), "k": self.k, "user": self.user, "item": self.item}
 
 
-_TASKS: dict[str, Callable[[], Task]] = {"classification": Task, "regression": Regression, "binary": Binary,
+class Classification(Task):
+    """Classification: (batch, classes) logits, top-1 accuracy, drops in points, cross-entropy / KL distillation
+    (the defaults of `Task`)."""
+
+
+_TASKS: dict[str, Callable[[], Task]] = {"classification": Classification, "regression": Regression, "binary": Binary,
                                         "ranking": Ranking}
 
 
@@ -355,7 +362,7 @@ def stored_task(described: dict[str, Any] | None) -> Task:
         return Ranking(k=described["k"], user=described.get("user", "user"), item=described.get("item", "item"))
     if described.get("task") in _TASKS:
         return get_task(described["task"])
-    shown = Regression() if not described.get("greater_is_better", True) else Task()
+    shown = Regression() if not described.get("greater_is_better", True) else Classification()
     for name in ("metric", "drop_unit"):
         if name in described:
             setattr(shown, name, described[name])

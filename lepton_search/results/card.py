@@ -85,7 +85,7 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
          "samples)."),
     ]
     fused = (route or {}).get("fused_ops")
-    if (route or {}).get("fusion") == "ort":
+    if fused is not None:  # the fusion technique ran (fused_ops is None where it did not)
         ops = ", ".join(f"{op} {n}" for op, n in sorted((fused or {}).items())) or "nothing"
         lines.append(f"Fusion: ONNX Runtime's transformer optimizer fused {ops}.")
         if not fusion.attention_fused(fused or {}):

@@ -165,16 +165,8 @@ def bake_masks(model: nn.Module, example_input: ExampleInputs) -> nn.Module:
 
 
 def prune(model: nn.Module, example_input: ExampleInputs, config: CompressionConfig) -> nn.Module:
-    """A pruned copy of `model` as `config` says (prune_ratio, prune_method, round_to; `layers`: the encoder layers
-    a Transformer keeps, `prune_transformer.keep_layers`)."""
-    pruned = prune_channels(model, example_input, config)
-    if config.layers:
-        pruned = prune_transformer.keep_layers(pruned, config.layers)
-    return pruned
-
-
-def prune_channels(model: nn.Module, example_input: ExampleInputs, config: CompressionConfig) -> nn.Module:
-    """A copy of `model` pruned by `config.prune_ratio`, `prune_method` and `round_to` (always a new module)."""
+    """A copy of `model` pruned by `config.prune_ratio`, `prune_method` and `round_to` (always a new module; the
+    `layers` knob is `techniques.layers`')."""
     if config.prune_method == "structured":
         pruned = prune_structured(model, example_input, config.prune_ratio, config.round_to)
     elif config.prune_method == "global":
@@ -219,7 +211,7 @@ class Prune(Technique):
     def apply(self, build: Build) -> None:
         config = build.config
         with stage(f"prune ({config.prune_method} {config.prune_ratio:g})" if config.prune_ratio else "copy (no pruning)"):
-            build.model = prune_channels(build.model, build.example, config)
+            build.model = prune(build.model, build.example, config)
 
     def after_training(self, build: Build) -> None:
         build.model = bake_masks(build.model, build.example)
