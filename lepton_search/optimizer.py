@@ -31,7 +31,7 @@ from lepton_search.logging import logger, scope, stage, verbosity
 from lepton_search.space import CompressionConfig, FinetuneSettings
 from lepton_search.study import checked_config
 from lepton_search.techniques import export, prune
-from lepton_search.techniques.finetune import describe_recipe, recipe_for
+from lepton_search.techniques.finetune import CachedTeacher, describe_recipe, frozen_copy, recipe_for
 from lepton_search.techniques.stages import registered
 from lepton_search.workloads import Workload
 from lepton_search.workloads.transfer import migrate, workload_from
@@ -93,6 +93,7 @@ class ModelOptimizer:
         self.seed, self.verbose = seed, verbose
         self._before: dict[str, Any] | None = None
         self._graph: Any = None
+        self._teacher: nn.Module | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -125,7 +126,8 @@ class ModelOptimizer:
                 logger.info("fine-tune recipe: %s", describe_recipe(settings, len(self.workload.dataset("train"))))
             before, kept = self._before_row(), []
             path = self.out_dir / f"{config.label().replace('/', '_')}.onnx"
-            cand = compress(self.workload, config, path, settings=settings, seed=self.seed, on_model=kept.append)
+            cand = compress(self.workload, config, path, settings=settings, seed=self.seed, on_model=kept.append,
+                            teacher=self._cached_teacher())
             with stage("measure (accuracy of the file, latency)"):
                 # the candidate's own inputs (a seq_len file is fed cut batches and timed on cut samples)
                 meas = evaluate(cand, self.workload, self.target, with_test=self.workload.test is not None)
@@ -147,11 +149,18 @@ class ModelOptimizer:
         export.to_onnx(wl.model, wl.example_args, path, names=wl.input_names)
         macs, params = prune.count(wl.model, wl.example_args)
         self.workload, self._before = wl, None
-        self._graph = None
+        self._graph = self._teacher = None
         after = self._row("migrated", self._measure(path), wl.info.get("train_seconds", math.nan), params, macs)
         return OptimizeResult(wl.model, path, _table(before, after, self.workload.task.metric), wl)
 
     # ---- measurements -----------------------------------------------------------------------
+    def _cached_teacher(self) -> nn.Module:
+        """One teacher for every call, its outputs per training sample computed once, as a search's trials share
+        theirs (`finetune.CachedTeacher`): the same config gives the search trial's file."""
+        if self._teacher is None:
+            self._teacher = CachedTeacher(frozen_copy(self.model))
+        return self._teacher
+
     def _base_graph(self) -> Any:
         """The current model's FP32 graph, exported once (until a migration replaces the model): what the
         techniques' checks read, as `study.prepare` gives them."""
