@@ -33,7 +33,7 @@ from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.rejection import EarlyRejection
 from lepton_search.space import CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
-from lepton_search.techniques import embeddings, export, finetune, fusion, prune, prune_transformer, quantize
+from lepton_search.techniques import embeddings, export, families, finetune, fusion, prune, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.training import progress
 from lepton_search.workloads import Workload
@@ -353,8 +353,9 @@ def knobs_that_act(workload: Workload, space: SearchSpace, graph: Any, *, verbos
     shrinkable, skipped = prune.layers_pruning_skips(workload.model)
     notes, changes = [], {}
     methods = space.domain("prune_method")
-    if "global" in methods and space.prune_ratio[1] > 0 and prune_transformer.is_transformer(workload.model):
-        why = "BERT-style encoders prune whole heads and FFN channels by the same share in every layer"
+    prune.refuse_unrecorded_attention(workload.model, space.prune_ratio[1], tuple(methods))
+    if "global" in methods and space.prune_ratio[1] > 0 and families.family_of(workload.model) is not None:
+        why = "Transformer blocks prune whole heads and FFN channels by the same share in every layer"
         if methods == ["global"]:
             raise ConfigError("prune_method", "global", f"is not implemented here ({why}); use 'structured'")
         rest = tuple(m for m in methods if m != "global")
@@ -385,9 +386,12 @@ def check_fusion(workload: Workload, space: SearchSpace, graph: Any) -> list[str
     fused in the base's graph); a note when the optimizer fuses the graph but not its attention."""
     if "ort" not in space.domain("fusion"):
         return []
-    if not prune_transformer.is_transformer(workload.model):
-        raise ConfigError("knobs.fusion", "ort", f"workload {workload.name!r} has no Transformer encoder layer (BERT "
-                          "or ViT layout) for ONNX Runtime's transformer optimizer; remove the knob")
+    family = families.family_of(workload.model)
+    if family is None or family.fusion is None:
+        what = (f"no Transformer encoder layer or decoder block of a known family ({', '.join(families.FAMILIES.names)})"
+                if family is None else f"{family.name!r} blocks, for which ONNX Runtime's optimizer has no model type")
+        raise ConfigError("knobs.fusion", "ort", f"workload {workload.name!r} has {what} for ONNX Runtime's "
+                          "transformer optimizer; remove the knob")
     if 8 in space.bits and "static" in space.domain("int8_mode"):
         raise ConfigError("knobs.fusion", "ort", "NNCF's static INT8 cannot quantize fused contrib ops; search "
                           "int8_mode auto or dynamic with fusion, or static without it")
@@ -410,10 +414,11 @@ def check_shape_knobs(workload: Workload, space: SearchSpace) -> None:
     if lengths and max(lengths) > full:
         raise ConfigError("knobs.seq_len", max(lengths), f"is above the model's {full} tokens; give 1..{full} (0: all)")
     depths = [v for v in space.domain("layers") if v]
-    have = len(prune_transformer.encoder_layers(workload.model))
+    have = len(families.blocks(workload.model))
     if depths and not have:
         raise ConfigError("knobs.layers", depths[0], f"workload {workload.name!r} has no Transformer encoder layer "
-                          "(BERT or ViT layout) to drop; remove the knob")
+                          f"or decoder block of a known family ({', '.join(families.FAMILIES.names)}) to drop; "
+                          "remove the knob")
     if depths and max(depths) > have:
         raise ConfigError("knobs.layers", max(depths), f"is more than the model's {have} encoder layers; give "
                           f"1..{have} (0: all)")
@@ -435,9 +440,9 @@ def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_d
     given = space.finetune
     workload.validate()
     check_shape_knobs(workload, space)
-    if space.finetune.hidden_weight and not prune_transformer.is_transformer(workload.model):
+    if space.finetune.hidden_weight and families.family_of(workload.model) is None:
         raise ConfigError("finetune.hidden_weight", space.finetune.hidden_weight, f"workload {workload.name!r} has no "
-                          "Transformer encoder layer whose hidden states a student could match; set 0")
+                          "Transformer encoder layer or decoder block whose hidden states a student could match; set 0")
     if workload.task.name != "classification" and space.max_accuracy_drop_pts is not None:
         raise ConfigError("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts,
                           f"task {workload.task.name!r} has no accuracy; limit its {workload.task.metric} with "
@@ -445,7 +450,8 @@ def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_d
     graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names)
     space = knobs_that_act(workload, space, graph, verbose=verbose)
     if space.finetune_epochs[1] > 0 and verbose:  # the family's recipe, made concrete (`start` stores it)
-        family = "Transformer encoder" if prune_transformer.is_transformer(workload.model) else "non-Transformer"
+        record = families.family_of(workload.model)
+        family = f"{record.name} family" if record is not None else "non-Transformer"
         how = "as given" if given.optimizer != "auto" and given.lr is not None else f"the {family} default"
         logger.info("fine-tune recipe (%s; set finetune.optimizer / finetune.lr to change it): %s", how,
                     finetune.describe_recipe(finetune.recipe_for(workload.model, given),

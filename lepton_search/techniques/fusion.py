@@ -28,17 +28,20 @@ import onnx
 from torch import nn
 
 from lepton_search.logging import routed_to_debug
-from lepton_search.techniques import prune_transformer
+from lepton_search.techniques import families, prune_transformer
 from lepton_search.techniques.int8_dynamic import ATTENTION_OPS
 
 
 def model_type(model: nn.Module) -> str:
-    """The optimizer's `model_type` for `model`'s encoder layout ("bert" or "vit"); refused for a model with none."""
-    layers = prune_transformer.encoder_layers(model)
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no Transformer encoder layer for ONNX Runtime's transformer "
-                         "optimizer to fuse")
-    return prune_transformer.layout_of(layers[0]).name
+    """The optimizer's `model_type` for `model`'s family (its record's `fusion`: "bert", "vit", "gpt2"); refused for
+    a model with no family record, or whose family the optimizer has no model type for (Llama)."""
+    family = families.family_of(model)
+    if family is None:
+        raise ValueError(f"{type(model).__name__} has no Transformer encoder layer or decoder block of a known family "
+                         "for ONNX Runtime's transformer optimizer to fuse")
+    if family.fusion is None:
+        raise ValueError(f"ONNX Runtime's transformer optimizer has no model type for the {family.name!r} family")
+    return family.fusion
 
 
 def fuse(graph: onnx.ModelProto, model: nn.Module) -> tuple[onnx.ModelProto, dict[str, int]]:
