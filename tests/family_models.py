@@ -7,6 +7,7 @@ fails for a record in `FAMILIES` without an entry here, so a new family brings i
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 
@@ -84,6 +85,67 @@ def inputs(name: str, n: int = 3) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
+# ---- an independent reference: the L1 ranking from the raw arrays, units zeroed -------------------
+def weight_out_in(lin: torch.nn.Module) -> np.ndarray:
+    """A projection's weight as (out, in): nn.Linear's own, transformers' Conv1D's transposed."""
+    w = lin.weight.detach().numpy()
+    return w if isinstance(lin, torch.nn.Linear) else w.T
+
+
+def zero_inputs(lin: torch.nn.Module, cols: list[int]) -> None:
+    with torch.no_grad():
+        if isinstance(lin, torch.nn.Linear):
+            lin.weight[:, cols] = 0
+        else:
+            lin.weight[cols, :] = 0
+
+
+def numpy_ranks(block: torch.nn.Module, fam, heads: int, kv: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """L1 score per key/value group and per MLP channel, from the raw arrays."""
+    def rows(p):
+        lin = _path(block, p)
+        return np.abs(weight_out_in(lin)).sum(1) + (np.abs(lin.bias.detach().numpy()) if lin.bias is not None else 0)
+
+    if fam.fused_qkv:
+        q, k, v = np.split(rows(fam.qkv[0]), 3)
+    else:
+        q, k, v = (rows(p) for p in fam.qkv)
+    per_q = q.reshape(heads, size).sum(1) + np.abs(weight_out_in(_path(block, fam.o))).sum(0).reshape(heads, size).sum(1)
+    groups = per_q.reshape(kv, heads // kv).sum(1) + k.reshape(kv, size).sum(1) + v.reshape(kv, size).sum(1)
+    ffn = np.abs(weight_out_in(_path(block, fam.down))).sum(0) + rows(fam.up) + (rows(fam.gate) if fam.gate else 0)
+    return groups, ffn
+
+
+def _path(module, dotted):
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def zeroed_reference(model: torch.nn.Module, pruned: torch.nn.Module, ratio: float = 0.5) -> torch.nn.Module:
+    """A copy of the unpruned `model` with the units an L1 ranking (`numpy_ranks`) removes at `ratio` zeroed: the
+    removed heads' output-projection columns and the removed MLP channels' down-projection columns. Checks on
+    the way that `pruned` holds exactly the kept columns."""
+    from lepton_search.techniques import families
+    from lepton_search.techniques import prune_transformer as pt
+
+    zeroed = copy.deepcopy(model)
+    for ref, block, (_, _, fam) in zip(families.blocks(zeroed), families.blocks(pruned), families.named_blocks(model)):
+        heads, kv, size = pt.attention_shape(ref, fam)
+        n_ffn = pt.block_shape(ref, fam).ffn_channels
+        groups, ffn = numpy_ranks(ref, fam, heads, kv, size)
+        keep_groups = sorted(np.argsort(-groups, kind="stable")[: kv - int(kv * ratio)])
+        keep_ffn = sorted(np.argsort(-ffn, kind="stable")[: n_ffn - int(n_ffn * ratio)])
+        per = heads // kv
+        kept_q = [(g * per + r) * size + i for g in keep_groups for r in range(per) for i in range(size)]
+        np.testing.assert_array_equal(weight_out_in(_path(block, fam.o)), weight_out_in(_path(ref, fam.o))[:, kept_q])
+        np.testing.assert_array_equal(weight_out_in(_path(block, fam.down)),
+                                      weight_out_in(_path(ref, fam.down))[:, keep_ffn])
+        zero_inputs(_path(ref, fam.o), [c for c in range(heads * size) if c not in kept_q])
+        zero_inputs(_path(ref, fam.down), [c for c in range(n_ffn) if c not in keep_ffn])
+    return zeroed
+
+
 # ---- BBC News, a few hundred articles, a compact vocabulary ------------------------------------
 BBC_SEQ, BBC_VOCAB = 48, 1000
 
@@ -95,8 +157,10 @@ def bbc_small(n_train: int = 320, n_val: int = 160) -> dict[str, tuple[torch.Ten
     tiny model's embedding table stays tiny."""
     from lepton_search.workloads.bbc import bbc_splits
 
-    parts = bbc_splits(seq_len=BBC_SEQ)
-    train, val = (tuple(t[:n] for t in parts[s]) for s, n in (("train", n_train), ("val", n_val)))
+    parts = bbc_splits(seq_len=BBC_SEQ)  # sorted by topic: a seeded shuffle first, so every topic is in the cut
+    g = torch.Generator().manual_seed(0)
+    cut = {s: torch.randperm(len(parts[s][2]), generator=g)[:n] for s, n in (("train", n_train), ("val", n_val))}
+    train, val = (tuple(t[cut[s]] for t in parts[s]) for s in ("train", "val"))
     ids = train[0][train[1].bool()].numpy()
     ids = ids[ids != 0]
     values, counts = np.unique(ids, return_counts=True)
@@ -113,7 +177,7 @@ def bbc_small(n_train: int = 320, n_val: int = 160) -> dict[str, tuple[torch.Ten
 
 
 @functools.cache
-def trained_bbc(name: str, *, epochs: int = 4) -> torch.nn.Module:
+def trained_bbc(name: str, *, epochs: int = 12) -> torch.nn.Module:
     """A tiny `name`-family classifier of the 5 BBC topics trained for `epochs` (AdamW, once per session)."""
     from lepton_search.training import fit, forward
 

@@ -271,7 +271,8 @@ ATTENTION_NAME = re.compile(r"attention|attn", re.IGNORECASE)
 
 def unrecorded_attention(model: nn.Module, table: FamilyTable | None = None) -> list[str]:
     """Names of the attention-like modules of `model` no family record covers: a module whose class name says
-    attention (`...Attention`, `...Attn`) and that holds weights, outside every recorded block and other than
+    attention (`...Attention`, `...Attn`) and that holds two or more Linear / Conv1D children of its own (its
+    projections: a whole model named `...AttentionClassifier` is not one), outside every recorded block and other than
     torch's own `nn.MultiheadAttention` (which `prune.kept_whole` keeps whole); outermost ones only."""
     from torch import nn
 
@@ -282,7 +283,7 @@ def unrecorded_attention(model: nn.Module, table: FamilyTable | None = None) -> 
             continue
         if isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
             continue
-        if ATTENTION_NAME.search(type(m).__name__) and any(True for _ in m.parameters()):
+        if ATTENTION_NAME.search(type(m).__name__) and sum(_linear_like(c) for c in m.children()) >= 2:
             found.append(name)
     return found
 
