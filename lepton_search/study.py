@@ -33,7 +33,7 @@ from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.rejection import EarlyRejection
 from lepton_search.space import CompressionConfig, SearchSpace
 from lepton_search.storage import open_storage, redact, retry_history
-from lepton_search.techniques import export, finetune, prune, prune_transformer, stages
+from lepton_search.techniques import export, families, finetune, prune, stages
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.training import progress
 from lepton_search.workloads import Workload
@@ -389,7 +389,8 @@ def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_d
     graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names)
     space = acting_space(workload, space, graph, verbose=verbose)
     if space.finetune_epochs[1] > 0 and verbose:  # the family's recipe, made concrete (`start` stores it)
-        family = "Transformer encoder" if prune_transformer.is_transformer(workload.model) else "non-Transformer"
+        record = families.family_of(workload.model)
+        family = f"{record.name} family" if record is not None else "non-Transformer"
         how = "as given" if given.optimizer != "auto" and given.lr is not None else f"the {family} default"
         logger.info("fine-tune recipe (%s; set finetune.optimizer / finetune.lr to change it): %s", how,
                     finetune.describe_recipe(finetune.recipe_for(workload.model, given),

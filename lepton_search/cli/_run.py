@@ -60,7 +60,7 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
     from lepton_search.space import transformer_space
     from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for
     from lepton_search.study import make_target
-    from lepton_search.techniques import prune_transformer
+    from lepton_search.techniques import families
 
     _quiet_optuna()
     space_obj = SearchSpace.from_yaml(space) if space else default_space()
@@ -71,7 +71,7 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
     space_obj = _with_sampler(space_obj, sampler)
     make_target(target, space_obj)  # unknown target fails before any data is loaded
     wl = _workload(workload, data_dir)
-    if not space and prune_transformer.is_transformer(wl.model):  # a BERT- or ViT-style classifier
+    if not space and families.family_of(wl.model) is not None:  # a Transformer of a family record
         tokens = wl.seq_len is not None
         space_obj = _with_sampler(transformer_space(tokens=tokens), sampler)
         what = "tokens, layers, heads, INT8" if tokens else "layers, heads, INT8; no seq_len: the model takes no tokens"

@@ -16,7 +16,7 @@ from lepton_search.records import CARD_ARTIFACT, CONFIG_ARTIFACT, BaseRecord, Tr
 from lepton_search.space import KNOBS
 from lepton_search.tasks import stored_task
 from lepton_search.techniques import fusion, int8_dynamic
-from lepton_search.workloads import LSTM_FAMILY
+from lepton_search.workloads import LSTM_FAMILY, TRANSFORMER_FAMILY
 
 FORMAT = "lepton-search/config-2"  # 2: config is a knob -> value mapping with every knob; metrics from the record
 _NOT_METRICS = {"config", "versions", "seed", "extra", "schema"}
@@ -121,7 +121,7 @@ def _int8_route(base: dict[str, Any]) -> str:
     dtypes = [i.get("dtype") for i in inputs]
     shapes = [i["shape"] for i in inputs] if all("shape" in i for i in inputs) else None
     if int8_dynamic.dynamic_route(dtypes, lstm=base.get("family") == LSTM_FAMILY, shapes=shapes,
-                                  attention=base.get("family") == "Transformer"):
+                                  attention=base.get("family") == TRANSFORMER_FAMILY):
         return "INT8 weights, activations quantized at run time (ONNX Runtime dynamic)"
     return "INT8 weights and activations (NNCF, static)"
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from lepton_search.errors import ConfigError
 from lepton_search.space import FinetuneSettings
 from lepton_search.tasks import Task, get_task
-from lepton_search.techniques import layer_distill, prune_transformer
+from lepton_search.techniques import families, layer_distill
 from lepton_search.training import RECIPES, ModelInputs, fit, forward, split_batch
 
 
@@ -46,18 +46,20 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: in
 
 
 def recipe_for(model: nn.Module, settings: FinetuneSettings) -> FinetuneSettings:
-    """`settings` with its optimizer and rate made concrete for `model`: "auto" is AdamW for a Transformer encoder
-    (`prune_transformer.is_transformer`), SGD otherwise; no `lr` is the optimizer's rate (`training.RECIPES`).
+    """`settings` with its optimizer and rate made concrete for `model`: "auto" is its family record's (`Family.optimizer`,
+    `Family.lr`: AdamW for every built-in Transformer family), SGD for a model of no family; no `lr` is the record's
+    rate, else the optimizer's (`training.RECIPES`).
 
     Example:
         >>> recipe_for(nn.Linear(4, 2), FinetuneSettings()).optimizer, recipe_for(nn.Linear(4, 2), FinetuneSettings()).lr
         ('sgd', 0.005)
     """
-    transformer = prune_transformer.is_transformer(model)
+    family = families.family_of(model)
     optimizer = settings.optimizer
     if optimizer == "auto":
-        optimizer = "adamw" if transformer else "sgd"
-    lr = RECIPES[optimizer].lr if settings.lr is None else settings.lr
+        optimizer = family.optimizer if family else "sgd"
+    own = family.lr if family is not None and family.optimizer == optimizer else None
+    lr = settings.lr if settings.lr is not None else own if own is not None else RECIPES[optimizer].lr
     return dataclasses.replace(settings, optimizer=optimizer, lr=lr, device=resolve_device(settings.device))
 
 

@@ -31,18 +31,21 @@ from torch import nn
 from lepton_search.errors import ConfigError
 from lepton_search.logging import routed_to_debug, stage
 from lepton_search.space import SearchSpace
-from lepton_search.techniques import prune_transformer
+from lepton_search.techniques import families, prune_transformer
 from lepton_search.techniques.int8_dynamic import ATTENTION_OPS
 from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict
 
 
 def model_type(model: nn.Module) -> str:
-    """The optimizer's `model_type` for `model`'s encoder layout ("bert" or "vit"); refused for a model with none."""
-    layers = prune_transformer.encoder_layers(model)
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no Transformer encoder layer for ONNX Runtime's transformer "
-                         "optimizer to fuse")
-    return prune_transformer.layout_of(layers[0]).name
+    """The optimizer's `model_type` for `model`'s family (its record's `fusion`: "bert", "vit", "gpt2"); refused for
+    a model with no family record, or whose family the optimizer has no model type for (Llama)."""
+    family = families.family_of(model)
+    if family is None:
+        raise ValueError(f"{type(model).__name__} has no Transformer encoder layer or decoder block of a known family "
+                         "for ONNX Runtime's transformer optimizer to fuse")
+    if family.fusion is None:
+        raise ValueError(f"ONNX Runtime's transformer optimizer has no model type for the {family.name!r} family")
+    return family.fusion
 
 
 def fuse(graph: onnx.ModelProto, model: nn.Module) -> tuple[onnx.ModelProto, dict[str, int]]:
@@ -78,9 +81,12 @@ class Fusion(Technique):
         if "ort" not in space.domain("fusion"):
             return Verdict()
         workload = ctx.workload
-        if not prune_transformer.is_transformer(workload.model):
-            raise ConfigError("knobs.fusion", "ort", f"workload {workload.name!r} has no Transformer encoder layer "
-                              "(BERT or ViT layout) for ONNX Runtime's transformer optimizer; remove the knob")
+        family = families.family_of(workload.model)
+        if family is None or family.fusion is None:
+            what = (f"no Transformer encoder layer or decoder block of a known family ({', '.join(families.FAMILIES.names)})"
+                    if family is None else f"{family.name!r} blocks, for which ONNX Runtime's optimizer has no model type")
+            raise ConfigError("knobs.fusion", "ort", f"workload {workload.name!r} has {what} for ONNX Runtime's "
+                              "transformer optimizer; remove the knob")
         if 8 in space.bits and "static" in space.domain("int8_mode"):
             raise ConfigError("knobs.fusion", "ort", "NNCF's static INT8 cannot quantize fused contrib ops; search "
                               "int8_mode auto or dynamic with fusion, or static without it")

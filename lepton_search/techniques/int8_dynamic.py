@@ -100,13 +100,11 @@ def module_takes_dynamic_route(module, input_dtypes: Iterable[str], *, shapes: I
     `shapes`, unless `int8_mode` says otherwise."""
     from torch import nn
 
-    from lepton_search.techniques import prune_transformer
+    from lepton_search.techniques import families
 
     def rule() -> bool:
-        attention = prune_transformer.is_transformer(module) or any(
-            isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer)) for m in module.modules())
         return dynamic_route(input_dtypes, lstm=any(isinstance(m, nn.LSTM) for m in module.modules()), shapes=shapes,
-                             attention=attention)
+                             attention=families.has_attention(module))
 
     return _by_mode(int8_mode, rule)
 

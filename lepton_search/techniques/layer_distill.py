@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from lepton_search.techniques import prune_transformer
+from lepton_search.techniques import families
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -36,14 +36,14 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
 
 @contextmanager
 def hidden_states(model: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Within the block, the output of each encoder layer of `model` (`prune_transformer.encoder_layers`), appended
+    """Within the block, the output of each encoder layer of `model` (`families.blocks`), appended
     in order as the model runs."""
     states: list[torch.Tensor] = []
 
     def keep(_module: nn.Module, _inputs: object, output: object) -> None:
         states.append(output[0] if isinstance(output, tuple) else output)
 
-    handles = [layer.register_forward_hook(keep) for layer in prune_transformer.encoder_layers(model)]
+    handles = [layer.register_forward_hook(keep) for layer in families.blocks(model)]
     try:
         yield states
     finally:

@@ -7,7 +7,7 @@ from typing import Any
 
 from lepton_search.errors import ConfigError
 from lepton_search.space import CompressionConfig, SearchSpace
-from lepton_search.techniques import prune_transformer
+from lepton_search.techniques import families, prune_transformer
 from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict
 
 
@@ -19,14 +19,15 @@ class Layers(Technique):
 
     def refit_auto(self, config: CompressionConfig, model: Any) -> bool:
         # the head reads features of another depth: on bbc-minilm a refit took 3 layers from 93.19% to 96.71%
-        return bool(config.layers) and prune_transformer.is_transformer(model)
+        return bool(config.layers) and families.family_of(model) is not None
 
     def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
         depths = [v for v in space.domain("layers") if v]
-        have = len(prune_transformer.encoder_layers(ctx.workload.model))
+        have = len(families.blocks(ctx.workload.model))
         if depths and not have:
             raise ConfigError("knobs.layers", depths[0], f"workload {ctx.workload.name!r} has no Transformer encoder "
-                              "layer (BERT or ViT layout) to drop; remove the knob")
+                              f"layer or decoder block of a known family ({', '.join(families.FAMILIES.names)}) to "
+                              "drop; remove the knob")
         if depths and max(depths) > have:
             raise ConfigError("knobs.layers", max(depths), f"is more than the model's {have} encoder layers; give "
                               f"1..{have} (0: all)")

@@ -1,19 +1,22 @@
-"""Structured pruning of Transformer encoders: whole attention heads and FFN channels leave the graph.
+"""Structured pruning of Transformer blocks: whole attention heads, MLP channels and top layers leave the graph.
 
-An encoder layer is found by its layout, so this module needs no `transformers` import. Two layouts are known
-(`LAYOUTS`), one small record each:
+Every block is read through its family record (`families.Family`: BERT, DistilBERT, ViT, GPT-2, Llama), so this
+module needs no `transformers` import and names no architecture.
 
-    BERT family (BERT, MiniLM, RoBERTa, ELECTRA...)     ViT / DeiT in transformers 5
-    layer.attention.self.{query,key,value}              layer.attention.{q,k,v}_proj
-    layer.attention.output.dense                        layer.attention.o_proj
-    layer.intermediate.dense                            layer.mlp.fc1
-    layer.output.dense                                  layer.mlp.fc2
+- **Heads** go by key/value group: a group is one key/value head and the query heads that read it (one query
+  head where there is no grouped-query attention). Removing group g deletes its query heads' rows of q, its rows
+  of k and v and its query heads' columns of the output projection. A ratio is applied to the groups and rounded
+  down to whole groups removed (`keep_count`): a Llama with 2 key/value groups loses a group at ratio >= 0.5 and
+  none below. The query heads per group (Llama's `num_key_value_groups`) and the head size are unchanged.
+- **MLP channels**: removing channel c deletes row c of the up projection (and of the gate, for a gated MLP) and
+  column c of the down projection.
+- **Layers** (`keep_layers`): the top blocks leave; `config.num_hidden_layers` follows.
 
-Removing head h deletes its rows of query/key/value and its columns of the output projection; removing
-FFN channel c deletes row c of the FFN's first Linear and column c of its second. The residual width
-(hidden size) is left whole: every LayerNorm, the embeddings and the head keep their shapes. Heads and
-channels are ranked by L1 magnitude of all the weights that go with them (the same criterion as
-`prune.prune_structured`).
+The residual width (hidden size) is left whole: every LayerNorm, the embeddings and the head keep their shapes.
+Units are ranked by L1 magnitude of all the weights that go with them (the same criterion as
+`prune.prune_structured`). GPT-2's `Conv1D` holds its weight transposed ((in, out)): it is sliced as such.
+Model configs are not written (one config object is shared by every layer; forward reads the modules'
+attributes), except `num_hidden_layers` when layers go.
 
 Example:
     >>> from transformers import BertConfig, BertModel  # doctest: +SKIP
@@ -31,78 +34,67 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Layout:
-    """Where one encoder-layer layout keeps the Linears that go with a head or an FFN channel (dotted paths
-    from the layer; `head_size`: the attribute of the attention module holding the size of one head)."""
-
-    name: str
-    attention: str
-    qkv: tuple[str, str, str]
-    out: str
-    up: str
-    down: str
-    head_size: str
-
-
-LAYOUTS = (
-    Layout("bert", attention="attention.self", qkv=("query", "key", "value"), out="attention.output.dense",
-           up="intermediate.dense", down="output.dense", head_size="attention_head_size"),
-    Layout("vit", attention="attention", qkv=("q_proj", "k_proj", "v_proj"), out="attention.o_proj",
-           up="mlp.fc1", down="mlp.fc2", head_size="head_dim"),
-)
+from lepton_search.techniques import families
+from lepton_search.techniques.families import Family, path, set_path
 
 
 @dataclass(frozen=True)
-class EncoderLayerShape:
-    """What pruning left in one encoder layer."""
+class BlockShape:
+    """What pruning left in one block; `kv_heads` None: one key/value head per query head."""
 
     heads: int
     head_size: int
     ffn_channels: int
+    kv_heads: int | None = None
 
 
-def encoder_layers(model: nn.Module) -> list[nn.Module]:
-    """The encoder layers of a known layout inside `model`, in registration order (empty: none)."""
-    return [m for m in model.modules() if layout_of(m) is not None]
+EncoderLayerShape = BlockShape  # its name before decoders had records
 
 
-def is_transformer(model: nn.Module) -> bool:
-    """True when `model` holds encoder layers this module knows how to prune."""
-    return bool(encoder_layers(model))
+def layer_shapes(model: nn.Module) -> list[BlockShape]:
+    return [block_shape(block, fam) for _, block, fam in families.named_blocks(model)]
 
 
-def layout_of(module: nn.Module) -> Layout | None:
-    """The layout `module` is an encoder layer of, None when it is none."""
-    for layout in LAYOUTS:
-        attn = _path(module, layout.attention)
-        linears = [_path(attn, name) for name in layout.qkv] + [_path(module, p) for p in (layout.out, layout.up, layout.down)]
-        if all(isinstance(lin, nn.Linear) for lin in linears) and isinstance(getattr(attn, layout.head_size, None), int):
-            return layout
-    return None
+def block_shape(block: nn.Module, family: Family | None = None) -> BlockShape:
+    fam = family or _family(block)
+    heads, kv, size = attention_shape(block, fam)
+    return BlockShape(heads, size, _out_features(path(block, fam.up)), kv if kv != heads else None)
 
 
-def layer_shapes(model: nn.Module) -> list[EncoderLayerShape]:
-    return [EncoderLayerShape(_heads(layer), _head_size(layer), _ffn(layer)[0].out_features)
-            for layer in encoder_layers(model)]
+def attention_shape(block: nn.Module, family: Family | None = None) -> tuple[int, int, int]:
+    """(query heads, key/value heads, head size) of `block`, read off its weights and head-size attribute."""
+    fam = family or _family(block)
+    size = getattr(path(block, fam.attention), fam.head_size)
+    if fam.fused_qkv:
+        width = _out_features(path(block, fam.qkv[0])) // 3
+        return width // size, width // size, size
+    q, k, _ = (_out_features(path(block, p)) for p in fam.qkv)
+    return q // size, k // size, size
 
 
-def head_scores(layer: nn.Module) -> torch.Tensor:
-    """L1 magnitude per head: its query/key/value rows (weights and biases) and output-projection columns."""
-    size, score = _head_size(layer), torch.zeros(_heads(layer))
-    for lin in _qkv(layer):
-        rows = lin.weight.detach().abs().sum(dim=1) + (lin.bias.detach().abs() if lin.bias is not None else 0)
-        score += rows.view(-1, size).sum(dim=1)
-    score += _out(layer).weight.detach().abs().sum(dim=0).view(-1, size).sum(dim=1)
+# ---- ranking ----------------------------------------------------------------------------------
+def head_scores(layer: nn.Module, family: Family | None = None) -> torch.Tensor:
+    """L1 magnitude per key/value group (per head without grouped-query attention): its query heads' q rows,
+    its k and v rows (weights and biases) and its query heads' output-projection columns."""
+    fam = family or _family(layer)
+    heads, kv, size = attention_shape(layer, fam)
+    per_q = torch.zeros(heads)
+    per_kv = torch.zeros(kv)
+    for part, rows in zip("qkv", _qkv_row_l1(layer, fam)):
+        target = per_q if part == "q" else per_kv
+        target += rows.view(-1, size).sum(dim=1)
+    per_q += _rows(path(layer, fam.o)).abs().sum(dim=0).view(-1, size).sum(dim=1)
+    return per_kv + per_q.view(kv, heads // kv).sum(dim=1)
+
+
+def ffn_scores(layer: nn.Module, family: Family | None = None) -> torch.Tensor:
+    """L1 magnitude per MLP channel: its row of the up projection (and gate; with biases) and column of down."""
+    fam = family or _family(layer)
+    score = _rows(path(layer, fam.down)).abs().sum(dim=0)
+    for p in (fam.up, fam.gate):
+        if p:
+            score = score + _row_l1(path(layer, p))
     return score
-
-
-def ffn_scores(layer: nn.Module) -> torch.Tensor:
-    """L1 magnitude per FFN channel: its row of the FFN's first Linear (with bias) and column of its second."""
-    up, down = _ffn(layer)
-    score = up.weight.detach().abs().sum(dim=1) + down.weight.detach().abs().sum(dim=0)
-    return score + (up.bias.detach().abs() if up.bias is not None else 0)
 
 
 def keep_count(n: int, ratio: float, round_to: int = 1) -> int:
@@ -114,57 +106,72 @@ def keep_count(n: int, ratio: float, round_to: int = 1) -> int:
     return min(n, max(keep, round_to, 1))
 
 
-def prune_heads(layer: nn.Module, keep: torch.Tensor) -> None:
-    """Keep only heads `keep` (indices) of `layer`, in place."""
-    layout, size = layout_of(layer), _head_size(layer)
-    attn = _path(layer, layout.attention)
+# ---- pruning ----------------------------------------------------------------------------------
+def prune_heads(layer: nn.Module, keep: torch.Tensor, family: Family | None = None) -> None:
+    """Keep only key/value groups `keep` (indices; heads without grouped-query attention) of `layer`, in place."""
+    fam = family or _family(layer)
+    heads, kv, size = attention_shape(layer, fam)
+    per_group = heads // kv
     keep = keep.sort().values
-    channels = (keep[:, None] * size + torch.arange(size)).flatten()
-    for name in layout.qkv:
-        setattr(attn, name, _slice_linear(getattr(attn, name), out_idx=channels))
-    _set_path(layer, layout.out, _slice_linear(_out(layer), in_idx=channels))
-    # transformers reshapes with -1 heads, but keeps these for anything that reads them.
-    attn.num_attention_heads = len(keep)
-    if hasattr(attn, "all_head_size"):
-        attn.all_head_size = len(keep) * size
+    kv_ch = _channels(keep, size)
+    q_ch = _channels((keep[:, None] * per_group + torch.arange(per_group)).flatten(), size)
+    if fam.fused_qkv:  # q | k | v side by side, each `heads * size` wide
+        width = heads * size
+        fused = torch.cat([q_ch, kv_ch + width, kv_ch + 2 * width])
+        set_path(layer, fam.qkv[0], _slice(path(layer, fam.qkv[0]), out_idx=fused))
+    else:
+        for p, ch in zip(fam.qkv, (q_ch, kv_ch, kv_ch)):
+            set_path(layer, p, _slice(path(layer, p), out_idx=ch))
+    set_path(layer, fam.o, _slice(path(layer, fam.o), in_idx=q_ch))
+    attn = path(layer, fam.attention)
+    if fam.heads:  # transformers reshapes with -1 heads, but keeps these for anything that reads them
+        setattr(attn, fam.heads, len(q_ch) // size)
+    for attr in fam.widths:  # GPT-2 splits c_attn's output at split_size
+        setattr(attn, attr, len(q_ch))
 
 
-def prune_ffn(layer: nn.Module, keep: torch.Tensor) -> None:
-    """Keep only FFN channels `keep` (indices) of `layer`, in place."""
-    layout, (up, down) = layout_of(layer), _ffn(layer)
+def prune_ffn(layer: nn.Module, keep: torch.Tensor, family: Family | None = None) -> None:
+    """Keep only MLP channels `keep` (indices) of `layer`, in place."""
+    fam = family or _family(layer)
     keep = keep.sort().values
-    _set_path(layer, layout.up, _slice_linear(up, out_idx=keep))
-    _set_path(layer, layout.down, _slice_linear(down, in_idx=keep))
+    for p in (fam.up, fam.gate):
+        if p:
+            set_path(layer, p, _slice(path(layer, p), out_idx=keep))
+    set_path(layer, fam.down, _slice(path(layer, fam.down), in_idx=keep))
 
 
-def prune_encoder(model: nn.Module, ratio: float, round_to: int = 1, *, heads: bool = True,
-                  ffn: bool = True) -> nn.Module:
-    """A copy of `model` with `ratio` of the attention heads and of the FFN channels of every encoder layer
-    removed (the weakest by L1 magnitude); `round_to` > 1 keeps a multiple of that many FFN channels."""
+def prune_blocks(model: nn.Module, ratio: float, round_to: int = 1, *, heads: bool = True,
+                 ffn: bool = True) -> nn.Module:
+    """A copy of `model` with `ratio` of the key/value groups (heads) and of the MLP channels of every block
+    removed (the weakest by L1 magnitude); `round_to` > 1 keeps a multiple of that many MLP channels."""
     if not 0 <= ratio < 1:
         raise ValueError(f"prune ratio must lie in [0, 1), got {ratio!r}")
     model = copy.deepcopy(model).eval()
     if ratio == 0:
         return model
-    layers = encoder_layers(model)
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no encoder layer of a known layout "
-                         f"({', '.join(layout.name for layout in LAYOUTS)}; see prune_transformer.LAYOUTS)")
-    for layer in layers:
+    found = families.named_blocks(model)
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no encoder layer of a known layout nor any block of a family "
+                         f"record ({', '.join(families.FAMILIES.names)}; see techniques/families.py)")
+    for _, layer, fam in found:
         if heads:
-            n = _heads(layer)
-            prune_heads(layer, head_scores(layer).topk(keep_count(n, ratio)).indices)
+            kv = attention_shape(layer, fam)[1]
+            prune_heads(layer, head_scores(layer, fam).topk(keep_count(kv, ratio)).indices, fam)
         if ffn:
-            n = _ffn(layer)[0].out_features
-            prune_ffn(layer, ffn_scores(layer).topk(keep_count(n, ratio, round_to)).indices)
+            n = _out_features(path(layer, fam.up))
+            prune_ffn(layer, ffn_scores(layer, fam).topk(keep_count(n, ratio, round_to)).indices, fam)
     return model
 
 
+prune_encoder = prune_blocks  # its name before decoders had records
+
+
 def keep_layers(model: nn.Module, n: int) -> nn.Module:
-    """`model` (in place) with only its first `n` encoder layers: the top ones leave the graph (dropping the top
+    """`model` (in place) with only its first `n` blocks: the top ones leave the graph (dropping the top
     layers of a pretrained BERT costs least accuracy: Sajjad et al., "On the effect of dropping layers of
-    pre-trained transformer models", 2023); `config.num_hidden_layers` follows. 0 keeps them all."""
-    layers = encoder_layers(model)
+    pre-trained transformer models", 2023); `config.num_hidden_layers` follows (Llama's forward reads it), and a
+    per-layer `config.layer_types` list is cut to match. 0 keeps them all."""
+    layers = families.blocks(model)
     if n <= 0 or n >= len(layers):
         if n > len(layers):
             raise ValueError(f"layers {n} is more than the model's {len(layers)} encoder layers")
@@ -175,62 +182,87 @@ def keep_layers(model: nn.Module, n: int) -> nn.Module:
         if child is holder:
             parent_name, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, attr, nn.ModuleList(kept))
-    for m in model.modules():
-        config = getattr(m, "config", None)
-        if config is not None and hasattr(config, "num_hidden_layers"):
+    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
+    for config in configs.values():  # one shared object in a transformers model: each written once
+        if hasattr(config, "num_hidden_layers"):
             config.num_hidden_layers = n
+        if isinstance(getattr(config, "layer_types", None), list):
+            config.layer_types = config.layer_types[:n]
     return model
 
 
-# ---- helpers -------------------------------------------------------------------------------
-def _path(module: nn.Module | None, path: str) -> object:
-    """`module.a.b` for path "a.b"; None where a step is missing."""
-    for name in path.split("."):
-        module = getattr(module, name, None)
-    return module
+# ---- the names before family records (the existing tests call them; new code calls `families`) ----
+def encoder_layers(model: nn.Module) -> list[nn.Module]:
+    """`families.blocks`."""
+    return families.blocks(model)
 
 
-def _set_path(module: nn.Module, path: str, value: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(_path(module, parent) if parent else module, name, value)
+def is_transformer(model: nn.Module) -> bool:
+    """`families.family_of(model) is not None`."""
+    return families.family_of(model) is not None
 
 
-def _qkv(layer: nn.Module) -> list[nn.Linear]:
-    layout = layout_of(layer)
-    return [getattr(_path(layer, layout.attention), name) for name in layout.qkv]
+def layout_of(module: nn.Module) -> Family | None:
+    """`families.family_of_block`."""
+    return families.family_of_block(module)
 
 
-def _out(layer: nn.Module) -> nn.Linear:
-    return _path(layer, layout_of(layer).out)
+# ---- helpers ----------------------------------------------------------------------------------
+def _family(block: nn.Module) -> Family:
+    fam = families.family_of_block(block)
+    if fam is None:
+        raise ValueError(f"{type(block).__name__} is no block of a family record ({', '.join(families.FAMILIES.names)})")
+    return fam
 
 
-def _ffn(layer: nn.Module) -> tuple[nn.Linear, nn.Linear]:
-    layout = layout_of(layer)
-    return _path(layer, layout.up), _path(layer, layout.down)
+def _is_linear(lin: nn.Module) -> bool:
+    return isinstance(lin, nn.Linear)
 
 
-def _head_size(layer: nn.Module) -> int:
-    layout = layout_of(layer)
-    return getattr(_path(layer, layout.attention), layout.head_size)
-
-
-def _heads(layer: nn.Module) -> int:
-    return _qkv(layer)[0].out_features // _head_size(layer)
-
-
-def _slice_linear(lin: nn.Linear, *, out_idx: torch.Tensor | None = None,
-                  in_idx: torch.Tensor | None = None) -> nn.Linear:
-    """A new Linear holding the rows `out_idx` and columns `in_idx` of `lin` (None: all)."""
+def _rows(lin: nn.Module) -> torch.Tensor:
+    """The weight as (out, in), detached: an nn.Linear's own, a Conv1D's transposed."""
     w = lin.weight.detach()
+    return w if _is_linear(lin) else w.t()
+
+
+def _out_features(lin: nn.Module) -> int:
+    return lin.weight.shape[0] if _is_linear(lin) else lin.weight.shape[1]
+
+
+def _row_l1(lin: nn.Module) -> torch.Tensor:
+    """L1 magnitude of each output row with its bias."""
+    score = _rows(lin).abs().sum(dim=1)
+    return score + (lin.bias.detach().abs() if lin.bias is not None else 0)
+
+
+def _qkv_row_l1(layer: nn.Module, fam: Family) -> list[torch.Tensor]:
+    if fam.fused_qkv:
+        return list(_row_l1(path(layer, fam.qkv[0])).chunk(3))
+    return [_row_l1(path(layer, p)) for p in fam.qkv]
+
+
+def _channels(units: torch.Tensor, size: int) -> torch.Tensor:
+    return (units[:, None] * size + torch.arange(size)).flatten()
+
+
+def _slice(lin: nn.Module, *, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None) -> nn.Module:
+    """A new module of `lin`'s kind holding its output rows `out_idx` and input columns `in_idx` (None: all)."""
+    w = _rows(lin)
     b = lin.bias.detach() if lin.bias is not None else None
     if out_idx is not None:
         w = w[out_idx]
         b = b[out_idx] if b is not None else None
     if in_idx is not None:
         w = w[:, in_idx]
-    new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
+    if _is_linear(lin):
+        new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
+        weight = w
+    else:  # transformers' Conv1D(nf, nx): weight (nx, nf), always a bias
+        new = type(lin)(w.shape[0], w.shape[1]).to(device=w.device, dtype=w.dtype)
+        weight = w.t()
     with torch.no_grad():
-        new.weight.copy_(w)
+        new.weight.copy_(weight)
         if b is not None:
             new.bias.copy_(b)
+    new.train(lin.training)
     return new

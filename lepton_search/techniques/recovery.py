@@ -18,7 +18,7 @@ from typing import Any
 from lepton_search.errors import ConfigError
 from lepton_search.logging import stage
 from lepton_search.space import CompressionConfig, FinetuneSettings, SearchSpace
-from lepton_search.techniques import finetune, prune_transformer, qat
+from lepton_search.techniques import families, finetune, qat
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.techniques.stages import (
     Build,
@@ -73,10 +73,10 @@ class Recovery(Technique):
     name, knobs, stage, order, keyed = "recovery", ("finetune_epochs",), "train", 0, False
 
     def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
-        if space.finetune.hidden_weight and not prune_transformer.is_transformer(ctx.workload.model):
+        if space.finetune.hidden_weight and families.family_of(ctx.workload.model) is None:
             raise ConfigError("finetune.hidden_weight", space.finetune.hidden_weight, f"workload "
-                              f"{ctx.workload.name!r} has no Transformer encoder layer whose hidden states a student "
-                              "could match; set 0")
+                              f"{ctx.workload.name!r} has no Transformer encoder layer or decoder block whose hidden "
+                              "states a student could match; set 0")
         return Verdict()
 
     def apply(self, build: Build) -> None:

@@ -13,9 +13,16 @@ import importlib
 from collections.abc import Callable
 
 from lepton_search.errors import ConfigError, did_you_mean
-from lepton_search.workloads._base import LSTM_FAMILY, InputSpec, Workload, model_family, top1_accuracy
+from lepton_search.workloads._base import (
+    LSTM_FAMILY,
+    TRANSFORMER_FAMILY,
+    InputSpec,
+    Workload,
+    model_family,
+    top1_accuracy,
+)
 
-__all__ = ["LSTM_FAMILY", "InputSpec", "Workload", "build_factory", "get", "list_workloads", "load_factory", "model_family", "register",
+__all__ = ["LSTM_FAMILY", "TRANSFORMER_FAMILY", "InputSpec", "Workload", "build_factory", "get", "list_workloads", "load_factory", "model_family", "register",
            "top1_accuracy"]
 
 # name -> "module:function"; a factory returns a ready (trained) Workload.

@@ -28,7 +28,7 @@ from torch.utils.data import (
 
 from lepton_search.errors import ConfigError
 from lepton_search.tasks import Task, get_task
-from lepton_search.techniques import prune_transformer
+from lepton_search.techniques import families
 from lepton_search.techniques.embeddings import check_embedding_ids
 from lepton_search.techniques.export import OUTPUT_NAME, input_names
 from lepton_search.training import split_batch
@@ -57,6 +57,7 @@ class InputSpec:
 
 
 LSTM_FAMILY = "RNN (LSTM)"  # model_family's name for a model with an LSTM (its INT8 route is dynamic)
+TRANSFORMER_FAMILY = "Transformer"  # ... and for one with self-attention (`families.has_attention`; dynamic too)
 
 
 def model_family(model: nn.Module) -> str:
@@ -70,9 +71,8 @@ def model_family(model: nn.Module) -> str:
         'RNN (LSTM)'
     """
     modules = list(model.modules())
-    if prune_transformer.is_transformer(model) or any(
-            isinstance(m, (nn.MultiheadAttention, nn.TransformerEncoderLayer)) for m in modules):
-        return "Transformer"
+    if families.has_attention(model):
+        return TRANSFORMER_FAMILY
     for cls, name in ((nn.LSTM, LSTM_FAMILY), (nn.GRU, "RNN (GRU)"), (nn.RNN, "RNN")):
         if any(isinstance(m, cls) for m in modules):
             return name
