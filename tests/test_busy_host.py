@@ -12,7 +12,7 @@ from torch import nn
 
 from lepton_search import SearchSpace, load, search
 from lepton_search.cli import main
-from lepton_search.latency import LatencyEstimate, LatencyModel
+from lepton_search.latency import LatencyEstimate, LatencyModel, host_cpu
 from lepton_search.latency.host_cpu import HostCpuLatency, busy_reason, other_runnable
 from lepton_search.results.report import front_table
 from lepton_search.techniques.export import to_onnx
@@ -54,12 +54,19 @@ def test_busy_reason_reads_other_tasks_and_the_spread(tmp_path):
     assert other_runnable(tmp_path / "missing") is None
 
 
-def test_a_timing_whose_spread_stays_over_max_cv_is_flagged(tmp_path):
+def test_a_timing_whose_spread_stays_over_max_cv_is_flagged(tmp_path, monkeypatch):
+    """The host's figures as the timing saw them: the fewest other runnable threads seen before and after the
+    round (a task that came and went is not a load; one reading without /proc is none at all), the higher of
+    the load averages before and after."""
     path = tmp_path / "m.onnx"
     to_onnx(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)).eval(), torch.randn(1, 64), path)
-    est = HostCpuLatency(runs=20, max_cv=0.0, max_repeats=1).latency(path)
-    assert "timing spread cv" in est.details["busy"] and est.details["load_avg_1min"] >= 0
-    assert est.details["other_runnable"] is None or est.details["other_runnable"] >= 0
+    for seen, others in (([3, 1], 1), ([2, None], None)):
+        readings, loads = iter(seen), iter([(0.5, 0.0, 0.0), (1.5, 0.0, 0.0)])
+        monkeypatch.setattr(host_cpu, "other_runnable", readings.__next__)
+        monkeypatch.setattr(os, "getloadavg", loads.__next__)
+        est = HostCpuLatency(runs=20, max_cv=0.0, max_repeats=1).latency(path)
+        assert "timing spread cv" in est.details["busy"]
+        assert (est.details["other_runnable"], est.details["load_avg_1min"]) == (others, 1.5)
 
 
 def test_busy_timings_are_flagged_everywhere_until_remeasured(digits_mlp, sqlite_url, tmp_path, caplog):

@@ -85,15 +85,15 @@ def _search(workload, space, sqlite_url, monkeypatch):
     return result, trials
 
 
-def _trained(monkeypatch, *, forbid: bool) -> list[int]:
-    """Record each `fit` call that runs a training step (more epochs than it resumes from); with `forbid`, fail."""
+def _trained(monkeypatch) -> list[int]:
+    """Record each `fit` call that runs a training step (more epochs than it resumes from). The test checks the
+    list after the search: an assert in here would only fail the trial, which the search catches."""
     from lepton_search.techniques import finetune
 
     real, calls = finetune.fit, []
 
     def fit(*args, epochs, resume=None, **kwargs):
         if epochs > (resume or {}).get("epoch", 0):
-            assert not forbid, "a config rejected before fine-tuning must run no training step"
             calls.append(epochs)
         return real(*args, epochs=epochs, resume=resume, **kwargs)
 
@@ -102,9 +102,10 @@ def _trained(monkeypatch, *, forbid: bool) -> list[int]:
 
 
 def test_dominated_config_runs_no_training_step(digits_mlp, sqlite_url, monkeypatch):
-    _trained(monkeypatch, forbid=True)
+    trained = _trained(monkeypatch)
     space = SearchSpace(prune_ratio=(0.25, 0.25, 0.25), bits=(32,), finetune_epochs=(0, 1), trials=2)
     result, trials = _search(digits_mlp, space, sqlite_url, monkeypatch)
+    assert trained == [], "a config rejected before fine-tuning must run no training step"
     rejected = trials[1]
     assert rejected.user_attrs[REJECTED].startswith("dominated before fine-tuning: no faster than a found point "
                                                     "(1 ms >= 1 ms)")
@@ -120,7 +121,7 @@ def test_dominated_config_runs_no_training_step(digits_mlp, sqlite_url, monkeypa
                                               ("dominated", ("accuracy", "latency_ms", "size_mb"))])
 def test_rule_off_or_a_third_objective_never_rejects(digits_mlp, sqlite_url, monkeypatch, rule, objectives):
     """A third objective (size here) could put a slower config on the front: the rule stays off there."""
-    trained = _trained(monkeypatch, forbid=False)
+    trained = _trained(monkeypatch)
     space = SearchSpace(prune_ratio=(0.25, 0.25, 0.25), bits=(32,), finetune_epochs=(0, 1), trials=2,
                         early_reject=rule, objectives=objectives)
     result, trials = _search(digits_mlp, space, sqlite_url, monkeypatch)
@@ -135,7 +136,7 @@ def test_study_tolerance_is_one_standard_error_of_the_validation_split(digits_ml
     """The study asks for the standard error of the base's accuracy on the validation split's size and passes
     it to the rule: patched to 1 (100 pt), ft1 is rejected whatever the ft0 point's accuracy, and the reason
     names the tolerance."""
-    _trained(monkeypatch, forbid=True)
+    trained = _trained(monkeypatch)
     asked = []
     monkeypatch.setattr(Task, "score_tolerance", lambda self, acc, n: asked.append((acc, n)) or 1.0)
     space = SearchSpace(prune_ratio=(0.25, 0.25, 0.25), bits=(32,), finetune_epochs=(0, 1), trials=2)
@@ -145,5 +146,7 @@ def test_study_tolerance_is_one_standard_error_of_the_validation_split(digits_ml
     result = search(digits_mlp, space, target=_SameLatency(), n_trials=2, storage=sqlite_url, study_name="t",
                     verbose=False, callbacks=[], remeasure=False)
     assert asked == [(result.base.accuracy, len(digits_mlp.dataset("val")))]
+    assert trained == [], "a config rejected before fine-tuning must run no training step"
+    assert [t.state.name for t in result.study.trials] == ["COMPLETE", "COMPLETE"]
     rejected = result.study.trials[1]
     assert rejected.user_attrs[REJECTED].endswith(f"is >= the base's {result.base.accuracy:.4g} - 1")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
@@ -11,8 +13,6 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb
 
 @pytest.mark.slow  # runs a kernel and a real search (~30 s)
 def test_quickstart_notebook_executes():
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # python3 is the kernel of the interpreter running the tests (ipykernel from the venv)
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
@@ -27,7 +27,6 @@ def test_quickstart_notebook_executes():
 
 
 def test_committed_notebook_has_outputs_and_is_small():
-    nbformat = pytest.importorskip("nbformat")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     mimes = [m for c in nb.cells if c.cell_type == "code" for o in c.outputs for m in o.get("data", {})]
     assert "application/vnd.plotly.v1+json" in mimes and "image/png" in mimes

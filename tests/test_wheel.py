@@ -7,6 +7,7 @@ not itself scanned for .pth files, so this checkout's editable install does not 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -18,6 +19,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from lepton_search.space import SearchSpace
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "lepton_search", "search_spaces")
@@ -80,6 +83,9 @@ def test_installed_wheel_runs_from_another_folder(wheel, tmp_path):
     assert Path(where).is_relative_to(fresh_site), where
     assert not Path(where).is_relative_to(REPO)
     assert "--trials" in _run([cli, "run", "--help"], elsewhere, env)
-    space = _run([str(python), "-c", "import lepton_search as ls; print(ls.default_space())"], elsewhere, env)
-    assert "SearchSpace" in space or "prune_ratio" in space
+    # the installed default space is the checkout's search_spaces/default.yaml, read as the library reads it
+    space = _run([str(python), "-c", "import json, lepton_search as ls; print(json.dumps(ls.default_space().to_dict()))"],
+                 elsewhere, env)
+    assert json.loads(space) == json.loads(json.dumps(SearchSpace.from_yaml(REPO / "search_spaces" / "default.yaml")
+                                                      .to_dict()))
     assert "host-cpu" in _run([cli, "targets"], elsewhere, env)

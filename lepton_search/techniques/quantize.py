@@ -397,9 +397,9 @@ class Quantize(Technique):
         return verdict
 
     def plan(self, build: Build) -> None:
-        specs = build.workload.inputs
+        specs, mode = build.workload.inputs, build.config.int8_mode
         build.route = plan_for(build.config.bits, dynamic=lambda: int8_dynamic.module_takes_dynamic_route(
-            build.model, [s.dtype for s in specs], shapes=[s.shape for s in specs], int8_mode=build.config.int8_mode))
+            build.model, [s.dtype for s in specs], shapes=[s.shape for s in specs], int8_mode=mode))
 
     def apply(self, build: Build) -> None:
         bits = build.config.bits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.metadata
 import importlib.util
 import json
 from pathlib import Path
@@ -51,12 +52,21 @@ def mlp(tmp_path_factory) -> Path:
     return path
 
 
-def test_cpuinfo_is_read_with_the_isa_flags_that_matter():
-    cpu = parse_cpuinfo("vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 avx512f "
-                        "avx512_vnni sha_ni\n\nvendor_id\t: AuthenticAMD\n")
+def test_cpuinfo_is_read_with_the_isa_flags_that_matter(tmp_path, monkeypatch):
+    text = ("vendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 avx512f avx512_vnni sha_ni\n"
+            "\nvendor_id\t: AuthenticAMD\n")
+    cpu = parse_cpuinfo(text)
     assert (cpu.model, cpu.vendor, cpu.isa) == ("AMD EPYC", "AuthenticAMD", ("avx2", "avx512f", "avx512_vnni"))
     assert len(cpu.isa_hash) == 8 and cpu.slug == "amd-epyc"
-    assert this_cpu().model  # whatever this host is, it has a name (or "unknown")
+    # this_cpu reads the file it is given, and adds the installed ONNX Runtime's version
+    (tmp_path / "cpuinfo").write_text(text)
+    assert this_cpu(tmp_path / "cpuinfo") == dataclasses.replace(cpu, onnxruntime=importlib.metadata.version(
+        "onnxruntime"))
+    # no cpuinfo (not Linux): the platform's processor name, else "unknown"
+    monkeypatch.setattr("platform.processor", lambda: "")
+    assert (this_cpu(tmp_path / "missing").model, this_cpu(tmp_path / "missing").vendor) == ("unknown", "unknown")
+    monkeypatch.setattr("platform.processor", lambda: "arm")
+    assert this_cpu(tmp_path / "missing").model == "arm"
 
 
 def test_nchwc_block_follows_avx512f():

@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+import transformers  # noqa: F401 - in the lock ([nlp]): missing, it fails here instead of skipping
 from hf_workload import images, tiny_vit, tiny_vit_workload
 
 from lepton_search import FinetuneSettings, SearchSpace, Workload
@@ -15,8 +16,6 @@ from lepton_search.study import prepare
 from lepton_search.techniques import layer_distill, prune_transformer
 from lepton_search.techniques.finetune import distill, frozen_copy
 from lepton_search.techniques.recovery import keyed_settings as _keyed
-
-pytest.importorskip("transformers")
 
 
 def test_the_layer_map_is_uniform_and_ends_last_to_last():

