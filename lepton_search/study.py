@@ -23,11 +23,11 @@ from typing import Any
 
 import optuna
 
-from lepton_search import records
+from lepton_search import records, samplers
 from lepton_search.candidate import InputTransform, compress, input_transform_for
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, measure_onnx
-from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, get_target, save_inputs
+from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, latency_target, save_inputs
 from lepton_search.logging import log_stage, logger, scope, stage, verbosity
 from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.rejection import EarlyRejection
@@ -96,25 +96,13 @@ def library_versions() -> dict[str, str]:
 
 
 def make_target(target: str | LatencyModel, space: SearchSpace) -> LatencyModel:
-    if isinstance(target, LatencyModel):
-        return target
-    if target == "host-cpu":
-        lat = space.latency
-        return get_target(target, threads=lat.threads, batch_size=lat.batch_size, warmup=lat.warmup,
-                          runs=lat.runs, max_cv=lat.max_cv, max_repeats=lat.max_repeats)
-    return get_target(target)
+    """The latency target `target` (`host-cpu` timed with the space's latency settings)."""
+    return latency_target(target, dataclasses.asdict(space.latency))
 
 
-def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
-    if space.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
-    if space.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if space.sampler == "gp":  # reads the trials' set_constraint values: constrained multi-objective
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=6)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True)
+def make_sampler(space: SearchSpace, seed: int, *, parallel: bool = False) -> optuna.samplers.BaseSampler:
+    """The space's sampler (`samplers.SAMPLER_REGISTRY`); `parallel`: for a worker sharing the study with others."""
+    return samplers.make_sampler(space.sampler, seed=seed, parallel=parallel)
 
 
 def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, space: SearchSpace,

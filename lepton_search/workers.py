@@ -228,9 +228,7 @@ def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler
     """The study's sampler, made safe for parallel workers (TPE with constant liar)."""
     from lepton_search.study import make_sampler
 
-    if space.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True, constant_liar=True)
-    return make_sampler(space, seed)
+    return make_sampler(space, seed, parallel=True)
 
 
 def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int | None, verbose: bool) -> WorkerReport:

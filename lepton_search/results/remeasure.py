@@ -16,19 +16,10 @@ from typing import Any
 
 import optuna
 
-from lepton_search.latency import LatencyModel, get_target, load_inputs
+from lepton_search.latency import LatencyModel, latency_target, load_inputs
 from lepton_search.latency._base import Inputs
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT
 from lepton_search.results.frame import REMEASURED, StudyFrame
-
-
-def target_for_space(target: str | LatencyModel, space: dict[str, Any]) -> LatencyModel:
-    """`host-cpu` with the study's timing settings; any other target by name."""
-    if isinstance(target, LatencyModel):
-        return target
-    if target == "host-cpu":
-        return get_target(target, **(space.get("latency") or {}))
-    return get_target(target)
 
 
 def stored_samples(store: Any, artifact_id: str | None, tmp: Path, cache: dict[str, Inputs]) -> Inputs | None:
@@ -46,7 +37,7 @@ def remeasure_study(result: StudyFrame, target: str | LatencyModel = "host-cpu",
                     repeats: int = 3) -> dict[str, Any] | None:
     """`remeasure_front` on a stored study: `host-cpu` with the study's timing settings (or `target`), fed the
     validation samples stored with the study. What to run on an idle host after a search on a busy one."""
-    model = target_for_space(target, result.study.user_attrs.get("space") or {})
+    model = latency_target(target, (result.study.user_attrs.get("space") or {}).get("latency"))
     base = result.base
     with tempfile.TemporaryDirectory(prefix="lepton_samples_") as tmp:
         inputs = stored_samples(result.artifact_store, None if base is None else base.sample_inputs_artifact_id,

@@ -22,11 +22,11 @@ from typing import Any
 import optuna
 
 from lepton_search.errors import ConfigError
-from lepton_search.latency import LatencyEstimate, LatencyModel
+from lepton_search.latency import LatencyEstimate, LatencyModel, latency_target
 from lepton_search.latency._base import Inputs
 from lepton_search.logging import logger, verbose_call
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, BaseRecord, TrialRecord
-from lepton_search.results.remeasure import stored_samples, target_for_space
+from lepton_search.results.remeasure import stored_samples
 from lepton_search.results.result import SearchResult
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -63,7 +63,7 @@ def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_s
     """Copy `study_name` into a new study (default `<study>.<target>`) with latency re-scored on `target`."""
     src = SearchResult.open(storage, study_name, artifacts=artifacts)
     space = src.study.user_attrs.get("space") or {}
-    model = target_for_space(target, space)
+    model = latency_target(target, space.get("latency"))
     objectives = src.objectives
     if "usd_per_million_inferences" in objectives and model.describe().get("usd_per_hour") is None:
         raise ConfigError("--target", model.name, "has no usd_per_hour, but the study minimises a price")
