@@ -165,12 +165,3 @@ def describe_artifact_store(store: Any) -> str:
         return str(Path(base).resolve())
     bucket = getattr(store, "bucket", None) or getattr(store, "_bucket", None)
     return f"s3://{bucket}" if bucket else type(store).__name__
-
-
-def retry_history(trial: optuna.Trial) -> list[int]:
-    """Numbers of the stale trials this one retries, oldest first ([] for a fresh trial).
-
-    Optuna 5's `Trial` has no `system_attrs`; the storage holds them (`RetryHeartbeatStaleTrialCallback`
-    writes `failed_trial` and `retry_history` there).
-    """
-    return list(trial.storage.get_trial_system_attrs(trial._trial_id).get("retry_history", []))

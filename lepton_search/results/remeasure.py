@@ -16,10 +16,11 @@ from typing import Any
 
 import optuna
 
+from lepton_search import records
 from lepton_search.latency import LatencyModel, latency_target, load_inputs
 from lepton_search.latency._base import Inputs
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT
-from lepton_search.results.frame import REMEASURED, StudyFrame
+from lepton_search.results.frame import StudyFrame
 
 
 def stored_samples(store: Any, artifact_id: str | None, tmp: Path, cache: dict[str, Inputs]) -> Inputs | None:
@@ -37,7 +38,7 @@ def remeasure_study(result: StudyFrame, target: str | LatencyModel = "host-cpu",
                     repeats: int = 3) -> dict[str, Any] | None:
     """`remeasure_front` on a stored study: `host-cpu` with the study's timing settings (or `target`), fed the
     validation samples stored with the study. What to run on an idle host after a search on a busy one."""
-    model = latency_target(target, (result.study.user_attrs.get("space") or {}).get("latency"))
+    model = latency_target(target, (records.study_space(result.study) or {}).get("latency"))
     base = result.base
     with tempfile.TemporaryDirectory(prefix="lepton_samples_") as tmp:
         inputs = stored_samples(result.artifact_store, None if base is None else base.sample_inputs_artifact_id,
@@ -58,9 +59,9 @@ def remeasure_front(result: StudyFrame, target: LatencyModel, inputs: Inputs | N
         return None
     by_number = {t.number: t for t in result.study.get_trials(deepcopy=False)}
     ids = {"base": base.onnx_artifact_id}
-    ids.update({str(int(n)): by_number[int(n)].user_attrs[ONNX_ARTIFACT] for n in front["number"]})
+    ids.update({str(int(n)): records.artifact(by_number[int(n)], ONNX_ARTIFACT) for n in front["number"]})
     times: dict[str, list[float]] = {k: [] for k in ids}
-    own = {str(int(n)): by_number[int(n)].user_attrs.get(SAMPLE_INPUTS_ARTIFACT) for n in front["number"]}
+    own = {str(int(n)): records.artifact(by_number[int(n)], SAMPLE_INPUTS_ARTIFACT) for n in front["number"]}
     with tempfile.TemporaryDirectory(prefix="lepton_remeasure_") as tmp:
         cache: dict[str, Inputs] = {}
         feeds = {key: inputs if key == "base" or own.get(key) in (None, base.sample_inputs_artifact_id)
@@ -77,5 +78,5 @@ def remeasure_front(result: StudyFrame, target: LatencyModel, inputs: Inputs | N
     out = {"repeats": repeats, "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "target": target.describe(),
            "base_latency_ms": base_ms,
            "trials": {k: {"latency_ms": min(v), "speedup": base_ms / min(v), "runs_ms": v} for k, v in times.items()}}
-    result.study.set_user_attr(REMEASURED, out)
+    records.set_remeasured(result.study, out)
     return out

@@ -21,6 +21,7 @@ from typing import Any
 
 import optuna
 
+from lepton_search import records
 from lepton_search.errors import ConfigError
 from lepton_search.latency import LatencyEstimate, LatencyModel, latency_target
 from lepton_search.latency._base import Inputs
@@ -47,9 +48,7 @@ def _new_study(storage: str, name: str, src: optuna.Study) -> optuna.Study:
     if name in optuna.get_all_study_names(storage=storage):
         raise ConfigError("--new-study", name, "exists already; pick another name")
     study = optuna.create_study(storage=storage, study_name=name, directions=src.directions)
-    for key, value in src.user_attrs.items():
-        if key != "base":
-            study.set_user_attr(key, value)
+    records.copy_study_attrs(src, study)
     if src.metric_names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # set_metric_names is marked experimental
@@ -62,7 +61,7 @@ def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_s
              artifacts: str | Path | None = None, verbose: bool = False) -> SearchResult:
     """Copy `study_name` into a new study (default `<study>.<target>`) with latency re-scored on `target`."""
     src = SearchResult.open(storage, study_name, artifacts=artifacts)
-    space = src.study.user_attrs.get("space") or {}
+    space = records.study_space(src.study) or {}
     model = latency_target(target, space.get("latency"))
     objectives = src.objectives
     if "usd_per_million_inferences" in objectives and model.describe().get("usd_per_hour") is None:
@@ -79,20 +78,20 @@ def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_s
                                                                                  "target": src.base.target}})
         base.write(dst)
         for t in src.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if ONNX_ARTIFACT not in t.user_attrs:
+            onnx_id = records.artifact(t, ONNX_ARTIFACT)
+            if onnx_id is None:
                 continue
-            old = TrialRecord.from_attrs(t.user_attrs)
-            inputs = stored_samples(src.artifact_store, t.user_attrs.get(SAMPLE_INPUTS_ARTIFACT), Path(tmp), samples)
-            lat = _score(src.artifact_store, t.user_attrs[ONNX_ARTIFACT], model, Path(tmp), inputs or base_inputs)
+            old = TrialRecord.of(t)
+            inputs = stored_samples(src.artifact_store, records.artifact(t, SAMPLE_INPUTS_ARTIFACT), Path(tmp), samples)
+            lat = _score(src.artifact_store, onnx_id, model, Path(tmp), inputs or base_inputs)
             new = old.with_latency(lat, base)
             new = dataclasses.replace(new, extra={**new.extra, "retargeted_from": {"study": study_name,
                                                                                     "trial": t.number}})
-            attrs = {**t.user_attrs, **new.to_attrs()}
+            attrs, system_attrs = records.copied_attrs(t, new)
             values = [float(new.get(o)) for o in objectives]
             dst.add_trial(optuna.trial.create_trial(
                 params=t.params, distributions=t.distributions, values=values, user_attrs=attrs,
-                # the constraints as stored (list and, in older studies, names): the copy keeps the layout
-                system_attrs={k: v for k, v in t.system_attrs.items() if k.split(":")[0] == "constraints"}))
+                system_attrs=system_attrs))
             if verbose:
                 logger.info(f"trial {t.number:3d}: {old.latency_ms:.4f} ms -> {new.latency_ms:.4f} ms "
                             f"({new.latency_source})")
