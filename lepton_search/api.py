@@ -56,7 +56,7 @@ def search(
         if isinstance(workload, str):
             workload = workloads.get(workload)
         if callbacks is None:
-            callbacks = [RoleNotes(store)]
+            callbacks = [RoleNotes(store, storage)]
         study = run_study(workload, space, target=latency_model, n_trials=n_trials, storage=storage,
                           study_name=study_name or workload.name, seed=seed, sampler=sampler, store=store,
                           callbacks=callbacks, verbose=verbose, timeout_s=timeout, checkpoints=checkpoint_store(store),

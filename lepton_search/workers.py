@@ -212,7 +212,7 @@ def run_worker(
                               checkpoints=checkpoint_store(store), queue_unseen=False,
                               after_trial=lambda trial, folder: upload_trial_files(trial, store, folder))
         try:
-            return _work(study, objective, space, n_trials, verbose)
+            return _work(study, objective, space, n_trials, verbose, storage_obj)
         except Exception as exc:
             if "database is locked" in str(exc):  # sqlite3.OperationalError through SQLAlchemy
                 raise ConfigError("storage", redact(storage), "SQLite stayed locked by other writers for 60 s; "
@@ -227,11 +227,12 @@ def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler
     return make_sampler(space, seed, parallel=True)
 
 
-def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int | None, verbose: bool) -> WorkerReport:
+def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int | None, verbose: bool,
+          study_storage: optuna.storages.BaseStorage) -> WorkerReport:
     from lepton_search.study import n_complete, run_trials
 
     report = WorkerReport()
-    notes = RoleNotes(objective.store)
+    notes = RoleNotes(objective.store, study_storage)
     start = time.perf_counter()
     study_goal = min(space.trials, space.n_configs)
     goal = n_trials if n_trials is not None else study_goal
