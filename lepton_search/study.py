@@ -32,7 +32,7 @@ from lepton_search.logging import log_stage, logger, scope, stage, verbosity
 from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.rejection import EarlyRejection
 from lepton_search.space import CompressionConfig, SearchSpace
-from lepton_search.storage import open_storage, redact
+from lepton_search.storage import TrialFiles, open_storage, redact
 from lepton_search.techniques import embeddings, export, finetune, fusion, prune, prune_transformer, quantize
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.training import progress
@@ -168,7 +168,8 @@ def _identity(space: dict) -> dict:
     return {k: v for k, v in space.items() if k not in ("trials", "anchors")}
 
 
-def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, store: Any, work_dir: Path) -> BaseRecord:
+def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, store: TrialFiles | Any,
+                 work_dir: Path) -> BaseRecord:
     """The unpruned FP32 model's metrics, measured once per study and stored with it."""
     stored = BaseRecord.of(study)
     if stored is not None:
@@ -181,8 +182,8 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
     samples = save_inputs(work_dir / SAMPLE_INPUTS_FILE, workload.sample_inputs())
     meas = measure_onnx(path, workload, target, with_test=True)
     macs, params = prune.count(workload.model, x)
-    artifact_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(path), artifact_store=store)
-    samples_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(samples), artifact_store=store)
+    files = TrialFiles.of(store)
+    artifact_id, samples_id = files.upload(study, path), files.upload(study, samples)
     base = BaseRecord(**BaseRecord.measured(meas), macs=macs, params=params, onnx_artifact_id=artifact_id,
                       target=target.describe(), workload=workload.name, family=workload.family,
                       workload_info=dict(workload.info),
@@ -235,6 +236,7 @@ class Objective:
                  checkpoints: CheckpointStore | None = None, queue_unseen: bool = True) -> None:
         self.study, self.workload, self.space, self.target = study, workload, space, target
         self.base, self.store, self.work_dir, self.seed, self.verbose = base, store, work_dir, seed, verbose
+        self.files = TrialFiles.of(store)
         self.after_trial = after_trial  # e.g. upload config.json + MODEL_CARD.md before the trial returns
         # one teacher for every trial, its outputs per training sample computed once (`finetune.CachedTeacher`)
         self.teacher = finetune.CachedTeacher(finetune.frozen_copy(workload.model))
@@ -311,13 +313,10 @@ class Objective:
         violations = self.space.violations(dataclasses.asdict(record))  # feasible when every value is <= 0
         violations[records.DOMINATED] = 1.0 if dominated else 0.0
         self.constraints.write(trial, violations)
-        artifact_id = optuna.artifacts.upload_artifact(study_or_trial=trial, file_path=str(cand.onnx_path),
-                                                       artifact_store=self.store)
-        records.set_artifact(trial, records.ONNX_ARTIFACT, artifact_id)
+        self.files.upload_onnx(trial, cand.onnx_path)
         if cand.input_transform is not None:  # a knob changed the inputs: this file's own samples travel with it
             path = save_inputs(self.work_dir / f"trial_{trial.number}_{SAMPLE_INPUTS_FILE}", dict(cand.sample_inputs))
-            records.set_artifact(trial, records.SAMPLE_INPUTS_ARTIFACT, optuna.artifacts.upload_artifact(
-                study_or_trial=trial, file_path=str(path), artifact_store=self.store))
+            self.files.upload_samples(trial, path)
             path.unlink(missing_ok=True)
         elif self.base.sample_inputs_artifact_id is not None:  # the base's samples, as every other file's
             records.set_artifact(trial, records.SAMPLE_INPUTS_ARTIFACT, self.base.sample_inputs_artifact_id)

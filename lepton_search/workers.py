@@ -36,7 +36,7 @@ from lepton_search.results.notes import RoleNotes
 from lepton_search.space import SearchSpace
 from lepton_search.storage import (
     HeartbeatSettings,
-    checkpoint_store,
+    TrialFiles,
     describe_artifact_store,
     open_artifact_store,
     open_storage,
@@ -132,22 +132,20 @@ def init_study(
         base = start(study, wl, acting, latency_model, store, work_dir)  # anchors: the first workers take them
         state_path = work_dir / "base_state_dict.pt"
         torch.save(wl.model.state_dict(), state_path)
-        artifact_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(state_path),
-                                                       artifact_store=store, storage=storage_obj)
-        records.set_base_state_artifact(study, artifact_id)  # last: its presence means "initialised"
+        artifact_id = store.upload_base_state(study, state_path, storage=storage_obj)  # last: "initialised"
     _log(verbose, f"init: study {study_name!r} in {redact(storage)}: base accuracy {base.accuracy:.4f}, "
                   f"p50 {base.latency_ms:.3f} ms; base model stored as artifact {artifact_id} in "
                   f"{describe_artifact_store(store)}")
     return study
 
 
-def load_base_state(study: optuna.Study, store: Any) -> dict[str, torch.Tensor]:
+def load_base_state(study: optuna.Study, store: TrialFiles | Any) -> dict[str, torch.Tensor]:
     """The base model's state_dict, read from the study's artifact with `weights_only=True`."""
     artifact_id = records.base_state_artifact(study)
     with tempfile.TemporaryDirectory(prefix="lepton_base_") as tmp:
         path = Path(tmp) / "base_state_dict.pt"
         try:
-            optuna.artifacts.download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(path))
+            TrialFiles.of(store).download(artifact_id, path)
         except Exception as exc:  # noqa: BLE001 - missing file / bucket / permissions
             raise ConfigError("artifacts", describe_artifact_store(store),
                               f"base model artifact {artifact_id} not found there ({type(exc).__name__}); "
@@ -209,7 +207,7 @@ def run_worker(
     with tempfile.TemporaryDirectory(prefix="lepton_worker_") as tmp:
         base = BaseRecord.of(study)
         objective = Objective(study, wl, space, latency_model, base, store, Path(tmp), space.seed, verbose,
-                              checkpoints=checkpoint_store(store), queue_unseen=False,
+                              checkpoints=store.checkpoints(), queue_unseen=False,
                               after_trial=lambda trial, folder: upload_trial_files(trial, store, folder))
         try:
             return _work(study, objective, space, n_trials, verbose, storage_obj)

@@ -13,8 +13,9 @@ from typing import Any
 import optuna
 
 from lepton_search import records
-from lepton_search.records import CARD_ARTIFACT, CONFIG_ARTIFACT, BaseRecord, TrialRecord, inputs_label
+from lepton_search.records import BaseRecord, TrialRecord, inputs_label
 from lepton_search.space import KNOBS
+from lepton_search.storage import TrialFiles
 from lepton_search.tasks import stored_task
 from lepton_search.techniques import fusion, int8_dynamic
 from lepton_search.workloads import LSTM_FAMILY
@@ -143,7 +144,6 @@ def upload_trial_files(trial: optuna.Trial, store: Any, work_dir: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
     (folder / "MODEL_CARD.md").write_text(model_card(config))
-    for name, attr in (("config.json", CONFIG_ARTIFACT), ("MODEL_CARD.md", CARD_ARTIFACT)):
-        artifact_id = optuna.artifacts.upload_artifact(study_or_trial=trial, file_path=str(folder / name),
-                                                       artifact_store=store)
-        records.set_artifact(trial, attr, artifact_id)
+    files = TrialFiles.of(store)
+    files.upload_config(trial, folder / "config.json")
+    files.upload_card(trial, folder / "MODEL_CARD.md")

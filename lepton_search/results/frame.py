@@ -14,7 +14,7 @@ from lepton_search.errors import ConfigError, did_you_mean
 from lepton_search.records import REMEASURED, BaseRecord, TrialRecord
 from lepton_search.results.pareto import non_dominated
 from lepton_search.space import KNOB_NAMES
-from lepton_search.storage import artifact_store_for
+from lepton_search.storage import TrialFiles, artifact_store_for
 from lepton_search.tasks import Task, stored_task
 
 KNOBS = KNOB_NAMES
@@ -32,7 +32,8 @@ class StudyFrame:
 
     def __init__(self, study: optuna.Study, artifact_store: Any) -> None:
         self.study = study
-        self.artifact_store = artifact_store
+        self.files = TrialFiles.of(artifact_store)  # the study's files (any Optuna artifact store)
+        self.artifact_store = self.files  # the name older code reads; it takes Optuna's artifact protocol too
 
     @classmethod
     def open(cls, storage: str, study_name: str, *, artifacts: str | Path | None = None) -> Self:

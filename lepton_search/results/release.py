@@ -12,7 +12,6 @@ finite and one per sample; accuracy is then not re-checked, and a warning and `c
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,14 +109,12 @@ def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workloa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path, config_path, card_path = (confined_file("out_dir", out, n) for n in FILES)
-    with result.artifact_store.open_reader(artifact_id) as reader, open(onnx_path, "wb") as fh:
-        shutil.copyfileobj(reader, fh)
+    result.files.download(artifact_id, onnx_path)
     samples_id = records.artifact(frozen, SAMPLE_INPUTS_ARTIFACT) or (base.sample_inputs_artifact_id if base else None)
     samples_path = None
     if samples_id is not None:
         samples_path = confined_file("out_dir", out, SAMPLE_INPUTS_FILE)
-        with result.artifact_store.open_reader(samples_id) as reader, open(samples_path, "wb") as fh:
-            shutil.copyfileobj(reader, fh)
+        result.files.download(samples_id, samples_path)
     config = trial_config(study_name=result.study.study_name, number=frozen.number, record=record,
                           base=base, space=records.study_space(result.study),
                           values=dict(zip(result.objectives, frozen.values or [])))

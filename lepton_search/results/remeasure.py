@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from lepton_search import records
 from lepton_search.latency import LatencyModel, latency_target, load_inputs
 from lepton_search.latency._base import Inputs
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT
 from lepton_search.results.frame import StudyFrame
+from lepton_search.storage import TrialFiles
 
 
 def stored_samples(store: Any, artifact_id: str | None, tmp: Path, cache: dict[str, Inputs]) -> Inputs | None:
@@ -29,7 +28,7 @@ def stored_samples(store: Any, artifact_id: str | None, tmp: Path, cache: dict[s
         return None
     if artifact_id not in cache:
         path = tmp / f"{artifact_id}.npz"
-        optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
+        TrialFiles.of(store).download(artifact_id, path)
         cache[artifact_id] = load_inputs(path)
     return cache[artifact_id]
 
@@ -69,8 +68,7 @@ def remeasure_front(result: StudyFrame, target: LatencyModel, inputs: Inputs | N
         paths = {}
         for key, artifact_id in ids.items():
             paths[key] = Path(tmp) / f"{key}.onnx"
-            optuna.artifacts.download_artifact(artifact_store=result.artifact_store, artifact_id=artifact_id,
-                                               file_path=str(paths[key]))
+            result.files.download(artifact_id, paths[key])
         for _ in range(repeats):  # interleaved: every file once per round
             for key, path in paths.items():
                 times[key].append(target.latency(path, feeds[key]).p50_ms)

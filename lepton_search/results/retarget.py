@@ -29,13 +29,14 @@ from lepton_search.logging import logger, verbose_call
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, BaseRecord, TrialRecord
 from lepton_search.results.remeasure import stored_samples
 from lepton_search.results.result import SearchResult
+from lepton_search.storage import TrialFiles
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def _score(store: Any, artifact_id: str, model: LatencyModel, tmp: Path, inputs: Inputs | None) -> LatencyEstimate:
     path = tmp / f"{artifact_id}.onnx"
-    optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
+    TrialFiles.of(store).download(artifact_id, path)
     try:
         return model.latency(path, inputs)  # None: synthetic inputs of the graph's own shapes, batch 1
     finally:
