@@ -16,7 +16,7 @@ from lepton_search.results.notes import RoleNotes
 from lepton_search.results.remeasure import remeasure_front
 from lepton_search.results.result import SearchResult
 from lepton_search.space import SearchSpace, default_space
-from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for, checkpoint_store
+from lepton_search.storage import DEFAULT_STORAGE, TrialFiles, artifact_store_for
 from lepton_search.study import TrialCallback, check_target, make_target, run_study
 from lepton_search.workloads import Workload
 
@@ -51,15 +51,15 @@ def search(
     latency_model = make_target(target, space)
     check_target(space, latency_model)  # before any workload is built
     storage = storage or DEFAULT_STORAGE
-    store = artifact_store_for(storage, artifacts)
+    store = TrialFiles(artifact_store_for(storage, artifacts))
     with verbosity(verbose):  # progress lines at INFO for this call (`lepton_search.logging`)
         if isinstance(workload, str):
             workload = workloads.get(workload)
         if callbacks is None:
-            callbacks = [RoleNotes(store)]
+            callbacks = [RoleNotes(store, storage)]
         study = run_study(workload, space, target=latency_model, n_trials=n_trials, storage=storage,
                           study_name=study_name or workload.name, seed=seed, sampler=sampler, store=store,
-                          callbacks=callbacks, verbose=verbose, timeout_s=timeout, checkpoints=checkpoint_store(store),
+                          callbacks=callbacks, verbose=verbose, timeout_s=timeout, checkpoints=store.checkpoints(),
                           after_trial=lambda trial, folder: upload_trial_files(trial, store, folder))
         result = SearchResult(study, store)
         if remeasure:

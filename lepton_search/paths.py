@@ -16,9 +16,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import re
+import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from lepton_search.errors import ConfigError
 
@@ -75,3 +79,59 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class AtomicFolder:
+    """Files by relative id in one folder, written atomically (temporary file + rename: a reader sees the old file
+    or the whole new one), sub-folders made as needed; the shape of Optuna's artifact-store protocol
+    (`open_reader`, `write`, `remove`) plus `entries` and `touch` for size caps.
+
+    Example:
+        >>> import io, tempfile
+        >>> folder = AtomicFolder(tempfile.mkdtemp())
+        >>> folder.write("a/b.bin", io.BytesIO(b"xy")); [(i, n) for i, n, _ in folder.entries("a/")]
+        [('a/b.bin', 2)]
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, artifact_id: str) -> Path:
+        """The file of `artifact_id`; ValueError for an id that would leave the folder."""
+        path = self.folder / artifact_id
+        root = os.path.abspath(self.folder)
+        if os.path.isabs(artifact_id) or os.path.commonpath([root, os.path.abspath(path)]) != root:
+            raise ValueError(f"Invalid artifact_id: {artifact_id}")
+        return path
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return open(self.path(artifact_id), "rb")
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        path = self.path(artifact_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                shutil.copyfileobj(content_body, fh)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def remove(self, artifact_id: str) -> None:
+        self.path(artifact_id).unlink()
+
+    def entries(self, prefix: str) -> list[tuple[str, int, float]]:
+        """(id, bytes, last used) of every file whose id starts with `prefix` (temporary files left out)."""
+        out = []
+        for path in self.folder.glob(f"{prefix}**/*"):
+            if path.is_file() and not path.name.startswith("."):
+                with contextlib.suppress(OSError):  # another process removed it meanwhile
+                    st = path.stat()
+                    out.append((path.relative_to(self.folder).as_posix(), st.st_size, st.st_mtime))
+        return out
+
+    def touch(self, artifact_id: str) -> None:
+        """Mark `artifact_id` recently used (evicted last)."""
+        with contextlib.suppress(OSError):
+            os.utime(self.path(artifact_id))

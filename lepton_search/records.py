@@ -42,6 +42,15 @@ DOMINATED = "dominated_before_training"
 # Study user attr: how its trials store constraints (see `ConstraintLayout`).
 CONSTRAINT_LAYOUT = "constraint_layout"
 FINETUNE_RECIPE = "finetune_recipe"  # study attr: the fine-tune settings "auto" resolved to for the study's model
+# Study user attrs.
+SPACE = "space"  # the space the study searches (`SearchSpace.to_dict()`)
+REQUESTED_SPACE = "space_requested"  # workers' init: the space as asked for, before knobs that cannot act were dropped
+WORKLOAD = "workload"  # workers' init: how every worker rebuilds the workload (`WorkloadSpec` as a dict)
+TARGET = "target"  # workers' init: the latency target's name
+ARTIFACTS = "artifacts"  # workers' init: where the artifact store is (a folder or s3://BUCKET)
+BASE_STATE_ARTIFACT = "base_state_artifact_id"  # workers' init, written last: its presence means "initialised"
+REMEASURED = "front_remeasured"  # the front re-timed after the search (`results.remeasure`)
+_RETRY_HISTORY = "retry_history"  # trial system attr Optuna's RetryHeartbeatStaleTrialCallback writes
 _CONSTRAINTS_LIST = "constraints"  # Optuna's list form (system attr): optuna-dashboard 0.21 reads only this one
 _CONSTRAINT_PREFIX = "constraints:"  # Optuna's named form (`set_constraint`), one system attr per name
 _LEGACY_CONSTRAINT_NAMES = {"accuracy_drop_pts": "max_accuracy_drop_pts"}  # schema 1 name -> today's
@@ -64,6 +73,191 @@ def read_config(attrs: Mapping[str, Any], params: Mapping[str, Any] | None = Non
 
 def write_config(trial: Any, config: CompressionConfig) -> None:
     trial.set_user_attr(CONFIG, config.as_dict())
+
+
+# Typed accessors: every trial and study attr the package reads or writes goes through these (the names above
+# are what optuna-dashboard shows; callers never spell them). `trial`: a running `optuna.Trial` (read and
+# write) or a `FrozenTrial` (read); `study`: an `optuna.Study`.
+
+def trial_config(trial: Any) -> dict[str, Any] | None:
+    """The trial's config (`read_config` of its attrs); None before it is known."""
+    return read_config(trial.user_attrs)
+
+
+def has_measurements(trial: Any) -> bool:
+    """Whether the trial stored its figures (a COMPLETE trial of this package; a running one is mid-write)."""
+    return "accuracy" in trial.user_attrs
+
+
+def write_record(trial: Any, record: _Record) -> None:
+    for key, value in record.to_attrs().items():
+        trial.set_user_attr(key, value)
+
+
+def mark_duplicate(trial: Any, of: int) -> None:
+    trial.set_user_attr(DUPLICATE_OF, of)
+
+
+def duplicate_of(trial: Any) -> int | None:
+    return trial.user_attrs.get(DUPLICATE_OF)
+
+
+def set_owner(trial: Any, owner: Mapping[str, Any]) -> None:
+    trial.set_user_attr(OWNER, dict(owner))
+
+
+def owner(trial: Any) -> Mapping[str, Any] | None:
+    return trial.user_attrs.get(OWNER)
+
+
+def set_fail_reason(trial: Any, reason: str) -> None:
+    trial.set_user_attr(FAIL_REASON, reason)
+
+
+def fail_reason(trial: Any) -> str | None:
+    return trial.user_attrs.get(FAIL_REASON)
+
+
+def set_rejected(trial: Any, reason: str) -> None:
+    trial.set_user_attr(REJECTED, reason)
+
+
+def rejected(trial: Any) -> str | None:
+    return trial.user_attrs.get(REJECTED)
+
+
+def retry_of(trial: Any) -> int | None:
+    return trial.user_attrs.get(RETRY_OF)
+
+
+def retry_attrs(number: int) -> dict[str, Any]:
+    """The user attrs of a trial queued to re-run trial `number`'s params."""
+    return {RETRY_OF: number}
+
+
+_ARTIFACT_ATTRS = (ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, CONFIG_ARTIFACT, CARD_ARTIFACT)
+
+
+def set_artifact(trial: Any, attr: str, artifact_id: str) -> None:
+    """Store an artifact id under `attr` (`ONNX_ARTIFACT`, `SAMPLE_INPUTS_ARTIFACT`, `CONFIG_ARTIFACT`,
+    `CARD_ARTIFACT`)."""
+    if attr not in _ARTIFACT_ATTRS:
+        raise ValueError(f"{attr!r} is not a trial artifact attr; one of {_ARTIFACT_ATTRS}")
+    trial.set_user_attr(attr, artifact_id)
+
+
+def artifact(trial: Any, attr: str) -> str | None:
+    """The artifact id stored under `attr` (see `set_artifact`); None when the trial has none."""
+    if attr not in _ARTIFACT_ATTRS:
+        raise ValueError(f"{attr!r} is not a trial artifact attr; one of {_ARTIFACT_ATTRS}")
+    return trial.user_attrs.get(attr)
+
+
+def copied_attrs(trial: Any, record: TrialRecord) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(user attrs, system attrs) of a copy of a finished `trial` with `record` in place of its own (retarget):
+    its bookkeeping kept, its constraints as stored (list and, in older studies, names), so the copy keeps the
+    layout."""
+    system = {k: v for k, v in trial.system_attrs.items() if k.split(":")[0] == _CONSTRAINTS_LIST}
+    return {**trial.user_attrs, **record.to_attrs()}, system
+
+
+def _trial_id(trial: Any) -> int:
+    # Optuna 5.1 keeps a running trial's id private (`Trial._trial_id`); its storage (`Trial.storage`), study name
+    # and number are public, and the storage maps them to the id.
+    storage = trial.storage
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(trial.study.study_name),
+                                                           trial.number)
+
+
+def retry_history(trial: Any) -> list[int]:
+    """Numbers of the stale trials a running trial retries, oldest first ([] for a fresh trial).
+
+    Optuna 5.1's `Trial` has no `system_attrs`; the storage holds them (`RetryHeartbeatStaleTrialCallback`
+    writes `failed_trial` and `retry_history` there).
+    """
+    return list(trial.storage.get_trial_system_attrs(_trial_id(trial)).get(_RETRY_HISTORY, []))
+
+
+def fail_running(study: Any, storage: Any, number: int, reason: str) -> None:
+    """Store `reason` on the RUNNING trial `number` (another process's, which died) and fail it.
+
+    Optuna 5.1 has no public setter for a trial this process did not ask for, nor a public `Study.storage`: the
+    caller passes the storage it opened the study with (public `BaseStorage` methods from there on).
+    """
+    import optuna
+
+    storage = optuna.storages.get_storage(storage)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name),
+                                                               number)
+    storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
+    study.tell(number, state=optuna.trial.TrialState.FAIL)
+
+
+def study_space(study: Any) -> dict[str, Any] | None:
+    """The stored space (`SearchSpace.to_dict()`); None before a search stored one."""
+    return study.user_attrs.get(SPACE)
+
+
+def set_study_space(study: Any, space: Mapping[str, Any]) -> None:
+    study.set_user_attr(SPACE, dict(space))
+
+
+def requested_space(study: Any) -> dict[str, Any] | None:
+    """The space a workers' init was asked for (the stored one may have had knobs that cannot act dropped)."""
+    attrs = study.user_attrs
+    return attrs.get(REQUESTED_SPACE, attrs.get(SPACE))
+
+
+def set_requested_space(study: Any, space: Mapping[str, Any]) -> None:
+    study.set_user_attr(REQUESTED_SPACE, dict(space))
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a workers' init stores for every worker: the workload spec, the target's name, the artifact store."""
+
+    workload: Mapping[str, Any] | None
+    target: str | None
+    artifacts: str | None
+
+    @classmethod
+    def read(cls, study: Any) -> WorkerSetup:
+        attrs = study.user_attrs
+        return cls(attrs.get(WORKLOAD), attrs.get(TARGET), attrs.get(ARTIFACTS))
+
+    def write(self, study: Any) -> None:
+        study.set_user_attr(WORKLOAD, dict(self.workload or {}))
+        study.set_user_attr(TARGET, self.target)
+        study.set_user_attr(ARTIFACTS, self.artifacts)
+
+
+def base_state_artifact(study: Any) -> str | None:
+    """The base model's state_dict artifact a workers' init stored; None: not initialised by `init`."""
+    return study.user_attrs.get(BASE_STATE_ARTIFACT)
+
+
+def set_base_state_artifact(study: Any, artifact_id: str) -> None:
+    study.set_user_attr(BASE_STATE_ARTIFACT, artifact_id)
+
+
+def remeasured(study: Any) -> dict[str, Any]:
+    """The front re-timed after the search ({} when it was not)."""
+    return study.user_attrs.get(REMEASURED) or {}
+
+
+def set_remeasured(study: Any, figures: Mapping[str, Any]) -> None:
+    study.set_user_attr(REMEASURED, dict(figures))
+
+
+def set_finetune_recipe(study: Any, recipe: Mapping[str, Any]) -> None:
+    study.set_user_attr(FINETUNE_RECIPE, dict(recipe))
+
+
+def copy_study_attrs(src: Any, dst: Any) -> None:
+    """Every study attr of `src` but its base record onto `dst` (retarget writes its own base)."""
+    for key, value in src.user_attrs.items():
+        if key != BaseRecord.ATTR:
+            dst.set_user_attr(key, value)
 
 
 @dataclass(frozen=True)
@@ -151,6 +345,11 @@ class BaseRecord(_Record):
         attrs = study_attrs.get(cls.ATTR)
         return None if not attrs else cls.from_attrs(attrs)
 
+    @classmethod
+    def of(cls, study: Any) -> BaseRecord | None:
+        """The study's base record; None before the search measured it."""
+        return cls.read(study.user_attrs)
+
     def write(self, study: Any) -> None:
         study.set_user_attr(self.ATTR, self.to_attrs())
 
@@ -228,6 +427,11 @@ class TrialRecord(_Record):
         return dataclasses.replace(self, **fields, **_relative(fields["latency_ms"], self.size_mb, base))
 
     @classmethod
+    def of(cls, trial: Any) -> TrialRecord:
+        """The record a trial stored (read from its attrs)."""
+        return cls.from_attrs(trial.user_attrs)
+
+    @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any]) -> TrialRecord:
         rec = super().from_attrs(attrs)
         return dataclasses.replace(rec, config=read_config(attrs) or {})
@@ -299,8 +503,11 @@ class ConstraintLayout:
 
     def write(self, trial: Any, values: Mapping[str, float]) -> None:
         """Store `values` on a running trial (`values` must name every constraint of the layout)."""
+        # Optuna 5.1's public `Trial.set_constraint` writes the named form only; the list form is a system attr,
+        # written through the trial's public storage.
+        trial_id = _trial_id(trial)
         for key, value in self.system_attrs(values).items():
-            trial.storage.set_trial_system_attr(trial._trial_id, key, value)
+            trial.storage.set_trial_system_attr(trial_id, key, value)
 
     def read(self, trial: Any) -> dict[str, float]:
         """This package's name -> value on a finished trial ({} when it has none)."""

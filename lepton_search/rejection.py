@@ -96,14 +96,14 @@ class EarlyRejection:
         else:
             probe.onnx_path.unlink(missing_ok=True)
             return None
-        trial.set_user_attr(records.REJECTED, reason)
+        records.set_rejected(trial, reason)
         return dataclasses.replace(probe, config=config), lat, bool(dominated)  # measured as is; infeasible
 
     def found_points(self) -> list[tuple[float, float]]:
         """(latency_ms, accuracy) of every COMPLETE, feasible trial so far (all workers')."""
         points = []
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if "accuracy" in t.user_attrs and all(v <= 0 for v in t.constraints.values()):
-                rec = TrialRecord.from_attrs(t.user_attrs)
+            if records.has_measurements(t) and all(v <= 0 for v in t.constraints.values()):
+                rec = TrialRecord.of(t)
                 points.append((rec.latency_ms, rec.accuracy))
         return points

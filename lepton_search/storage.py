@@ -15,12 +15,14 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from lepton_search import records
 from lepton_search.errors import ConfigError
+from lepton_search.paths import AtomicFolder
 
 DEFAULT_STORAGE = "sqlite:///lepton_search.db"
 # SQLAlchemy backend names Optuna's RDBStorage supports.
@@ -114,8 +116,117 @@ def open_storage(url: str, heartbeat: HeartbeatSettings | None = None) -> RDBSto
                           "check host, port, user, password, database name and that the server runs") from None
 
 
-def open_artifact_store(spec: str | Path | None, storage_url: str) -> Any:
-    """Where ONNX files and the base model go: a folder every worker reaches, or `s3://BUCKET`.
+class FolderArtifactStore(optuna.artifacts.FileSystemArtifactStore):
+    """Optuna's folder store (the dashboard and `download_artifact` take it as one), with writes atomic
+    (temporary file + rename), sub-folders made as needed, and its folder public (`folder`); it can list its
+    files, so the checkpoints in it are capped in size."""
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__(folder)
+        self.folder = Path(folder)
+        self._files = AtomicFolder(self.folder)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self._files.write(artifact_id, content_body)
+
+    def entries(self, prefix: str) -> list[tuple[str, int, float]]:
+        return self._files.entries(prefix)
+
+    def touch(self, artifact_id: str) -> None:
+        self._files.touch(artifact_id)
+
+
+class TrialFiles:
+    """A study's files in its Optuna artifact store, each upload recorded in the attr that names it.
+
+    Trials: the ONNX file, its validation samples (`sample_inputs.npz`), `config.json`, `MODEL_CARD.md`; the
+    study: the base model's ONNX file and samples, and (workers) its state_dict. `store` is any store Optuna's
+    artifact API takes (folder, S3, GCS, a user's own); `checkpoints()` keeps fine-tuning checkpoints in it too.
+
+    Example:
+        >>> files = TrialFiles(artifact_store_for("sqlite:///:memory:", "/tmp/lepton_doc_artifacts"))
+        >>> files.describe().endswith("lepton_doc_artifacts")
+        True
+    """
+
+    def __init__(self, store: Any, *, where: str | None = None) -> None:
+        self.store = store.store if isinstance(store, TrialFiles) else store
+        self._where = where
+
+    @classmethod
+    def of(cls, store: Any) -> TrialFiles:
+        """`store` as TrialFiles (itself when it is one already)."""
+        return store if isinstance(store, TrialFiles) else cls(store)
+
+    # Optuna's artifact-store protocol, so that TrialFiles goes wherever a store does
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self.store.open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.store.write(artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self.store.remove(artifact_id)
+
+    def upload(self, study_or_trial: Any, path: str | Path, *, storage: Any = None) -> str:
+        """Upload one file as an artifact of a study or a running trial; returns its id."""
+        return optuna.artifacts.upload_artifact(study_or_trial=study_or_trial, file_path=str(path),
+                                                artifact_store=self.store, storage=storage)
+
+    def _upload_to(self, trial: Any, attr: str, path: str | Path) -> str:
+        artifact_id = self.upload(trial, path)
+        records.set_artifact(trial, attr, artifact_id)
+        return artifact_id
+
+    def upload_onnx(self, trial: Any, path: str | Path) -> str:
+        return self._upload_to(trial, records.ONNX_ARTIFACT, path)
+
+    def upload_samples(self, trial: Any, path: str | Path) -> str:
+        return self._upload_to(trial, records.SAMPLE_INPUTS_ARTIFACT, path)
+
+    def upload_config(self, trial: Any, path: str | Path) -> str:
+        return self._upload_to(trial, records.CONFIG_ARTIFACT, path)
+
+    def upload_card(self, trial: Any, path: str | Path) -> str:
+        return self._upload_to(trial, records.CARD_ARTIFACT, path)
+
+    def upload_base_state(self, study: Any, path: str | Path, *, storage: Any = None) -> str:
+        """The base model's state_dict (workers' init), recorded last: its presence means "initialised"."""
+        artifact_id = self.upload(study, path, storage=storage)
+        records.set_base_state_artifact(study, artifact_id)
+        return artifact_id
+
+    def download(self, artifact_id: str, path: str | Path) -> Path:
+        """Write artifact `artifact_id` to `path` (overwritten); returns `path`."""
+        path = Path(path)
+        path.unlink(missing_ok=True)  # Optuna's download_artifact refuses an existing file
+        optuna.artifacts.download_artifact(artifact_store=self.store, file_path=str(path), artifact_id=artifact_id)
+        return path
+
+    def download_trial_file(self, trial: Any, attr: str, path: str | Path) -> Path | None:
+        """The trial's file stored under `attr` (`records.ONNX_ARTIFACT`, ...) at `path`; None when it has none."""
+        artifact_id = records.artifact(trial, attr)
+        return None if artifact_id is None else self.download(artifact_id, path)
+
+    def checkpoints(self, *, max_mb: float = 2048.0) -> Any:
+        """Fine-tuning checkpoints kept in this store under `checkpoints/`, shared by every worker that reaches it."""
+        from lepton_search.techniques.checkpoints import CheckpointStore  # torch: only when a search runs
+
+        return CheckpointStore(self.store, prefix="checkpoints/", max_mb=max_mb)
+
+    def describe(self) -> str:
+        """A path or bucket to print, so a user knows where the files went."""
+        if self._where is not None:
+            return self._where
+        folder = getattr(self.store, "folder", None)
+        if folder is not None:
+            return str(Path(folder).resolve())
+        bucket = getattr(self.store, "bucket", None)  # Boto3ArtifactStore keeps its bucket name public
+        return f"s3://{bucket}" if bucket else type(self.store).__name__
+
+
+def open_artifact_store(spec: str | Path | None, storage_url: str) -> TrialFiles:
+    """Where ONNX files, the base model and checkpoints go: a folder every worker reaches, or `s3://BUCKET`.
 
     S3 (or an S3-compatible store: set `AWS_ENDPOINT_URL`) goes through Optuna's `Boto3ArtifactStore`
     and needs `pip install boto3`; credentials come from the usual AWS environment.
@@ -128,15 +239,15 @@ def open_artifact_store(spec: str | Path | None, storage_url: str) -> Any:
             import boto3  # noqa: F401
         except ImportError:
             raise ConfigError("artifacts", spec, "S3 artifacts need boto3: pip install boto3") from None
-        return optuna.artifacts.Boto3ArtifactStore(bucket)
+        return TrialFiles(optuna.artifacts.Boto3ArtifactStore(bucket), where=f"s3://{bucket}")
     if spec is not None:
         from lepton_search.paths import confined_dir
 
         spec = confined_dir("artifacts", spec)
-    return artifact_store_for(storage_url, spec)
+    return TrialFiles(artifact_store_for(storage_url, spec))
 
 
-def artifact_store_for(storage: str, artifacts: str | Path | None = None) -> optuna.artifacts.FileSystemArtifactStore:
+def artifact_store_for(storage: str, artifacts: str | Path | None = None) -> FolderArtifactStore:
     """Artifacts live in `artifacts`, else beside a SQLite file (`<db>_artifacts/`), else `./lepton_artifacts`."""
     if artifacts is None:
         if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
@@ -146,31 +257,15 @@ def artifact_store_for(storage: str, artifacts: str | Path | None = None) -> opt
             artifacts = Path("lepton_artifacts")
     path = Path(artifacts)
     path.mkdir(parents=True, exist_ok=True)
-    return optuna.artifacts.FileSystemArtifactStore(str(path))
+    return FolderArtifactStore(path)
 
 
-def checkpoint_store(artifact_store: object) -> Any:
-    """Fine-tuning checkpoints live beside a folder artifact store (`<artifacts>/checkpoints`), shared by
-    every worker that reaches it; an S3 store gets none (each trial trains from scratch)."""
-    from lepton_search.techniques.checkpoints import CheckpointStore  # torch: only when a search runs
-
-    base = getattr(artifact_store, "_base_path", None)  # FileSystemArtifactStore keeps its folder here
-    return None if base is None else CheckpointStore(Path(base) / "checkpoints")
+def checkpoint_store(artifact_store: Any) -> Any:
+    """Fine-tuning checkpoints in the study's artifact store (`checkpoints/`), whatever store it is: a folder's
+    `<artifacts>/checkpoints`, an S3 bucket's `checkpoints/` keys."""
+    return TrialFiles.of(artifact_store).checkpoints()
 
 
 def describe_artifact_store(store: Any) -> str:
     """A path or bucket to print, so a user knows where the files went."""
-    base = getattr(store, "_base_path", None)
-    if base is not None:
-        return str(Path(base).resolve())
-    bucket = getattr(store, "bucket", None) or getattr(store, "_bucket", None)
-    return f"s3://{bucket}" if bucket else type(store).__name__
-
-
-def retry_history(trial: optuna.Trial) -> list[int]:
-    """Numbers of the stale trials this one retries, oldest first ([] for a fresh trial).
-
-    Optuna 5's `Trial` has no `system_attrs`; the storage holds them (`RetryHeartbeatStaleTrialCallback`
-    writes `failed_trial` and `retry_history` there).
-    """
-    return list(trial.storage.get_trial_system_attrs(trial._trial_id).get("retry_history", []))
+    return TrialFiles.of(store).describe()

@@ -23,16 +23,16 @@ from typing import Any
 
 import optuna
 
-from lepton_search import records
+from lepton_search import records, samplers
 from lepton_search.candidate import InputTransform, compress, input_transform_for
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, measure_onnx
-from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, get_target, save_inputs
+from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, latency_target, save_inputs
 from lepton_search.logging import log_stage, logger, scope, stage, verbosity
 from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.rejection import EarlyRejection
 from lepton_search.space import CompressionConfig, SearchSpace
-from lepton_search.storage import open_storage, redact, retry_history
+from lepton_search.storage import TrialFiles, open_storage, redact
 from lepton_search.techniques import export, families, finetune, prune, stages
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.training import progress
@@ -63,21 +63,21 @@ def _dead_here(owner: Any) -> bool:
     return _process_start(int(owner["pid"])) != owner["start"]
 
 
-def fail_dead_trials(study: optuna.Study, *, running_here: int | None = None) -> list[int]:
+def fail_dead_trials(study: optuna.Study, storage: str | optuna.storages.BaseStorage, *,
+                     running_here: int | None = None) -> list[int]:
     """Fail each RUNNING trial whose owner process on this host is dead, and queue its params again at once.
 
     Heartbeats find a dead worker only after their grace period (60 s); a search resumed right after a
     kill would otherwise see the killed trial RUNNING and skip its config as a duplicate. `running_here`:
     the caller's own trial, never failed (a heartbeat retry starts with its dead ancestor's attrs, owner too).
+    `storage`: the one the study was opened with (Optuna 5.1 has no public `Study.storage`).
     """
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.number == running_here or not _dead_here(t.user_attrs.get(records.OWNER)):
+        if t.number == running_here or not _dead_here(records.owner(t)):
             continue
-        study._storage.set_trial_user_attr(t._trial_id, records.FAIL_REASON,  # Optuna has no public setter here
-                                           "its process died (killed or crashed); retried")
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={records.RETRY_OF: t.number})
+        records.fail_running(study, storage, t.number, "its process died (killed or crashed); retried")
+        study.enqueue_trial(t.params, user_attrs=records.retry_attrs(t.number))
         failed.append(t.number)
     return failed
 
@@ -96,33 +96,25 @@ def library_versions() -> dict[str, str]:
 
 
 def make_target(target: str | LatencyModel, space: SearchSpace) -> LatencyModel:
-    if isinstance(target, LatencyModel):
-        return target
-    if target == "host-cpu":
-        lat = space.latency
-        return get_target(target, threads=lat.threads, batch_size=lat.batch_size, warmup=lat.warmup,
-                          runs=lat.runs, max_cv=lat.max_cv, max_repeats=lat.max_repeats)
-    return get_target(target)
+    """The latency target `target` (`host-cpu` timed with the space's latency settings)."""
+    return latency_target(target, dataclasses.asdict(space.latency))
 
 
-def make_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
-    if space.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
-    if space.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if space.sampler == "gp":  # reads the trials' set_constraint values: constrained multi-objective
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=6)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True)
+def make_sampler(space: SearchSpace, seed: int, *, parallel: bool = False) -> optuna.samplers.BaseSampler:
+    """The space's sampler (`samplers.SAMPLER_REGISTRY`); `parallel`: for a worker sharing the study with others."""
+    return samplers.make_sampler(space.sampler, seed=seed, parallel=parallel)
+
+
+def check_study_name(study_name: str) -> None:
+    if not _NAME_RE.match(study_name):
+        raise ConfigError("study_name", study_name, "use letters, digits, '_', '-', '.' (no path separators)")
 
 
 def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, space: SearchSpace,
                sampler: optuna.samplers.BaseSampler, *, score_name: str = "accuracy") -> optuna.Study:
     """Create or resume the study; refuse to resume one created with a different search space. `score_name`:
     what the dashboard calls the task's score (the `accuracy` objective): `neg_rmse` for a regressor."""
-    if not _NAME_RE.match(study_name):
-        raise ConfigError("study_name", study_name, "use letters, digits, '_', '-', '.' (no path separators)")
+    check_study_name(study_name)
     storage_obj = open_storage(storage) if isinstance(storage, str) else storage  # heartbeats + retry
     try:
         study = optuna.create_study(storage=storage_obj, study_name=study_name, directions=space.directions,
@@ -131,12 +123,12 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
         raise ConfigError("study_name", study_name, f"exists with other objectives ({exc}); pick a new --study") from None
     except Exception as exc:  # noqa: BLE001 - sqlalchemy / driver errors
         raise ConfigError("storage", redact(str(storage)), f"cannot open it ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
-    stored = study.user_attrs.get("space")
+    stored = records.study_space(study)
     if stored is not None and not same_space(stored, space):
         raise ConfigError("study_name", study_name, f"was created with a different search space ({space_diff(stored, space)}); "
                           "use a new --study name, or the stored space")
     if stored is None:
-        study.set_user_attr("space", space.to_dict())
+        records.set_study_space(study, space.to_dict())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # set_metric_names is marked experimental
             study.set_metric_names([score_name if o == "accuracy" else o for o in space.objectives])
@@ -176,9 +168,10 @@ def _identity(space: dict) -> dict:
     return {k: v for k, v in space.items() if k not in ("trials", "anchors")}
 
 
-def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, store: Any, work_dir: Path) -> BaseRecord:
+def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, store: TrialFiles | Any,
+                 work_dir: Path) -> BaseRecord:
     """The unpruned FP32 model's metrics, measured once per study and stored with it."""
-    stored = BaseRecord.read(study.user_attrs)
+    stored = BaseRecord.of(study)
     if stored is not None:
         return stored
     x = workload.example_args
@@ -189,8 +182,8 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
     samples = save_inputs(work_dir / SAMPLE_INPUTS_FILE, workload.sample_inputs())
     meas = measure_onnx(path, workload, target, with_test=True)
     macs, params = prune.count(workload.model, x)
-    artifact_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(path), artifact_store=store)
-    samples_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(samples), artifact_store=store)
+    files = TrialFiles.of(store)
+    artifact_id, samples_id = files.upload(study, path), files.upload(study, samples)
     base = BaseRecord(**BaseRecord.measured(meas), macs=macs, params=params, onnx_artifact_id=artifact_id,
                       target=target.describe(), workload=workload.name, family=workload.family,
                       workload_info=dict(workload.info),
@@ -213,7 +206,7 @@ def find_duplicate(study: optuna.Study, config: CompressionConfig, number: int, 
             continue
         if t.state == optuna.trial.TrialState.RUNNING and t.number > number:
             continue
-        if records.read_config(t.user_attrs) == config.as_dict():
+        if records.trial_config(t) == config.as_dict():
             return t.number
     return None
 
@@ -243,6 +236,7 @@ class Objective:
                  checkpoints: CheckpointStore | None = None, queue_unseen: bool = True) -> None:
         self.study, self.workload, self.space, self.target = study, workload, space, target
         self.base, self.store, self.work_dir, self.seed, self.verbose = base, store, work_dir, seed, verbose
+        self.files = TrialFiles.of(store)
         self.after_trial = after_trial  # e.g. upload config.json + MODEL_CARD.md before the trial returns
         # one teacher for every trial, its outputs per training sample computed once (`finetune.CachedTeacher`)
         self.teacher = finetune.CachedTeacher(finetune.frozen_copy(workload.model))
@@ -258,19 +252,19 @@ class Objective:
         self.constraints = records.constraint_layout(study, wanted)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        fail_dead_trials(self.study, running_here=trial.number)  # a dead process's config is free again, at once
+        fail_dead_trials(self.study, trial.storage, running_here=trial.number)  # a dead process's config is free again, at once
         config = self.space.suggest(trial)
         # The config is written BEFORE the duplicate check: two workers that sample the same config at the same
         # moment both see it, and the later trial (higher number) yields (see find_duplicate).
         records.write_config(trial, config)
         # A heartbeat retry copies its stale ancestor's attrs (config_key too): not a duplicate of it.
-        dup = find_duplicate(self.study, config, trial.number, ignore=retry_history(trial))
+        dup = find_duplicate(self.study, config, trial.number, ignore=records.retry_history(trial))
         if dup is not None:
-            trial.set_user_attr(records.DUPLICATE_OF, dup)
+            records.mark_duplicate(trial, dup)
             if self.queue_unseen:
                 self._queue_unseen(trial.number)
             raise optuna.TrialPruned(f"config {config.label()} already evaluated in trial {dup}")
-        trial.set_user_attr(records.OWNER, this_process())  # after the config: a retry re-runs a whole config
+        records.set_owner(trial, this_process())  # after the config: a retry re-runs a whole config
         delay_s = float(os.environ.get(TRIAL_DELAY_ENV, "0") or 0)
         if delay_s:  # crash drills and tests: hold the trial open so a kill lands mid-trial for sure
             time.sleep(delay_s)
@@ -279,14 +273,14 @@ class Objective:
                 log_stage("start")
                 return self._run(trial, config)
         except Exception as exc:
-            trial.set_user_attr(records.FAIL_REASON, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+            records.set_fail_reason(trial, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
             raise
 
     def _queue_unseen(self, number: int) -> None:
         """Queue one config no trial has taken, drawn at random (seeded): a sampler that proposes the same
         point again (GP's acquisition is deterministic; TPE on a small grid) still moves the study on."""
         taken = {tuple(c.values()) for t in self.study.get_trials(deepcopy=False, states=_TAKEN)
-                 if (c := records.read_config(t.user_attrs)) is not None}
+                 if (c := records.trial_config(t)) is not None}
         free = [c for c in self.space.configs() if tuple(c.as_dict().values()) not in taken]
         if free:
             pick = free[random.Random(f"{self.seed}:{number}").randrange(len(free))]
@@ -315,26 +309,22 @@ class Objective:
             raise FloatingPointError(f"objective values {values} are not finite")
         record = TrialRecord.build(cand, meas, self.base, seed=self.seed, versions=library_versions(),
                                    task=self.workload.task)
-        for key, value in record.to_attrs().items():
-            trial.set_user_attr(key, value)
+        records.write_record(trial, record)
         violations = self.space.violations(dataclasses.asdict(record))  # feasible when every value is <= 0
         violations[records.DOMINATED] = 1.0 if dominated else 0.0
         self.constraints.write(trial, violations)
-        artifact_id = optuna.artifacts.upload_artifact(study_or_trial=trial, file_path=str(cand.onnx_path),
-                                                       artifact_store=self.store)
-        trial.set_user_attr(records.ONNX_ARTIFACT, artifact_id)
+        self.files.upload_onnx(trial, cand.onnx_path)
         if cand.input_transform is not None:  # a knob changed the inputs: this file's own samples travel with it
             path = save_inputs(self.work_dir / f"trial_{trial.number}_{SAMPLE_INPUTS_FILE}", dict(cand.sample_inputs))
-            trial.set_user_attr(records.SAMPLE_INPUTS_ARTIFACT, optuna.artifacts.upload_artifact(
-                study_or_trial=trial, file_path=str(path), artifact_store=self.store))
+            self.files.upload_samples(trial, path)
             path.unlink(missing_ok=True)
         elif self.base.sample_inputs_artifact_id is not None:  # the base's samples, as every other file's
-            trial.set_user_attr(records.SAMPLE_INPUTS_ARTIFACT, self.base.sample_inputs_artifact_id)
+            records.set_artifact(trial, records.SAMPLE_INPUTS_ARTIFACT, self.base.sample_inputs_artifact_id)
         if self.after_trial is not None:
             self.after_trial(trial, self.work_dir)
         cand.onnx_path.unlink(missing_ok=True)
         if self.verbose:  # a rejected config says so: its figures are the untrained probe's, nothing trained
-            done = f"rejected ({trial.user_attrs[records.REJECTED]})" if rejected else f"ft {cand.finetune_seconds:.0f}s"
+            done = f"rejected ({records.rejected(trial)})" if rejected else f"ft {cand.finetune_seconds:.0f}s"
             done += f" [busy host: {meas.busy_host}]" if meas.busy_host else ""
             task = self.workload.task
             logger.info(f"trial {trial.number:3d} {config.label():<22} {task.short} {task.display(meas.accuracy):.4f} "
@@ -404,11 +394,12 @@ def start(study: optuna.Study, workload: Workload, space: SearchSpace, target: L
     base = measure_base(study, workload, target, store, work_dir)
     queue_anchors(study, space, n_trials)
     # The space is stored as given ("auto" follows the model); what "auto" became for this model, beside it.
-    study.set_user_attr(records.FINETUNE_RECIPE, dataclasses.asdict(finetune.recipe_for(workload.model, space.finetune)))
+    records.set_finetune_recipe(study, dataclasses.asdict(finetune.recipe_for(workload.model, space.finetune)))
     return base
 
 
-def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n_trials: int, storage: str,
+def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n_trials: int,
+              storage: str | optuna.storages.BaseStorage,
               study_name: str, seed: int, sampler: optuna.samplers.BaseSampler | None, store: Any,
               callbacks: Sequence[TrialCallback], after_trial: Callable[[optuna.Trial, Path], None] | None,
               verbose: bool, timeout_s: float | None = None,
@@ -417,12 +408,15 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
     with verbosity(verbose), tempfile.TemporaryDirectory(prefix="lepton_") as tmp:
         work_dir = Path(tmp)
         space = prepare(workload, space, target, work_dir, verbose=verbose)
+        if isinstance(storage, str):
+            check_study_name(study_name)  # before the storage is touched, as open_study does
+            storage = open_storage(storage)  # heartbeats + retry; kept: failing a dead trial needs it
         study = open_study(storage, study_name, space, sampler or make_sampler(space, seed),
                            score_name=workload.task.score_name)
         base = start(study, workload, space, target, store, work_dir, n_trials)
         objective = Objective(study, workload, space, target, base, store, work_dir, seed, verbose, after_trial,
                               checkpoints)
-        optimize(study, objective, n_trials, space.n_configs, callbacks, timeout_s)
+        optimize(study, objective, n_trials, space.n_configs, callbacks, timeout_s, storage=storage)
     return study
 
 
@@ -448,10 +442,11 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
 
 
 def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs: int,
-             callbacks: Sequence[TrialCallback] = (), timeout_s: float | None = None) -> None:
+             callbacks: Sequence[TrialCallback] = (), timeout_s: float | None = None, *,
+             storage: str | optuna.storages.BaseStorage) -> None:
     """Run one trial at a time until `n_trials` (at most every config) are COMPLETE, or until `timeout_s`
     seconds have passed (checked between trials: the first trial always runs, a started one finishes);
-    duplicates do not count."""
+    duplicates do not count. `storage`: the study's (see `fail_dead_trials`)."""
     start_s = time.perf_counter()
 
     def timed_out() -> str | None:
@@ -460,7 +455,7 @@ def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs
     target = min(n_trials, n_configs)
     # Before the first ask: the sampler must not see a dead process's RUNNING trial as taken. (Workers leave this
     # to the heartbeats, which retry such a trial with its own params, recorded as a retry.)
-    fail_dead_trials(study)
+    fail_dead_trials(study, storage)
     with progress(target, "trials") as bar:
         bar.update(n_complete(study))
         done = run_trials(study, objective, target, done=lambda: n_complete(study), stop=timed_out,

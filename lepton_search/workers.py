@@ -27,28 +27,27 @@ from typing import Any
 import optuna
 import torch
 
-from lepton_search import workloads
+from lepton_search import records, workloads
 from lepton_search.errors import ConfigError, did_you_mean
 from lepton_search.logging import logger, verbose_call
-from lepton_search.records import BaseRecord
+from lepton_search.records import BaseRecord, WorkerSetup
 from lepton_search.results.card import upload_trial_files
 from lepton_search.results.notes import RoleNotes
 from lepton_search.space import SearchSpace
 from lepton_search.storage import (
     HeartbeatSettings,
-    checkpoint_store,
+    TrialFiles,
     describe_artifact_store,
     open_artifact_store,
     open_storage,
     redact,
-    retry_history,
 )
 from lepton_search.study import TRIAL_DELAY_ENV  # noqa: F401 - crash drills set it (re-exported for them)
 from lepton_search.workloads import Workload
 from lepton_search.workloads._cache import provided_weights
 
-BASE_STATE_ATTR = "base_state_artifact_id"
-REQUESTED_SPACE_ATTR = "space_requested"  # init's space before knobs that cannot act were dropped
+BASE_STATE_ATTR = records.BASE_STATE_ARTIFACT  # the names, for tests and scripts that read a study by hand
+REQUESTED_SPACE_ATTR = records.REQUESTED_SPACE
 
 
 @dataclass(frozen=True)
@@ -112,14 +111,13 @@ def init_study(
     names = {s.study_name for s in storage_obj.get_all_studies()}
     if study_name in names:  # checked before any data is read or model built
         study = optuna.load_study(study_name=study_name, storage=storage_obj)
-        attrs = study.user_attrs
-        if BASE_STATE_ATTR in attrs:
+        if records.base_state_artifact(study) is not None:
             # the space as asked for (the stored one may have had knobs that cannot act dropped)
-            asked = attrs.get(REQUESTED_SPACE_ATTR, attrs.get("space"))
-            if (attrs.get("workload") != asdict(spec) or attrs.get("target") != target
-                    or not same_space(asked, space)):
-                raise ConfigError("study_name", study_name, f"was initialised with workload {attrs.get('workload')}, "
-                                  f"target {attrs.get('target')!r} and its own space; use a new study name")
+            asked = records.requested_space(study)
+            setup = WorkerSetup.read(study)
+            if setup.workload != asdict(spec) or setup.target != target or not same_space(asked, space):
+                raise ConfigError("study_name", study_name, f"was initialised with workload {setup.workload}, "
+                                  f"target {setup.target!r} and its own space; use a new study name")
             _log(verbose, f"init: study {study_name!r} already initialised; start workers")
             return study
     wl = spec.build()
@@ -129,29 +127,25 @@ def init_study(
         study = open_study(storage_obj, study_name, acting, make_sampler(acting, acting.seed),
                            score_name=wl.task.score_name)
         if acting != space:
-            study.set_user_attr(REQUESTED_SPACE_ATTR, space.to_dict())
-        study.set_user_attr("workload", asdict(spec))
-        study.set_user_attr("target", target)
-        study.set_user_attr("artifacts", describe_artifact_store(store))
+            records.set_requested_space(study, space.to_dict())
+        WorkerSetup(asdict(spec), target, describe_artifact_store(store)).write(study)
         base = start(study, wl, acting, latency_model, store, work_dir)  # anchors: the first workers take them
         state_path = work_dir / "base_state_dict.pt"
         torch.save(wl.model.state_dict(), state_path)
-        artifact_id = optuna.artifacts.upload_artifact(study_or_trial=study, file_path=str(state_path),
-                                                       artifact_store=store, storage=storage_obj)
-        study.set_user_attr(BASE_STATE_ATTR, artifact_id)  # last: its presence means "initialised"
+        artifact_id = store.upload_base_state(study, state_path, storage=storage_obj)  # last: "initialised"
     _log(verbose, f"init: study {study_name!r} in {redact(storage)}: base accuracy {base.accuracy:.4f}, "
                   f"p50 {base.latency_ms:.3f} ms; base model stored as artifact {artifact_id} in "
                   f"{describe_artifact_store(store)}")
     return study
 
 
-def load_base_state(study: optuna.Study, store: Any) -> dict[str, torch.Tensor]:
+def load_base_state(study: optuna.Study, store: TrialFiles | Any) -> dict[str, torch.Tensor]:
     """The base model's state_dict, read from the study's artifact with `weights_only=True`."""
-    artifact_id = study.user_attrs[BASE_STATE_ATTR]
+    artifact_id = records.base_state_artifact(study)
     with tempfile.TemporaryDirectory(prefix="lepton_base_") as tmp:
         path = Path(tmp) / "base_state_dict.pt"
         try:
-            optuna.artifacts.download_artifact(artifact_store=store, artifact_id=artifact_id, file_path=str(path))
+            TrialFiles.of(store).download(artifact_id, path)
         except Exception as exc:  # noqa: BLE001 - missing file / bucket / permissions
             raise ConfigError("artifacts", describe_artifact_store(store),
                               f"base model artifact {artifact_id} not found there ({type(exc).__name__}); "
@@ -170,7 +164,7 @@ def join_study(storage_obj: optuna.storages.BaseStorage, storage: str, study_nam
         raise ConfigError("study_name", study_name, f"no such study in {redact(storage)}; run `lepton-search init` "
                           f"first ({did_you_mean(study_name, names)})")
     study = optuna.load_study(study_name=study_name, storage=storage_obj, sampler=sampler)
-    if BASE_STATE_ATTR not in study.user_attrs:
+    if records.base_state_artifact(study) is None:
         raise ConfigError("study_name", study_name, "was not made by `lepton-search init` (no base model stored); "
                           "run `lepton-search init` for it, or use `lepton-search run`")
     return study
@@ -190,16 +184,16 @@ def run_worker(
         raise ConfigError("n_trials", n_trials, "must be an integer >= 1")
     storage_obj = open_storage(storage, heartbeat)
     study = join_study(storage_obj, storage, study_name)
-    attrs = study.user_attrs
-    space = SearchSpace.from_dict(attrs["space"], source="study space")
+    space = SearchSpace.from_dict(records.study_space(study), source="study space")
+    setup = WorkerSetup.read(study)
     seed = secrets.randbits(31) if seed is None else seed  # sampler only: workers must not propose in lockstep
     study.sampler = worker_sampler(space, seed)
-    spec = WorkloadSpec(**attrs["workload"])
+    spec = WorkloadSpec(**setup.workload)
     if data_dir is not None:
         spec = WorkloadSpec(spec.name, data_dir)
     spec.check()
-    latency_model = make_target(attrs["target"], space)
-    store = open_artifact_store(artifacts if artifacts is not None else attrs.get("artifacts"), storage)
+    latency_model = make_target(setup.target, space)
+    store = open_artifact_store(artifacts if artifacts is not None else setup.artifacts, storage)
     state = load_base_state(study, store)
     with provided_weights(state):
         wl = spec.build()
@@ -211,12 +205,12 @@ def run_worker(
 
         logger.warning(SQLITE_MANY_WRITERS)
     with tempfile.TemporaryDirectory(prefix="lepton_worker_") as tmp:
-        base = BaseRecord.read(attrs)
+        base = BaseRecord.of(study)
         objective = Objective(study, wl, space, latency_model, base, store, Path(tmp), space.seed, verbose,
-                              checkpoints=checkpoint_store(store), queue_unseen=False,
+                              checkpoints=store.checkpoints(), queue_unseen=False,
                               after_trial=lambda trial, folder: upload_trial_files(trial, store, folder))
         try:
-            return _work(study, objective, space, n_trials, verbose)
+            return _work(study, objective, space, n_trials, verbose, storage_obj)
         except Exception as exc:
             if "database is locked" in str(exc):  # sqlite3.OperationalError through SQLAlchemy
                 raise ConfigError("storage", redact(storage), "SQLite stayed locked by other writers for 60 s; "
@@ -228,23 +222,22 @@ def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler
     """The study's sampler, made safe for parallel workers (TPE with constant liar)."""
     from lepton_search.study import make_sampler
 
-    if space.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True, constant_liar=True)
-    return make_sampler(space, seed)
+    return make_sampler(space, seed, parallel=True)
 
 
-def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int | None, verbose: bool) -> WorkerReport:
+def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int | None, verbose: bool,
+          study_storage: optuna.storages.BaseStorage) -> WorkerReport:
     from lepton_search.study import n_complete, run_trials
 
     report = WorkerReport()
-    notes = RoleNotes(objective.store)
+    notes = RoleNotes(objective.store, study_storage)
     start = time.perf_counter()
     study_goal = min(space.trials, space.n_configs)
     goal = n_trials if n_trials is not None else study_goal
     pid = os.getpid()
 
     def traced(trial: optuna.Trial) -> Any:
-        history = retry_history(trial)
+        history = records.retry_history(trial)
         retry_of = history[0] if history else None
         if retry_of is not None:
             report.retried.append(trial.number)

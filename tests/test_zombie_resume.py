@@ -55,7 +55,8 @@ def test_killed_trial_is_failed_and_retried_at_once_on_resume(digits_mlp, tmp_pa
 
 
 def test_a_live_or_foreign_owner_is_left_alone(tmp_path):
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="o")
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(storage=url, study_name="o")
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
     mine = study.ask(dist)
     mine.set_user_attr(OWNER, this_process())
@@ -63,6 +64,6 @@ def test_a_live_or_foreign_owner_is_left_alone(tmp_path):
     other.set_user_attr(OWNER, {"host": "another-host", "pid": 1, "start": "0"})
     dead = study.ask(dist)
     dead.set_user_attr(OWNER, {**this_process(), "start": "-1"})  # same pid, another process: it was reused
-    assert fail_dead_trials(study) == [dead.number]
+    assert fail_dead_trials(study, url) == [dead.number]
     states = [t.state.name for t in study.get_trials()]
     assert states == ["RUNNING", "RUNNING", "FAIL", "WAITING"]

@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import os
 import warnings
-from pathlib import Path
 
 import click
 
@@ -58,7 +57,7 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
     from lepton_search import SearchSpace, default_space, search
     from lepton_search.results.report import front_table
     from lepton_search.space import transformer_space
-    from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for
+    from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for, describe_artifact_store
     from lepton_search.study import make_target
     from lepton_search.techniques import families
 
@@ -80,7 +79,7 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
                     artifacts=artifacts, timeout=timeout)
     click.echo(front_table(result))
     store = artifact_store_for(storage or DEFAULT_STORAGE, artifacts)
-    click.echo(f"\nstudy {result.study.study_name!r} in {storage or DEFAULT_STORAGE}; artifacts in {Path(store._base_path).resolve()}")
+    click.echo(f"\nstudy {result.study.study_name!r} in {storage or DEFAULT_STORAGE}; artifacts in {describe_artifact_store(store)}")
     click.echo(f"next: lepton-search report --study {result.study.study_name}   |   "
                f"lepton-search export --study {result.study.study_name} --trial N --out DIR")
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from lepton_search.errors import ConfigError, did_you_mean
 from lepton_search.latency._base import (
@@ -14,8 +15,8 @@ from lepton_search.latency._base import (
 )
 from lepton_search.latency.host_cpu import HostCpuLatency
 
-__all__ = ["SAMPLE_INPUTS_FILE", "HostCpuLatency", "LatencyEstimate", "LatencyModel", "get_target", "list_targets",
-           "load_inputs", "register_target", "save_inputs"]
+__all__ = ["SAMPLE_INPUTS_FILE", "HostCpuLatency", "LatencyEstimate", "LatencyModel", "get_target", "latency_target",
+           "list_targets", "load_inputs", "register_target", "save_inputs"]
 
 _TARGETS: dict[str, Callable[..., LatencyModel]] = {"host-cpu": HostCpuLatency}
 
@@ -51,3 +52,18 @@ def get_target(name: str, **kwargs: object) -> LatencyModel:
     if name not in _TARGETS:
         raise ConfigError("target", name, f"unknown target; {did_you_mean(name, _TARGETS)}")
     return _TARGETS[name](**kwargs)
+
+
+def latency_target(target: str | LatencyModel, timing: Mapping[str, Any] | None = None) -> LatencyModel:
+    """A target as given, or by name; `host-cpu` timed with `timing` (a study's latency settings: threads,
+    batch_size, warmup, runs, max_cv, max_repeats), any other name as registered.
+
+    Example:
+        >>> latency_target("host-cpu", {"threads": 2}).threads
+        2
+    """
+    if isinstance(target, LatencyModel):
+        return target
+    if target == "host-cpu":
+        return get_target(target, **dict(timing or {}))
+    return get_target(target)

@@ -12,8 +12,10 @@ from typing import Any
 
 import optuna
 
-from lepton_search.records import CARD_ARTIFACT, CONFIG_ARTIFACT, BaseRecord, TrialRecord, inputs_label
+from lepton_search import records
+from lepton_search.records import BaseRecord, TrialRecord, inputs_label
 from lepton_search.space import KNOBS
+from lepton_search.storage import TrialFiles
 from lepton_search.tasks import stored_task
 from lepton_search.techniques import fusion, int8_dynamic
 from lepton_search.workloads import LSTM_FAMILY, TRANSFORMER_FAMILY
@@ -136,13 +138,12 @@ def upload_trial_files(trial: optuna.Trial, store: Any, work_dir: Path) -> None:
     """Upload `config.json` and `MODEL_CARD.md` of a finished-but-not-yet-returned trial as artifacts."""
     study = trial.study
     config = trial_config(study_name=study.study_name, number=trial.number,
-                          record=TrialRecord.from_attrs(trial.user_attrs), base=BaseRecord.read(study.user_attrs),
-                          space=study.user_attrs.get("space"))
+                          record=TrialRecord.of(trial), base=BaseRecord.of(study),
+                          space=records.study_space(study))
     folder = work_dir / f"trial_{trial.number}_files"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
     (folder / "MODEL_CARD.md").write_text(model_card(config))
-    for name, attr in (("config.json", CONFIG_ARTIFACT), ("MODEL_CARD.md", CARD_ARTIFACT)):
-        artifact_id = optuna.artifacts.upload_artifact(study_or_trial=trial, file_path=str(folder / name),
-                                                       artifact_store=store)
-        trial.set_user_attr(attr, artifact_id)
+    files = TrialFiles.of(store)
+    files.upload_config(trial, folder / "config.json")
+    files.upload_card(trial, folder / "MODEL_CARD.md")

@@ -9,11 +9,12 @@ from typing import Any, Self
 import optuna
 import pandas as pd
 
+from lepton_search import records
 from lepton_search.errors import ConfigError, did_you_mean
-from lepton_search.records import DUPLICATE_OF, FAIL_REASON, REJECTED, BaseRecord, TrialRecord, read_config
+from lepton_search.records import REMEASURED, BaseRecord, TrialRecord
 from lepton_search.results.pareto import non_dominated
 from lepton_search.space import KNOB_NAMES
-from lepton_search.storage import artifact_store_for
+from lepton_search.storage import TrialFiles, artifact_store_for
 from lepton_search.tasks import Task, stored_task
 
 KNOBS = KNOB_NAMES
@@ -23,7 +24,7 @@ METRICS = ("accuracy", "accuracy_drop_pts", "metric_drop", "latency_ms", "latenc
 REMEASURED_COLUMNS = ("latency_ms_remeasured", "speedup_remeasured")
 COLUMNS = ("number", "state", *KNOBS, *METRICS, *REMEASURED_COLUMNS, "feasible", "rejected", "duplicate_of",
            "fail_reason")
-REMEASURED = "front_remeasured"  # study user attr written by results.remeasure
+__all__ = ["COLUMNS", "KNOBS", "METRICS", "REMEASURED", "REMEASURED_COLUMNS", "StudyFrame"]
 
 
 class StudyFrame:
@@ -31,7 +32,8 @@ class StudyFrame:
 
     def __init__(self, study: optuna.Study, artifact_store: Any) -> None:
         self.study = study
-        self.artifact_store = artifact_store
+        self.files = TrialFiles.of(artifact_store)  # the study's files (any Optuna artifact store)
+        self.artifact_store = self.files  # the name older code reads; it takes Optuna's artifact protocol too
 
     @classmethod
     def open(cls, storage: str, study_name: str, *, artifacts: str | Path | None = None) -> Self:
@@ -48,7 +50,7 @@ class StudyFrame:
     @property
     def base(self) -> BaseRecord | None:
         """The base model's record; None before the search measured it."""
-        return BaseRecord.read(self.study.user_attrs)
+        return BaseRecord.of(self.study)
 
     @property
     def task(self) -> Task:
@@ -59,27 +61,27 @@ class StudyFrame:
     @property
     def objectives(self) -> list[str]:
         # the space's names (columns of trials()); the dashboard's metric names may name the task's score instead
-        space = self.study.user_attrs.get("space") or {}
+        space = records.study_space(self.study) or {}
         return list(space.get("objectives") or self.study.metric_names)
 
     def records(self) -> dict[int, TrialRecord]:
         """Trial number -> record, for every COMPLETE trial."""
-        return {t.number: TrialRecord.from_attrs(t.user_attrs)
+        return {t.number: TrialRecord.of(t)
                 for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
 
     def trials(self) -> pd.DataFrame:
         """Every trial: number, state, knobs (every knob, sampled or fixed), metrics, feasibility, rejected (why
         no training step ran), duplicate_of, fail_reason."""
         fixed = self._fixed_knobs()
-        again = (self.study.user_attrs.get(REMEASURED) or {}).get("trials", {})
+        again = records.remeasured(self.study).get("trials", {})
         rows = []
         for t in self.study.get_trials(deepcopy=False):
             row: dict[str, Any] = {"number": t.number, "state": t.state.name}
-            config = read_config(t.user_attrs) or {}
+            config = records.trial_config(t) or {}
             row.update({k: config.get(k, t.params.get(k, fixed.get(k))) for k in KNOBS})
             # Only a COMPLETE trial has its whole record: a running one (another worker's) is mid-write.
-            done = t.state == optuna.trial.TrialState.COMPLETE and "accuracy" in t.user_attrs
-            record = dataclasses.asdict(TrialRecord.from_attrs(t.user_attrs)) if done else {}
+            done = t.state == optuna.trial.TrialState.COMPLETE and records.has_measurements(t)
+            record = dataclasses.asdict(TrialRecord.of(t)) if done else {}
             row.update({k: record.get(k) for k in METRICS})
             if done and row["metric_drop"] is None:  # stored before metric_drop: a classifier's drop in points
                 row["metric_drop"] = row["accuracy_drop_pts"]
@@ -87,9 +89,9 @@ class StudyFrame:
             row["speedup_remeasured"] = again.get(str(t.number), {}).get("speedup")
             cons = t.constraints
             row["feasible"] = all(v <= 0 for v in cons.values()) if cons else True
-            row["rejected"] = t.user_attrs.get(REJECTED)  # why no training step ran (a budget, a rule), else None
-            row["duplicate_of"] = t.user_attrs.get(DUPLICATE_OF)
-            row["fail_reason"] = t.user_attrs.get(FAIL_REASON)
+            row["rejected"] = records.rejected(t)  # why no training step ran (a budget, a rule), else None
+            row["duplicate_of"] = records.duplicate_of(t)
+            row["fail_reason"] = records.fail_reason(t)
             rows.append(row)
         df = pd.DataFrame(rows, columns=list(COLUMNS))
         task = self.task
@@ -101,7 +103,7 @@ class StudyFrame:
     def _fixed_knobs(self) -> dict[str, Any]:
         from lepton_search.space import SearchSpace
 
-        stored = self.study.user_attrs.get("space")
+        stored = records.study_space(self.study)
         if not stored:
             return {}
         try:

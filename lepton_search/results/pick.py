@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from lepton_search import records
 from lepton_search.errors import ConfigError
 from lepton_search.space import KNOB_NAMES
 from lepton_search.tasks import Task, format_drop
@@ -188,7 +189,7 @@ def hypervolume(result: StudyFrame, *, max_accuracy_drop_pts: float | None = Non
     if base is None:
         raise ConfigError("study", result.study.study_name, "has no base metrics yet; run the search first")
     task = result.task
-    constraints = (result.study.user_attrs.get("space") or {}).get("constraints", {})
+    constraints = (records.study_space(result.study) or {}).get("constraints", {})
     drop = max_metric_drop if max_metric_drop is not None else max_accuracy_drop_pts
     if drop is None:
         drop = next((constraints[k] for k in ("max_metric_drop", "max_accuracy_drop_pts")

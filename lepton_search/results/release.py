@@ -12,17 +12,16 @@ finite and one per sample; accuracy is then not re-checked, and a warning and `c
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lepton_search import records
 from lepton_search.errors import ConfigError, LeptonError
 from lepton_search.latency import SAMPLE_INPUTS_FILE, load_inputs
 from lepton_search.paths import confined_file, file_sha256
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, TrialRecord
 from lepton_search.results.card import model_card, trial_config
-from lepton_search.results.frame import REMEASURED
 
 if TYPE_CHECKING:
     from lepton_search.results.frame import StudyFrame
@@ -99,8 +98,8 @@ def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workloa
         >>> export_trial(result, 7, "deploy/", workload=workloads.get("digits-cnn"))  # doctest: +SKIP
     """
     frozen = result.trial(trial)
-    record = TrialRecord.from_attrs(frozen.user_attrs)
-    artifact_id = frozen.user_attrs.get(ONNX_ARTIFACT)
+    record = TrialRecord.of(frozen)
+    artifact_id = records.artifact(frozen, ONNX_ARTIFACT)
     if artifact_id is None:
         raise ConfigError("trial", trial, "has no stored ONNX artifact (only COMPLETE trials do)")
     base = result.base
@@ -110,19 +109,17 @@ def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workloa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path, config_path, card_path = (confined_file("out_dir", out, n) for n in FILES)
-    with result.artifact_store.open_reader(artifact_id) as reader, open(onnx_path, "wb") as fh:
-        shutil.copyfileobj(reader, fh)
-    samples_id = frozen.user_attrs.get(SAMPLE_INPUTS_ARTIFACT) or (base.sample_inputs_artifact_id if base else None)
+    result.files.download(artifact_id, onnx_path)
+    samples_id = records.artifact(frozen, SAMPLE_INPUTS_ARTIFACT) or (base.sample_inputs_artifact_id if base else None)
     samples_path = None
     if samples_id is not None:
         samples_path = confined_file("out_dir", out, SAMPLE_INPUTS_FILE)
-        with result.artifact_store.open_reader(samples_id) as reader, open(samples_path, "wb") as fh:
-            shutil.copyfileobj(reader, fh)
+        result.files.download(samples_id, samples_path)
     config = trial_config(study_name=result.study.study_name, number=frozen.number, record=record,
-                          base=base, space=result.study.user_attrs.get("space"),
+                          base=base, space=records.study_space(result.study),
                           values=dict(zip(result.objectives, frozen.values or [])))
     config["onnx_sha256"] = file_sha256(onnx_path)
-    again = result.study.user_attrs.get(REMEASURED) or {}
+    again = records.remeasured(result.study)
     if str(frozen.number) in again.get("trials", {}):
         config["remeasured"] = {"base_latency_ms": again["base_latency_ms"], "repeats": again["repeats"],
                                 **{k: v for k, v in again["trials"][str(frozen.number)].items() if k != "runs_ms"}}

@@ -14,21 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import optuna
-
-from lepton_search.latency import LatencyModel, get_target, load_inputs
+from lepton_search import records
+from lepton_search.latency import LatencyModel, latency_target, load_inputs
 from lepton_search.latency._base import Inputs
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT
-from lepton_search.results.frame import REMEASURED, StudyFrame
-
-
-def target_for_space(target: str | LatencyModel, space: dict[str, Any]) -> LatencyModel:
-    """`host-cpu` with the study's timing settings; any other target by name."""
-    if isinstance(target, LatencyModel):
-        return target
-    if target == "host-cpu":
-        return get_target(target, **(space.get("latency") or {}))
-    return get_target(target)
+from lepton_search.results.frame import StudyFrame
+from lepton_search.storage import TrialFiles
 
 
 def stored_samples(store: Any, artifact_id: str | None, tmp: Path, cache: dict[str, Inputs]) -> Inputs | None:
@@ -37,7 +28,7 @@ def stored_samples(store: Any, artifact_id: str | None, tmp: Path, cache: dict[s
         return None
     if artifact_id not in cache:
         path = tmp / f"{artifact_id}.npz"
-        optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
+        TrialFiles.of(store).download(artifact_id, path)
         cache[artifact_id] = load_inputs(path)
     return cache[artifact_id]
 
@@ -46,7 +37,7 @@ def remeasure_study(result: StudyFrame, target: str | LatencyModel = "host-cpu",
                     repeats: int = 3) -> dict[str, Any] | None:
     """`remeasure_front` on a stored study: `host-cpu` with the study's timing settings (or `target`), fed the
     validation samples stored with the study. What to run on an idle host after a search on a busy one."""
-    model = target_for_space(target, result.study.user_attrs.get("space") or {})
+    model = latency_target(target, (records.study_space(result.study) or {}).get("latency"))
     base = result.base
     with tempfile.TemporaryDirectory(prefix="lepton_samples_") as tmp:
         inputs = stored_samples(result.artifact_store, None if base is None else base.sample_inputs_artifact_id,
@@ -67,9 +58,9 @@ def remeasure_front(result: StudyFrame, target: LatencyModel, inputs: Inputs | N
         return None
     by_number = {t.number: t for t in result.study.get_trials(deepcopy=False)}
     ids = {"base": base.onnx_artifact_id}
-    ids.update({str(int(n)): by_number[int(n)].user_attrs[ONNX_ARTIFACT] for n in front["number"]})
+    ids.update({str(int(n)): records.artifact(by_number[int(n)], ONNX_ARTIFACT) for n in front["number"]})
     times: dict[str, list[float]] = {k: [] for k in ids}
-    own = {str(int(n)): by_number[int(n)].user_attrs.get(SAMPLE_INPUTS_ARTIFACT) for n in front["number"]}
+    own = {str(int(n)): records.artifact(by_number[int(n)], SAMPLE_INPUTS_ARTIFACT) for n in front["number"]}
     with tempfile.TemporaryDirectory(prefix="lepton_remeasure_") as tmp:
         cache: dict[str, Inputs] = {}
         feeds = {key: inputs if key == "base" or own.get(key) in (None, base.sample_inputs_artifact_id)
@@ -77,8 +68,7 @@ def remeasure_front(result: StudyFrame, target: LatencyModel, inputs: Inputs | N
         paths = {}
         for key, artifact_id in ids.items():
             paths[key] = Path(tmp) / f"{key}.onnx"
-            optuna.artifacts.download_artifact(artifact_store=result.artifact_store, artifact_id=artifact_id,
-                                               file_path=str(paths[key]))
+            result.files.download(artifact_id, paths[key])
         for _ in range(repeats):  # interleaved: every file once per round
             for key, path in paths.items():
                 times[key].append(target.latency(path, feeds[key]).p50_ms)
@@ -86,5 +76,5 @@ def remeasure_front(result: StudyFrame, target: LatencyModel, inputs: Inputs | N
     out = {"repeats": repeats, "at": time.strftime("%Y-%m-%dT%H:%M:%S"), "target": target.describe(),
            "base_latency_ms": base_ms,
            "trials": {k: {"latency_ms": min(v), "speedup": base_ms / min(v), "runs_ms": v} for k, v in times.items()}}
-    result.study.set_user_attr(REMEASURED, out)
+    records.set_remeasured(result.study, out)
     return out

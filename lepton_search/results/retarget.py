@@ -21,20 +21,22 @@ from typing import Any
 
 import optuna
 
+from lepton_search import records
 from lepton_search.errors import ConfigError
-from lepton_search.latency import LatencyEstimate, LatencyModel
+from lepton_search.latency import LatencyEstimate, LatencyModel, latency_target
 from lepton_search.latency._base import Inputs
 from lepton_search.logging import logger, verbose_call
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, BaseRecord, TrialRecord
-from lepton_search.results.remeasure import stored_samples, target_for_space
+from lepton_search.results.remeasure import stored_samples
 from lepton_search.results.result import SearchResult
+from lepton_search.storage import TrialFiles
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def _score(store: Any, artifact_id: str, model: LatencyModel, tmp: Path, inputs: Inputs | None) -> LatencyEstimate:
     path = tmp / f"{artifact_id}.onnx"
-    optuna.artifacts.download_artifact(artifact_store=store, file_path=str(path), artifact_id=artifact_id)
+    TrialFiles.of(store).download(artifact_id, path)
     try:
         return model.latency(path, inputs)  # None: synthetic inputs of the graph's own shapes, batch 1
     finally:
@@ -47,9 +49,7 @@ def _new_study(storage: str, name: str, src: optuna.Study) -> optuna.Study:
     if name in optuna.get_all_study_names(storage=storage):
         raise ConfigError("--new-study", name, "exists already; pick another name")
     study = optuna.create_study(storage=storage, study_name=name, directions=src.directions)
-    for key, value in src.user_attrs.items():
-        if key != "base":
-            study.set_user_attr(key, value)
+    records.copy_study_attrs(src, study)
     if src.metric_names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # set_metric_names is marked experimental
@@ -62,8 +62,8 @@ def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_s
              artifacts: str | Path | None = None, verbose: bool = False) -> SearchResult:
     """Copy `study_name` into a new study (default `<study>.<target>`) with latency re-scored on `target`."""
     src = SearchResult.open(storage, study_name, artifacts=artifacts)
-    space = src.study.user_attrs.get("space") or {}
-    model = target_for_space(target, space)
+    space = records.study_space(src.study) or {}
+    model = latency_target(target, space.get("latency"))
     objectives = src.objectives
     if "usd_per_million_inferences" in objectives and model.describe().get("usd_per_hour") is None:
         raise ConfigError("--target", model.name, "has no usd_per_hour, but the study minimises a price")
@@ -79,20 +79,20 @@ def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_s
                                                                                  "target": src.base.target}})
         base.write(dst)
         for t in src.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if ONNX_ARTIFACT not in t.user_attrs:
+            onnx_id = records.artifact(t, ONNX_ARTIFACT)
+            if onnx_id is None:
                 continue
-            old = TrialRecord.from_attrs(t.user_attrs)
-            inputs = stored_samples(src.artifact_store, t.user_attrs.get(SAMPLE_INPUTS_ARTIFACT), Path(tmp), samples)
-            lat = _score(src.artifact_store, t.user_attrs[ONNX_ARTIFACT], model, Path(tmp), inputs or base_inputs)
+            old = TrialRecord.of(t)
+            inputs = stored_samples(src.artifact_store, records.artifact(t, SAMPLE_INPUTS_ARTIFACT), Path(tmp), samples)
+            lat = _score(src.artifact_store, onnx_id, model, Path(tmp), inputs or base_inputs)
             new = old.with_latency(lat, base)
             new = dataclasses.replace(new, extra={**new.extra, "retargeted_from": {"study": study_name,
                                                                                     "trial": t.number}})
-            attrs = {**t.user_attrs, **new.to_attrs()}
+            attrs, system_attrs = records.copied_attrs(t, new)
             values = [float(new.get(o)) for o in objectives]
             dst.add_trial(optuna.trial.create_trial(
                 params=t.params, distributions=t.distributions, values=values, user_attrs=attrs,
-                # the constraints as stored (list and, in older studies, names): the copy keeps the layout
-                system_attrs={k: v for k, v in t.system_attrs.items() if k.split(":")[0] == "constraints"}))
+                system_attrs=system_attrs))
             if verbose:
                 logger.info(f"trial {t.number:3d}: {old.latency_ms:.4f} ms -> {new.latency_ms:.4f} ms "
                             f"({new.latency_source})")

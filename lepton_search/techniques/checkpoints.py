@@ -7,9 +7,12 @@ schedule spans the space's maximum epochs), the loader's generator, the INT8 fak
 the seconds spent so far. It is taken before the post-training BatchNorm re-estimation.
 
 The key covers the base weights, the prune settings, quantization-awareness, the seed, the fine-tune
-settings and the schedule horizon. Files are written atomically (temporary file + rename), the folder is
-capped in size (least recently used evicted first), and a file that does not load or does not match its
-key is deleted and retrained, never trusted.
+settings and the schedule horizon. Checkpoints live in any store with Optuna's artifact protocol
+(`open_reader`, `write`, `remove`): a study's folder (`storage.FolderArtifactStore`, or a bare folder here), an
+S3 bucket (`Boto3ArtifactStore`), GCS, or a user's own. Each is written whole in one `write` (a folder writes a
+temporary file and renames it; an S3 or GCS object appears whole or not at all); a store that can list its files
+(a folder) is capped in size, least recently used evicted first (an object store: its lifecycle rules); a
+checkpoint that does not load or does not match its key is deleted and retrained, never trusted.
 """
 
 from __future__ import annotations
@@ -17,15 +20,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
-import os
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-from lepton_search.paths import file_lock
+from lepton_search.paths import AtomicFolder, file_lock
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -37,16 +41,45 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()[:24]
 
 
+class ArtifactStoreLike(Protocol):
+    """Optuna's artifact-store protocol (`optuna.artifacts` stores, and any user store Optuna accepts)."""
+
+    def open_reader(self, artifact_id: str) -> BinaryIO: ...
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None: ...
+
+    def remove(self, artifact_id: str) -> None: ...
+
+
+@runtime_checkable
+class _Listing(Protocol):
+    """What a store offers beyond Optuna's protocol for a size cap (a folder: `paths.AtomicFolder`)."""
+
+    folder: Path
+
+    def entries(self, prefix: str) -> list[tuple[str, int, float]]: ...
+
+    def touch(self, artifact_id: str) -> None: ...
+
+
 class CheckpointStore:
-    """A folder of `<key>/epoch<e>.pt` files, at most `max_mb` in all.
+    """Epoch checkpoints as `<prefix><key>/epoch<e>.pt` in an artifact store, at most `max_mb` in all where the
+    store can list its files. `store`: a folder (its files are `<key>/epoch<e>.pt`) or any store with Optuna's
+    artifact protocol; `storage.checkpoint_store` gives a study's, under `checkpoints/`.
 
     Example:
         >>> store = CheckpointStore("lepton_search_artifacts/checkpoints")  # doctest: +SKIP
         >>> store.latest(key, upto=2)  # (epoch, payload) or None  # doctest: +SKIP
     """
 
-    def __init__(self, folder: str | Path, *, max_mb: float = 2048.0) -> None:
-        self.folder, self.max_mb = Path(folder), max_mb
+    def __init__(self, store: str | Path | ArtifactStoreLike, *, prefix: str = "", max_mb: float = 2048.0,
+                 lock_dir: str | Path | None = None) -> None:
+        self.store = AtomicFolder(store) if isinstance(store, (str, Path)) else store
+        self.prefix, self.max_mb = prefix, max_mb
+        if lock_dir is None:  # beside the files in a folder; a store with none: this host's temporary folder
+            lock_dir = (self.store.folder / prefix if isinstance(self.store, _Listing)
+                        else Path(tempfile.gettempdir()) / "lepton_checkpoint_locks")
+        self.lock_dir = Path(lock_dir)
 
     @staticmethod
     def key(**parts: Any) -> str:
@@ -58,47 +91,57 @@ class CheckpointStore:
     def lock(self, key: str) -> contextlib.AbstractContextManager[None]:
         """Hold `key` while looking up and training it: a second worker on the same pruned model waits, then
         resumes from what the first stored instead of training the same epochs again. (flock: workers that
-        share this folder on one host or a local-lock-aware filesystem.)"""
-        return file_lock(self.folder / key / ".lock")
+        share a folder store on one host or a local-lock-aware filesystem; other stores: workers on one host.)"""
+        return file_lock(self.lock_dir / key / ".lock")
 
-    def _path(self, key: str, epoch: int) -> Path:
-        return self.folder / key / f"epoch{epoch}.pt"
+    def artifact_id(self, key: str, epoch: int) -> str:
+        return f"{self.prefix}{key}/epoch{epoch}.pt"
 
     def latest(self, key: str, *, upto: int) -> tuple[int, dict] | None:
-        """The checkpoint of `key` at the largest epoch <= `upto`; a bad file is deleted and skipped."""
+        """The checkpoint of `key` at the largest epoch <= `upto`; a bad one is deleted and skipped."""
         for epoch in range(upto, 0, -1):
-            path = self._path(key, epoch)
-            if not path.is_file():
+            artifact_id = self.artifact_id(key, epoch)
+            try:
+                with self.store.open_reader(artifact_id) as reader:
+                    data = reader.read()
+            except Exception:  # noqa: BLE001, S112 - ArtifactNotFound, FileNotFoundError, a store's own "no such key"
                 continue
             try:
-                payload = torch.load(path, map_location="cpu", weights_only=True)
+                payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
                 if payload.get("key") != key or payload.get("epoch") != epoch:
                     raise ValueError("checkpoint does not match its key")
             except Exception:  # noqa: BLE001 - truncated, corrupt or foreign: retrain, never trust it
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(Exception):
+                    self.store.remove(artifact_id)
                 continue
-            with contextlib.suppress(OSError):
-                os.utime(path)  # recently used: evicted last
+            if isinstance(self.store, _Listing):
+                self.store.touch(artifact_id)  # recently used: evicted last
             return epoch, payload
         return None
 
-    def save(self, key: str, epoch: int, payload: dict) -> Path:
-        path = self._path(key, epoch)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({**payload, "key": key, "epoch": epoch}, tmp)
-        os.replace(tmp, path)  # atomic: another worker sees the old file or the whole new one
+    def save(self, key: str, epoch: int, payload: dict) -> str:
+        """Store the checkpoint of `key` at `epoch` in one write; returns its artifact id."""
+        buffer = io.BytesIO()
+        torch.save({**payload, "key": key, "epoch": epoch}, buffer)
+        buffer.seek(0)
+        artifact_id = self.artifact_id(key, epoch)
+        self.store.write(artifact_id, buffer)  # whole: a folder renames a temporary file, S3 / GCS put one object
         self.evict()
-        return path
+        return artifact_id
 
-    def evict(self) -> list[Path]:
-        """Delete the least recently used checkpoints until the folder is within `max_mb`."""
-        files = sorted((p for p in self.folder.glob("*/epoch*.pt")), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files)
+    def evict(self) -> list[str]:
+        """Delete the least recently used checkpoints until the store holds at most `max_mb` of them (a store that
+        cannot list its files is not capped)."""
+        if not isinstance(self.store, _Listing):
+            return []
+        files = sorted((e for e in self.store.entries(self.prefix) if e[0].rsplit("/", 1)[-1].startswith("epoch")),
+                       key=lambda e: e[2])
+        total = sum(size for _, size, _ in files)
         removed = []
         while files and total > self.max_mb * 1e6:
-            victim = files.pop(0)
-            total -= victim.stat().st_size
-            victim.unlink(missing_ok=True)
+            victim, size, _ = files.pop(0)
+            total -= size
+            with contextlib.suppress(Exception):
+                self.store.remove(victim)
             removed.append(victim)
         return removed

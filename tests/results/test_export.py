@@ -18,7 +18,7 @@ from lepton_search import ConfigError, load
 from lepton_search.cli import main
 from lepton_search.latency import save_inputs
 from lepton_search.results import release
-from lepton_search.results.notes import ROLE_NOTE_HEADER, _TrialRef
+from lepton_search.results.notes import ROLE_NOTE_HEADER, trial_note
 from lepton_search.results.release import RecheckError, run_on_samples
 from lepton_search.space import KNOBS
 
@@ -124,11 +124,10 @@ def test_each_trial_has_config_and_card_artifacts(result):
 
 
 def test_pareto_trials_carry_role_notes(result):
-    from optuna_dashboard import get_note
-
+    storage = optuna.storages.get_storage(picking_study()[0])
     roles = result.roles()
     for t in result.study.get_trials(deepcopy=False):
-        note = get_note(_TrialRef(result.study, t._trial_id))
+        note = trial_note(storage, result.study, t.number)
         if t.number in roles:
             assert note.startswith(ROLE_NOTE_HEADER) and all(r in note for r in roles[t.number])
         else:

@@ -10,6 +10,7 @@ from onnx import numpy_helper
 from lepton_search import candidate
 from lepton_search.space import CompressionConfig, FinetuneSettings
 from lepton_search.techniques.checkpoints import CheckpointStore
+from lepton_search.testing.artifacts import DictArtifactStore
 
 SETTINGS = FinetuneSettings(subset_size=400, batch_size=64, bn_batches=4, calibration_size=16)
 
@@ -47,6 +48,16 @@ def test_full_reuse_trains_nothing_and_bits_share_float_checkpoints(digits_mlp, 
     assert again.finetune_epochs_reused == 2 and again.finetune_seconds == 0.0
     qat = _compress(digits_mlp, CompressionConfig(0.25, 8, 2), tmp_path / "c.onnx", store)  # trains under INT8 noise
     assert qat.finetune_epochs_reused == 0
+
+
+def test_reuse_works_in_a_store_that_is_not_a_folder(digits_mlp, tmp_path):
+    """An S3-like store (Optuna's artifact protocol, no folder) keeps checkpoints: the second trial trains nothing."""
+    fake = DictArtifactStore()
+    store = CheckpointStore(fake, prefix="checkpoints/")
+    _compress(digits_mlp, CompressionConfig(0.25, 32, 2), tmp_path / "a.onnx", store)
+    again = _compress(digits_mlp, CompressionConfig(0.25, 16, 2), tmp_path / "b.onnx", store)
+    assert again.finetune_epochs_reused == 2 and again.finetune_seconds == 0.0
+    assert sorted(k.rsplit("/", 1)[1] for k in fake.objects) == ["epoch1.pt", "epoch2.pt"]
 
 
 def test_corrupt_or_mismatched_checkpoint_is_retrained(digits_mlp, tmp_path):
