@@ -28,13 +28,17 @@ def register_target(name: str, factory: Callable[..., LatencyModel]) -> None:
 def _register_discovered() -> None:
     """Targets found on disk, read on demand: every profile YAML (built-in or in the user profile folder) is a
     predicted target; `host-cpu-kernels` and every `<device>-kernels.csv` in the profile folder a kernel-table
-    target. A name registered by hand is never replaced."""
+    target. A name registered by hand is never replaced; a discovered one whose file is gone (the folder changed,
+    `LEPTON_PROFILE_DIR` points elsewhere) is dropped."""
     from lepton_search.latency.device_profile import profile_paths
     from lepton_search.latency.kernel_model import table_factory, table_targets
     from lepton_search.latency.predicted import profile_factory
 
     for names, make, marker in ((profile_paths(), profile_factory, "from_profile"),
                                 (table_targets(), table_factory, "from_table")):
+        names = list(names)
+        for gone in [n for n, f in _TARGETS.items() if getattr(f, marker, False) and n not in names]:
+            del _TARGETS[gone]
         for name in names:
             if name not in _TARGETS or getattr(_TARGETS[name], marker, False):
                 factory = make(name)

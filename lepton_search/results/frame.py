@@ -22,9 +22,16 @@ METRICS = ("accuracy", "accuracy_drop_pts", "metric_drop", "latency_ms", "latenc
            "macs_ratio", "finetune_seconds", "latency_source", "slower_than_base", "latency_expected_error_pct",
            "usd_per_million_inferences", "busy_host")
 REMEASURED_COLUMNS = ("latency_ms_remeasured", "speedup_remeasured")
-COLUMNS = ("number", "state", *KNOBS, *METRICS, *REMEASURED_COLUMNS, "feasible", "rejected", "duplicate_of",
-           "fail_reason")
-__all__ = ["COLUMNS", "KNOBS", "METRICS", "REMEASURED", "REMEASURED_COLUMNS", "StudyFrame"]
+
+
+def columns() -> tuple[str, ...]:
+    """The columns of `trials()`, read when called: a knob registered after import has its column too."""
+    return ("number", "state", *KNOBS, *METRICS, *REMEASURED_COLUMNS, "feasible", "rejected", "duplicate_of",
+            "fail_reason")
+
+
+COLUMNS = columns()  # the built-in knobs' columns (`columns()` follows the table)
+__all__ = ["COLUMNS", "KNOBS", "columns", "METRICS", "REMEASURED", "REMEASURED_COLUMNS", "StudyFrame"]
 
 
 class StudyFrame:
@@ -93,7 +100,7 @@ class StudyFrame:
             row["duplicate_of"] = records.duplicate_of(t)
             row["fail_reason"] = records.fail_reason(t)
             rows.append(row)
-        df = pd.DataFrame(rows, columns=list(COLUMNS))
+        df = pd.DataFrame(rows, columns=list(columns()))
         task = self.task
         if task.metric not in df:  # the task's metric as a person reads it, beside the stored score (`accuracy`)
             df.insert(df.columns.get_loc("accuracy") + 1, task.metric,

@@ -30,7 +30,7 @@ th{background:#f3f5f7}td:first-child,th:first-child{text-align:left}.muted{color
 def report_data(result: StudyFrame) -> dict[str, Any]:
     """Plain data of the report: base, front, picks, hypervolume, trial counts, failures by reason."""
     from lepton_search.errors import LeptonError
-    from lepton_search.results.report import TABLE_COLUMNS
+    from lepton_search.results.report import table_columns
 
     trials = result.trials()
     front = result.pareto()
@@ -42,7 +42,7 @@ def report_data(result: StudyFrame) -> dict[str, Any]:
     return {
         "title": f"lepton-search report: {result.study.study_name}",
         "base": {} if result.base is None else result.base.to_attrs(),
-        "front": front[[c for c in TABLE_COLUMNS if c in front]],
+        "front": front[[c for c in table_columns() if c in front]],
         "roles": pick.roles(result),
         "picks": picks,
         "hypervolume": pick.hypervolume(result) if result.base else None,

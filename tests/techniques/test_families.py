@@ -128,7 +128,7 @@ def test_a_llama_without_its_record_is_refused_by_name_before_torch_pruning_buil
     by the pipeline's prune and by a search before anything trains."""
     from lepton_search import SearchSpace
     from lepton_search.space import CompressionConfig
-    from lepton_search.study import knobs_that_act
+    from lepton_search.study import acting_space
     from lepton_search.techniques import prune
     from lepton_search.workloads import Workload
 
@@ -143,16 +143,14 @@ def test_a_llama_without_its_record_is_refused_by_name_before_torch_pruning_buil
                                               r"self_attn' \(2 such\) is attention no family record covers"):
             prune.prune(wl.model, wl.example_args, CompressionConfig(prune_ratio=0.5, bits=32, finetune_epochs=0))
         with pytest.raises(ConfigError, match="knobs.prune_ratio.*add a families.Family"):
-            knobs_that_act(wl, SearchSpace(prune_ratio=(0.0, 0.5, 0.5), bits=(32,)), graph=None, verbose=False)
+            acting_space(wl, SearchSpace(prune_ratio=(0.0, 0.5, 0.5), bits=(32,)), graph=None, verbose=False)
         assert time.monotonic() - start < 10
         unstructured = SearchSpace(prune_ratio=(0.0, 0.5, 0.5), prune_method="unstructured", bits=(32,))
         prune.refuse_unrecorded_attention(wl.model, 0.5, tuple(unstructured.domain("prune_method")))  # masks: no graph
     with pytest.raises(ConfigError, match="fusion.*'llama' blocks.*no model type"):
-        from lepton_search.study import check_fusion
-
-        check_fusion(Workload("llama", tiny("llama"), train=(*args, torch.tensor([0, 1, 2])),
+        acting_space(Workload("llama", tiny("llama"), train=(*args, torch.tensor([0, 1, 2])),
                               val=(*args, torch.tensor([0, 1, 2])), example_input=(args[0][:1], args[1][:1])),
-                     SearchSpace(fusion=("ort",)), graph=None)
+                     SearchSpace(fusion=("ort",)), graph=None, verbose=False)
 
 
 def test_the_fine_tune_recipe_and_the_model_family_come_from_the_record():
