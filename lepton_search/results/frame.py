@@ -31,7 +31,7 @@ def columns() -> tuple[str, ...]:
 
 
 COLUMNS = columns()  # the built-in knobs' columns (`columns()` follows the table)
-__all__ = ["COLUMNS", "KNOBS", "columns", "METRICS", "REMEASURED", "REMEASURED_COLUMNS", "StudyFrame"]
+__all__ = ["COLUMNS", "KNOBS", "METRICS", "REMEASURED", "REMEASURED_COLUMNS", "StudyFrame", "columns"]
 
 
 class StudyFrame:
