@@ -29,12 +29,16 @@ from typing import Any, Protocol
 
 from lepton_search.errors import ConfigError, did_you_mean
 
-__all__ = ["ANCHOR_RULES", "DEFAULT_STEP", "FUSIONS", "INT8_MODES", "KNOBS", "KNOB_NAMES", "PRUNE_METHODS",
+__all__ = ["ANCHOR_RULES", "DEFAULT_STEP", "FUSIONS", "INT4_ACCURACY_LEVELS", "INT4_BLOCKS", "INT8_MODES", "KNOBS", "KNOB_NAMES", "PRUNE_METHODS",
            "SUPPORTED_BITS", "Choices", "Domain", "FloatRange", "IntRange", "Knob", "KnobTable"]
 
 SUPPORTED_BITS = (32, 16, 8, 4)
 INT8_MODES = ("auto", "dynamic", "static")  # how an 8-bit file is made (techniques.quantize)
 FUSIONS = ("off", "ort")  # techniques.fusion
+# techniques.matmul_nbits: input rows sharing a scale (0: no MatMulNBits, the per-channel INT4 route) and the
+# activations' arithmetic ONNX Runtime may use (0: unset; 1 FP32, 2 FP16, 3 BF16, 4 INT8)
+INT4_BLOCKS = (0, 16, 32, 64, 128, 256)
+INT4_ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 PRUNE_METHODS = ("structured", "global", "unstructured")
 DEFAULT_STEP = 0.05  # the step of a float range given as (low, high)
 # How a fresh study's anchors (`SearchSpace.anchor_configs`: quantization alone) set a knob:
@@ -383,6 +387,20 @@ def _fusion(value: Any) -> str | None:
     return None if value in FUSIONS else f"choose from {list(FUSIONS)}"
 
 
+def _int4_block(value: Any) -> str | None:
+    ok = value in INT4_BLOCKS and not isinstance(value, bool)
+    return None if ok else f"input rows per MatMulNBits scale: choose from {list(INT4_BLOCKS)} (0: per-channel INT4)"
+
+
+def _int4_symmetric(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "true (no zero point) or false (a 4-bit zero point per block)"
+
+
+def _int4_accuracy_level(value: Any) -> str | None:
+    ok = value in INT4_ACCURACY_LEVELS and not isinstance(value, bool)
+    return None if ok else f"choose from {list(INT4_ACCURACY_LEVELS)} (0: unset, 4: INT8 activations)"
+
+
 def _embedding_bits(value: Any) -> str | None:
     ok = value in (32, 8, 4) and not isinstance(value, bool)
     return None if ok else "unsupported embedding table width; choose from [32, 8, 4]"
@@ -444,5 +462,14 @@ KNOBS = KnobTable(
     Knob("embedding_dim", FloatRange(1.0, 1.0, 0.25), noop=1.0, check=_embedding_dim,
          help="share of each embedding table's columns kept (least important dropped, with what reads them)",
          applied_by="lepton_search.techniques.embeddings"),
+    Knob("int4_block", Choices((0,)), noop=0, check=_int4_block,
+         help="4-bit files: input rows sharing a scale in ONNX Runtime's MatMulNBits (16 to 256); 0: per-channel "
+              "INT4 through DequantizeLinear", applied_by="lepton_search.techniques.matmul_nbits"),
+    Knob("int4_symmetric", Choices((True,)), noop=True, check=_int4_symmetric,
+         help="MatMulNBits blocks without a zero point (true) or with a 4-bit one (false); acts where int4_block is set",
+         applied_by="lepton_search.techniques.matmul_nbits"),
+    Knob("int4_accuracy_level", Choices((0,)), noop=0, check=_int4_accuracy_level,
+         help="MatMulNBits activations' arithmetic: 0 unset, 1 FP32, 2 FP16, 3 BF16, 4 INT8 (integer dot-products on "
+              "x86); acts where int4_block is set", applied_by="lepton_search.techniques.matmul_nbits"),
 )
 KNOB_NAMES: Sequence[str] = _Names(KNOBS)

@@ -158,7 +158,7 @@ class ModelOptimizer:
         """One teacher for every call, its outputs per training sample computed once, as a search's trials share
         theirs (`finetune.CachedTeacher`): the same config gives the search trial's file."""
         if self._teacher is None:
-            self._teacher = CachedTeacher(frozen_copy(self.model))
+            self._teacher = CachedTeacher(frozen_copy(self.model), self.workload.task.compact_teacher)
         return self._teacher
 
     def _base_graph(self) -> Any:

@@ -239,7 +239,7 @@ class Objective:
         self.files = TrialFiles.of(store)
         self.after_trial = after_trial  # e.g. upload config.json + MODEL_CARD.md before the trial returns
         # one teacher for every trial, its outputs per training sample computed once (`finetune.CachedTeacher`)
-        self.teacher = finetune.CachedTeacher(finetune.frozen_copy(workload.model))
+        self.teacher = finetune.CachedTeacher(finetune.frozen_copy(workload.model), workload.task.compact_teacher)
         self.checkpoints = checkpoints  # fine-tuning reuse across trials (None: every trial trains from scratch)
         # One process: a duplicate proposal queues an unseen config, which the loop's next trial takes. Parallel
         # workers stop at their own count and would leave such a queued trial WAITING: they do not queue.

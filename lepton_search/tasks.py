@@ -10,7 +10,9 @@ Built in: `"classification"` (the default: top-1 accuracy of logits, drops in po
 distillation) and `"regression"` (RMSE of the outputs, drops in the target's unit, MSE to the teacher's and the
 true outputs); for recommenders `"binary"` (click-through: one logit, AUC and log-loss, BCE training) and
 `"ranking"` (scores ranked per user: HR@k and NDCG@k under NCF's leave-one-out protocol, rows grouped by the
-`user` input). A new task is one `Task` subclass registered by name (`register_task`).
+`user` input); for causal language models `"lm"` (next-token log-loss, stored negated, perplexity shown; scored
+batch by batch through `summarize`, never a split's (batch, tokens, vocabulary) logits at once; distilled on the
+teacher's top-k next-token distribution). A new task is one `Task` subclass registered by name (`register_task`).
 
 Example:
     >>> import numpy as np
@@ -31,6 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from lepton_search.errors import ConfigError, did_you_mean
+
+IGNORE = -100  # a target position without a next token (torch's cross-entropy ignore_index)
 
 
 def accuracy_standard_error(accuracy: float, n: int) -> float:
@@ -61,6 +65,10 @@ class Task:
     greater_is_better = True  # of the metric as shown (the stored score is always higher-is-better)
     drop_unit = "pt"  # a drop of 0.012 in accuracy is 1.2 pt
     group_by: str | None = None  # an input whose values group rows for scoring (ranking: the user); None: none
+    batch_limit: int | None = None  # rows scored per call at most (a language model's outputs are large); None: any
+    # whether refitting the head (recovery) serves it: a language model's head is its vocabulary projection, often
+    # tied to the input embeddings, and a full-batch refit over tokens x vocabulary would not fit in memory
+    head_refit = True
 
     # ---- data ------------------------------------------------------------------------------
     def check_output(self, out: torch.Tensor) -> int:
@@ -68,7 +76,7 @@ class Task:
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
             raise ConfigError("workload.model", getattr(out, "shape", type(out).__name__),
                               "must return (batch, classes) logits for task 'classification' (a regressor: "
-                              "task='regression')")
+                              "task='regression'; a causal language model's (batch, tokens, vocabulary): task='lm')")
         return int(out.shape[1])
 
     def check_inputs(self, inputs: Any) -> None:
@@ -92,6 +100,16 @@ class Task:
                               "fix the labels or the model's last layer")
 
     # ---- metric ----------------------------------------------------------------------------
+    def summarize(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """What is kept of one batch's outputs until the split is scored (`score` and `correct` get these rows,
+        concatenated): the outputs themselves, unless they are too large to keep (a language model's)."""
+        return outputs
+
+    def compact_teacher(self, outputs: torch.Tensor) -> torch.Tensor:
+        """What a cached teacher keeps of its outputs per sample (`finetune.CachedTeacher`); `distill_loss` takes
+        it as the teacher's outputs. The outputs themselves, unless they are too large to keep."""
+        return outputs
+
     def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:
         """The stored score of `outputs` against `targets`: higher is better."""
         return float((outputs.argmax(axis=1) == targets).mean())
@@ -328,13 +346,116 @@ class Ranking(Binary):
         return {**super().describe(), "k": self.k, "user": self.user, "item": self.item}
 
 
+class LanguageModel(Task):
+    """A causal language model: (batch, tokens, vocabulary) next-token logits; targets (batch, tokens) token ids, the
+    input shifted by one (`IGNORE`: no target at that position). Score: the negative mean next-token log-loss in nats
+    over every target token of the split (stored, higher is better); shown as perplexity, exp(log-loss); a drop is
+    perplexity above the base's. Each batch is reduced to (summed log-loss, tokens) per row by `summarize`, so no
+    split's logits are ever held; at most `batch_limit` rows a call.
+
+    Distillation: w * T^2 * KL(teacher || student) at temperature T over the teacher's top-`top_k` next tokens (both
+    distributions renormalised over that set), at every target position, + (1 - w) * next-token cross-entropy (which
+    also holds down the student's mass outside the set). The cached teacher keeps only those top-k (logits and ids,
+    `compact_teacher`), once per training window; a vocabulary of at most 2k tokens is kept and compared whole.
+
+    Example:
+        >>> import numpy as np
+        >>> lm = LanguageModel()
+        >>> logits, ids = np.zeros((1, 3, 4), np.float32), np.array([[1, 2, IGNORE]])
+        >>> score = lm.score(lm.summarize(logits, ids), ids)
+        >>> round(score, 4), round(lm.display(score), 4)  # a uniform guess among 4: perplexity 4
+        (-1.3863, 4.0)
+    """
+
+    name = "lm"
+    metric = "perplexity"
+    short = "ppl"
+    score_name = "neg_log_loss"
+    greater_is_better = False
+    drop_unit = "ppl"
+    batch_limit = 4
+    head_refit = False
+    top_k = 32
+
+    def check_output(self, out: torch.Tensor) -> int:
+        if not isinstance(out, torch.Tensor) or out.ndim != 3 or not out.is_floating_point():
+            raise ConfigError("workload.model", getattr(out, "shape", type(out).__name__),
+                              "must return (batch, tokens, vocabulary) next-token logits for task 'lm' (e.g. "
+                              "AutoModelForCausalLM); a classifier's (batch, classes): task='classification'")
+        return int(out.shape[-1])
+
+    def check_targets(self, split: str, y: torch.Tensor, width: int) -> None:
+        field = f"workload.{split} targets"
+        if y.is_floating_point() or y.dtype == torch.bool or y.ndim != 2:
+            raise ConfigError(field, f"{str(y.dtype).removeprefix('torch.')} {tuple(y.shape)}",
+                              "pass next-token ids as int64 (n, tokens): the input shifted by one, "
+                              f"{IGNORE} where a position has no target")
+        real = y[y != IGNORE]
+        if not len(real):
+            raise ConfigError(field, "no target token", "the split is shorter than one sequence: give more text")
+        if int(real.min()) < 0 or int(real.max()) >= width:
+            raise ConfigError(field, f"{int(real.min())}..{int(real.max())}",
+                              f"the model's vocabulary has {width} tokens: ids must lie in 0..{width - 1}")
+
+    def summarize(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """(summed next-token log-loss in nats, target tokens) per row of the batch, as float64."""
+        x = outputs.astype(np.float32, copy=False)
+        keep = targets != IGNORE
+        top = x.max(axis=-1, keepdims=True)
+        lse = np.log(np.exp(x - top).sum(axis=-1)) + top[..., 0]
+        picked = np.take_along_axis(x, np.where(keep, targets, 0)[..., None], axis=-1)[..., 0]
+        nll = np.where(keep, lse - picked, 0.0).astype(np.float64)
+        return np.stack([nll.sum(axis=1), keep.sum(axis=1).astype(np.float64)], axis=1)
+
+    def score(self, outputs: np.ndarray, targets: np.ndarray) -> float:
+        if outputs.ndim == 3:  # raw logits (a caller that did not summarize)
+            outputs = self.summarize(outputs, targets)
+        return -float(outputs[:, 0].sum() / max(outputs[:, 1].sum(), 1.0))
+
+    def correct(self, outputs: np.ndarray, targets: np.ndarray) -> int | None:
+        return None
+
+    def display(self, score: float) -> float:
+        return float(math.exp(min(-score, 700.0)))
+
+    def drop(self, base_score: float, score: float) -> float:
+        return self.display(score) - self.display(base_score)
+
+    def score_tolerance(self, score: float, n: int) -> float:
+        return 0.0
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+
+    def compact_teacher(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The top-k logits and their ids, (..., 2k) float32 (ids are exact in float32 below 2^24); the logits
+        themselves for a vocabulary of at most 2k tokens (`distill_loss` tells the two by their width)."""
+        if outputs.shape[-1] <= 2 * self.top_k:
+            return outputs
+        values, ids = outputs.topk(self.top_k, dim=-1)
+        return torch.cat([values, ids.to(values.dtype)], dim=-1)
+
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, *,
+                     temperature: float, weight: float) -> torch.Tensor:
+        keep = (targets != IGNORE).to(student.dtype)
+        if teacher.shape[-1] == student.shape[-1]:  # whole distributions (a small vocabulary): exact KL
+            t_logits, s_logits = teacher, student
+        else:  # the teacher's top-k (`compact_teacher`): KL on that set, both renormalised over it
+            k = teacher.shape[-1] // 2
+            t_logits, s_logits = teacher[..., :k], torch.gather(student, -1, teacher[..., k:].long())
+        log_p = F.log_softmax(t_logits / temperature, dim=-1)
+        kl = (log_p.exp() * (log_p - F.log_softmax(s_logits / temperature, dim=-1))).sum(-1)
+        kd = (kl * keep).sum() / keep.sum().clamp(min=1.0) * temperature**2
+        return weight * kd + (1 - weight) * self.loss(student, targets)
+
+
 class Classification(Task):
     """Classification: (batch, classes) logits, top-1 accuracy, drops in points, cross-entropy / KL distillation
     (the defaults of `Task`)."""
 
 
 _TASKS: dict[str, Callable[[], Task]] = {"classification": Classification, "regression": Regression, "binary": Binary,
-                                        "ranking": Ranking}
+                                        "ranking": Ranking, "lm": LanguageModel}
 
 
 def register_task(name: str, factory: Callable[[], Task]) -> None:

@@ -36,6 +36,7 @@ CORE = {
              "techniques/recovery.py": "quantization-aware fine-tuning happens at 8 bits",
              "techniques/embeddings.py": "a kernel-width homonym (row quantization of a table)",
              "techniques/fusion.py": "fusion refuses the static INT8 route (space.bits)",
+             "techniques/matmul_nbits.py": "int4_block refuses a space whose bits has no 4 (space.bits)",
              "calibration/kernel_sweep.py": "kernel width of a calibration graph (homonym)",
              "latency/kernels.py": "kernel width (homonym)", "latency/kernel_model.py": "kernel width (homonym)"},
     "finetune_epochs": {"optimizer.py": "ModelOptimizer.compress(finetune_epochs=)", "results/card.py": "card line",

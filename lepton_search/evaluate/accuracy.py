@@ -41,8 +41,9 @@ def onnx_accuracy(onnx_path: str | Path, workload: Workload, split: str = "val",
                   threads: int = 2, transform: Any = None) -> AccuracyResult:
     """Run `onnx_path` on every batch of `split`, each graph input fed its data column in the graph's dtype
     (`transform`: a candidate's `InputTransform`, applied to each batch's feeds first). A file with dynamic INT8
-    runs one sample a call (`served_batch_size`): its accuracy is the served one, whatever `batch_size` says."""
-    batch_size = served_batch_size(onnx_path) or batch_size
+    runs one sample a call (`served_batch_size`): its accuracy is the served one, whatever `batch_size` says; a task
+    with large outputs scores at most `Task.batch_limit` rows a call and keeps what `Task.summarize` keeps of each."""
+    batch_size = served_batch_size(onnx_path) or min(batch_size, workload.task.batch_limit or batch_size)
     sess = session(onnx_path, threads=threads)
     graph_inputs = [(i.name, _NUMPY.get(i.type, np.float32)) for i in sess.get_inputs()]
     group_at = workload.input_names.index(workload.task.group_by) if workload.task.group_by in workload.input_names else None
@@ -56,7 +57,7 @@ def onnx_accuracy(onnx_path: str | Path, workload: Workload, split: str = "val",
         if not np.all(np.isfinite(out)):
             # No file name in the message: `report` groups failures by reason, across trials.
             raise FloatingPointError(f"the ONNX model produced non-finite outputs (NaN/inf) on the {split} split")
-        logits.append(out)
+        logits.append(workload.task.summarize(out, yb.numpy()))  # a language model keeps (log-loss, tokens) a row
         labels.append(yb.numpy())
         if group_at is not None:  # a ranking task ranks rows within each user
             groups.append(xs[group_at].numpy())

@@ -220,9 +220,10 @@ class CachedTeacher(nn.Module):
         (True, 3)
     """
 
-    def __init__(self, teacher: nn.Module) -> None:
+    def __init__(self, teacher: nn.Module, compact: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
         self.teacher = teacher.eval()
+        self.compact = compact  # what is kept of an output (`Task.compact_teacher`: a language model's top-k)
         self._outputs: dict[bytes, torch.Tensor] = {}
         self.misses = 0
 
@@ -233,6 +234,7 @@ class CachedTeacher(nn.Module):
             index = torch.tensor(new)
             with torch.no_grad():
                 out = self.teacher(*(x[index] for x in xs))
+                out = self.compact(out) if self.compact is not None else out
             for row, i in zip(out, new):
                 self._outputs[keys[i]] = row.detach().cpu().clone()  # kept on the CPU whatever device computed it
             self.misses += len(new)

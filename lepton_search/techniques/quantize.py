@@ -11,6 +11,8 @@
   vanilla RNN nodes stay FP32 at every width, with a warning: ONNX Runtime has no integer GRU/RNN kernel.
 - 4: INT4 weights (symmetric, per output channel) packed as INT4 initializers feeding an opset-21
   DequantizeLinear; activations stay FP32. The file shrinks ~8x; the kernels run FP32 on this CPU.
+  With `int4_block` set (`techniques.matmul_nbits`): ONNX Runtime's `MatMulNBits` instead, weights in blocks of
+  that many input rows with their own scales, activations optionally INT8 inside the kernel (`accuracy_level` 4).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from lepton_search.logging import routed_to_debug, stage
 from lepton_search.space import SearchSpace
-from lepton_search.techniques import int8_dynamic
+from lepton_search.techniques import int8_dynamic, matmul_nbits
 from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict, calibration_batches
 
 WEIGHT_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1}  # op type -> input index of the weight
@@ -56,6 +58,7 @@ class QuantizationRoute:
     operators: tuple[str, ...]  # op types whose weights were quantized (sorted)
     tool: str  # nncf, onnxruntime quantize_dynamic, lepton_search (FP16 / INT4 weight-only), none
     left_float: tuple[str, ...] = ()  # nodes no quantizer here makes integer (GRU, RNN)
+    detail: str = ""  # the route's own settings, for the card (MatMulNBits: block size, symmetry, accuracy level)
 
     def __post_init__(self) -> None:
         if self.bits not in WEIGHTS:
@@ -85,7 +88,7 @@ class QuantizationRoute:
                 else f"{self.weights.upper()} weights{channel}, FP32 activations")
         ops = f"; {', '.join(self.operators)} quantized" if self.operators else "; nothing to quantize"
         kept = f"; left FP32: {', '.join(self.left_float)}" if self.left_float else ""
-        return what + ops + kept
+        return what + (f" ({self.detail})" if self.detail else "") + ops + kept
 
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "operators": list(self.operators), "left_float": list(self.left_float),
@@ -102,13 +105,15 @@ class Route:
     """One way of making a file of `bits` bits: what it does to the graph, and whether quantization-aware
     fine-tuning trains for it (`static`: activations on fixed ranges, so the student trains with them simulated).
 
-    A new route is one entry of `ROUTES` (and a name for it in `plan_for`'s table), not another branch."""
+    A new route is one entry of `ROUTES` (and a name for it in `plan_for`'s table, or the settings type a
+    technique's plan hands `QuantizationPlan.with_settings`), not another branch."""
 
     name: str
     bits: int
     static: bool
     needs_calibration: bool
-    make: Any  # (graph, calibration, left_float) -> (graph, QuantizationRoute)
+    make: Any  # (graph, calibration, left_float[, settings]) -> (graph, QuantizationRoute)
+    settings: type | None = None  # the settings record the route takes (None: none)
 
 
 def _fp32(model, calibration, floating):
@@ -120,6 +125,13 @@ def _weight_only_route(bits, encode, per_channel):
         out = _weight_only(model, encode)
         return out, QuantizationRoute(bits, "fp32", per_channel, _weight_only_ops(model), "lepton_search", floating)
     return make
+
+
+def _int4_matmulnbits(model, calibration, floating, settings):
+    out = matmul_nbits.quantize_weights(model, settings)
+    kept = tuple(sorted({*floating, *(n.name or n.op_type for n in out.graph.node if n.op_type in ("Conv", "Gemm"))}))
+    return out, QuantizationRoute(4, "fp32", False, ("MatMul",) if matmul_nbits.nbits_nodes(out) else (),
+                                  "onnxruntime MatMulNBits", kept, detail=settings.summary())
 
 
 def _int8_dynamic(model, calibration, floating):
@@ -139,15 +151,18 @@ class QuantizationPlan:
     `static`, the graph quantizer applies `route`, the trial records what it did (`QuantizationRoute`). Anchor:
     Optimum's `QuantizationConfig`, checked when made.
 
+    `settings`: the route's own record where it takes one (`Route.settings`: MatMulNBits' block size, ...).
+
     Example:
         >>> plan_for(8, dynamic=True)
-        QuantizationPlan(route='int8_dynamic', bits=8)
+        QuantizationPlan(route='int8_dynamic', bits=8, settings=None)
         >>> plan_for(8, dynamic=False).static
         True
     """
 
     route: str
     bits: int
+    settings: Any = None
 
     def __post_init__(self) -> None:
         if self.route not in ROUTES:
@@ -155,6 +170,19 @@ class QuantizationPlan:
         if ROUTES[self.route].bits != self.bits:
             raise ValueError(f"QuantizationPlan: route {self.route!r} makes {ROUTES[self.route].bits}-bit files, "
                              f"not {self.bits}")
+        wants = ROUTES[self.route].settings
+        if (wants is None) != (self.settings is None) or (wants is not None and not isinstance(self.settings, wants)):
+            raise ValueError(f"QuantizationPlan: route {self.route!r} takes "
+                             f"{wants.__name__ if wants else 'no settings'}, got {self.settings!r}")
+
+    def with_settings(self, settings: Any) -> QuantizationPlan:
+        """The plan of the route at these bits that takes `settings`' type (a technique's plan hands its record
+        here, so no code outside this module names a route)."""
+        routes = [r.name for r in ROUTES.values() if r.bits == self.bits and r.settings is type(settings)]
+        if len(routes) != 1:
+            raise ValueError(f"QuantizationPlan.with_settings: {len(routes)} {self.bits}-bit routes take "
+                             f"{type(settings).__name__}")
+        return QuantizationPlan(routes[0], self.bits, settings)
 
     @property
     def static(self) -> bool:
@@ -196,7 +224,10 @@ def quantize_with_route(model: onnx.ModelProto, bits: int, calibration: Sequence
     if floating:
         warnings.warn(f"{bits}-bit quantization leaves {', '.join(floating)} in FP32: ONNX Runtime has no integer "
                       "GRU/RNN kernel (an LSTM becomes DynamicQuantizeLSTM at 8 bits)", stacklevel=2)
-    return ROUTES[plan.route].make(model, calibration, floating)
+    route = ROUTES[plan.route]
+    if route.settings is not None:
+        return route.make(model, calibration, floating, plan.settings)
+    return route.make(model, calibration, floating)
 
 
 def _per_channel_weights(model: onnx.ModelProto) -> bool:
@@ -370,6 +401,8 @@ ROUTES = {r.name: r for r in (
     Route("int8_dynamic", 8, static=False, needs_calibration=False, make=_int8_dynamic),
     Route("int8_static", 8, static=True, needs_calibration=True, make=_int8_static),
     Route("int4_qdq", 4, static=False, needs_calibration=False, make=_weight_only_route(4, _int4, per_channel=True)),
+    Route("int4_matmulnbits", 4, static=False, needs_calibration=False, make=_int4_matmulnbits,
+          settings=matmul_nbits.Int4Settings),
 )}
 # bits -> its route; at 8 bits the INT8 rule picks (`int8_dynamic.dynamic_route`, overridden by int8_mode)
 BITS_ROUTE = {32: "fp32", 16: "fp16", 4: "int4_qdq"}

