@@ -206,7 +206,7 @@ def run(name: str, threads: int) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix=f"same_configs_{name}_"))
     rows = {}
     for config in configs:
-        t0, cpu0 = time.perf_counter(), time.process_time()
+        t0, c0 = time.perf_counter(), time.process_time()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             cand, built_by = build(wl, config, settings, folder)
@@ -216,7 +216,7 @@ def run(name: str, threads: int) -> dict[str, Any]:
             "knobs": config.as_dict(), **figures, "built_by": built_by, "route": route,
             "quantization_aware": cand.quantization_aware, "finetune_subset": cand.finetune_subset,
             "warnings": sorted({str(w.message).splitlines()[0][:200] for w in caught if "lepton_search" in w.filename}),
-            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0,
+            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
         }
         print(f"  {name} {config.label()}: score {figures['score']:.6f} ({time.perf_counter() - t0:.0f} s, {built_by})",
               file=sys.stderr, flush=True)
@@ -235,6 +235,7 @@ def git_commit() -> dict[str, Any]:
         return subprocess.run(["git", "-C", str(root), *args], check=False, capture_output=True, text=True).stdout.strip()
 
     return {"commit": git("rev-parse", "HEAD"), "subject": git("log", "-1", "--format=%s")[:120],
+            "engine_commit": git("log", "-1", "--format=%H", "--", "lepton_search"),  # the last that changed the engine
                         # uncommitted changes to the engine itself (this script's own edits do not count)
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", "lepton_search")),
             "package": str(root)}
@@ -276,27 +277,27 @@ def compare(new: dict, old: dict) -> int:
         if old["versions"].get(lib) != ver:
             print(f"  note: {lib} {ver} vs {old['versions'].get(lib)}")
     differ = 0
-    print(f"{'workload':<18} {'config':<26} {'result':<10} detail")
+    print(f"{'workload':<18} {'config':<40} {'result':<10} detail")
     for name, rec in new["workloads"].items():
         before = old["workloads"].get(name)
         if before is None:
-            print(f"{name:<18} {'-':<26} {'missing':<10} not in the stored run")
+            print(f"{name:<18} {'-':<40} {'missing':<10} not in the stored run")
             continue
         if rec["base_sha256"] != before["base_sha256"]:
             differ += 1
-            print(f"{name:<18} {'(base model)':<26} {'DIFFERS':<10} base weights differ: the comparison is void")
+            print(f"{name:<18} {'(base model)':<40} {'DIFFERS':<10} base weights differ: the comparison is void")
         for label in [*before["configs"], *(c for c in rec["configs"] if c not in before["configs"])]:
             a, b = rec["configs"].get(label), before["configs"].get(label)
             if a is None or b is None:
                 differ += 1
-                print(f"{name:<18} {label:<26} {'MISSING':<10} only in the {'stored' if a is None else 'new'} run")
+                print(f"{name:<18} {label:<40} {'MISSING':<10} only in the {'stored' if a is None else 'new'} run")
                 continue
             bad = [f for f in COMPARED if a.get(f) != b.get(f)]
             differ += len(bad)
             if not bad:
-                print(f"{name:<18} {label:<26} {'identical':<10} {len(COMPARED)} figures")
+                print(f"{name:<18} {label:<40} {'identical':<10} {len(COMPARED)} figures")
             for f in bad:
-                print(f"{name:<18} {label:<26} {'DIFFERS':<10} {f}: {show(a.get(f))} vs {show(b.get(f))}")
+                print(f"{name:<18} {label:<40} {'DIFFERS':<10} {f}: {show(a.get(f))} vs {show(b.get(f))}")
     print(f"\n{'all figures identical' if not differ else f'{differ} figure(s) differ'}")
     return differ
 
@@ -304,13 +305,13 @@ def compare(new: dict, old: dict) -> int:
 def table(rec: dict) -> None:
     print(f"\n{rec['workload']} ({rec['task']}; base {rec['base_sha256'][:12]}; {rec['wall_seconds']:.0f} s, "
           f"{rec['cpu_seconds']:.0f} CPU s)")
-    print(f"{'config':<26} {'val correct':>13} {'score':>9} {'bytes':>10} {'MACs':>11} {'params':>9} {'init sha':>9}"
+    print(f"{'config':<40} {'val correct':>11} {'score':>9} {'bytes':>10} {'MACs':>11} {'params':>9} {'init sha':>9}"
           f"  ops")
     for label, r in rec["configs"].items():
         correct = "-" if r["val_correct"] is None else f"{r['val_correct']}/{r['val_total']}"
         extra = "" if not r["metrics"] else " " + " ".join(f"{k} {v:.6f}" for k, v in r["metrics"].items())
         ops = " ".join(f"{k}:{v}" for k, v in sorted(r["op_counts"].items(), key=lambda kv: -kv[1])[:4])
-        print(f"{label:<26} {correct:>13} {r['score']:9.6f} {r['size_bytes']:>10} {r['macs']:>11} {r['params']:>9} "
+        print(f"{label:<40} {correct:>11} {r['score']:9.6f} {r['size_bytes']:>10} {r['macs']:>11} {r['params']:>9} "
               f"{r['initializers_sha256'][:8]:>9}  {ops}{extra}")
 
 
