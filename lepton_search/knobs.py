@@ -398,6 +398,11 @@ def _seq_len(value: Any) -> str | None:
     return None if whole and value >= 0 else "give a whole number of tokens >= 1 (0: the workload's own length)"
 
 
+def _weight_clusters(value: Any) -> str | None:
+    ok = value in (0, 16, 64, 256) and not isinstance(value, bool)
+    return None if ok else "shared values per layer: choose from [0, 16, 64, 256] (0: off)"
+
+
 def _layers(value: Any) -> str | None:
     whole = _is_number(value) and float(value).is_integer()
     return None if whole and value >= 0 else "give a whole number of encoder layers >= 1 (0: all of them)"
@@ -437,5 +442,9 @@ KNOBS = KnobTable(
     Knob("embedding_dim", FloatRange(1.0, 1.0, 0.25), noop=1.0, check=_embedding_dim,
          help="share of each embedding table's columns kept (least important dropped, with what reads them)",
          applied_by="lepton_search.candidate"),
+    Knob("weight_clusters", Choices((0,)), noop=0, check=_weight_clusters,
+         help="shared values per Conv/Linear weight (k-means, centroids fine-tuned; 0: off): the FP32/FP16 file "
+              "stores a codebook and 4/8-bit indices, which ONNX Runtime folds back to FP32 weights at load (same "
+              "latency, smaller file)", applied_by="lepton_search.techniques.weight_sharing"),
 )
 KNOB_NAMES: Sequence[str] = _Names(KNOBS)

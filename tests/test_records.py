@@ -27,7 +27,7 @@ def test_schema_1_config_is_read_by_position_and_new_knobs_take_defaults():
     config = read_config(attrs)
     assert config == {"prune_ratio": 0.5, "prune_method": "unstructured", "round_to": 1, "bits": 8,
                       "finetune_epochs": 2, "seq_len": 0, "layers": 0, "int8_mode": "auto", "fusion": "off",
-                      "embedding_bits": 32, "embedding_dim": 1.0}
+                      "embedding_bits": 32, "embedding_dim": 1.0, "weight_clusters": 0}
     assert TrialRecord.from_attrs(attrs).schema == 1
     assert read_config({"accuracy": 0.8}) is None
 
@@ -46,7 +46,7 @@ def test_categorical_knobs_are_sampled_and_fixed_ones_are_not():
     assert space.n_configs == 2 * 2 and space.fixed_knobs() == {"round_to": 4, "bits": 32, "finetune_epochs": 1,
                                                                "seq_len": 0, "layers": 0, "int8_mode": "auto",
                                                                "fusion": "off", "embedding_bits": 32,
-                                                               "embedding_dim": 1.0}
+                                                               "embedding_dim": 1.0, "weight_clusters": 0}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
     for _ in range(40):
