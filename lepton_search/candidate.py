@@ -19,7 +19,17 @@ from torch import nn
 
 from lepton_search.logging import stage
 from lepton_search.space import CompressionConfig, FinetuneSettings
-from lepton_search.techniques import embeddings, export, finetune, fusion, int8_dynamic, prune, qat, quantize
+from lepton_search.techniques import (
+    embeddings,
+    export,
+    finetune,
+    fusion,
+    int8_dynamic,
+    prune,
+    qat,
+    quantize,
+    weight_sharing,
+)
 from lepton_search.techniques.checkpoints import CheckpointStore, weights_digest
 from lepton_search.workloads import Workload
 
@@ -191,6 +201,7 @@ def compress(
         if config.embedding_dim < 1.0 else base
     with stage(f"prune ({config.prune_method} {config.prune_ratio:g})" if config.prune_ratio else "copy (no pruning)"):
         model = prune.prune(slim, x, config)
+    weight_sharing.cluster(model, weight_sharing.clusters_of(config), seed=seed)  # weight_clusters: shared centroids
 
     subset = settings.subset_of(len(workload.dataset("train")))
     train = workload.loader("train", batch_size=settings.batch_size, shuffle=True, subset=subset, seed=seed)
@@ -217,6 +228,7 @@ def compress(
     if config.finetune_epochs > 0:
         # Weights moved: BN statistics follow the final weights, not a running mix over training.
         finetune.recalibrate_batchnorm(model, train, max_batches=settings.bn_batches)
+    weight_sharing.bake(model)  # weight_clusters: plain weights of <= k values each
     model = prune.bake_masks(model, x)
     samples = workload.sample_inputs()
     if input_transform is not None:
@@ -239,6 +251,7 @@ def compress(
             warnings.warn(f"fusion 'ort': attention not fused in {config.label()} (fused {fused_ops or 'nothing'}); "
                           "the file runs unfused attention", stacklevel=2)
     with stage(f"quantize to {config.bits} bits" if config.bits < 32 else "FP32 (no quantization)"):
+        graph, _ = weight_sharing.encode_graph(graph, weight_sharing.file_clusters(config))  # codebook + indices
         calib = calibration_batches(workload, settings.calibration_size, seed, input_transform) if config.bits == 8 else []
         graph, route = quantize.quantize_with_route(graph, config.bits, calib, int8_mode=config.int8_mode)  # NNCF leaves the tables FP32
         graph, tables = embeddings.quantize_embeddings(graph, config.embedding_bits)
