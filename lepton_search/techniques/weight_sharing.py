@@ -272,22 +272,20 @@ def _per_channel(rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _fit(u: np.ndarray, book: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """The scale s with the most of `u / s` in `book` (its largest values anchor the candidates): (s, index of
-    each value in `book`, which values were found)."""
-    best = (1.0, np.zeros(len(u), np.int64), np.zeros(len(u), bool))
-    ranked = book[np.argsort(book)]
-    for anchor in u[np.argsort(-np.abs(u))][:max(4, 4096 // len(book))]:  # a few for a wide book, all for a small
-        for ref in book[book != 0]:
-            s = anchor / ref
-            v = u / s
-            pos = np.clip(np.searchsorted(ranked, v), 1, len(ranked) - 1)
-            near = np.where(np.abs(ranked[pos - 1] - v) < np.abs(ranked[pos] - v), pos - 1, pos)
-            hit = np.abs(ranked[near] - v) <= 1e-5 * np.abs(v) + 1e-12
-            if hit.sum() > best[2].sum():
-                best = (s, np.argsort(book)[near], hit)
-                if hit.all():
-                    return best
-    return best
+    """The scale s with the most of `u / s` in `book`, tried at once for every (value of `u`, entry of `book`)
+    ratio, the largest values of `u` as anchors: (s, index of each value in `book`, which values were found)."""
+    anchors = u[np.argsort(-np.abs(u))][:max(4, 4096 // len(book))]
+    scales = (anchors[anchors != 0][:, None] / book[book != 0][None, :]).ravel()
+    if not len(scales):
+        return 1.0, np.zeros(len(u), np.int64), np.zeros(len(u), bool)
+    order = np.argsort(book)
+    ranked = np.concatenate([[-np.inf], book[order], [np.inf]])
+    v = u[None, :] / scales[:, None]
+    pos = np.searchsorted(ranked, v)
+    near = np.where(np.abs(ranked[pos - 1] - v) < np.abs(ranked[pos] - v), pos - 1, pos)
+    hit = np.abs(ranked[near] - v) <= 1e-5 * np.abs(v) + 1e-12
+    best = int(hit.sum(1).argmax())
+    return float(scales[best]), order[near[best] - 1], hit[best]
 
 
 def _indices(name: str, idx: np.ndarray, k: int) -> TensorProto:

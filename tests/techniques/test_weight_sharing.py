@@ -205,3 +205,14 @@ def test_a_search_with_weight_clusters_stores_the_smaller_file(digits_mlp, sqlit
     weights_mb = sum(m.weight.numel() for m in layers(digits_mlp.model)) * 4 / 1e6
     assert full.size_mb - shared.size_mb > 0.8 * weights_mb * (1 - 1 / 8)  # 4-bit indices for 32-bit weights
     assert shared.accuracy > full.accuracy - 0.05  # one epoch with 16 shared values per layer keeps the digits
+
+
+def test_the_head_refit_fits_a_shared_heads_centroids(digits_mlp):
+    from lepton_search.techniques import finetune
+
+    model = copy.deepcopy(digits_mlp.model)
+    ws.cluster(model, 16, seed=0)
+    before = model[5].parametrizations.weight[0].centroids.detach().clone()
+    finetune.refit_head(model, finetune.frozen_copy(digits_mlp.model), digits_mlp.loader("train", batch_size=64),
+                        task=digits_mlp.task, max_iter=5)
+    assert not torch.equal(model[5].parametrizations.weight[0].centroids, before) and distinct(model)[-1] <= 16
