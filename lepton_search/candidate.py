@@ -111,6 +111,8 @@ def compress(
     with stage("export to ONNX"):
         build.graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"), names=workload.input_names)
     _run(techniques, "export", build)
+    for technique in techniques:
+        technique.before_graph(build)
     _run(techniques, "graph", build)
     onnx.save(build.graph, str(out_path))
     out_path.with_suffix(".fp32.onnx").unlink(missing_ok=True)

@@ -420,6 +420,11 @@ def _seq_len(value: Any) -> str | None:
     return None if whole and value >= 0 else "give a whole number of tokens >= 1 (0: the workload's own length)"
 
 
+def _weight_clusters(value: Any) -> str | None:
+    ok = value in (0, 16, 64, 256) and not isinstance(value, bool)
+    return None if ok else "shared values per layer: choose from [0, 16, 64, 256] (0: off)"
+
+
 def _layers(value: Any) -> str | None:
     whole = _is_number(value) and float(value).is_integer()
     return None if whole and value >= 0 else "give a whole number of encoder layers >= 1 (0: all of them)"
@@ -471,5 +476,9 @@ KNOBS = KnobTable(
     Knob("int4_accuracy_level", Choices((0,)), noop=0, check=_int4_accuracy_level,
          help="MatMulNBits activations' arithmetic: 0 unset, 1 FP32, 2 FP16, 3 BF16, 4 INT8 (integer dot-products on "
               "x86); acts where int4_block is set", applied_by="lepton_search.techniques.matmul_nbits"),
+    Knob("weight_clusters", Choices((0,)), noop=0, check=_weight_clusters,
+         help="shared values per Conv/Linear weight (k-means, centroids fine-tuned; 0: off): the FP32/FP16 file "
+              "stores a codebook and 4/8-bit indices, which ONNX Runtime folds back to FP32 weights at load (same "
+              "latency, smaller file)", applied_by="lepton_search.techniques.weight_sharing"),
 )
 KNOB_NAMES: Sequence[str] = _Names(KNOBS)

@@ -193,7 +193,7 @@ def refit_head(student: nn.Module, teacher: nn.Module, loader: Iterable, *,
     finally:
         handle.remove()
     x, t, y = torch.cat(feats), torch.cat(targets), torch.cat(labels)
-    params = [p for p in (head.weight, head.bias) if p is not None]
+    params = [p for p in head.parameters() if p.requires_grad]  # a shared weight (weight_clusters): its centroids
     opt = torch.optim.LBFGS(params, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:

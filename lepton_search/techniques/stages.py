@@ -141,6 +141,9 @@ class Technique:
     def after_training(self, build: Build) -> None:
         """After the train stage, before export (masks and shared weights baked)."""
 
+    def before_graph(self, build: Build) -> None:
+        """After the export stage, before the graph stage changes the arithmetic (a codebook encoded)."""
+
     def __repr__(self) -> str:
         return f"<technique {self.name} ({self.stage}): {', '.join(self.knobs)}>"
 
@@ -215,9 +218,11 @@ def input_transform(workload: Any, config: CompressionConfig,
 
 
 def keyed_knobs(config: CompressionConfig, techniques: Iterable[Technique] | None = None) -> dict[str, Any]:
-    """The knobs of `config` that change what fine-tuning trains (a checkpoint key's part)."""
+    """The knobs of `config` that change what fine-tuning trains and are off their no-op (a checkpoint key's
+    part): a knob added later leaves every key made before it as it was, so a resumed study keeps its
+    checkpoints."""
     keyed = {k for t in (registered() if techniques is None else techniques) if t.keyed for k in t.knobs}
-    return {k: v for k, v in config.as_dict().items() if k in keyed}
+    return {k: v for k, v in config.as_dict().items() if k in keyed and v != KNOBS[k].default.canonical(KNOBS[k].noop)}
 
 
 def feeds_of(workload: Any, tensors: Iterable[Any]) -> Feeds:
