@@ -30,17 +30,20 @@ CONFIG_CALLS = ("CompressionConfig", "SearchSpace", "replace")
 CORE = {
     "prune_ratio": {"optimizer.py": "ModelOptimizer.prune/compress take it as a parameter",
                     "results/card.py": "the card's summary line", "space.py": "CompressionConfig.label"},
-    "prune_method": {"optimizer.py": "ModelOptimizer.prune(method=)", "results/card.py": "the card's summary line"},
+    "prune_method": {"optimizer.py": "ModelOptimizer.prune(method=)", "results/card.py": "the card's summary line",
+                     "techniques/weight_sharing.py": "shared weights refuse NNCF's unstructured masks"},
     "round_to": {"optimizer.py": "ModelOptimizer.compress(round_to=)"},
     "bits": {"optimizer.py": "ModelOptimizer.quantize(bits)", "results/card.py": "the card's summary line",
              "techniques/recovery.py": "quantization-aware fine-tuning happens at 8 bits",
              "techniques/embeddings.py": "a kernel-width homonym (row quantization of a table)",
              "techniques/fusion.py": "fusion refuses the static INT8 route (space.bits)",
+             "techniques/weight_sharing.py": "a codebook in FP32/FP16 files only",
              "techniques/matmul_nbits.py": "int4_block refuses a space whose bits has no 4 (space.bits)",
              "calibration/kernel_sweep.py": "kernel width of a calibration graph (homonym)",
              "latency/kernels.py": "kernel width (homonym)", "latency/kernel_model.py": "kernel width (homonym)"},
     "finetune_epochs": {"optimizer.py": "ModelOptimizer.compress(finetune_epochs=)", "results/card.py": "card line",
-                        "study.py": "the fine-tuning horizon of a study", "rejection.py": "untrained probes"},
+                        "study.py": "the fine-tuning horizon of a study", "rejection.py": "untrained probes",
+                        "techniques/weight_sharing.py": "a note where the centroids never fine-tune"},
 }
 # Knobs added through the extension point: a file beyond their technique's is an exception with its reason.
 EXCEPTIONS = {
