@@ -110,3 +110,15 @@ def test_a_causal_model_and_a_classification_task_are_one_line_either_way():
         Workload("y", clf, train=(*data[:2], *labels), val=(*data[:2], *labels),
                  example_input=(data[0][:1], data[1][:1]), task="lm").validate()
     assert np.isfinite(LanguageModel().display(-800.0))
+
+
+def test_seq_len_on_a_language_model_is_refused_in_one_line_before_any_study(lm_workload, tmp_path):
+    import optuna
+
+    from lepton_search import SearchSpace, search
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with pytest.raises(ConfigError, match="knobs.seq_len: got 4; would cut a language model's inputs but not its"):
+        search(lm_workload, SearchSpace(seq_len=(0, 4), bits=(32,)), n_trials=1, storage=url, study_name="lm",
+               verbose=False)
+    assert optuna.get_all_study_names(url) == []

@@ -43,6 +43,9 @@ class SeqLen(Technique):
     def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
         lengths = [v for v in space.domain("seq_len") if v]
         full = ctx.workload.seq_len
+        if lengths and getattr(ctx.workload.task, "name", None) == "lm":
+            raise ConfigError("knobs.seq_len", lengths[0], "would cut a language model's inputs but not its "
+                              "next-token targets; set the window length on the workload (its seq_len option) instead")
         if lengths and full is None:
             raise ConfigError("knobs.seq_len", lengths[0], f"workload {ctx.workload.name!r} has no token-sequence "
                               "input; remove the knob (or state the workload's sequence_length)")
