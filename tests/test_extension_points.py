@@ -1,6 +1,7 @@
 """What each extension point touches, counted (docs/architecture.md, "Extending it").
 
 - a knob or a quantization route: its technique + one table entry (at most 2 production files);
+- a model family: one record (no code outside `families.py` names it or its block classes);
 - a task: one file (`tasks.py`, or the user's own);
 - a workload: one module + one line of the registry.
 
@@ -157,3 +158,15 @@ def test_a_workload_is_one_module_and_one_registry_line():
         if name not in defaults:
             assert named <= {PACKAGE / "workloads" / "__init__.py", module, PACKAGE / "workloads" / "minilm.py"}, \
                 (name, named)
+
+
+def test_a_model_family_is_one_record():
+    """No code outside families.py names a family, its block classes or its fusion type (string constants,
+    docstrings left out): DistilBERT, GPT-2 and Llama were added as records, and a record is all a family takes."""
+    from lepton_search.techniques.families import FAMILIES
+
+    for family in FAMILIES:
+        names = {family.name, *(t.rsplit(".", 1)[-1] for t in family.block_types), *family.block_types}
+        outside = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                   if p.name != "families.py" and names & _constants(p)}
+        assert not outside, (family.name, outside)
