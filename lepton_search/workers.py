@@ -29,6 +29,7 @@ import torch
 
 from lepton_search import records, workloads
 from lepton_search.errors import ConfigError, did_you_mean
+from lepton_search.faults import DigestMismatch
 from lepton_search.logging import logger, verbose_call
 from lepton_search.records import BaseRecord, WorkerSetup
 from lepton_search.results.card import upload_trial_files
@@ -140,12 +141,15 @@ def init_study(
 
 
 def load_base_state(study: optuna.Study, store: TrialFiles | Any) -> dict[str, torch.Tensor]:
-    """The base model's state_dict, read from the study's artifact with `weights_only=True`."""
+    """The base model's state_dict, read from the study's artifact with `weights_only=True`, checked against the
+    SHA-256 `init` recorded (a study initialised before digests: unchecked)."""
     artifact_id = records.base_state_artifact(study)
     with tempfile.TemporaryDirectory(prefix="lepton_base_") as tmp:
         path = Path(tmp) / "base_state_dict.pt"
         try:
-            TrialFiles.of(store).download(artifact_id, path)
+            TrialFiles.of(store).download(artifact_id, path, owners=(study,))
+        except DigestMismatch:
+            raise
         except Exception as exc:  # noqa: BLE001 - missing file / bucket / permissions
             raise ConfigError("artifacts", describe_artifact_store(store),
                               f"base model artifact {artifact_id} not found there ({type(exc).__name__}); "
