@@ -22,7 +22,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from lepton_search import records
 from lepton_search.errors import ConfigError
-from lepton_search.faults import DigestMismatch, DiskFull, is_disk_full
+from lepton_search.faults import DigestMismatch, DiskFull, is_connection_lost, is_disk_full
 from lepton_search.logging import logger
 from lepton_search.paths import AtomicFolder, file_sha256
 
@@ -91,6 +91,20 @@ def is_sqlite(url: str) -> bool:
     return isinstance(url, str) and url.startswith("sqlite:")
 
 
+class _SteadyRDBStorage(RDBStorage):
+    """Optuna's RDBStorage whose heartbeat survives a database that goes away for a while: Optuna's heartbeat thread
+    ends at the first error, and the trial would then be failed as stale once the database is back even though it
+    still runs. A missed beat is skipped instead (the trial loop settles the trial itself, `study.run_trials`)."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as exc:
+            if not is_connection_lost(exc):
+                raise
+            logger.debug(f"heartbeat of trial id {trial_id} missed: the database is unreachable")
+
+
 def open_storage(url: str, heartbeat: HeartbeatSettings | None = None) -> RDBStorage:
     """An `RDBStorage` with heartbeats and stale-trial retry; a one-line ConfigError when unreachable."""
     heartbeat = heartbeat or HeartbeatSettings()
@@ -105,7 +119,7 @@ def open_storage(url: str, heartbeat: HeartbeatSettings | None = None) -> RDBSto
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
+            return _SteadyRDBStorage(
                 url, engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat.interval_s, grace_period=heartbeat.grace_period_s,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry),

@@ -29,7 +29,7 @@ import torch
 
 from lepton_search import records, workloads
 from lepton_search.errors import ConfigError, did_you_mean
-from lepton_search.faults import DigestMismatch
+from lepton_search.faults import DigestMismatch, PoliteStop, ReconnectSettings
 from lepton_search.logging import logger, verbose_call
 from lepton_search.records import BaseRecord, WorkerSetup
 from lepton_search.results.card import upload_trial_files
@@ -178,12 +178,17 @@ def join_study(storage_obj: optuna.storages.BaseStorage, storage: str, study_nam
 def run_worker(
     storage: str, study_name: str, *, n_trials: int | None = None, artifacts: str | Path | None = None,
     data_dir: str | None = None, seed: int | None = None, heartbeat: HeartbeatSettings | None = None,
-    verbose: bool = True,
+    grace_s: float = 60.0, reconnect: ReconnectSettings | None = None, verbose: bool = True,
 ) -> WorkerReport:
     """Join an initialised study and complete `n_trials` trials in this process (None: until the study
-    has the space's `trials` complete). Duplicated configs are PRUNED and do not count."""
+    has the space's `trials` complete). Duplicated configs are PRUNED and do not count.
+
+    SIGTERM / SIGINT let the running trial finish within `grace_s` seconds (else it is failed and queued again),
+    then raise `faults.Stopped`; a database that goes away is waited for as `reconnect` says (`study.run_trials`)."""
     from lepton_search.study import Objective, make_target
 
+    PoliteStop(grace_s)  # checks grace_s before anything is loaded
+    reconnect = reconnect or ReconnectSettings()
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
         raise ConfigError("n_trials", n_trials, "must be an integer >= 1")
     storage_obj = open_storage(storage, heartbeat)
@@ -214,7 +219,7 @@ def run_worker(
                               checkpoints=store.checkpoints(), queue_unseen=False,
                               after_trial=lambda trial, folder: upload_trial_files(trial, store, folder))
         try:
-            return _work(study, objective, space, n_trials, verbose, storage_obj)
+            return _work(study, objective, space, n_trials, verbose, storage_obj, grace_s, reconnect)
         except Exception as exc:
             if "database is locked" in str(exc):  # sqlite3.OperationalError through SQLAlchemy
                 raise ConfigError("storage", redact(storage), "SQLite stayed locked by other writers for 60 s; "
@@ -230,7 +235,8 @@ def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler
 
 
 def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int | None, verbose: bool,
-          study_storage: optuna.storages.BaseStorage) -> WorkerReport:
+          study_storage: optuna.storages.BaseStorage, grace_s: float = 60.0,
+          reconnect: ReconnectSettings | None = None) -> WorkerReport:
     from lepton_search.study import n_complete, run_trials
 
     report = WorkerReport()
@@ -262,7 +268,8 @@ def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int
             return "every config evaluated"
         return "the study's trials are complete" if n_trials is None and evaluated >= study_goal else None
 
-    run_trials(study, traced, goal, done=lambda: len(report.completed), stop=stop, callbacks=[record, notes])
+    run_trials(study, traced, goal, done=lambda: len(report.completed), stop=stop, callbacks=[record, notes],
+               storage=study_storage, grace_s=grace_s, reconnect=reconnect)
     seconds = time.perf_counter() - start
     _log(verbose, f"worker {pid}: {len(report.completed)} complete, {len(report.pruned)} pruned, "
                   f"{len(report.failed)} failed in {seconds:.0f}s")
