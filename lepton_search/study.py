@@ -77,20 +77,23 @@ def _dead_here(owner: Any) -> bool:
 
 
 def fail_dead_trials(study: optuna.Study, storage: str | optuna.storages.BaseStorage, *,
-                     running_here: int | None = None) -> list[int]:
+                     running_here: int | None = None, requeue: bool = True) -> list[int]:
     """Fail each RUNNING trial whose owner process on this host is dead, and queue its params again at once.
 
     Heartbeats find a dead worker only after their grace period (60 s); a search resumed right after a
     kill would otherwise see the killed trial RUNNING and skip its config as a duplicate. `running_here`:
     the caller's own trial, never failed (a heartbeat retry starts with its dead ancestor's attrs, owner too).
-    `storage`: the one the study was opened with (Optuna 5.1 has no public `Study.storage`).
+    `storage`: the one the study was opened with (Optuna 5.1 has no public `Study.storage`). `requeue`: False when
+    the study has its count already (a worker's last sweep): the trial is failed, nothing more is queued.
     """
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.number == running_here or not _dead_here(records.owner(t)):
             continue
-        records.fail_running(study, storage, t.number, "its process died (killed or crashed); retried")
-        study.enqueue_trial(t.params, user_attrs=records.retry_attrs(t.number))
+        records.fail_running(study, storage, t.number, "its process died (killed or crashed)"
+                             + ("; retried" if requeue else "; not retried: the study has its trials"))
+        if requeue:
+            study.enqueue_trial(t.params, user_attrs=records.retry_attrs(t.number))
         failed.append(t.number)
     return failed
 
@@ -516,9 +519,9 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
 
     with PoliteStop(grace_s) as stopping:
         try:
-            count = _answered(done, wait)
+            count = _answered(done, reconnect, where)
             for attempt in range(4 * goal + 20):
-                if count >= goal or stopping.signum is not None or (attempt and _answered(stop, wait)):
+                if count >= goal or stopping.signum is not None or (attempt and _answered(stop, reconnect, where)):
                     break
                 inflight.reset()
                 try:
@@ -551,13 +554,13 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
                         _settle(study, inflight.storage, inflight.number, first_line(error, 300), ())
                         raise error if isinstance(error, DiskFull) else DiskFull(
                             str(getattr(error, "filename", None) or where), first_line(error, 160)) from None
-                now = _answered(done, wait)
+                now = _answered(done, reconnect, where)
                 on_progress(now - count)
                 count = now
         except TrialInterrupted:  # a second signal, or the grace ran out, outside a trial (waiting for the database)
             stopping.disarm()
         if stopping.signum is not None:
-            count = _answered(done, wait)
+            count = _answered(done, reconnect, where)
             how = ("the running trial did not finish in time: failed and queued again" if stopping.expired
                    else "the running trial finished or was queued again")
             raise Stopped(f"stopped by {stopping.name}: {how}; {count} of {goal} trials complete, nothing lost; run "
@@ -565,15 +568,17 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
     return count
 
 
-def _answered(call: Callable[[], Any], wait: Callable[[BaseException], None]) -> Any:
-    """`call()`, waiting for the database (and trying again) while it is away."""
-    while True:
-        try:
-            return call()
-        except Exception as exc:
-            if not is_connection_lost(exc):
-                raise
-            wait(exc)
+def _answered(call: Callable[[], Any], settings: ReconnectSettings, where: str) -> Any:
+    """`call()`; while the database is away, tried again after each of the reconnect waits (bounded)."""
+    try:
+        return call()
+    except Exception as exc:
+        if not is_connection_lost(exc):
+            raise
+        first = exc
+    answers: list[Any] = []
+    wait_for_database(lambda: answers.append(call()), settings, first, where=where)
+    return answers[-1]
 
 
 def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs: int,

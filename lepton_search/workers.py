@@ -237,7 +237,7 @@ def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler
 def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int | None, verbose: bool,
           study_storage: optuna.storages.BaseStorage, grace_s: float = 60.0,
           reconnect: ReconnectSettings | None = None) -> WorkerReport:
-    from lepton_search.study import n_complete, run_trials
+    from lepton_search.study import fail_dead_trials, n_complete, run_trials
 
     report = WorkerReport()
     notes = RoleNotes(objective.store, study_storage)
@@ -270,6 +270,9 @@ def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int
 
     run_trials(study, traced, goal, done=lambda: len(report.completed), stop=stop, callbacks=[record, notes],
                storage=study_storage, grace_s=grace_s, reconnect=reconnect)
+    # A worker killed on this host near the end leaves a RUNNING trial no later trial here would sweep: fail it now
+    # (queued again only while the study still needs trials).
+    fail_dead_trials(study, study_storage, requeue=n_complete(study) < study_goal)
     seconds = time.perf_counter() - start
     _log(verbose, f"worker {pid}: {len(report.completed)} complete, {len(report.pruned)} pruned, "
                   f"{len(report.failed)} failed in {seconds:.0f}s")

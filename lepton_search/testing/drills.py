@@ -47,10 +47,12 @@ def env(**extra: str) -> dict[str, str]:
 
 @dataclass
 class Tally:
+    goal: int
+    lost: int  # trials the study should have and has not: goal - complete (never below 0)
     complete: int
     distinct_complete: int
     duplicated: int
-    lost: int
+    failed_configs_not_completed: int  # failed (a fault or the candidate) and not re-run: count was reached first
     running: int
     waiting: int
     failed: int
@@ -59,7 +61,7 @@ class Tally:
         return dict(self.__dict__)
 
 
-def tally(url: str, study_name: str) -> Tally:
+def tally(url: str, study_name: str, goal: int) -> Tally:
     study = optuna.load_study(study_name=study_name, storage=url)
     trials = study.get_trials(deepcopy=False)
 
@@ -68,17 +70,22 @@ def tally(url: str, study_name: str) -> Tally:
 
     done = Counter(key(t) for t in trials if t.state.name == "COMPLETE")
     failed = [t for t in trials if t.state.name == "FAIL"]
-    return Tally(complete=sum(done.values()), distinct_complete=len(done),
+    return Tally(goal=goal, lost=max(0, goal - sum(done.values())), complete=sum(done.values()), distinct_complete=len(done),
                  duplicated=sum(n - 1 for n in done.values()),
-                 lost=len({key(t) for t in failed if t.params and key(t) not in done}),
+                 failed_configs_not_completed=len({key(t) for t in failed if t.params and key(t) not in done}),
                  running=sum(t.state.name == "RUNNING" for t in trials),
                  waiting=sum(t.state.name == "WAITING" for t in trials), failed=len(failed))
 
 
-def wait_for_running(url: str, study_name: str, timeout_s: float = 300.0, *, n: int = 1) -> list[int]:
-    """Numbers of >= `n` RUNNING trials with params (a trial is under way), polled until `timeout_s`."""
+def wait_for_running(url: str, study_name: str, timeout_s: float = 300.0, *, n: int = 1,
+                     proc: subprocess.Popen | None = None) -> list[int]:
+    """Numbers of >= `n` RUNNING trials with params (a trial is under way), polled until `timeout_s`; raises at
+    once when `proc` (the process meant to run them) has exited."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout is not None else ""
+            raise RuntimeError(f"the process exited ({proc.returncode}) before a trial ran: {out[-1500:]}")
         try:
             study = optuna.load_study(study_name=study_name, storage=url)
             running = [t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))

@@ -37,7 +37,7 @@ def test_sigterm_to_run_mid_trial(tmp_path, delay_s, grace_s):
     assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
     assert took_s < grace_s + 15, out[-2000:]  # within the bound (plus the flush)
     assert "stopped: stopped by SIGTERM" in out and "nothing lost" in out
-    after = tally(url, "s")
+    after = tally(url, "s", 3)
     assert after.running == 0
     if delay_s < grace_s:
         assert after.complete >= 1  # the trial in flight finished
@@ -45,7 +45,7 @@ def test_sigterm_to_run_mid_trial(tmp_path, delay_s, grace_s):
         assert after.waiting == 1 and after.failed == 1  # failed within the bound, queued again
     done = subprocess.run(_run(url, art, space, 3), env=env(), check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    final = tally(url, "s")
+    final = tally(url, "s", 3)
     assert (final.complete, final.lost, final.duplicated, final.running, final.waiting) == (3, 0, 0, 0, 0)
 
 
@@ -60,8 +60,8 @@ def test_sigterm_to_worker_mid_trial(tmp_path):
                             stderr=subprocess.STDOUT, text=True)
     _, took_s, out = _term(proc, url, 60)
     assert proc.returncode == 128 + signal.SIGTERM and took_s < 20, out[-2000:]
-    assert tally(url, "s").running == 0
+    assert tally(url, "s", 3).running == 0
     done = subprocess.run(worker, env=env(), check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    final = tally(url, "s")
+    final = tally(url, "s", 3)
     assert (final.complete, final.lost, final.duplicated, final.running, final.waiting) == (3, 0, 0, 0, 0)
