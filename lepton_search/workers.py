@@ -214,10 +214,11 @@ def run_worker(
 
         logger.warning(SQLITE_MANY_WRITERS)
     with tempfile.TemporaryDirectory(prefix="lepton_worker_") as tmp:
-        base = BaseRecord.of(study)
-        objective = Objective(study, wl, space, latency_model, base, store, Path(tmp), space.seed, verbose,
-                              checkpoints=store.checkpoints(), queue_unseen=False,
-                              after_trial=lambda trial, folder: upload_trial_files(trial, store, folder))
+        # the workload took a while to build: the database may be restarting now; wait for it as the loop does
+        objective = _steady(lambda: Objective(
+            study, wl, space, latency_model, BaseRecord.of(study), store, Path(tmp), space.seed, verbose,
+            checkpoints=store.checkpoints(), queue_unseen=False,
+            after_trial=lambda trial, folder: upload_trial_files(trial, store, folder)), reconnect, redact(storage))
         try:
             return _work(study, objective, space, n_trials, verbose, storage_obj, grace_s, reconnect)
         except Exception as exc:
@@ -225,6 +226,21 @@ def run_worker(
                 raise ConfigError("storage", redact(storage), "SQLite stayed locked by other writers for 60 s; "
                                   "run several workers on PostgreSQL (docs/scale_out.md)") from None
             raise
+
+
+def _steady(call: Any, reconnect: ReconnectSettings, where: str) -> Any:
+    """`call()`, tried again after each reconnect wait while the database is away (bounded, logged)."""
+    from lepton_search.faults import is_connection_lost, wait_for_database
+
+    try:
+        return call()
+    except Exception as exc:
+        if not is_connection_lost(exc):
+            raise
+        first = exc
+    answers: list[Any] = []
+    wait_for_database(lambda: answers.append(call()), reconnect, first, where=where)
+    return answers[-1]
 
 
 def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:

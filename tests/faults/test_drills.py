@@ -45,4 +45,5 @@ def test_a_full_artifact_filesystem_fails_the_trial_and_the_study_resumes():
 def test_sixteen_workers_killed_and_joined_at_random():
     _needs_postgres()
     row = _drills().run_drill("many_workers")
-    assert (row["complete"], row["lost"], row["duplicated"], row["running"]) == (40, 0, 0, 0)
+    # workers in flight when the count is reached finish their trial: a few more than 40, none a duplicate
+    assert row["complete"] >= 40 and (row["lost"], row["duplicated"], row["running"]) == (0, 0, 0)
