@@ -9,6 +9,7 @@ import optuna
 
 from lepton_search import workloads
 from lepton_search.errors import ConfigError
+from lepton_search.faults import PoliteStop, ReconnectSettings
 from lepton_search.latency import LatencyModel
 from lepton_search.logging import stage, verbosity
 from lepton_search.results.card import upload_trial_files
@@ -27,6 +28,7 @@ def search(
     seed: int | None = None, sampler: optuna.samplers.BaseSampler | None = None,
     artifacts: str | Path | None = None, callbacks: Sequence[TrialCallback] | None = None,
     timeout: float | None = None, remeasure: bool = True, verbose: bool = True,
+    grace_s: float = 60.0, reconnect: ReconnectSettings | None = None,
 ) -> SearchResult:
     """Search the space's knobs (prune ratio x bit width x fine-tune epochs ...); return the study's SearchResult.
 
@@ -35,7 +37,9 @@ def search(
     (Optuna's `(study, frozen_trial)` form); None means the default, the optuna-dashboard notes that
     name each Pareto trial's role (`RoleNotes`); `[]` runs none. `timeout` (seconds) is a wall-clock
     budget for this call, checked between trials. With `remeasure` (and a measured target) the base and
-    every Pareto point are timed again at the end, interleaved, min of 3 (`results.remeasure`).
+    every Pareto point are timed again at the end, interleaved, min of 3 (`results.remeasure`). On SIGTERM /
+    SIGINT the running trial may finish within `grace_s` seconds, then `faults.Stopped` is raised (resumable);
+    a database that goes away is waited for as `reconnect` says (`faults.ReconnectSettings`).
 
     Example:
         >>> result = search("digits-mlp", SearchSpace(bits=(32, 8), finetune_epochs=(0, 1)), n_trials=3)  # doctest: +SKIP
@@ -48,6 +52,7 @@ def search(
         raise ConfigError("n_trials", n_trials, "must be an integer >= 1")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ConfigError("timeout", timeout, "give a number of seconds > 0, or None for no limit")
+    PoliteStop(grace_s)  # checks grace_s
     latency_model = make_target(target, space)
     check_target(space, latency_model)  # before any workload is built
     storage = storage or DEFAULT_STORAGE
@@ -60,6 +65,7 @@ def search(
         study = run_study(workload, space, target=latency_model, n_trials=n_trials, storage=storage,
                           study_name=study_name or workload.name, seed=seed, sampler=sampler, store=store,
                           callbacks=callbacks, verbose=verbose, timeout_s=timeout, checkpoints=store.checkpoints(),
+                          grace_s=grace_s, reconnect=reconnect,
                           after_trial=lambda trial, folder: upload_trial_files(trial, store, folder))
         result = SearchResult(study, store)
         if remeasure:

@@ -35,6 +35,9 @@ CARD_ARTIFACT = "card_artifact_id"
 OWNER = "owner"  # {host, pid, start}: the process running the trial, to fail it at once when that process died
 RETRY_OF = "retry_of"  # the number of the dead trial this one re-runs
 SAMPLE_INPUTS_ARTIFACT = "sample_inputs_artifact_id"  # the validation samples latency was timed on (.npz)
+# Trial and study attr: artifact id -> SHA-256 of its bytes when uploaded (checked on every download). Studies
+# written before it have none: their files are read unchecked.
+ARTIFACT_SHA256 = "artifact_sha256"
 REJECTED = "rejected_before_training"  # why a config was rejected (a budget, a rule) before any fine-tuning step
 # The constraint an early-rejection rule sets: > 0 rejected (infeasible for the sampler), 0 checked and kept.
 # Every trial of a study with the rule on carries it (GPSampler needs the same constraints on every trial).
@@ -56,7 +59,7 @@ _CONSTRAINT_PREFIX = "constraints:"  # Optuna's named form (`set_constraint`), o
 _LEGACY_CONSTRAINT_NAMES = {"accuracy_drop_pts": "max_accuracy_drop_pts"}  # schema 1 name -> today's
 _LEGACY_CONFIG_KEY = "config_key"  # schema 1: [prune_ratio, bits, finetune_epochs, prune_method]
 _LEGACY_KNOBS = ("prune_ratio", "bits", "finetune_epochs", "prune_method")
-_BOOKKEEPING = {CONFIG, DUPLICATE_OF, FAIL_REASON, ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, CONFIG_ARTIFACT, CARD_ARTIFACT, OWNER, RETRY_OF, REJECTED,
+_BOOKKEEPING = {CONFIG, DUPLICATE_OF, FAIL_REASON, ARTIFACT_SHA256, ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, CONFIG_ARTIFACT, CARD_ARTIFACT, OWNER, RETRY_OF, REJECTED,
                 _LEGACY_CONFIG_KEY, "prune_method", "schema"}
 
 
@@ -151,6 +154,25 @@ def artifact(trial: Any, attr: str) -> str | None:
     if attr not in _ARTIFACT_ATTRS:
         raise ValueError(f"{attr!r} is not a trial artifact attr; one of {_ARTIFACT_ATTRS}")
     return trial.user_attrs.get(attr)
+
+
+def set_artifact_digest(owner: Any, artifact_id: str, sha256: str) -> None:
+    """Record the SHA-256 of artifact `artifact_id` on its owner (a running trial, or the study for its own files)."""
+    digests = dict(owner.user_attrs.get(ARTIFACT_SHA256) or {})
+    digests[artifact_id] = sha256
+    owner.set_user_attr(ARTIFACT_SHA256, digests)
+
+
+def artifact_digest(artifact_id: str, *owners: Any) -> str | None:
+    """The SHA-256 recorded for `artifact_id` by the first of `owners` (trials, studies) that has one; None when
+    none does (a study written before digests were recorded: its files are read unchecked)."""
+    for owner in owners:
+        if owner is None:
+            continue
+        found = (owner.user_attrs.get(ARTIFACT_SHA256) or {}).get(artifact_id)
+        if found is not None:
+            return found
+    return None
 
 
 def copied_attrs(trial: Any, record: TrialRecord) -> tuple[dict[str, Any], dict[str, Any]]:

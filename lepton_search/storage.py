@@ -22,7 +22,9 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from lepton_search import records
 from lepton_search.errors import ConfigError
-from lepton_search.paths import AtomicFolder
+from lepton_search.faults import DigestMismatch, DiskFull, is_connection_lost, is_disk_full
+from lepton_search.logging import logger
+from lepton_search.paths import AtomicFolder, file_sha256
 
 DEFAULT_STORAGE = "sqlite:///lepton_search.db"
 # SQLAlchemy backend names Optuna's RDBStorage supports.
@@ -89,6 +91,20 @@ def is_sqlite(url: str) -> bool:
     return isinstance(url, str) and url.startswith("sqlite:")
 
 
+class _SteadyRDBStorage(RDBStorage):
+    """Optuna's RDBStorage whose heartbeat survives a database that goes away for a while: Optuna's heartbeat thread
+    ends at the first error, and the trial would then be failed as stale once the database is back even though it
+    still runs. A missed beat is skipped instead (the trial loop settles the trial itself, `study.run_trials`)."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as exc:
+            if not is_connection_lost(exc):
+                raise
+            logger.debug(f"heartbeat of trial id {trial_id} missed: the database is unreachable")
+
+
 def open_storage(url: str, heartbeat: HeartbeatSettings | None = None) -> RDBStorage:
     """An `RDBStorage` with heartbeats and stale-trial retry; a one-line ConfigError when unreachable."""
     heartbeat = heartbeat or HeartbeatSettings()
@@ -103,7 +119,7 @@ def open_storage(url: str, heartbeat: HeartbeatSettings | None = None) -> RDBSto
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
+            return _SteadyRDBStorage(
                 url, engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat.interval_s, grace_period=heartbeat.grace_period_s,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry),
@@ -169,7 +185,32 @@ class TrialFiles:
         self.store.remove(artifact_id)
 
     def upload(self, study_or_trial: Any, path: str | Path, *, storage: Any = None) -> str:
-        """Upload one file as an artifact of a study or a running trial; returns its id."""
+        """Upload one file as an artifact of a study or a running trial, its SHA-256 recorded on it; returns its id.
+
+        A full disk (ENOSPC) first evicts the cached fine-tuning checkpoints (any trial can retrain them) and tries
+        once more; then `DiskFull`, one line. The store writes whole files, so nothing half-written stays."""
+        sha256 = file_sha256(path)
+        try:
+            artifact_id = self._upload_once(study_or_trial, path, storage)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            freed = self.checkpoints().evict(max_mb=0.0)
+            if not freed:
+                raise DiskFull(self.describe(), f"writing {Path(path).name}: {exc.strerror}") from None
+            logger.warning(f"artifacts: no space left writing {Path(path).name} in {self.describe()}; evicted "
+                           f"{len(freed)} cached fine-tuning checkpoints (reproducible) and trying again")
+            try:
+                artifact_id = self._upload_once(study_or_trial, path, storage)
+            except OSError as again:
+                if not is_disk_full(again):
+                    raise
+                raise DiskFull(self.describe(), f"writing {Path(path).name}, even after evicting "
+                               f"{len(freed)} cached checkpoints: {again.strerror}") from None
+        records.set_artifact_digest(study_or_trial, artifact_id, sha256)
+        return artifact_id
+
+    def _upload_once(self, study_or_trial: Any, path: str | Path, storage: Any) -> str:
         return optuna.artifacts.upload_artifact(study_or_trial=study_or_trial, file_path=str(path),
                                                 artifact_store=self.store, storage=storage)
 
@@ -196,17 +237,26 @@ class TrialFiles:
         records.set_base_state_artifact(study, artifact_id)
         return artifact_id
 
-    def download(self, artifact_id: str, path: str | Path) -> Path:
-        """Write artifact `artifact_id` to `path` (overwritten); returns `path`."""
+    def download(self, artifact_id: str, path: str | Path, *, owners: Any = ()) -> Path:
+        """Write artifact `artifact_id` to `path` (overwritten); returns `path`. The file is checked against the
+        SHA-256 the first of `owners` (the trial, then the study) recorded at upload: a mismatch removes it and
+        raises `DigestMismatch` naming the stored file. Nothing recorded (a study from before digests): unchecked."""
         path = Path(path)
         path.unlink(missing_ok=True)  # Optuna's download_artifact refuses an existing file
         optuna.artifacts.download_artifact(artifact_store=self.store, file_path=str(path), artifact_id=artifact_id)
+        recorded = records.artifact_digest(artifact_id, *owners)
+        if recorded is not None:
+            got = file_sha256(path)
+            if got != recorded:
+                path.unlink(missing_ok=True)  # never left where a caller could read it
+                raise DigestMismatch(f"{self.describe()}/{artifact_id} ({path.name})", got, recorded)
         return path
 
-    def download_trial_file(self, trial: Any, attr: str, path: str | Path) -> Path | None:
-        """The trial's file stored under `attr` (`records.ONNX_ARTIFACT`, ...) at `path`; None when it has none."""
+    def download_trial_file(self, trial: Any, attr: str, path: str | Path, *, study: Any = None) -> Path | None:
+        """The trial's file stored under `attr` (`records.ONNX_ARTIFACT`, ...) at `path`, checked against its
+        recorded digest (the trial's, else `study`'s: the base's samples); None when it has none."""
         artifact_id = records.artifact(trial, attr)
-        return None if artifact_id is None else self.download(artifact_id, path)
+        return None if artifact_id is None else self.download(artifact_id, path, owners=(trial, study))
 
     def checkpoints(self, *, max_mb: float = 2048.0) -> Any:
         """Fine-tuning checkpoints kept in this store under `checkpoints/`, shared by every worker that reaches it."""
@@ -248,7 +298,8 @@ def open_artifact_store(spec: str | Path | None, storage_url: str) -> TrialFiles
 
 
 def artifact_store_for(storage: str, artifacts: str | Path | None = None) -> FolderArtifactStore:
-    """Artifacts live in `artifacts`, else beside a SQLite file (`<db>_artifacts/`), else `./lepton_artifacts`."""
+    """Artifacts live in `artifacts`, else beside a SQLite file (`<db>_artifacts/`), else `./lepton_artifacts`.
+    A folder this process cannot write to is refused in one line, before any training."""
     if artifacts is None:
         if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
             db = Path(storage.removeprefix("sqlite:///"))
@@ -256,8 +307,25 @@ def artifact_store_for(storage: str, artifacts: str | Path | None = None) -> Fol
         else:
             artifacts = Path("lepton_artifacts")
     path = Path(artifacts)
-    path.mkdir(parents=True, exist_ok=True)
+    check_writable("artifacts", path)
     return FolderArtifactStore(path)
+
+
+def check_writable(field: str, folder: Path) -> None:
+    """Make `folder` and write a file in it, or raise a one-line ConfigError naming it."""
+    import os
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".lepton_write_check_", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(str(folder), exc.strerror or "ENOSPC") from None
+        raise ConfigError(field, str(folder), f"cannot write there ({exc.strerror or type(exc).__name__}); "
+                          "give a folder this user can write to (or fix its permissions)") from None
 
 
 def checkpoint_store(artifact_store: Any) -> Any:

@@ -7,6 +7,7 @@ draws anything; what should happen after each trial (dashboard notes, say) comes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import math
@@ -27,6 +28,17 @@ from lepton_search import records, samplers
 from lepton_search.candidate import InputTransform, compress, input_transform_for
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, measure_onnx
+from lepton_search.faults import (
+    DiskFull,
+    PoliteStop,
+    ReconnectSettings,
+    Stopped,
+    TrialInterrupted,
+    first_line,
+    is_connection_lost,
+    is_disk_full,
+    wait_for_database,
+)
 from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, latency_target, save_inputs
 from lepton_search.logging import log_stage, logger, scope, stage, verbosity
 from lepton_search.records import BaseRecord, TrialRecord
@@ -40,6 +52,7 @@ from lepton_search.workloads import Workload
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 TRIAL_DELAY_ENV = "LEPTON_SEARCH_TRIAL_DELAY_S"  # seconds each trial waits after it starts (crash drills)
+DEFAULT_GRACE_S = 60.0  # after SIGTERM / SIGINT, how long the running trial may take to finish
 
 
 def _process_start(pid: int) -> str | None:
@@ -64,20 +77,23 @@ def _dead_here(owner: Any) -> bool:
 
 
 def fail_dead_trials(study: optuna.Study, storage: str | optuna.storages.BaseStorage, *,
-                     running_here: int | None = None) -> list[int]:
+                     running_here: int | None = None, requeue: bool = True) -> list[int]:
     """Fail each RUNNING trial whose owner process on this host is dead, and queue its params again at once.
 
     Heartbeats find a dead worker only after their grace period (60 s); a search resumed right after a
     kill would otherwise see the killed trial RUNNING and skip its config as a duplicate. `running_here`:
     the caller's own trial, never failed (a heartbeat retry starts with its dead ancestor's attrs, owner too).
-    `storage`: the one the study was opened with (Optuna 5.1 has no public `Study.storage`).
+    `storage`: the one the study was opened with (Optuna 5.1 has no public `Study.storage`). `requeue`: False when
+    the study has its count already (a worker's last sweep): the trial is failed, nothing more is queued.
     """
     failed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.number == running_here or not _dead_here(records.owner(t)):
             continue
-        records.fail_running(study, storage, t.number, "its process died (killed or crashed); retried")
-        study.enqueue_trial(t.params, user_attrs=records.retry_attrs(t.number))
+        records.fail_running(study, storage, t.number, "its process died (killed or crashed)"
+                             + ("; retried" if requeue else "; not retried: the study has its trials"))
+        if requeue:
+            study.enqueue_trial(t.params, user_attrs=records.retry_attrs(t.number))
         failed.append(t.number)
     return failed
 
@@ -272,8 +288,9 @@ class Objective:
             with scope(f"trial {trial.number} {config.label()}"):
                 log_stage("start")
                 return self._run(trial, config)
-        except Exception as exc:
-            records.set_fail_reason(trial, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+        except (Exception, TrialInterrupted) as exc:
+            with contextlib.suppress(Exception):  # the reason is best effort: the database may be what failed
+                records.set_fail_reason(trial, first_line(exc, 300))
             raise
 
     def _queue_unseen(self, number: int) -> None:
@@ -403,7 +420,8 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
               study_name: str, seed: int, sampler: optuna.samplers.BaseSampler | None, store: Any,
               callbacks: Sequence[TrialCallback], after_trial: Callable[[optuna.Trial, Path], None] | None,
               verbose: bool, timeout_s: float | None = None,
-              checkpoints: CheckpointStore | None = None) -> optuna.Study:
+              checkpoints: CheckpointStore | None = None, grace_s: float = DEFAULT_GRACE_S,
+              reconnect: ReconnectSettings | None = None) -> optuna.Study:
     """Open or resume the study, measure the base once, run trials until `n_trials` are COMPLETE."""
     with verbosity(verbose), tempfile.TemporaryDirectory(prefix="lepton_") as tmp:
         work_dir = Path(tmp)
@@ -416,7 +434,8 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
         base = start(study, workload, space, target, store, work_dir, n_trials)
         objective = Objective(study, workload, space, target, base, store, work_dir, seed, verbose, after_trial,
                               checkpoints)
-        optimize(study, objective, n_trials, space.n_configs, callbacks, timeout_s, storage=storage)
+        optimize(study, objective, n_trials, space.n_configs, callbacks, timeout_s, storage=storage, grace_s=grace_s,
+                 reconnect=reconnect)
     return study
 
 
@@ -424,26 +443,148 @@ def n_complete(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
+class _InFlight:
+    """The trial function, remembering which trial it ran and what it raised (the loop settles that trial when the
+    database went away, a signal stopped it, or the disk filled)."""
+
+    def __init__(self, trial: Callable[[optuna.Trial], Any]) -> None:
+        self.trial = trial
+        self.number: int | None = None
+        self.storage: Any = None
+        self.error: BaseException | None = None
+        self.raised = False  # study.optimize raised: Optuna ran no callbacks for the trial
+
+    def reset(self) -> None:
+        self.number, self.error, self.raised = None, None, False
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        self.number, self.storage = trial.number, trial.storage
+        try:
+            return self.trial(trial)
+        except (Exception, KeyboardInterrupt) as exc:
+            self.error = exc
+            raise
+
+
+def _settle(study: optuna.Study, storage: Any, number: int, reason: str, callbacks: Sequence[TrialCallback]) -> str:
+    """After a trial the loop could not finish cleanly: a RUNNING one is failed with `reason`, a FAIL one (with
+    params) is queued again as a retry; a COMPLETE one stays as it is (it counts once). Returns what happened."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    frozen = by_number.get(number)
+    if frozen is None:
+        return "no trial"
+    if frozen.state == optuna.trial.TrialState.RUNNING:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            records.fail_running(study, storage, number, reason)
+        frozen = {t.number: t for t in study.get_trials(deepcopy=False)}[number]
+    if frozen.state == optuna.trial.TrialState.FAIL and frozen.params:
+        study.enqueue_trial(frozen.params, user_attrs=records.retry_attrs(number))
+        outcome = f"trial {number} failed and queued again"
+    else:
+        outcome = f"trial {number} {frozen.state.name.lower()}"
+    for callback in callbacks:
+        callback(study, frozen)
+    return outcome
+
+
+def _storage_label(storage: Any) -> str:
+    url = getattr(storage, "url", None)
+    return redact(url) if isinstance(url, str) else type(storage).__name__
+
+
 def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: int, *,
                done: Callable[[], int], stop: Callable[[], str | None] = lambda: None,
-               callbacks: Sequence[TrialCallback] = (), on_progress: Callable[[int], None] = lambda _: None) -> int:
+               callbacks: Sequence[TrialCallback] = (), on_progress: Callable[[int], None] = lambda _: None,
+               storage: Any = None, grace_s: float = DEFAULT_GRACE_S,
+               reconnect: ReconnectSettings | None = None) -> int:
     """The one trial loop (`search` and every worker): one trial at a time until `done()` reaches `goal` or
     `stop()` gives a reason (logged by the caller), at most `4 * goal + 20` attempts (duplicates, failures).
-    Returns `done()` at the end."""
-    count = done()
-    for attempt in range(4 * goal + 20):
-        if count >= goal or (attempt and stop()):
-            break
-        study.optimize(trial, n_trials=1, catch=(Exception,), gc_after_trial=True, callbacks=list(callbacks))
-        now = done()
-        on_progress(now - count)
-        count = now
+    Returns `done()` at the end.
+
+    Faults, each settled so that no trial is lost, counted twice or left RUNNING:
+    - the database goes away (`reconnect`): wait with backoff, logged; the trial in flight is kept if it was
+      stored COMPLETE, else failed and queued again; past the bound, `DatabaseUnavailable` (one line);
+    - SIGTERM / SIGINT (`grace_s`): the running trial may finish, else it is failed and queued again; then `Stopped`;
+    - a full disk: the trial FAILs with the reason, its config is queued again, then `DiskFull` (one line).
+    """
+    reconnect = reconnect or ReconnectSettings()
+    where = _storage_label(storage)
+    inflight = _InFlight(trial)
+
+    def probe() -> None:
+        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+
+    def wait(error: BaseException) -> None:
+        wait_for_database(probe, reconnect, error, where=where)
+
+    with PoliteStop(grace_s) as stopping:
+        try:
+            count = _answered(done, reconnect, where)
+            for attempt in range(4 * goal + 20):
+                if count >= goal or stopping.signum is not None or (attempt and _answered(stop, reconnect, where)):
+                    break
+                inflight.reset()
+                try:
+                    study.optimize(inflight, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                                   callbacks=list(callbacks))
+                except TrialInterrupted:
+                    inflight.raised = True
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # its heartbeats stopped (the database was away) and another worker failed it meanwhile; the
+                    # retry that worker queued counts, this run of it does not
+                    logger.warning(f"trial {inflight.number} was failed as stale by another worker meanwhile; "
+                                   "its retry counts instead")
+                except Exception as exc:
+                    if not is_connection_lost(exc):
+                        raise
+                    inflight.raised, inflight.error = True, inflight.error or exc
+                error = inflight.error
+                if stopping.signum is not None:
+                    stopping.disarm()
+                if error is not None and inflight.number is not None:
+                    if is_connection_lost(error):
+                        wait(error)
+                        logger.warning(_settle(study, inflight.storage, inflight.number,
+                                               f"the database went away mid-trial ({first_line(error, 100)}); retried",
+                                               callbacks if inflight.raised else ()))
+                    elif isinstance(error, TrialInterrupted):
+                        logger.warning(_settle(study, inflight.storage, inflight.number, str(error),
+                                               callbacks if inflight.raised else ()))
+                    elif is_disk_full(error):
+                        _settle(study, inflight.storage, inflight.number, first_line(error, 300), ())
+                        raise error if isinstance(error, DiskFull) else DiskFull(
+                            str(getattr(error, "filename", None) or where), first_line(error, 160)) from None
+                now = _answered(done, reconnect, where)
+                on_progress(now - count)
+                count = now
+        except TrialInterrupted:  # a second signal, or the grace ran out, outside a trial (waiting for the database)
+            stopping.disarm()
+        if stopping.signum is not None:
+            count = _answered(done, reconnect, where)
+            how = ("the running trial did not finish in time: failed and queued again" if stopping.expired
+                   else "the running trial finished or was queued again")
+            raise Stopped(f"stopped by {stopping.name}: {how}; {count} of {goal} trials complete, nothing lost; run "
+                          "the same command again to resume", 128 + stopping.signum)
     return count
+
+
+def _answered(call: Callable[[], Any], settings: ReconnectSettings, where: str) -> Any:
+    """`call()`; while the database is away, tried again after each of the reconnect waits (bounded)."""
+    try:
+        return call()
+    except Exception as exc:
+        if not is_connection_lost(exc):
+            raise
+        first = exc
+    answers: list[Any] = []
+    wait_for_database(lambda: answers.append(call()), settings, first, where=where)
+    return answers[-1]
 
 
 def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs: int,
              callbacks: Sequence[TrialCallback] = (), timeout_s: float | None = None, *,
-             storage: str | optuna.storages.BaseStorage) -> None:
+             storage: str | optuna.storages.BaseStorage, grace_s: float = DEFAULT_GRACE_S,
+             reconnect: ReconnectSettings | None = None) -> None:
     """Run one trial at a time until `n_trials` (at most every config) are COMPLETE, or until `timeout_s`
     seconds have passed (checked between trials: the first trial always runs, a started one finishes);
     duplicates do not count. `storage`: the study's (see `fail_dead_trials`)."""
@@ -459,7 +600,8 @@ def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs
     with progress(target, "trials") as bar:
         bar.update(n_complete(study))
         done = run_trials(study, objective, target, done=lambda: n_complete(study), stop=timed_out,
-                          callbacks=callbacks, on_progress=bar.update)
+                          callbacks=callbacks, on_progress=bar.update, storage=storage, grace_s=grace_s,
+                          reconnect=reconnect)
     if objective.verbose:
         logger.info(f"search: {done} complete trials in study {study.study_name!r} "
                     f"({time.perf_counter() - start_s:.0f}s this run)")

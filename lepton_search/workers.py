@@ -29,6 +29,7 @@ import torch
 
 from lepton_search import records, workloads
 from lepton_search.errors import ConfigError, did_you_mean
+from lepton_search.faults import DigestMismatch, PoliteStop, ReconnectSettings
 from lepton_search.logging import logger, verbose_call
 from lepton_search.records import BaseRecord, WorkerSetup
 from lepton_search.results.card import upload_trial_files
@@ -140,12 +141,15 @@ def init_study(
 
 
 def load_base_state(study: optuna.Study, store: TrialFiles | Any) -> dict[str, torch.Tensor]:
-    """The base model's state_dict, read from the study's artifact with `weights_only=True`."""
+    """The base model's state_dict, read from the study's artifact with `weights_only=True`, checked against the
+    SHA-256 `init` recorded (a study initialised before digests: unchecked)."""
     artifact_id = records.base_state_artifact(study)
     with tempfile.TemporaryDirectory(prefix="lepton_base_") as tmp:
         path = Path(tmp) / "base_state_dict.pt"
         try:
-            TrialFiles.of(store).download(artifact_id, path)
+            TrialFiles.of(store).download(artifact_id, path, owners=(study,))
+        except DigestMismatch:
+            raise
         except Exception as exc:  # noqa: BLE001 - missing file / bucket / permissions
             raise ConfigError("artifacts", describe_artifact_store(store),
                               f"base model artifact {artifact_id} not found there ({type(exc).__name__}); "
@@ -174,12 +178,17 @@ def join_study(storage_obj: optuna.storages.BaseStorage, storage: str, study_nam
 def run_worker(
     storage: str, study_name: str, *, n_trials: int | None = None, artifacts: str | Path | None = None,
     data_dir: str | None = None, seed: int | None = None, heartbeat: HeartbeatSettings | None = None,
-    verbose: bool = True,
+    grace_s: float = 60.0, reconnect: ReconnectSettings | None = None, verbose: bool = True,
 ) -> WorkerReport:
     """Join an initialised study and complete `n_trials` trials in this process (None: until the study
-    has the space's `trials` complete). Duplicated configs are PRUNED and do not count."""
+    has the space's `trials` complete). Duplicated configs are PRUNED and do not count.
+
+    SIGTERM / SIGINT let the running trial finish within `grace_s` seconds (else it is failed and queued again),
+    then raise `faults.Stopped`; a database that goes away is waited for as `reconnect` says (`study.run_trials`)."""
     from lepton_search.study import Objective, make_target
 
+    PoliteStop(grace_s)  # checks grace_s before anything is loaded
+    reconnect = reconnect or ReconnectSettings()
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
         raise ConfigError("n_trials", n_trials, "must be an integer >= 1")
     storage_obj = open_storage(storage, heartbeat)
@@ -205,17 +214,33 @@ def run_worker(
 
         logger.warning(SQLITE_MANY_WRITERS)
     with tempfile.TemporaryDirectory(prefix="lepton_worker_") as tmp:
-        base = BaseRecord.of(study)
-        objective = Objective(study, wl, space, latency_model, base, store, Path(tmp), space.seed, verbose,
-                              checkpoints=store.checkpoints(), queue_unseen=False,
-                              after_trial=lambda trial, folder: upload_trial_files(trial, store, folder))
+        # the workload took a while to build: the database may be restarting now; wait for it as the loop does
+        objective = _steady(lambda: Objective(
+            study, wl, space, latency_model, BaseRecord.of(study), store, Path(tmp), space.seed, verbose,
+            checkpoints=store.checkpoints(), queue_unseen=False,
+            after_trial=lambda trial, folder: upload_trial_files(trial, store, folder)), reconnect, redact(storage))
         try:
-            return _work(study, objective, space, n_trials, verbose, storage_obj)
+            return _work(study, objective, space, n_trials, verbose, storage_obj, grace_s, reconnect)
         except Exception as exc:
             if "database is locked" in str(exc):  # sqlite3.OperationalError through SQLAlchemy
                 raise ConfigError("storage", redact(storage), "SQLite stayed locked by other writers for 60 s; "
                                   "run several workers on PostgreSQL (docs/scale_out.md)") from None
             raise
+
+
+def _steady(call: Any, reconnect: ReconnectSettings, where: str) -> Any:
+    """`call()`, tried again after each reconnect wait while the database is away (bounded, logged)."""
+    from lepton_search.faults import is_connection_lost, wait_for_database
+
+    try:
+        return call()
+    except Exception as exc:
+        if not is_connection_lost(exc):
+            raise
+        first = exc
+    answers: list[Any] = []
+    wait_for_database(lambda: answers.append(call()), reconnect, first, where=where)
+    return answers[-1]
 
 
 def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
@@ -226,8 +251,9 @@ def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler
 
 
 def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int | None, verbose: bool,
-          study_storage: optuna.storages.BaseStorage) -> WorkerReport:
-    from lepton_search.study import n_complete, run_trials
+          study_storage: optuna.storages.BaseStorage, grace_s: float = 60.0,
+          reconnect: ReconnectSettings | None = None) -> WorkerReport:
+    from lepton_search.study import fail_dead_trials, n_complete, run_trials
 
     report = WorkerReport()
     notes = RoleNotes(objective.store, study_storage)
@@ -258,7 +284,11 @@ def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int
             return "every config evaluated"
         return "the study's trials are complete" if n_trials is None and evaluated >= study_goal else None
 
-    run_trials(study, traced, goal, done=lambda: len(report.completed), stop=stop, callbacks=[record, notes])
+    run_trials(study, traced, goal, done=lambda: len(report.completed), stop=stop, callbacks=[record, notes],
+               storage=study_storage, grace_s=grace_s, reconnect=reconnect)
+    # A worker killed on this host near the end leaves a RUNNING trial no later trial here would sweep: fail it now
+    # (queued again only while the study still needs trials).
+    fail_dead_trials(study, study_storage, requeue=n_complete(study) < study_goal)
     seconds = time.perf_counter() - start
     _log(verbose, f"worker {pid}: {len(report.completed)} complete, {len(report.pruned)} pruned, "
                   f"{len(report.failed)} failed in {seconds:.0f}s")

@@ -23,14 +23,15 @@ from lepton_search.logging import get_verbosity, set_verbosity
 # The library names its parameters in errors (`study_name: got '../x'`); on the command line the same value
 # came from a flag, so each command renames the library's names to its own flags.
 _STUDY = {"storage": "--storage", "study_name": "--study"}
+_FAULTS = {"grace_s": "--grace-s", "db_retries": "--db-retries", "max_wait_s": "--db-max-wait-s"}
 FLAGS: dict[str, dict[str, str]] = {
     "run": {**_STUDY, "n_trials": "--trials", "artifacts": "--artifacts", "workload": "--workload",
-            "target": "--target"},
+            "target": "--target", **_FAULTS},
     "report": _STUDY,
     "export": {**_STUDY, "trial": "--trial", "out_dir": "--out", "workload": "--workload"},
     "init": {**_STUDY, "workload": "--workload", "artifacts": "--artifacts", "target": "--target"},
     "worker": {**_STUDY, "n_trials": "--trials", "artifacts": "--artifacts", "interval_s": "--heartbeat-interval",
-               "grace_period_s": "--grace-period", "max_retry": "--max-retry"},
+               "grace_period_s": "--grace-period", "max_retry": "--max-retry", **_FAULTS},
     "dashboard": {"storage": "--storage", "artifacts": "--artifacts"},
 }
 
@@ -76,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, standalone_mode=False)
     except LeptonError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
+        stopped = getattr(exc, "exit_code", None)  # faults.Stopped: a signal stopped it, resumable (128 + signal)
+        click.echo(f"{'stopped' if stopped else 'error'}: {exc}", err=True)
+        return stopped or 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130

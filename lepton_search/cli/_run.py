@@ -6,12 +6,32 @@ import dataclasses
 import logging
 import os
 import warnings
+from typing import Any
 
 import click
 
 from lepton_search.errors import ConfigError
 
 STORAGE_HELP = "Optuna storage URL (default: sqlite:///lepton_search.db in the current folder)."
+
+
+FAULT_OPTIONS = (
+    click.option("--grace-s", type=float, default=60.0, show_default=True,
+                 help="After SIGTERM / SIGINT, seconds the running trial may take to finish before it is failed and "
+                      "queued again (a second signal stops at once)."),
+    click.option("--db-retries", type=int, default=8, show_default=True,
+                 help="Tries to reach the database again when it goes away, before stopping (nothing is lost)."),
+    click.option("--db-max-wait-s", type=float, default=30.0, show_default=True,
+                 help="Longest wait between those tries (they start at 1 s and double)."),
+)
+
+
+def fault_settings(grace_s: float, db_retries: int, db_max_wait_s: float) -> Any:
+    """The flags above checked (one line each) before anything is loaded; returns the ReconnectSettings."""
+    from lepton_search.faults import PoliteStop, ReconnectSettings
+
+    PoliteStop(grace_s)
+    return ReconnectSettings(retries=db_retries, max_wait_s=db_max_wait_s)
 
 
 def _quiet_optuna() -> None:
@@ -50,14 +70,22 @@ def _with_sampler(space, sampler: str | None):
 @click.option("--artifacts", default=None, help="Artifact folder (default: beside the SQLite file).")
 @click.option("--sampler", default=None, help="tpe | nsga2 | gp | random (default: the space file's).")
 @click.option("--timeout", type=float, default=None, help="Wall-clock budget in seconds, checked between trials.")
+@FAULT_OPTIONS[0]
+@FAULT_OPTIONS[1]
+@FAULT_OPTIONS[2]
 def run_cmd(space: str | None, storage: str | None, study_name: str | None, trials: int | None,
             workload: str | None, target: str, data_dir: str | None, artifacts: str | None, sampler: str | None,
-            timeout: float | None) -> None:
+            timeout: float | None, grace_s: float, db_retries: int, db_max_wait_s: float) -> None:
     """Run (or resume) a search. With no SPACE, the embedded default on Fashion-MNIST."""
     from lepton_search import SearchSpace, default_space, search
     from lepton_search.results.report import front_table
     from lepton_search.space import transformer_space
-    from lepton_search.storage import DEFAULT_STORAGE, artifact_store_for, describe_artifact_store
+    from lepton_search.storage import (
+        DEFAULT_STORAGE,
+        artifact_store_for,
+        describe_artifact_store,
+        open_storage,
+    )
     from lepton_search.study import make_target
     from lepton_search.techniques import families
 
@@ -69,6 +97,9 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
         raise ConfigError("--trials", trials, "must be >= 1")
     space_obj = _with_sampler(space_obj, sampler)
     make_target(target, space_obj)  # unknown target fails before any data is loaded
+    reconnect = fault_settings(grace_s, db_retries, db_max_wait_s)
+    open_storage(storage or DEFAULT_STORAGE)  # a database that does not answer, refused before any training
+    artifact_store_for(storage or DEFAULT_STORAGE, artifacts)  # a folder that cannot be written, likewise
     wl = _workload(workload, data_dir)
     if not space and families.family_of(wl.model) is not None:  # a Transformer of a family record
         tokens = wl.seq_len is not None
@@ -76,7 +107,7 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
         what = "tokens, layers, heads, INT8" if tokens else "layers, heads, INT8; no seq_len: the model takes no tokens"
         click.echo(f"space: search_spaces/transformer.yaml (a Transformer encoder: {what})", err=True)
     result = search(wl, space_obj, target=target, n_trials=trials, storage=storage, study_name=study_name,
-                    artifacts=artifacts, timeout=timeout)
+                    artifacts=artifacts, timeout=timeout, grace_s=grace_s, reconnect=reconnect)
     click.echo(front_table(result))
     store = artifact_store_for(storage or DEFAULT_STORAGE, artifacts)
     click.echo(f"\nstudy {result.study.study_name!r} in {storage or DEFAULT_STORAGE}; artifacts in {describe_artifact_store(store)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lepton_search.cli._run import STORAGE_HELP, _quiet_optuna
+from lepton_search.cli._run import FAULT_OPTIONS, STORAGE_HELP, _quiet_optuna, fault_settings
 from lepton_search.errors import ConfigError
 
 ARTIFACTS_HELP = ("Artifact store every worker reaches: a shared folder, or s3://BUCKET (Optuna's Boto3ArtifactStore; "
@@ -48,8 +48,12 @@ def init_cmd(space: str | None, storage: str, study_name: str, workload: str, da
 @click.option("--grace-period", type=int, default=60, show_default=True,
               help="Seconds without a heartbeat after which a running trial is stale and retried.")
 @click.option("--max-retry", type=int, default=2, show_default=True, help="Retries of one stale trial, at most.")
+@FAULT_OPTIONS[0]
+@FAULT_OPTIONS[1]
+@FAULT_OPTIONS[2]
 def worker_cmd(storage: str, study_name: str, trials: int | None, artifacts: str | None, data_dir: str | None,
-               seed: int | None, heartbeat_interval: int, grace_period: int, max_retry: int) -> None:
+               seed: int | None, heartbeat_interval: int, grace_period: int, max_retry: int, grace_s: float,
+               db_retries: int, db_max_wait_s: float) -> None:
     """Join a study and run trials; start as many as you like, on as many machines."""
     from lepton_search.storage import HeartbeatSettings
     from lepton_search.workers import run_worker
@@ -58,7 +62,8 @@ def worker_cmd(storage: str, study_name: str, trials: int | None, artifacts: str
     if trials is not None and trials < 1:
         raise ConfigError("--trials", trials, "must be >= 1 (COMPLETE trials for this worker)")
     heartbeat = HeartbeatSettings(interval_s=heartbeat_interval, grace_period_s=grace_period, max_retry=max_retry)
+    reconnect = fault_settings(grace_s, db_retries, db_max_wait_s)
     report = run_worker(storage, study_name, n_trials=trials, artifacts=artifacts, data_dir=data_dir, seed=seed,
-                        heartbeat=heartbeat)
+                        heartbeat=heartbeat, grace_s=grace_s, reconnect=reconnect)
     click.echo(f"worker: completed trials {report.completed}; pruned {len(report.pruned)}; "
                f"failed {len(report.failed)}; {report.seconds:.0f}s")

@@ -109,12 +109,13 @@ def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workloa
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path, config_path, card_path = (confined_file("out_dir", out, n) for n in FILES)
-    result.files.download(artifact_id, onnx_path)
+    # checked against the SHA-256 recorded at upload (studies written before digests: unchecked)
+    result.files.download(artifact_id, onnx_path, owners=(frozen, result.study))
     samples_id = records.artifact(frozen, SAMPLE_INPUTS_ARTIFACT) or (base.sample_inputs_artifact_id if base else None)
     samples_path = None
     if samples_id is not None:
         samples_path = confined_file("out_dir", out, SAMPLE_INPUTS_FILE)
-        result.files.download(samples_id, samples_path)
+        result.files.download(samples_id, samples_path, owners=(frozen, result.study))
     config = trial_config(study_name=result.study.study_name, number=frozen.number, record=record,
                           base=base, space=records.study_space(result.study),
                           values=dict(zip(result.objectives, frozen.values or [])))

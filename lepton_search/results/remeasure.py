@@ -22,13 +22,15 @@ from lepton_search.results.frame import StudyFrame
 from lepton_search.storage import TrialFiles
 
 
-def stored_samples(store: Any, artifact_id: str | None, tmp: Path, cache: dict[str, Inputs]) -> Inputs | None:
-    """The stored validation samples `artifact_id` (an .npz), downloaded once; None when there are none."""
+def stored_samples(store: Any, artifact_id: str | None, tmp: Path, cache: dict[str, Inputs], *,
+                   owners: Any = ()) -> Inputs | None:
+    """The stored validation samples `artifact_id` (an .npz), downloaded once and checked against the digest
+    `owners` (trial, study) recorded; None when there are none."""
     if artifact_id is None:
         return None
     if artifact_id not in cache:
         path = tmp / f"{artifact_id}.npz"
-        TrialFiles.of(store).download(artifact_id, path)
+        TrialFiles.of(store).download(artifact_id, path, owners=owners)
         cache[artifact_id] = load_inputs(path)
     return cache[artifact_id]
 
@@ -41,7 +43,7 @@ def remeasure_study(result: StudyFrame, target: str | LatencyModel = "host-cpu",
     base = result.base
     with tempfile.TemporaryDirectory(prefix="lepton_samples_") as tmp:
         inputs = stored_samples(result.artifact_store, None if base is None else base.sample_inputs_artifact_id,
-                                Path(tmp), {})
+                                Path(tmp), {}, owners=(result.study,))
         return remeasure_front(result, model, inputs, repeats=repeats)
 
 
@@ -63,12 +65,14 @@ def remeasure_front(result: StudyFrame, target: LatencyModel, inputs: Inputs | N
     own = {str(int(n)): records.artifact(by_number[int(n)], SAMPLE_INPUTS_ARTIFACT) for n in front["number"]}
     with tempfile.TemporaryDirectory(prefix="lepton_remeasure_") as tmp:
         cache: dict[str, Inputs] = {}
+        owner = {key: (by_number[int(key)] if key != "base" else None, result.study) for key in ids}
         feeds = {key: inputs if key == "base" or own.get(key) in (None, base.sample_inputs_artifact_id)
-                 else stored_samples(result.artifact_store, own[key], Path(tmp), cache) for key in ids}
+                 else stored_samples(result.artifact_store, own[key], Path(tmp), cache, owners=owner[key])
+                 for key in ids}
         paths = {}
         for key, artifact_id in ids.items():
             paths[key] = Path(tmp) / f"{key}.onnx"
-            result.files.download(artifact_id, paths[key])
+            result.files.download(artifact_id, paths[key], owners=owner[key])
         for _ in range(repeats):  # interleaved: every file once per round
             for key, path in paths.items():
                 times[key].append(target.latency(path, feeds[key]).p50_ms)

@@ -34,9 +34,10 @@ from lepton_search.storage import TrialFiles
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-def _score(store: Any, artifact_id: str, model: LatencyModel, tmp: Path, inputs: Inputs | None) -> LatencyEstimate:
+def _score(store: Any, artifact_id: str, model: LatencyModel, tmp: Path, inputs: Inputs | None, *,
+           owners: Any = ()) -> LatencyEstimate:
     path = tmp / f"{artifact_id}.onnx"
-    TrialFiles.of(store).download(artifact_id, path)
+    TrialFiles.of(store).download(artifact_id, path, owners=owners)  # checked against its recorded digest
     try:
         return model.latency(path, inputs)  # None: synthetic inputs of the graph's own shapes, batch 1
     finally:
@@ -72,8 +73,9 @@ def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_s
     dst = _new_study(storage, new_study or f"{study_name}.{model.name}", src.study)
     with tempfile.TemporaryDirectory(prefix="lepton_retarget_") as tmp:
         samples: dict[str, Inputs] = {}
-        base_inputs = stored_samples(src.artifact_store, src.base.sample_inputs_artifact_id, Path(tmp), samples)
-        lat = _score(src.artifact_store, src.base.onnx_artifact_id, model, Path(tmp), base_inputs)
+        base_inputs = stored_samples(src.artifact_store, src.base.sample_inputs_artifact_id, Path(tmp), samples,
+                                     owners=(src.study,))
+        lat = _score(src.artifact_store, src.base.onnx_artifact_id, model, Path(tmp), base_inputs, owners=(src.study,))
         base = dataclasses.replace(src.base, **BaseRecord.latency_fields(lat), target=model.describe(),
                                    extra={**src.base.extra, "retargeted_from": {"study": study_name,
                                                                                  "target": src.base.target}})
@@ -83,8 +85,9 @@ def retarget(storage: str, study_name: str, target: str | LatencyModel, *, new_s
             if onnx_id is None:
                 continue
             old = TrialRecord.of(t)
-            inputs = stored_samples(src.artifact_store, records.artifact(t, SAMPLE_INPUTS_ARTIFACT), Path(tmp), samples)
-            lat = _score(src.artifact_store, onnx_id, model, Path(tmp), inputs or base_inputs)
+            inputs = stored_samples(src.artifact_store, records.artifact(t, SAMPLE_INPUTS_ARTIFACT), Path(tmp), samples,
+                                    owners=(t, src.study))
+            lat = _score(src.artifact_store, onnx_id, model, Path(tmp), inputs or base_inputs, owners=(t, src.study))
             new = old.with_latency(lat, base)
             new = dataclasses.replace(new, extra={**new.extra, "retargeted_from": {"study": study_name,
                                                                                     "trial": t.number}})

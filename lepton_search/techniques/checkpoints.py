@@ -13,6 +13,12 @@ S3 bucket (`Boto3ArtifactStore`), GCS, or a user's own. Each is written whole in
 temporary file and renames it; an S3 or GCS object appears whole or not at all); a store that can list its files
 (a folder) is capped in size, least recently used evicted first (an object store: its lifecycle rules); a
 checkpoint that does not load or does not match its key is deleted and retrained, never trusted.
+
+Each file starts with the SHA-256 of the rest, written with it (`_seal`): a checkpoint whose bytes changed since
+(truncated, a flipped bit) is refused by its digest, with a warning naming the file, and retrained, even when
+torch could still load it. Files written before the digest existed have no header and are loaded unchecked (the
+load and the key check still guard them). A full disk when saving evicts the other checkpoints and tries once
+more; a checkpoint that still does not fit is skipped (the trial goes on: checkpoints only save time).
 """
 
 from __future__ import annotations
@@ -29,7 +35,25 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from lepton_search.faults import is_disk_full
+from lepton_search.logging import logger
 from lepton_search.paths import AtomicFolder, file_lock
+
+_MAGIC = b"LEPTONCKPT1\n"  # then 32 bytes of SHA-256 of the torch.save bytes that follow
+
+
+def _seal(body: bytes) -> bytes:
+    return _MAGIC + hashlib.sha256(body).digest() + body
+
+
+def _unseal(data: bytes) -> bytes | None:
+    """The torch.save bytes of a stored checkpoint; None when its digest does not match. A file with no header
+    (written before digests) is returned as it is: nothing was recorded to check it against."""
+    if not data.startswith(_MAGIC):
+        return data
+    head = len(_MAGIC)
+    digest, body = data[head:head + 32], data[head + 32:]
+    return body if hashlib.sha256(body).digest() == digest else None
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -106,8 +130,15 @@ class CheckpointStore:
                     data = reader.read()
             except Exception:  # noqa: BLE001, S112 - ArtifactNotFound, FileNotFoundError, a store's own "no such key"
                 continue
+            body = _unseal(data)
+            if body is None:
+                logger.warning(f"checkpoint {self._where(artifact_id)}: its bytes do not match the SHA-256 written "
+                               "with it (truncated or changed on disk); not trusted: deleted, the epochs retrain")
+                with contextlib.suppress(Exception):
+                    self.store.remove(artifact_id)
+                continue
             try:
-                payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+                payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
                 if payload.get("key") != key or payload.get("epoch") != epoch:
                     raise ValueError("checkpoint does not match its key")
             except Exception:  # noqa: BLE001 - truncated, corrupt or foreign: retrain, never trust it
@@ -119,26 +150,45 @@ class CheckpointStore:
             return epoch, payload
         return None
 
-    def save(self, key: str, epoch: int, payload: dict) -> str:
-        """Store the checkpoint of `key` at `epoch` in one write; returns its artifact id."""
+    def save(self, key: str, epoch: int, payload: dict) -> str | None:
+        """Store the checkpoint of `key` at `epoch` in one write, sealed with its SHA-256; returns its artifact id,
+        or None when the disk is full even after evicting every other checkpoint (skipped, with a warning)."""
         buffer = io.BytesIO()
         torch.save({**payload, "key": key, "epoch": epoch}, buffer)
-        buffer.seek(0)
+        sealed = _seal(buffer.getvalue())
         artifact_id = self.artifact_id(key, epoch)
-        self.store.write(artifact_id, buffer)  # whole: a folder renames a temporary file, S3 / GCS put one object
+        for attempt in range(2):
+            try:  # whole: a folder renames a temporary file, S3 / GCS put one object
+                self.store.write(artifact_id, io.BytesIO(sealed))
+                break
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                freed = self.evict(max_mb=0.0, keep=key) if attempt == 0 else []
+                if not freed:
+                    logger.warning(f"checkpoint {self._where(artifact_id)}: no space left on device; not saved "
+                                   "(the trial goes on; a later trial retrains these epochs)")
+                    return None
+                logger.warning(f"checkpoint {self._where(artifact_id)}: no space left on device; evicted "
+                               f"{len(freed)} other checkpoints and trying again")
         self.evict()
         return artifact_id
 
-    def evict(self) -> list[str]:
-        """Delete the least recently used checkpoints until the store holds at most `max_mb` of them (a store that
-        cannot list its files is not capped)."""
+    def _where(self, artifact_id: str) -> str:
+        folder = self.store.folder if isinstance(self.store, _Listing) else None
+        return str(folder / artifact_id) if folder is not None else artifact_id
+
+    def evict(self, *, max_mb: float | None = None, keep: str | None = None) -> list[str]:
+        """Delete the least recently used checkpoints until the store holds at most `max_mb` (default: the cap) of
+        them, never those of key `keep` (a store that cannot list its files is not capped)."""
         if not isinstance(self.store, _Listing):
             return []
-        files = sorted((e for e in self.store.entries(self.prefix) if e[0].rsplit("/", 1)[-1].startswith("epoch")),
-                       key=lambda e: e[2])
+        limit_mb = self.max_mb if max_mb is None else max_mb
+        files = sorted((e for e in self.store.entries(self.prefix) if e[0].rsplit("/", 1)[-1].startswith("epoch")
+                        and (keep is None or not e[0].startswith(f"{self.prefix}{keep}/"))), key=lambda e: e[2])
         total = sum(size for _, size, _ in files)
         removed = []
-        while files and total > self.max_mb * 1e6:
+        while files and total > limit_mb * 1e6:
             victim, size, _ = files.pop(0)
             total -= size
             with contextlib.suppress(Exception):

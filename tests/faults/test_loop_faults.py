@@ -1,0 +1,65 @@
+"""The trial loop's own handling of a lost database and a full disk (fast: a toy objective, SQLite)."""
+
+from __future__ import annotations
+
+import errno
+
+import optuna
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from lepton_search import records
+from lepton_search.faults import DatabaseUnavailable, DiskFull, ReconnectSettings, is_connection_lost
+from lepton_search.study import n_complete, run_trials
+
+FAST = ReconnectSettings(retries=2, first_wait_s=0.01, max_wait_s=0.01)
+
+
+def _lost() -> OperationalError:
+    return OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+
+def test_a_trial_whose_connection_dropped_is_failed_and_run_again_once(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'l.db'}")
+    seen: list[int] = []
+
+    def trial(t: optuna.Trial) -> float:
+        x = t.suggest_int("x", 0, 9)
+        seen.append(x)
+        if len(seen) == 1:
+            raise _lost()
+        return float(x)
+
+    assert run_trials(study, trial, 3, done=lambda: n_complete(study), reconnect=FAST) == 3
+    trials = study.get_trials()
+    assert trials[0].state.name == "FAIL"
+    retry = [t for t in trials if t.user_attrs.get(records.RETRY_OF) == 0]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == trials[0].params
+    assert n_complete(study) == 3 and not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+
+
+def test_a_database_that_stays_away_stops_in_one_line(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}")
+    calls = {"n": 0}
+
+    def done() -> int:
+        calls["n"] += 1
+        raise _lost()
+
+    with pytest.raises(DatabaseUnavailable, match=r"^storage: got .*did not answer .*nothing is lost") as err:
+        run_trials(study, lambda t: 0.0, 2, done=done, reconnect=FAST)
+    assert "\n" not in str(err.value)
+    assert is_connection_lost(_lost()) and not is_connection_lost(ValueError("database is locked"))
+
+
+def test_a_full_disk_fails_the_trial_queues_it_and_stops(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'd.db'}")
+
+    def trial(t: optuna.Trial) -> float:
+        t.suggest_int("x", 0, 9)
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "art" / "x.onnx"))
+
+    with pytest.raises(DiskFull, match=r"^artifacts: got .*no space left"):
+        run_trials(study, trial, 2, done=lambda: n_complete(study))
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["FAIL", "WAITING"]  # failed with the reason, its config queued for the resume
