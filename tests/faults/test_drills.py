@@ -1,4 +1,7 @@
-"""The database and disk drills of experiments/fault_drills.py, as tests (PostgreSQL restarts; a full tmpfs)."""
+"""The database and disk drills of experiments/fault_drills.py, as tests (PostgreSQL restarts; a full tmpfs).
+
+The 16-worker drill (random kills and joins) stays in the script only: about 4.5 minutes on a 2-core host, over
+what one test may take here; `experiments/fault_drills.py many_workers` runs it and its JSON records it."""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ def _drills():
 def _needs_postgres() -> None:
     if pg_bin_dir() is None:
         pytest.skip("PostgreSQL server not installed: apt-get install -y postgresql")
-    pytest.importorskip("psycopg2")
+    import psycopg2  # noqa: F401 - in the lock: missing fails, not skips
 
 
 def test_postgres_restarted_three_times_under_four_workers():
@@ -40,10 +43,3 @@ def test_a_full_artifact_filesystem_fails_the_trial_and_the_study_resumes():
     assert row["exit_codes"] == [2, 0] and row["half_written_files"] == 0
     assert (row["complete"], row["lost"], row["duplicated"], row["running"]) == (4, 0, 0, 0)
     assert "no space left" in row["what happened"]
-
-
-def test_sixteen_workers_killed_and_joined_at_random():
-    _needs_postgres()
-    row = _drills().run_drill("many_workers")
-    # workers in flight when the count is reached finish their trial: a few more than 40, none a duplicate
-    assert row["complete"] >= 40 and (row["lost"], row["duplicated"], row["running"]) == (0, 0, 0)
