@@ -98,7 +98,9 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
     space_obj = _with_sampler(space_obj, sampler)
     make_target(target, space_obj)  # unknown target fails before any data is loaded
     reconnect = fault_settings(grace_s, db_retries, db_max_wait_s)
-    open_storage(storage or DEFAULT_STORAGE)  # a database that does not answer, refused before any training
+    url = storage or DEFAULT_STORAGE
+    if not url.startswith("sqlite"):  # a database that does not answer, refused before any training (a SQLite
+        open_storage(url)  # file always answers; opening it here would leave an empty database behind a refusal)
     artifact_store_for(storage or DEFAULT_STORAGE, artifacts)  # a folder that cannot be written, likewise
     wl = _workload(workload, data_dir)
     if not space and families.family_of(wl.model) is not None:  # a Transformer of a family record

@@ -67,9 +67,12 @@ def test_corrupt_or_mismatched_checkpoint_is_retrained(digits_mlp, tmp_path):
     path.write_bytes(path.read_bytes()[:100])  # truncated, as by a crash mid-copy
     again = _compress(digits_mlp, CompressionConfig(0.25, 32, 1), tmp_path / "b.onnx", store)
     assert again.finetune_epochs_reused == 0 and again.finetune_seconds > 0
-    payload = torch.load(path, weights_only=True)  # rewritten whole
-    torch.save({**payload, "key": "someone-else"}, path)
-    assert store.latest(path.parent.name, upto=1) is None and not path.exists()
+    key = path.parent.name
+    epoch, payload = store.latest(key, upto=1)  # rewritten whole, and sealed again
+    assert epoch == 1
+    store.save("someone-else", 1, payload)  # a sound file of another key, copied over this one
+    (tmp_path / "ckpt" / "someone-else" / "epoch1.pt").replace(path)
+    assert store.latest(key, upto=1) is None and not path.exists()
 
 
 def test_store_evicts_least_recently_used_beyond_its_cap(tmp_path):
