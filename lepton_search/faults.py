@@ -226,3 +226,16 @@ class PoliteStop:
             self._done = True
             if self._timer is not None:
                 self._timer.cancel()
+
+
+def answered(call: Callable[[], Any], settings: ReconnectSettings, where: str) -> Any:
+    """`call()`; while the database is away, tried again after each of the reconnect waits (bounded, logged)."""
+    try:
+        return call()
+    except Exception as exc:
+        if not is_connection_lost(exc):
+            raise
+        first = exc
+    answers: list[Any] = []
+    wait_for_database(lambda: answers.append(call()), settings, first, where=where)
+    return answers[-1]

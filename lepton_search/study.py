@@ -34,6 +34,7 @@ from lepton_search.faults import (
     ReconnectSettings,
     Stopped,
     TrialInterrupted,
+    answered,
     first_line,
     is_connection_lost,
     is_disk_full,
@@ -519,9 +520,9 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
 
     with PoliteStop(grace_s) as stopping:
         try:
-            count = _answered(done, reconnect, where)
+            count = answered(done, reconnect, where)
             for attempt in range(4 * goal + 20):
-                if count >= goal or stopping.signum is not None or (attempt and _answered(stop, reconnect, where)):
+                if count >= goal or stopping.signum is not None or (attempt and answered(stop, reconnect, where)):
                     break
                 inflight.reset()
                 try:
@@ -554,31 +555,18 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
                         _settle(study, inflight.storage, inflight.number, first_line(error, 300), ())
                         raise error if isinstance(error, DiskFull) else DiskFull(
                             str(getattr(error, "filename", None) or where), first_line(error, 160)) from None
-                now = _answered(done, reconnect, where)
+                now = answered(done, reconnect, where)
                 on_progress(now - count)
                 count = now
         except TrialInterrupted:  # a second signal, or the grace ran out, outside a trial (waiting for the database)
             stopping.disarm()
         if stopping.signum is not None:
-            count = _answered(done, reconnect, where)
+            count = answered(done, reconnect, where)
             how = ("the running trial did not finish in time: failed and queued again" if stopping.expired
                    else "the running trial finished or was queued again")
             raise Stopped(f"stopped by {stopping.name}: {how}; {count} of {goal} trials complete, nothing lost; run "
                           "the same command again to resume", 128 + stopping.signum)
     return count
-
-
-def _answered(call: Callable[[], Any], settings: ReconnectSettings, where: str) -> Any:
-    """`call()`; while the database is away, tried again after each of the reconnect waits (bounded)."""
-    try:
-        return call()
-    except Exception as exc:
-        if not is_connection_lost(exc):
-            raise
-        first = exc
-    answers: list[Any] = []
-    wait_for_database(lambda: answers.append(call()), settings, first, where=where)
-    return answers[-1]
 
 
 def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs: int,

@@ -29,7 +29,7 @@ import torch
 
 from lepton_search import records, workloads
 from lepton_search.errors import ConfigError, did_you_mean
-from lepton_search.faults import DigestMismatch, PoliteStop, ReconnectSettings
+from lepton_search.faults import DigestMismatch, PoliteStop, ReconnectSettings, answered
 from lepton_search.logging import logger, verbose_call
 from lepton_search.records import BaseRecord, WorkerSetup
 from lepton_search.results.card import upload_trial_files
@@ -215,7 +215,7 @@ def run_worker(
         logger.warning(SQLITE_MANY_WRITERS)
     with tempfile.TemporaryDirectory(prefix="lepton_worker_") as tmp:
         # the workload took a while to build: the database may be restarting now; wait for it as the loop does
-        objective = _steady(lambda: Objective(
+        objective = answered(lambda: Objective(
             study, wl, space, latency_model, BaseRecord.of(study), store, Path(tmp), space.seed, verbose,
             checkpoints=store.checkpoints(), queue_unseen=False,
             after_trial=lambda trial, folder: upload_trial_files(trial, store, folder)), reconnect, redact(storage))
@@ -226,21 +226,6 @@ def run_worker(
                 raise ConfigError("storage", redact(storage), "SQLite stayed locked by other writers for 60 s; "
                                   "run several workers on PostgreSQL (docs/scale_out.md)") from None
             raise
-
-
-def _steady(call: Any, reconnect: ReconnectSettings, where: str) -> Any:
-    """`call()`, tried again after each reconnect wait while the database is away (bounded, logged)."""
-    from lepton_search.faults import is_connection_lost, wait_for_database
-
-    try:
-        return call()
-    except Exception as exc:
-        if not is_connection_lost(exc):
-            raise
-        first = exc
-    answers: list[Any] = []
-    wait_for_database(lambda: answers.append(call()), reconnect, first, where=where)
-    return answers[-1]
 
 
 def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
