@@ -252,13 +252,10 @@ def host() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    out = {}
-    for name in VERSIONED:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    """Installed releases of VERSIONED (the script's own list: it runs on both sides of a refactor, so it reads
+    nothing of the engine's internals)."""
+    installed = {d.metadata["Name"].lower(): d.version for d in importlib.metadata.distributions()}
+    return {name: installed.get(name, "not installed") for name in VERSIONED}
 
 
 # ---- compare ----------------------------------------------------------------------------
