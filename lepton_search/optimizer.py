@@ -162,11 +162,11 @@ class ModelOptimizer:
         return self._teacher
 
     def _base_graph(self) -> Any:
-        """The current model's FP32 graph, exported once (until a migration replaces the model): what the
-        techniques' checks read, as `study.prepare` gives them."""
+        """The current model's FP32 graph, exported once to `base.onnx` (until a migration replaces the model):
+        what the techniques' checks read, as `study.prepare` gives them, and the file the `before` row measures."""
         if self._graph is None:
-            self._graph = export.check_traceable(self.model, self.workload.example_args, self.out_dir,
-                                                 names=self.workload.input_names)
+            wl = self.workload
+            self._graph = export.to_onnx(wl.model, wl.example_args, self.out_dir / "base.onnx", names=wl.input_names)
         return self._graph
 
     def _measure(self, path: Path) -> Measurement:
@@ -182,9 +182,8 @@ class ModelOptimizer:
     def _before_row(self) -> dict[str, Any]:
         """The current model, exported FP32 and measured once (until a migration replaces it)."""
         if self._before is None:
-            path = self.out_dir / "base.onnx"
-            wl = self.workload
-            export.to_onnx(wl.model, wl.example_args, path, names=wl.input_names)
+            self._base_graph()
+            path, wl = self.out_dir / "base.onnx", self.workload
             macs, params = prune.count(wl.model, wl.example_args)
             with stage("measure the base (FP32)"):
                 self._before = self._row("base", self._measure(path), self.workload.info.get("train_seconds", math.nan),
