@@ -31,6 +31,10 @@ class Layers(Technique):
         if depths and max(depths) > have:
             raise ConfigError("knobs.layers", max(depths), f"is more than the model's {have} encoder layers; give "
                               f"1..{have} (0: all)")
+        if have in depths:  # keeping every layer drops none: the no-op, one config, not two
+            kept = tuple(dict.fromkeys(0 if v == have else v for v in space.domain("layers")))
+            return Verdict(changes={"layers": kept[0] if len(kept) == 1 else kept},
+                           notes=[f"layers {have} is this model's own depth (drops nothing): searched as 0 (all)"])
         return Verdict()
 
     def apply(self, build: Build) -> None:

@@ -52,6 +52,10 @@ class SeqLen(Technique):
         if lengths and max(lengths) > full:
             raise ConfigError("knobs.seq_len", max(lengths), f"is above the model's {full} tokens; give 1..{full} "
                               "(0: all)")
+        if full in lengths:  # the model's own length cuts nothing: it is the no-op, one config, not two
+            kept = tuple(dict.fromkeys(0 if v == full else v for v in space.domain("seq_len")))
+            return Verdict(changes={"seq_len": kept[0] if len(kept) == 1 else kept},
+                           notes=[f"seq_len {full} is this model's own length (cuts nothing): searched as 0 (all)"])
         return Verdict()
 
 

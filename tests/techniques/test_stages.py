@@ -147,3 +147,23 @@ def test_model_optimizer_refuses_and_fixes_what_search_does(digits_mlp, tmp_path
     with pytest.warns(UserWarning, match="int8_mode fixed at 'auto'"):
         result = opt.compress(bits=32, finetune_epochs=0, int8_mode="static")
     assert result.candidate.config.int8_mode == "auto"  # fixed, as the search space would be
+
+
+def test_a_knob_value_that_is_a_no_op_on_this_model_is_the_no_op_value():
+    """`seq_len` at the model's own length and `layers` at its depth cut nothing: they are searched as 0, so a
+    study does not run the same graph as two configs (a 64-token model with seq_len 64 ran INT8 alone twice)."""
+    from tests import family_models
+    from lepton_search.techniques.layers import Layers
+    from lepton_search.techniques.seq_len import SeqLen
+
+    model = family_models.tiny("bert", layers=2)
+    workload = type("W", (), {"model": model, "seq_len": 16, "name": "tiny-bert", "task": None})()
+    ctx = CheckContext(workload, None)
+    space = SearchSpace(seq_len=(0, 8, 16), layers=(0, 1, 2))
+    seq = SeqLen().check(ctx, space)
+    assert seq.changes == {"seq_len": (0, 8)} and "seq_len 16 is this model's own length" in seq.notes[0]
+    depth = Layers().check(ctx, space)
+    assert depth.changes == {"layers": (0, 1)} and "layers 2 is this model's own depth" in depth.notes[0]
+    only = Layers().check(ctx, SearchSpace(layers=(2,)))
+    assert only.changes == {"layers": 0}
+    assert SeqLen().check(ctx, SearchSpace(seq_len=(0, 8))).changes == {}
