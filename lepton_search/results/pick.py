@@ -16,6 +16,7 @@ import pandas as pd
 
 from lepton_search import records
 from lepton_search.errors import ConfigError
+from lepton_search.results.pareto import non_dominated
 from lepton_search.space import KNOB_NAMES
 from lepton_search.tasks import Task, format_drop
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from lepton_search.results.frame import StudyFrame
 
 ROLE_DROPS_PTS = (0.5, 1.0, 2.0)
+BASE_TRIAL = -1  # `Pick.trial` of the base: the unmodified model, a candidate of every pick
 DEFAULT_HV_DROP_PTS = 1.0  # reference drop for hypervolume when the study has no accuracy constraint
 _LIMIT_COLUMNS = {"max_accuracy_drop_pts": "accuracy_drop_pts", "max_metric_drop": "metric_drop",
                   "max_latency_ms": "latency_ms", "max_size_mb": "size_mb"}
@@ -50,7 +52,15 @@ class Pick:
             return config[name]
         raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
 
+    @property
+    def is_base(self) -> bool:
+        """True when the pick is to keep the unmodified base: no trial beat it within the limits."""
+        return self.trial == BASE_TRIAL
+
     def label(self) -> str:
+        if self.is_base:
+            return (f"the base (keep the unmodified model: no trial is faster within the limits) -> "
+                    f"{self.latency_ms:.4g} ms (x1.00), {self.size_mb:.4g} MB")
         knobs = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.config.items())
         value = self.accuracy if self.metric_value is None else self.metric_value
         drop = self.accuracy_drop_pts if self.metric_drop is None else self.metric_drop
@@ -74,6 +84,26 @@ def _to_pick(row: pd.Series, task: Task) -> Pick:
                 drop_unit=task.drop_unit)
 
 
+def base_pick(result: StudyFrame) -> Pick | None:
+    """The base as a pick (every knob at its no-op, drop 0, speed-up 1); None before the search measured it."""
+    from lepton_search.knobs import KNOBS
+
+    base = result.base
+    if base is None:
+        return None
+    task = result.task
+    return Pick(trial=BASE_TRIAL, config={k.name: k.noop for k in KNOBS}, accuracy=float(base.accuracy),
+                accuracy_drop_pts=0.0 if task.name == "classification" else None, latency_ms=float(base.latency_ms),
+                size_mb=float(base.size_mb), speedup=1.0, metric=task.metric, metric_value=task.display(base.accuracy),
+                metric_drop=0.0, drop_unit=task.drop_unit)
+
+
+def _base_fits(base: Pick, limits: dict[str, float]) -> bool:
+    figures = {"max_accuracy_drop_pts": 0.0, "max_metric_drop": 0.0, "max_latency_ms": base.latency_ms,
+               "max_size_mb": base.size_mb}
+    return all(figures[name] <= limit + _slack(limit) for name, limit in limits.items())
+
+
 def _check_limits(limits: dict[str, float | None]) -> dict[str, float]:
     out = {}
     for name, value in limits.items():
@@ -95,9 +125,11 @@ def _slack(limit: float) -> float:
 def recommend(result: StudyFrame, *, max_accuracy_drop_pts: float | None = None,
               max_latency_ms: float | None = None, max_size_mb: float | None = None,
               max_metric_drop: float | None = None) -> Pick:
-    """The fastest COMPLETE feasible config within every given limit; ties go to the more accurate one.
+    """The fastest COMPLETE feasible config within every given limit; ties go to the more accurate one. The base
+    is a candidate too: when no trial within the limits is faster than the unmodified model, the pick is the base
+    (`Pick.is_base`): keep it (a sub-ms GRU's "pick" was once its own FP32 graph, fine-tuned, timed slower).
 
-    When no config fits, raises ConfigError naming the closest miss (smallest total excess, each limit's
+    When neither a config nor the base fits, raises ConfigError naming the closest miss (smallest total excess, each limit's
     excess measured in units of that column's spread over the trials).
 
     Example:
@@ -114,12 +146,17 @@ def recommend(result: StudyFrame, *, max_accuracy_drop_pts: float | None = None,
     df = candidates(result)
     if df.empty:
         raise ConfigError("study", result.study.study_name, "has no COMPLETE feasible trial yet; run more trials")
+    base = base_pick(result)
+    keep_base = base is not None and _base_fits(base, limits)
     fits = np.ones(len(df), dtype=bool)
     for name, limit in limits.items():
         fits &= (df[_LIMIT_COLUMNS[name]] <= limit + _slack(limit)).to_numpy()
     if fits.any():
         ok = df[fits].sort_values(["latency_ms", "accuracy", "size_mb", "number"], ascending=[True, False, True, True])
-        return _to_pick(ok.iloc[0], task)
+        best = _to_pick(ok.iloc[0], task)
+        return base if keep_base and base.latency_ms <= best.latency_ms else best
+    if keep_base:
+        return base
     excess = np.zeros(len(df))
     for name, limit in limits.items():
         col = df[_LIMIT_COLUMNS[name]].astype(float)
@@ -134,12 +171,23 @@ def recommend(result: StudyFrame, *, max_accuracy_drop_pts: float | None = None,
 
 
 def knee(result: StudyFrame, *, front: pd.DataFrame | None = None) -> Pick:
-    """The Pareto point nearest the ideal corner once each objective is scaled to the front's range [0, 1].
+    """The Pareto point nearest the ideal corner once each objective is scaled to the front's range [0, 1]. The base
+    is a point of that front: when it is the knee, the pick is the base (`Pick.is_base`).
 
     `front`: an already computed `result.pareto()` (workers add trials between two reads of a live study)."""
     front = result.pareto() if front is None else front
     if front.empty:
         raise ConfigError("study", result.study.study_name, "has no Pareto front yet; run more trials")
+    base = base_pick(result)
+    row = {} if base is None else {"number": BASE_TRIAL, **base.config, "speedup": 1.0,
+                                   **{o: getattr(result.base, o, None) for o in result.objectives}}
+    if base is not None and all(row[o] is not None for o in result.objectives):  # the base joins the front unless
+        # a trial dominates it
+        directions = [d.name.lower() for d in result.study.directions]
+        points = np.vstack([front[result.objectives].to_numpy(dtype=float),
+                            [[row[o] for o in result.objectives]]])
+        if non_dominated(points, directions)[-1]:
+            front = pd.concat([front, pd.DataFrame([row])], ignore_index=True)
     dist = np.zeros(len(front))
     for name, direction in zip(result.objectives, result.study.directions):
         col = front[name].to_numpy(dtype=float)
@@ -148,6 +196,8 @@ def knee(result: StudyFrame, *, front: pd.DataFrame | None = None) -> Pick:
         gap = 1.0 - norm if direction.name == "MAXIMIZE" else norm
         dist += gap**2
     front = front.assign(_dist=dist).sort_values(["_dist", "latency_ms", "number"])
+    if int(front.iloc[0]["number"]) == BASE_TRIAL and base is not None:
+        return base
     return _to_pick(front.iloc[0], result.task)
 
 
@@ -233,7 +283,9 @@ def roles(result: StudyFrame) -> dict[int, list[str]]:
     for label, pick in fastest_within(result):
         if isinstance(pick, Pick) and pick.trial in out:
             out[pick.trial].append(label)
-    out[knee(result, front=front).trial].append("knee")  # the same front: workers may add trials meanwhile
+    balanced = knee(result, front=front)  # the same front: workers may add trials meanwhile
+    if balanced.trial in out:  # (the base as the knee has no trial row)
+        out[balanced.trial].append("knee")
     smallest = front.sort_values(["size_mb", "latency_ms", "number"]).iloc[0]
     out[int(smallest["number"])].append("smallest")
     return out

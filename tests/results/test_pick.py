@@ -6,11 +6,12 @@ import itertools
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from picking_study import picking_study
 
 from lepton_search import ConfigError, SearchResult, load
-from lepton_search.results.pick import candidates, hypervolume_min
+from lepton_search.results.pick import BASE_TRIAL, candidates, hypervolume_min
 
 BASE = {"accuracy": 0.99, "latency_ms": 12.0, "size_mb": 8.0, "workload": "synthetic"}
 # name: (accuracy, latency_ms, size_mb, feasible)
@@ -121,8 +122,11 @@ def real() -> SearchResult:
 def test_real_study_recommend_is_brute_force(real):
     df = candidates(real)
     assert len(df) >= 2 and (~real.trials().query("state == 'COMPLETE'")["feasible"]).any()
+    base = {"number": BASE_TRIAL, "accuracy": real.base.accuracy, "accuracy_drop_pts": 0.0,
+            "latency_ms": real.base.latency_ms}  # the base is a candidate of every pick
+    with_base = pd.concat([df, pd.DataFrame([base])], ignore_index=True)
     for drop, lat in [(None, None), (1.0, None), (3.0, None), (None, float(df["latency_ms"].median()))]:
-        ok = df
+        ok = with_base
         if drop is not None:
             ok = ok[ok["accuracy_drop_pts"] <= drop + 1e-9]
         if lat is not None:
@@ -131,16 +135,48 @@ def test_real_study_recommend_is_brute_force(real):
             with pytest.raises(ConfigError, match="closest miss"):
                 real.recommend(max_accuracy_drop_pts=drop, max_latency_ms=lat)
             continue
-        best = ok.sort_values(["latency_ms", "accuracy"], ascending=[True, False]).iloc[0]
+        # ties on latency go to the base (no compression for nothing), then to the more accurate trial
+        best = ok.assign(trial=ok["number"] != BASE_TRIAL).sort_values(
+            ["latency_ms", "trial", "accuracy"], ascending=[True, True, False]).iloc[0]
         assert real.recommend(max_accuracy_drop_pts=drop, max_latency_ms=lat).trial == best["number"]
 
 
 def test_real_study_front_figures(real):
     front = real.pareto()
-    assert real.knee().trial in set(front["number"])
+    assert real.knee().trial in {*front["number"], BASE_TRIAL}
     roles = real.roles()
     assert set(roles) == set(front["number"]) and any("knee" in r for r in roles.values())
     base = real.base
     pts = np.column_stack([-front["accuracy"] * 100, front["latency_ms"], front["size_mb"]])
     ref = np.array([-(base.accuracy * 100 - 3.0), base.latency_ms, base.size_mb])
     assert real.hypervolume() == pytest.approx(inclusion_exclusion(pts, ref))
+
+
+def _slow_study(base_latency_ms: float) -> SearchResult:
+    """A study whose only trials are slower than (or as fast as) a base of `base_latency_ms`."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("base", {**BASE, "latency_ms": base_latency_ms})
+    study.set_user_attr("space", {"objectives": ["accuracy", "latency_ms"], "constraints": {}, "knobs": {}})
+    dist = {"prune_ratio": optuna.distributions.FloatDistribution(0, 1)}
+    for i, (acc, lat) in enumerate([(0.985, 12.5), (0.97, 15.0)]):
+        study.add_trial(optuna.trial.create_trial(
+            values=[acc, lat], params={"prune_ratio": i / 10}, distributions=dist,
+            user_attrs={"finetune_epochs": 1, "bits": 32, "accuracy": acc, "latency_ms": lat, "size_mb": 8.0,
+                        "accuracy_drop_pts": (BASE["accuracy"] - acc) * 100, "speedup": base_latency_ms / lat}))
+    return SearchResult(study, artifact_store=None)
+
+
+def test_the_base_is_the_pick_when_no_trial_beats_it():
+    """A sub-ms GRU's pick was its own FP32 graph fine-tuned, timed 0.0667 ms against the base's 0.0426: the base
+    is a candidate of every pick, so "keep the base" is the answer when no trial within the limits is faster."""
+    slow = _slow_study(12.0)
+    keep = slow.recommend(max_accuracy_drop_pts=1.0)
+    assert keep.is_base and keep.speedup == 1.0 and keep.accuracy_drop_pts == 0.0 and keep.bits == 32
+    assert keep.label().startswith("the base (keep the unmodified model")
+    assert slow.recommend().is_base and slow.recommend(max_latency_ms=12.0).is_base
+    with pytest.raises(ConfigError, match="max_latency_ms: got 11"):  # neither the base nor a trial fits
+        slow.recommend(max_latency_ms=11.0)
+    assert slow.knee().is_base  # the base dominates both trials
+    assert all("knee" not in r for r in slow.roles().values())
+    faster = _slow_study(20.0)  # the same trials beside a slower base: a trial is the pick again
+    assert faster.recommend(max_accuracy_drop_pts=1.0).trial == 0 and not faster.knee().is_base

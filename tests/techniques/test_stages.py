@@ -152,9 +152,9 @@ def test_model_optimizer_refuses_and_fixes_what_search_does(digits_mlp, tmp_path
 def test_a_knob_value_that_is_a_no_op_on_this_model_is_the_no_op_value():
     """`seq_len` at the model's own length and `layers` at its depth cut nothing: they are searched as 0, so a
     study does not run the same graph as two configs (a 64-token model with seq_len 64 ran INT8 alone twice)."""
-    from tests import family_models
     from lepton_search.techniques.layers import Layers
     from lepton_search.techniques.seq_len import SeqLen
+    from tests import family_models
 
     model = family_models.tiny("bert", layers=2)
     workload = type("W", (), {"model": model, "seq_len": 16, "name": "tiny-bert", "task": None})()
