@@ -53,6 +53,7 @@ TARGET = "target"  # workers' init: the latency target's name
 ARTIFACTS = "artifacts"  # workers' init: where the artifact store is (a folder or s3://BUCKET)
 BASE_STATE_ARTIFACT = "base_state_artifact_id"  # workers' init, written last: its presence means "initialised"
 REMEASURED = "front_remeasured"  # the front re-timed after the search (`results.remeasure`)
+GRAPH_LATENCY_PREFIX = "graph_latency:"  # study attr per graph: its one latency in the study (`graphs.py`)
 _RETRY_HISTORY = "retry_history"  # trial system attr Optuna's RetryHeartbeatStaleTrialCallback writes
 _CONSTRAINTS_LIST = "constraints"  # Optuna's list form (system attr): optuna-dashboard 0.21 reads only this one
 _CONSTRAINT_PREFIX = "constraints:"  # Optuna's named form (`set_constraint`), one system attr per name
@@ -269,6 +270,20 @@ def remeasured(study: Any) -> dict[str, Any]:
 
 def set_remeasured(study: Any, figures: Mapping[str, Any]) -> None:
     study.set_user_attr(REMEASURED, dict(figures))
+
+
+def graph_latency(study: Any, key: str) -> dict[str, Any] | None:
+    """The stored latency of the graph `key` (`graphs.graph_key`); None when the study has not timed it yet."""
+    return study.user_attrs.get(GRAPH_LATENCY_PREFIX + key)
+
+
+def set_graph_latency(study: Any, key: str, figures: Mapping[str, Any]) -> None:
+    study.set_user_attr(GRAPH_LATENCY_PREFIX + key, dict(figures))
+
+
+def graph_latencies(study: Any) -> dict[str, dict[str, Any]]:
+    """Graph key -> its stored latency, for every graph the study has timed."""
+    return {k[len(GRAPH_LATENCY_PREFIX):]: v for k, v in study.user_attrs.items() if k.startswith(GRAPH_LATENCY_PREFIX)}
 
 
 def set_finetune_recipe(study: Any, recipe: Mapping[str, Any]) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 
 from lepton_search import records
+from lepton_search.graphs import GraphLatencies
 from lepton_search.latency import LatencyModel
 from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.space import BUDGETS, CompressionConfig, SearchSpace
@@ -62,8 +63,9 @@ class EarlyRejection:
     """The budgets and the rule of one study, checked on each config before it trains."""
 
     def __init__(self, study: optuna.Study, space: SearchSpace, target: LatencyModel, base: BaseRecord,
-                 workload: Workload) -> None:
+                 workload: Workload, graphs: GraphLatencies | None = None) -> None:
         self.study, self.space, self.target, self.base, self.workload = study, space, target, base, workload
+        self.graphs = graphs or GraphLatencies(study, base, enabled=False)
         # The rule reasons on accuracy and latency alone: a third objective (size, price) could put a slower
         # config on the front, so there it stays off.
         self.rule_on = (space.early_reject == "dominated" and "latency_ms" in space.objectives
@@ -76,16 +78,24 @@ class EarlyRejection:
     def check(self, trial: optuna.Trial, config: CompressionConfig,
               compress: Callable[[optuna.Trial, CompressionConfig], Any]) -> tuple[Any, Any, bool] | None:
         """(untrained candidate, its latency, dominated?) when a budget or the rule rejects `config` (its reason
-        stored on the trial), else None. `compress(trial, config)` makes a candidate; only the untrained probe is
-        made here, and deleted again when the config goes on to train."""
+        stored on the trial), else None. `compress(trial, config)` makes a candidate; the untrained probe is made
+        only when the study has not timed this graph yet or the config is rejected (its untrained figures are
+        stored), and deleted again when the config goes on to train (its timing stays, `graphs`)."""
         if config.finetune_epochs == 0:
             return None
         found = self.found_points() if self.rule_on else []
         if not self.budgets and not found:
             return None
-        probe = compress(trial, dataclasses.replace(config, finetune_epochs=0))
-        lat = self.target.latency(probe.onnx_path, dict(probe.sample_inputs or self.workload.sample_inputs()))
-        figures = {"latency_ms": lat.p50_ms, "speedup": self.base.latency_ms / lat.p50_ms, "size_mb": probe.size_mb}
+        untrained = dataclasses.replace(config, finetune_epochs=0)
+        known, probe = self.graphs.get(config), None
+        if known is None:
+            probe = compress(trial, untrained)
+            lat = self.target.latency(probe.onnx_path, dict(probe.sample_inputs or self.workload.sample_inputs()))
+            size_mb = probe.size_mb
+            self.graphs.put(config, lat, size_mb, trial.number)
+        else:
+            lat, size_mb = known.latency, known.size_mb
+        figures = {"latency_ms": lat.p50_ms, "speedup": self.base.latency_ms / lat.p50_ms, "size_mb": size_mb}
         missed = {k: v for k, v in self.space.violations(figures, BUDGETS).items() if v > 0}
         dominated = None if missed else dominated_before_training(lat.p50_ms, found, self.base.accuracy,
                                                                   self.tolerance)
@@ -94,9 +104,11 @@ class EarlyRejection:
         elif dominated:
             reason = f"dominated before fine-tuning: {dominated}"
         else:
-            probe.onnx_path.unlink(missing_ok=True)
+            if probe is not None:
+                probe.onnx_path.unlink(missing_ok=True)
             return None
         records.set_rejected(trial, reason)
+        probe = probe or compress(trial, untrained)  # its untrained accuracy is what the trial stores
         return dataclasses.replace(probe, config=config), lat, bool(dominated)  # measured as is; infeasible
 
     def found_points(self) -> list[tuple[float, float]]:

@@ -10,7 +10,7 @@ Example:
     >>> make_sampler("tpz", seed=0)
     Traceback (most recent call last):
     ...
-    lepton_search.errors.ConfigError: sampler: got 'tpz'; unknown sampler; known: gp, nsga2, random, tpe (did you mean 'tpe'?)
+    lepton_search.errors.ConfigError: sampler: got 'tpz'; unknown sampler; known: front, gp, nsga2, random, tpe (did you mean 'tpe'?)
 """
 
 from __future__ import annotations
@@ -46,6 +46,15 @@ def _gp(seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
 
 def _random(seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _front(seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
+    import os
+
+    from lepton_search.front_sampler import (
+        FrontSampler,  # scikit-learn: imported when the sampler is asked for
+    )
+    return FrontSampler(seed=seed, parallel=parallel, lookahead=int(os.environ.get("FRONT_LOOKAHEAD", "99")))
 
 
 class SamplerRegistry:
@@ -84,7 +93,9 @@ class SamplerRegistry:
         return self._factories[name](seed, parallel)
 
 
-SAMPLER_REGISTRY = SamplerRegistry({"tpe": _tpe, "nsga2": _nsga2, "gp": _gp, "random": _random})
+SAMPLER_REGISTRY = SamplerRegistry({"tpe": _tpe, "nsga2": _nsga2, "gp": _gp, "random": _random, "front": _front})
+# samplers that search accuracy x latency_ms only (their acquisition is a two-objective hypervolume)
+TWO_OBJECTIVE = ("front",)
 
 
 def make_sampler(name: str, *, seed: int, parallel: bool = False,

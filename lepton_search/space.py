@@ -25,7 +25,7 @@ __all__ = ["ANCHORS", "BUDGETS", "CONSTRAINTS", "DEFAULT_SPACE_PATH", "EARLY_REJ
            "Knob", "LatencySettings", "SearchSpace", "default_space", "transformer_space"]
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize",
               "usd_per_million_inferences": "minimize"}
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
+SAMPLERS = ("tpe", "nsga2", "gp", "random", "front")  # samplers.SAMPLER_REGISTRY builds each (a test checks)
 # Rules that reject a config before fine-tuning, beside the budgets (`study.dominated_before_training`).
 EARLY_REJECT = ("dominated", "off")
 # What a fresh study evaluates before its sampler proposes anything (`SearchSpace.anchor_configs`).
@@ -424,6 +424,9 @@ def _validate(space: SearchSpace) -> None:
                 raise ConfigError(f"constraints.{name}", value, "must be > 0 (or left out for no budget)")
     if space.sampler not in SAMPLERS:
         raise ConfigError("sampler", space.sampler, f"unknown sampler; {did_you_mean(space.sampler, SAMPLERS)}")
+    if space.sampler == "front" and tuple(space.objectives) != ("accuracy", "latency_ms"):
+        raise ConfigError("sampler", "front", f"searches objectives [accuracy, latency_ms] (its acquisition is their "
+                          f"hypervolume), not {list(space.objectives)}; use tpe, gp or nsga2 for these objectives")
     if space.early_reject not in EARLY_REJECT:
         raise ConfigError("early_reject", space.early_reject, f"unknown rule; {did_you_mean(space.early_reject, EARLY_REJECT)}")
     if space.anchors not in ANCHORS:

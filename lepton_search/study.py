@@ -40,6 +40,7 @@ from lepton_search.faults import (
     is_disk_full,
     wait_for_database,
 )
+from lepton_search.graphs import GraphLatencies, distinct_models, is_base, model_config
 from lepton_search.latency import SAMPLE_INPUTS_FILE, LatencyModel, latency_target, save_inputs
 from lepton_search.logging import log_stage, logger, scope, stage, verbosity
 from lepton_search.records import BaseRecord, TrialRecord
@@ -52,6 +53,7 @@ from lepton_search.training import progress
 from lepton_search.workloads import Workload
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+BASE_TRIAL = -1  # `duplicate_of` a config that is the base itself (results.pick.BASE_TRIAL names the same)
 TRIAL_DELAY_ENV = "LEPTON_SEARCH_TRIAL_DELAY_S"  # seconds each trial waits after it starts (crash drills)
 DEFAULT_GRACE_S = 60.0  # after SIGTERM / SIGINT, how long the running trial may take to finish
 
@@ -218,12 +220,15 @@ def find_duplicate(study: optuna.Study, config: CompressionConfig, number: int, 
     lower number; `ignore`: retried ancestors. Of two trials running the same config (two workers sampled it at
     once), the lower number goes on and the higher one yields: each sees the other's config, same rule."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    made = model_config(config)  # a knob that acts on nothing (prune_method at ratio 0) makes no other model
     for t in study.get_trials(deepcopy=False, states=states):
         if t.number == number or t.number in ignore:
             continue
         if t.state == optuna.trial.TrialState.RUNNING and t.number > number:
             continue
-        if records.trial_config(t) == config.as_dict():
+        stored = records.trial_config(t)
+        if stored is not None and (stored == config.as_dict()
+                                   or model_config(CompressionConfig.from_dict(stored)) == made):
             return t.number
     return None
 
@@ -262,7 +267,8 @@ class Objective:
         # workers stop at their own count and would leave such a queued trial WAITING: they do not queue.
         self.queue_unseen = queue_unseen
         self.base_digest = weights_digest(workload.model)
-        self.rejection = EarlyRejection(study, space, target, base, workload)
+        self.graphs = GraphLatencies(study, base)  # one graph, one latency in the study (`graphs.py`)
+        self.rejection = EarlyRejection(study, space, target, base, workload, self.graphs)
         # Every trial of a study stores the same constraint names (samplers refuse or misread mixed ones): a study
         # begun before the rule (or with it off) keeps the constraints it has; rejections still store their reason.
         wanted = space.set_constraints() + [records.DOMINATED] * self.rejection.rule_on
@@ -275,6 +281,11 @@ class Objective:
         # moment both see it, and the later trial (higher number) yields (see find_duplicate).
         records.write_config(trial, config)
         # A heartbeat retry copies its stale ancestor's attrs (config_key too): not a duplicate of it.
+        if is_base(config):  # the unmodified model, untrained: the base, measured once per study already
+            records.mark_duplicate(trial, BASE_TRIAL)
+            if self.queue_unseen:
+                self._queue_unseen(trial.number)
+            raise optuna.TrialPruned(f"config {config.label()} is the unmodified base (measured as the base)")
         dup = find_duplicate(self.study, config, trial.number, ignore=records.retry_history(trial))
         if dup is not None:
             records.mark_duplicate(trial, dup)
@@ -297,9 +308,9 @@ class Objective:
     def _queue_unseen(self, number: int) -> None:
         """Queue one config no trial has taken, drawn at random (seeded): a sampler that proposes the same
         point again (GP's acquisition is deterministic; TPE on a small grid) still moves the study on."""
-        taken = {tuple(c.values()) for t in self.study.get_trials(deepcopy=False, states=_TAKEN)
-                 if (c := records.trial_config(t)) is not None}
-        free = [c for c in self.space.configs() if tuple(c.as_dict().values()) not in taken]
+        taken = [model_config(CompressionConfig.from_dict(c)) for t in self.study.get_trials(deepcopy=False, states=_TAKEN)
+                 if (c := records.trial_config(t)) is not None]
+        free = [c for c in distinct_models(self.space.configs()) if model_config(c) not in taken]
         if free:
             pick = free[random.Random(f"{self.seed}:{number}").randrange(len(free))]
             self.study.enqueue_trial(self.space.params(pick), skip_if_exists=True)
@@ -319,6 +330,12 @@ class Objective:
     def _run(self, trial: optuna.Trial, config: CompressionConfig) -> tuple[float, ...]:
         rejected = self.rejection.check(trial, config, self._compress)
         cand, lat, dominated = rejected or (self._compress(trial, config), None, False)
+        if lat is None:  # a graph the study timed before (the base's, a chain's other epochs) is not timed again
+            known = self.graphs.get(config)
+            lat = known.latency if known is not None else self.target.latency(
+                cand.onnx_path, dict(cand.sample_inputs) if cand.sample_inputs is not None
+                else self.workload.sample_inputs())
+        self.graphs.put(config, lat, cand.size_mb, trial.number)
         # Test accuracy is recorded, never an objective; a rejected candidate keeps the latency that rejected it.
         with stage("measure (accuracy of the file, latency)"):
             meas = evaluate(cand, self.workload, self.target, with_test=True, latency=lat)
@@ -435,7 +452,7 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
         base = start(study, workload, space, target, store, work_dir, n_trials)
         objective = Objective(study, workload, space, target, base, store, work_dir, seed, verbose, after_trial,
                               checkpoints)
-        optimize(study, objective, n_trials, space.n_configs, callbacks, timeout_s, storage=storage, grace_s=grace_s,
+        optimize(study, objective, n_trials, len(distinct_models(space.configs())), callbacks, timeout_s, storage=storage, grace_s=grace_s,
                  reconnect=reconnect)
     return study
 

@@ -30,6 +30,7 @@ import torch
 from lepton_search import records, workloads
 from lepton_search.errors import ConfigError, did_you_mean
 from lepton_search.faults import DigestMismatch, PoliteStop, ReconnectSettings, answered
+from lepton_search.graphs import distinct_models
 from lepton_search.logging import logger, verbose_call
 from lepton_search.records import BaseRecord, WorkerSetup
 from lepton_search.results.card import upload_trial_files
@@ -243,7 +244,8 @@ def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int
     report = WorkerReport()
     notes = RoleNotes(objective.store, study_storage)
     start = time.perf_counter()
-    study_goal = min(space.trials, space.n_configs)
+    n_models = len(distinct_models(space.configs()))  # prune_method at ratio 0 makes no other model
+    study_goal = min(space.trials, n_models)
     goal = n_trials if n_trials is not None else study_goal
     pid = os.getpid()
 
@@ -264,8 +266,8 @@ def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int
 
     def stop() -> str | None:
         evaluated = n_complete(study)
-        if evaluated >= space.n_configs:
-            _log(verbose, f"worker {pid}: every one of the space's {space.n_configs} configs is evaluated; stopping")
+        if evaluated >= n_models:
+            _log(verbose, f"worker {pid}: every one of the space's {n_models} models is evaluated; stopping")
             return "every config evaluated"
         return "the study's trials are complete" if n_trials is None and evaluated >= study_goal else None
 

@@ -6,13 +6,14 @@ import optuna
 import pytest
 
 from lepton_search.errors import ConfigError
+from lepton_search.front_sampler import FrontSampler
 from lepton_search.samplers import SAMPLER_REGISTRY, make_sampler
 from lepton_search.space import SAMPLERS, SearchSpace
 from lepton_search.study import make_sampler as study_sampler
 from lepton_search.workers import worker_sampler
 
 KINDS = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
-         "gp": optuna.samplers.GPSampler, "random": optuna.samplers.RandomSampler}
+         "gp": optuna.samplers.GPSampler, "random": optuna.samplers.RandomSampler, "front": FrontSampler}
 
 
 def test_every_name_a_space_accepts_is_registered():
@@ -44,7 +45,7 @@ def test_unknown_name_is_one_line_with_the_known_ones_and_the_closest():
     with pytest.raises(ConfigError) as err:
         make_sampler("nsga", seed=0)
     assert err.value.field == "sampler" and "\n" not in str(err.value)
-    assert "known: gp, nsga2, random, tpe" in str(err.value) and "did you mean 'nsga2'" in str(err.value)
+    assert "known: front, gp, nsga2, random, tpe" in str(err.value) and "did you mean 'nsga2'" in str(err.value)
 
 
 def test_a_sampler_registered_for_one_block_leaves_the_registry_as_before():

@@ -11,7 +11,7 @@ SPACE = """\
 knobs:
   prune_ratio: {low: 0.0, high: 0.5, step: 0.25}
   bits: [32]
-  finetune_epochs: {low: 0, high: 0}
+  finetune_epochs: {low: 0, high: 1}
 trials: 3
 """
 
@@ -28,8 +28,10 @@ def test_failing_candidates_fail_with_reason_and_report_counts_them(factory, rea
     url = f"sqlite:///{tmp_path / 'f.db'}"
     assert main(["init", "space.yaml", "--storage", url, "--study", "f", "--workload", f"failing_workloads:{factory}"]) == 0
     study = optuna.load_study(study_name="f", storage=url)
-    for ratio in (0.5, 0.25, 0.0):  # queued: the two pruned configs run (and fail) first
-        study.enqueue_trial({"prune_ratio": ratio})
+    # queued: the two pruned configs run (and fail) first; unpruned and untrained is the base itself, so the
+    # config that completes is the base fine-tuned one epoch
+    for ratio, epochs in ((0.5, 0), (0.25, 0), (0.0, 1)):
+        study.enqueue_trial({"prune_ratio": ratio, "finetune_epochs": epochs})
 
     assert main(["worker", "--storage", url, "--study", "f", "--trials", "1"]) == 0
 
