@@ -63,7 +63,7 @@ def _grid(space: dict[str, BaseDistribution], rng: np.random.Generator, cap: int
         elif isinstance(d, IntDistribution):
             values.append(list(range(d.low, d.high + 1, d.step)))
         elif isinstance(d, FloatDistribution) and d.step is not None:
-            n = int(round((d.high - d.low) / d.step))
+            n = round((d.high - d.low) / d.step)
             values.append([round(d.low + i * d.step, 10) for i in range(n + 1)])
         else:  # a continuous knob: nine levels (the engine's knobs all have steps)
             values.append(list(np.linspace(d.low, d.high, 9)))

@@ -48,6 +48,6 @@ def test_a_graph_is_timed_once_per_study_and_the_base_graph_reads_the_base(digit
     assert done[3]["latency_ms"] == done[5]["latency_ms"] == result.base.latency_ms == 1.0
     assert done[3]["speedup"] == 1.0  # the base's graph fine-tuned is no faster than the base
     stored = records.graph_latencies(result.study)
-    assert list(stored) == [graph_key(CompressionConfig(0.25, 32, 0))] and stored[list(stored)[0]]["trial"] == 0
+    assert list(stored) == [graph_key(CompressionConfig(0.25, 32, 0))] and stored[next(iter(stored))]["trial"] == 0
     assert graph_key(CompressionConfig(0.0, 32, 1, prune_method="global")) == BASE_GRAPH  # ratio 0 prunes nothing
     assert graph_key(CompressionConfig(0.25, 8, 1)) != graph_key(CompressionConfig(0.25, 32, 1))
