@@ -241,7 +241,8 @@ def replay(df: pd.DataFrame, grid: Grid, base_acc: float, base_lat: float, sampl
         warnings.simplefilter("ignore")
         study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(space, seed))
         # as a study stores them: the base (the hypervolume's corner for a sampler that reads it) and the space
-        study.set_user_attr("base", {"accuracy": base_acc, "latency_ms": base_lat, "size_mb": 1.0})
+        study.set_user_attr("base", {"accuracy": base_acc, "latency_ms": base_lat, "size_mb": 1.0,
+                                     "val_total": round(base_acc * (1 - base_acc) / tolerance**2) if tolerance else None})
         records.set_study_space(study, {**space.to_dict(), "constraints": {"max_accuracy_drop_pts": REF_DROP_PTS}})
         if anchors:  # as a fresh engine study starts: quantization alone first
             queue_anchors(study, space)

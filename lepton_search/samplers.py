@@ -49,12 +49,10 @@ def _random(seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
 
 
 def _front(seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
-    import os
+    # scikit-learn: imported when the sampler is asked for
+    from lepton_search.front_sampler import FrontSampler
 
-    from lepton_search.front_sampler import (
-        FrontSampler,  # scikit-learn: imported when the sampler is asked for
-    )
-    return FrontSampler(seed=seed, parallel=parallel, lookahead=int(os.environ.get("FRONT_LOOKAHEAD", "99")))
+    return FrontSampler(seed=seed, parallel=parallel)
 
 
 class SamplerRegistry:
