@@ -100,18 +100,34 @@ class _Encoder:
         return out
 
 
-def _gp(x: np.ndarray, y: np.ndarray, seed: int, prior_sd: float, noise_sd: float | None = None) -> Any:
-    """A Gaussian process on (x, y) (y centred): hyperparameters fitted from `FIT_FROM` points on, fixed before.
-    `noise_sd`: the measurement's known noise (a validation accuracy's standard error), else fitted."""
+class _Fitted:
+    """A fitted model: a linear trend (ridge) when asked, and a Gaussian process on what the trend leaves."""
+
+    def __init__(self, gp: Any, mean: float, trend: Any) -> None:
+        self.gp, self.mean, self.trend = gp, mean, trend
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu, sd = self.gp.predict(x, return_std=True)
+        return mu + self.mean + (self.trend.predict(x) if self.trend is not None else 0.0), sd
+
+
+def _gp(x: np.ndarray, y: np.ndarray, seed: int, prior_sd: float, noise_sd: float | None = None,
+        trend: bool = False) -> _Fitted:
+    """A Gaussian process on (x, y) (y centred, or less a ridge trend with `trend`): hyperparameters fitted from
+    `FIT_FROM` points on, fixed before. `noise_sd`: the measurement's known noise, else fitted."""
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+    from sklearn.linear_model import Ridge
 
-    sd = max(float(np.std(y)), prior_sd)
+    line = Ridge(alpha=1.0).fit(x, y) if trend and len(y) >= 2 else None
+    rest = y - (line.predict(x) if line is not None else 0.0)
+    sd = max(float(np.std(rest)), prior_sd)
     noise = (WhiteKernel(noise_sd**2, "fixed") if noise_sd else WhiteKernel((0.1 * sd) ** 2, (1e-10, 1e-1)))
     kernel = ConstantKernel(sd**2, (1e-6, 1.0)) * Matern(np.full(x.shape[1], 0.5), (0.05, 20.0), nu=2.5) + noise
     gp = GaussianProcessRegressor(kernel, normalize_y=False, optimizer="fmin_l_bfgs_b" if len(y) >= FIT_FROM else None,
                                   n_restarts_optimizer=1, random_state=seed)
-    return gp.fit(x, y - y.mean()), float(y.mean())
+    mean = float(rest.mean())
+    return _Fitted(gp.fit(x, rest - mean), mean, line)
 
 
 def improvement(acc: np.ndarray, lat: np.ndarray, front: Sequence[tuple[float, float]],
@@ -146,7 +162,7 @@ class FrontSampler(optuna.samplers.BaseSampler):
 
     def __init__(self, seed: int = 0, *, reference: tuple[float, float] | None = None, parallel: bool = False,
                  mc_samples: int = 128, max_candidates: int = 4000, n_startup: int = 1, lookahead: int = 0,
-                 noise_from_split: bool = False) -> None:
+                 noise_from_split: bool = False, trend: bool = True) -> None:
         self._seed, self._rng = seed, np.random.default_rng(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self.reference, self.parallel = reference, parallel
@@ -155,6 +171,7 @@ class FrontSampler(optuna.samplers.BaseSampler):
         # how many later epochs of a chain value its next step (0: the step alone; all of them measured no better on
         # the CNN replay: 203 s median over 12 seeds against 193 s)
         self.lookahead, self.noise_from_split = lookahead, noise_from_split
+        self.trend = trend  # a ridge trend under the processes: unseen prune ratios follow it, not the mean
 
     # ---- Optuna's sampler protocol ------------------------------------------------------------------
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -193,8 +210,7 @@ class FrontSampler(optuna.samplers.BaseSampler):
         if not grid:
             return None
         eligible = self._eligible(grid, points, space, self._fixed_knobs)
-        if not eligible:
-            eligible = grid
+        eligible = self._not_rejected(study, eligible, points) or eligible or grid
         trained = [p for p in points if not p.rejected]
         if len(trained) < self.n_startup:
             return eligible[int(self._rng.integers(len(eligible)))]
@@ -275,6 +291,24 @@ class FrontSampler(optuna.samplers.BaseSampler):
                                  None if wall is None else float(wall), float(attrs.get("finetune_seconds") or 0.0),
                                  new if records.rejected(t) is None else 0))
         return points, taken
+
+    def _not_rejected(self, study: optuna.Study, rows: list[dict[str, Any]], points: list[_Point]) -> list[dict[str, Any]]:
+        """`rows` less those the study's early-rejection rule would reject before training (`rejection.py`): a
+        chain whose graph the study has timed, no faster than a found point within one standard error of the base's
+        accuracy. A black-box sampler proposes them and pays their probe; this one knows the latency already."""
+        from lepton_search.rejection import dominated_before_training
+
+        stored = records.study_space(study) or {}
+        base = records.BaseRecord.of(study)
+        if base is None or stored.get("early_reject", "dominated") != "dominated":
+            return rows
+        found = [(p.latency_ms, p.accuracy) for p in points if not p.rejected]
+        latency = {}
+        for p in points:
+            latency.setdefault(self._chain(p.params), p.latency_ms)
+        tolerance = self._score_noise(study) or 0.0
+        return [r for r in rows if int(r.get(FIDELITY, 0)) == 0 or self._chain(r) not in latency
+                or dominated_before_training(latency[self._chain(r)], found, base.accuracy, tolerance) is None]
 
     @staticmethod
     def _weights_cut(fixed: dict[str, Any]) -> Any:
@@ -373,10 +407,10 @@ class FrontSampler(optuna.samplers.BaseSampler):
                 mu[idx], sd[idx] = best, 0.03 * max(abs(best), 1e-3)
                 continue
             y = np.array([p.accuracy for p in seen])
-            gp, mean = _gp(encode([p.params for p in seen]), y, self._seed, prior_sd=0.03 * max(abs(best), 1e-3),
-                           noise_sd=self._noise_sd)
-            m, s = gp.predict(encode([rows[i] for i in idx]), return_std=True)
-            mu[idx], sd[idx] = m + mean, np.maximum(s, 1e-9)
+            model = _gp(encode([p.params for p in seen]), y, self._seed, prior_sd=0.03 * max(abs(best), 1e-3),
+                        noise_sd=self._noise_sd, trend=self.trend)
+            m, s = model.predict(encode([rows[i] for i in idx]))
+            mu[idx], sd[idx] = m, np.maximum(s, 1e-9)
         return mu, sd
 
     def _predict_latency(self, points: list[_Point], rows: list[dict[str, Any]],
@@ -397,10 +431,10 @@ class FrontSampler(optuna.samplers.BaseSampler):
             encode = _Encoder(space, drop=(FIDELITY,))
             keys = list(seen)
             y = np.log([float(np.median(seen[k])) for k in keys])
-            gp, mean = _gp(encode([chains[k] for k in keys]), y, self._seed, prior_sd=0.5)
+            model = _gp(encode([chains[k] for k in keys]), y, self._seed, prior_sd=0.5, trend=self.trend)
             unseen = [r for r, k in zip(rows, known) if not k]
-            m, s = gp.predict(encode(unseen), return_std=True)
-            mu[~known], sd[~known] = np.exp(m + mean), s
+            m, s = model.predict(encode(unseen))
+            mu[~known], sd[~known] = np.exp(m), s
         return mu, sd, known
 
     def _cost(self, points: list[_Point], rows: list[dict[str, Any]], space: dict[str, BaseDistribution], *,
