@@ -22,6 +22,7 @@ from lepton_search.latency import SAMPLE_INPUTS_FILE, load_inputs
 from lepton_search.paths import confined_file, file_sha256
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, TrialRecord
 from lepton_search.results.card import model_card, trial_config
+from lepton_search.results.pick import BASE_TRIAL
 
 if TYPE_CHECKING:
     from lepton_search.results.frame import StudyFrame
@@ -97,6 +98,8 @@ def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workloa
     Example:
         >>> export_trial(result, 7, "deploy/", workload=workloads.get("digits-cnn"))  # doctest: +SKIP
     """
+    if trial == BASE_TRIAL:  # `recommend` / `knee` said: keep the base
+        return _export_base(result, Path(out_dir))
     frozen = result.trial(trial)
     record = TrialRecord.of(frozen)
     artifact_id = records.artifact(frozen, ONNX_ARTIFACT)
@@ -133,6 +136,33 @@ def export_trial(result: StudyFrame, trial: int, out_dir: str | Path, *, workloa
         raise RecheckError(f"trial {trial}: exported model {what} ({checked['detail']})")
     if workload is None:
         warnings.warn(f"export of trial {trial}: {NO_ACCURACY}", UserWarning, stacklevel=3)
+    return onnx_path
+
+
+def _export_base(result: StudyFrame, out: Path) -> Path:
+    """The base's own file (the pick `Pick.is_base`: no trial beat it), its stored samples, and a config and card
+    that say so; run on the stored samples."""
+    base = result.base
+    if base is None or base.onnx_artifact_id is None:
+        raise ConfigError("trial", BASE_TRIAL, "is the base, and this study stores no base file yet; run the search")
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path, config_path, card_path = (confined_file("out_dir", out, n) for n in FILES)
+    result.files.download(base.onnx_artifact_id, onnx_path, owners=(result.study,))
+    samples_path = None
+    if base.sample_inputs_artifact_id is not None:
+        samples_path = confined_file("out_dir", out, SAMPLE_INPUTS_FILE)
+        result.files.download(base.sample_inputs_artifact_id, samples_path, owners=(result.study,))
+    checked = run_on_samples(onnx_path, samples_path)
+    config = {"study": result.study.study_name, "trial": "base", "keep_the_base": True,
+              "why": "no trial of the study is faster within the limits it was picked with", "base": base.to_attrs(),
+              "onnx_sha256": file_sha256(onnx_path), "recheck": checked}
+    config_path.write_text(json.dumps(config, indent=2, default=str))
+    card_path.write_text(f"# {base.workload}: the unmodified model\n\nNo trial of study `{result.study.study_name}` "
+                         f"beat it within the limits it was picked with: this is the base file as the study measured "
+                         f"it ({base.latency_ms:.4g} ms, {base.size_mb:.4g} MB). Run on the stored samples: "
+                         f"{checked['status']} ({checked['detail']}).\n")
+    if checked["status"] == "FAILED":
+        raise RecheckError(f"the base: exported model fails its run on stored samples ({checked['detail']})")
     return onnx_path
 
 
