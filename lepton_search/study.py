@@ -29,14 +29,15 @@ from lepton_search.candidate import InputTransform, compress, input_transform_fo
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, measure_onnx
 from lepton_search.faults import (
-    DiskFull,
     PoliteStop,
     ReconnectSettings,
     Stopped,
     TrialInterrupted,
     answered,
+    as_disk_full,
     first_line,
     is_connection_lost,
+    is_database_full,
     is_disk_full,
     wait_for_database,
 )
@@ -536,12 +537,14 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
                     logger.warning(f"trial {inflight.number} was failed as stale by another worker meanwhile; "
                                    "its retry counts instead")
                 except Exception as exc:
-                    if not is_connection_lost(exc):
+                    if not (is_connection_lost(exc) or is_disk_full(exc)):
                         raise
                     inflight.raised, inflight.error = True, inflight.error or exc
                 error = inflight.error
                 if stopping.signum is not None:
                     stopping.disarm()
+                if error is not None and inflight.number is None and is_disk_full(error):
+                    raise as_disk_full(error, where) from None  # before any trial was stored (its ask)
                 if error is not None and inflight.number is not None:
                     if is_connection_lost(error):
                         wait(error)
@@ -552,9 +555,11 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
                         logger.warning(_settle(study, inflight.storage, inflight.number, str(error),
                                                callbacks if inflight.raised else ()))
                     elif is_disk_full(error):
-                        _settle(study, inflight.storage, inflight.number, first_line(error, 300), ())
-                        raise error if isinstance(error, DiskFull) else DiskFull(
-                            str(getattr(error, "filename", None) or where), first_line(error, 160)) from None
+                        # a full database may refuse the settling write too: the trial stays RUNNING under its
+                        # owner's pid, and the resumed run fails it and queues it again (`fail_dead_trials`)
+                        with contextlib.suppress(Exception) if is_database_full(error) else contextlib.nullcontext():
+                            _settle(study, inflight.storage, inflight.number, first_line(error, 300), ())
+                        raise as_disk_full(error, where) from None
                 now = answered(done, reconnect, where)
                 on_progress(now - count)
                 count = now
