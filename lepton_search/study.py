@@ -105,8 +105,11 @@ def fail_dead_trials(study: optuna.Study, storage: str | optuna.storages.BaseSto
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.number == running_here or not _dead_here(records.owner(t)):
             continue
-        records.fail_running(study, storage, t.number, "its process died (killed or crashed)"
-                             + ("; retried" if requeue else "; not retried: the study has its trials"))
+        try:
+            records.fail_running(study, storage, t.number, "its process died (killed or crashed)"
+                                 + ("; retried" if requeue else "; not retried: the study has its trials"))
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # "Cannot tell a FAIL trial"
+            continue  # another worker swept it first (and queued its retry): 16 workers saw one kill at once
         if requeue:
             study.enqueue_trial(t.params, user_attrs=records.retry_attrs(t.number))
         failed.append(t.number)
