@@ -519,6 +519,20 @@ def storage_label(storage: Any) -> str:
     return redact(url) if isinstance(url, str) else type(storage).__name__
 
 
+def _failed_elsewhere(exc: BaseException | None) -> bool:
+    """Whether Optuna refused to store a trial's end because another process had failed it already: a write raises
+    UpdateFinishedTrialError, the final tell a bare ValueError ("Cannot tell a FAIL trial.", Optuna 5.1), which
+    Optuna's own bookkeeping then replaces with an AssertionError when the trial function had returned."""
+    for _ in range(4):
+        if exc is None:
+            return False
+        if isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) or (
+                isinstance(exc, ValueError) and str(exc).startswith("Cannot tell a ")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: int, *,
                done: Callable[[], int], stop: Callable[[], str | None] = lambda: None,
                callbacks: Sequence[TrialCallback] = (), on_progress: Callable[[int], None] = lambda _: None,
@@ -556,15 +570,16 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
                                    callbacks=list(callbacks))
                 except TrialInterrupted:
                     inflight.raised = True
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    # its heartbeats stopped (the database was away) and another worker failed it meanwhile; the
-                    # retry that worker queued counts, this run of it does not
-                    logger.warning(f"trial {inflight.number} was failed as stale by another worker meanwhile; "
-                                   "its retry counts instead")
                 except Exception as exc:
-                    if not (is_connection_lost(exc) or is_disk_full(exc)):
+                    if _failed_elsewhere(exc):
+                        # its heartbeats stopped (the database was away, or a busy host starved the heartbeat thread)
+                        # and another worker failed it meanwhile; the retry that worker queued counts, this run not
+                        logger.warning(f"trial {inflight.number} was failed as stale by another worker meanwhile; "
+                                       "its retry counts instead")
+                    elif is_connection_lost(exc) or is_disk_full(exc):
+                        inflight.raised, inflight.error = True, inflight.error or exc
+                    else:
                         raise
-                    inflight.raised, inflight.error = True, inflight.error or exc
                 error = inflight.error
                 if stopping.signum is not None:
                     stopping.disarm()
