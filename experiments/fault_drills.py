@@ -11,7 +11,6 @@ Needs PostgreSQL's server binaries (apt-get install -y postgresql) and psycopg2 
 from __future__ import annotations
 
 import json
-import random
 import signal
 import subprocess
 import sys
@@ -21,38 +20,24 @@ from pathlib import Path
 from typing import Any
 
 from lepton_search.testing.drills import (
+    DELAY_ENV,
     DRILL_SPACE,
     can_mount,
     cli,
     env,
     fill,
+    init_cli,
+    many_workers,
     restartable_cluster,
     small_filesystem,
     tally,
     wait_for_running,
 )
-
-DELAY_ENV = "LEPTON_SEARCH_TRIAL_DELAY_S"
-HEARTBEATS = ("--heartbeat-interval", "2", "--grace-period", "6")
-MANY_SPACE = DRILL_SPACE.replace("{low: 0.0, high: 0.5, step: 0.25}", "{low: 0.0, high: 0.5, step: 0.05}").replace(
-    "trials: 12", "trials: 40")
+from lepton_search.testing.drills import worker_process as _worker
 
 
-def _init(url: str, tmp: Path, space: str, study: str = "d") -> Path:
-    (tmp / "space.yaml").write_text(space)
-    art = tmp / "art"
-    out = subprocess.run(cli("init", str(tmp / "space.yaml"), "--storage", url, "--study", study, "--workload",
-                             "digits-mlp", "--artifacts", str(art)), env=env(), capture_output=True, text=True,
-                         timeout=300, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
-    return art
-
-
-def _worker(url: str, *extra: str, delay_s: float = 0.0, log: Path | None = None) -> subprocess.Popen:
-    sink = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(cli("worker", "--storage", url, "--study", "d", *HEARTBEATS, *extra),
-                            env=env(**{DELAY_ENV: str(delay_s)}), stdout=sink, stderr=subprocess.STDOUT)
+def _init(url: str, tmp: Path, space: str) -> Path:
+    return init_cli(url, tmp, space)
 
 
 def db_restarts(tmp: Path) -> dict[str, Any]:
@@ -187,44 +172,6 @@ def sigterm_worker(tmp: Path) -> dict[str, Any]:
     return {"fault": "SIGTERM to a worker mid-trial (grace 3 s)", **row,
             "what happened": f"exit {row['exit_codes'][0]} {row['stop_s']} s after the signal, "
                              f"{row['running_after_stop']} left RUNNING; a new worker completed {row['complete']}/3"}
-
-
-def many_workers(tmp: Path, n: int = 16, kills: int = 6, seed: int = 0) -> dict[str, Any]:
-    """`n` workers on one PostgreSQL study of 40 trials, heartbeats on (2 s / 6 s); every few seconds one is
-    SIGKILLed and a new one joins."""
-    rng = random.Random(seed)
-    with restartable_cluster(max_connections=300) as pg:
-        _init(pg.url, tmp, MANY_SPACE)
-        start = time.monotonic()
-        procs = [_worker(pg.url, delay_s=0.5) for _ in range(n)]
-        wait_for_running(pg.url, "d", 300)
-        first_trial = time.monotonic()
-        samples, killed, joined = [], 0, 0
-        while any(p.poll() is None for p in procs):
-            time.sleep(3.0)
-            live = [p for p in procs if p.poll() is None]
-            if live:
-                samples.append(pg.connections() / len(live))
-            if killed < kills and len(live) > 1:
-                rng.choice(live).send_signal(signal.SIGKILL)
-                killed += 1
-                procs.append(_worker(pg.url, delay_s=0.5))
-                joined += 1
-            if time.monotonic() - start > 900:
-                for p in procs:
-                    p.kill()
-                break
-        end = time.monotonic()
-        codes = [p.wait() for p in procs]
-        t = tally(pg.url, "d", 40)
-    rate = t.complete / max(end - first_trial, 1e-9)
-    per_worker = sum(samples) / len(samples) if samples else 0.0
-    return {"fault": f"{n} workers, {killed} SIGKILLed, {joined} joined", **t.as_dict(),
-            "trials_per_s": round(rate, 2), "db_connections_per_worker": round(per_worker, 2),
-            "exit_codes": sorted(set(codes)),
-            "what happened": f"{t.complete}/40 complete at {rate:.2f} trials/s after the first trial "
-                             f"({end - start:.0f} s in all, start-up of {n} processes on this machine included); "
-                             f"{per_worker:.2f} database connections per live worker"}
 
 
 DRILLS = {"files_rot": files_rot, "sigterm_run": sigterm_run, "sigterm_worker": sigterm_worker,

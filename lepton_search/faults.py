@@ -34,11 +34,13 @@ class DigestMismatch(ConfigError):
 
 
 class DiskFull(ConfigError):
-    """A write hit ENOSPC (after cached checkpoints were evicted to make room)."""
+    """A write hit ENOSPC (after cached checkpoints were evicted to make room), or the study's database could not
+    grow (`field` "storage": SQLite's "database or disk is full")."""
 
-    def __init__(self, where: str, detail: str) -> None:
-        super().__init__("artifacts", where, f"no space left on its device ({detail}); free space there (or pass "
-                         "another --artifacts) and run the same command again: the study resumes")
+    def __init__(self, where: str, detail: str, *, field: str = "artifacts") -> None:
+        other = "another --artifacts" if field == "artifacts" else "a --storage on another disk"
+        super().__init__(field, where, f"no space left on its device ({detail}); free space there (or pass "
+                         f"{other}) and run the same command again: the study resumes")
 
 
 class DatabaseUnavailable(ConfigError):
@@ -68,11 +70,30 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
         exc = exc.__cause__ or exc.__context__
 
 
+# SQLite's SQLITE_FULL (sqlite3.OperationalError, wrapped by SQLAlchemy and Optuna): the file cannot grow
+_DATABASE_FULL = "database or disk is full"
+
+
 def is_disk_full(exc: BaseException) -> bool:
-    """Whether `exc` (or an exception that caused it) is ENOSPC / EDQUOT."""
+    """Whether `exc` (or an exception that caused it) is ENOSPC / EDQUOT, or SQLite's "database or disk is full"."""
     if any(isinstance(e, DiskFull) for e in _chain(exc)):
         return True
-    return any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in _chain(exc))
+    return any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in _chain(exc)) \
+        or is_database_full(exc)
+
+
+def is_database_full(exc: BaseException) -> bool:
+    """Whether the study's database said it cannot grow (SQLite's "database or disk is full")."""
+    return any(_DATABASE_FULL in str(e) for e in _chain(exc))
+
+
+def as_disk_full(exc: BaseException, where: str) -> DiskFull:
+    """`exc` (`is_disk_full`) as the one-line `DiskFull`: naming the database `where` when it was the database."""
+    if isinstance(exc, DiskFull):
+        return exc
+    if is_database_full(exc):
+        return DiskFull(where, f"the database could not grow: {_DATABASE_FULL}", field="storage")
+    return DiskFull(str(getattr(exc, "filename", None) or where), first_line(exc, 160))
 
 
 _LOCKED = "database is locked"  # SQLite's busy writer: waited for already (60 s), reported on its own
@@ -88,7 +109,7 @@ def is_connection_lost(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - optuna's RDB storage needs SQLAlchemy
         return False
     for e in _chain(exc):
-        if _LOCKED in str(e):
+        if _LOCKED in str(e) or _DATABASE_FULL in str(e):  # the database answered: it is busy, or full
             return False
         if isinstance(e, (sa.OperationalError, sa.InterfaceError, sa.DisconnectionError)):
             return True
@@ -229,10 +250,13 @@ class PoliteStop:
 
 
 def answered(call: Callable[[], Any], settings: ReconnectSettings, where: str) -> Any:
-    """`call()`; while the database is away, tried again after each of the reconnect waits (bounded, logged)."""
+    """`call()`; while the database is away, tried again after each of the reconnect waits (bounded, logged). A
+    database that cannot grow (SQLite's "database or disk is full") is `DiskFull`, one line naming it."""
     try:
         return call()
     except Exception as exc:
+        if is_database_full(exc):
+            raise as_disk_full(exc, where) from None
         if not is_connection_lost(exc):
             raise
         first = exc

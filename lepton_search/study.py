@@ -29,14 +29,15 @@ from lepton_search.candidate import InputTransform, compress, input_transform_fo
 from lepton_search.errors import ConfigError
 from lepton_search.evaluate import evaluate, measure_onnx
 from lepton_search.faults import (
-    DiskFull,
     PoliteStop,
     ReconnectSettings,
     Stopped,
     TrialInterrupted,
     answered,
+    as_disk_full,
     first_line,
     is_connection_lost,
+    is_database_full,
     is_disk_full,
     wait_for_database,
 )
@@ -54,6 +55,21 @@ from lepton_search.workloads import Workload
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 BASE_TRIAL = -1  # `duplicate_of` a config that is the base itself (results.pick.BASE_TRIAL names the same)
+# How setup makes a storage call: `steady(lambda: ...)` answers it, waiting for a restarting database as the
+# trial loop does (`faults.answered` with the user's ReconnectSettings); `_direct` calls it once.
+Steady = Callable[[Callable[[], Any]], Any]
+
+
+def _direct(call: Callable[[], Any]) -> Any:
+    return call()
+
+
+def steady_calls(reconnect: ReconnectSettings | None, where: str) -> Steady:
+    """The `Steady` of a search or worker setup: each storage call waits for the database (bounded, logged)."""
+    settings = reconnect or ReconnectSettings()
+    return lambda call: answered(call, settings, where)
+
+
 TRIAL_DELAY_ENV = "LEPTON_SEARCH_TRIAL_DELAY_S"  # seconds each trial waits after it starts (crash drills)
 DEFAULT_GRACE_S = 60.0  # after SIGTERM / SIGINT, how long the running trial may take to finish
 
@@ -93,8 +109,11 @@ def fail_dead_trials(study: optuna.Study, storage: str | optuna.storages.BaseSto
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if t.number == running_here or not _dead_here(records.owner(t)):
             continue
-        records.fail_running(study, storage, t.number, "its process died (killed or crashed)"
-                             + ("; retried" if requeue else "; not retried: the study has its trials"))
+        try:
+            records.fail_running(study, storage, t.number, "its process died (killed or crashed)"
+                                 + ("; retried" if requeue else "; not retried: the study has its trials"))
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # "Cannot tell a FAIL trial"
+            continue  # another worker swept it first (and queued its retry): 16 workers saw one kill at once
         if requeue:
             study.enqueue_trial(t.params, user_attrs=records.retry_attrs(t.number))
         failed.append(t.number)
@@ -146,11 +165,11 @@ def open_study(storage: str | optuna.storages.BaseStorage, study_name: str, spac
     if stored is not None and not same_space(stored, space):
         raise ConfigError("study_name", study_name, f"was created with a different search space ({space_diff(stored, space)}); "
                           "use a new --study name, or the stored space")
-    if stored is None:
-        records.set_study_space(study, space.to_dict())
+    if stored is None:  # the names first, the space last: a call cut short between them does both again
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # set_metric_names is marked experimental
             study.set_metric_names([score_name if o == "accuracy" else o for o in space.objectives])
+        records.set_study_space(study, space.to_dict())
     return study
 
 
@@ -188,9 +207,10 @@ def _identity(space: dict) -> dict:
 
 
 def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, store: TrialFiles | Any,
-                 work_dir: Path) -> BaseRecord:
-    """The unpruned FP32 model's metrics, measured once per study and stored with it."""
-    stored = BaseRecord.of(study)
+                 work_dir: Path, *, steady: Steady = _direct) -> BaseRecord:
+    """The unpruned FP32 model's metrics, measured once per study and stored with it. `steady`: how each storage
+    call is made (a database away meanwhile is waited for; the measurement is not repeated)."""
+    stored = steady(lambda: BaseRecord.of(study))
     if stored is not None:
         return stored
     x = workload.example_args
@@ -202,13 +222,14 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
     meas = measure_onnx(path, workload, target, with_test=True)
     macs, params = prune.count(workload.model, x)
     files = TrialFiles.of(store)
-    artifact_id, samples_id = files.upload(study, path), files.upload(study, samples)
+    # an upload cut short by the database is made again: its first copy stays in the store, unreferenced
+    artifact_id, samples_id = steady(lambda: files.upload(study, path)), steady(lambda: files.upload(study, samples))
     base = BaseRecord(**BaseRecord.measured(meas), macs=macs, params=params, onnx_artifact_id=artifact_id,
                       target=target.describe(), workload=workload.name, family=workload.family,
                       workload_info=dict(workload.info),
                       inputs=workload.describe_inputs(), sequence_length=workload.seq_len,
                       sample_inputs_artifact_id=samples_id, task=workload.task.describe())
-    base.write(study)
+    steady(lambda: base.write(study))
     return base
 
 
@@ -233,7 +254,8 @@ def find_duplicate(study: optuna.Study, config: CompressionConfig, number: int, 
     return None
 
 
-def queue_anchors(study: optuna.Study, space: SearchSpace, n_trials: int | None = None) -> int:
+def queue_anchors(study: optuna.Study, space: SearchSpace, n_trials: int | None = None, *,
+                  steady: Steady = _direct) -> int:
     """Queue `space.anchor_configs()` (at most `n_trials`) in a study with no trial yet; return how many.
 
     A resumed study, or one whose caller queued its own configs first, is left as it is. The anchors train
@@ -241,11 +263,11 @@ def queue_anchors(study: optuna.Study, space: SearchSpace, n_trials: int | None 
     the early-rejection rule a point near the base's accuracy before any config trains (on the 130-config
     search-efficiency grid every sampler then reached 95% of the grid's hypervolume in about half the seconds).
     """
-    if study.get_trials(deepcopy=False):
+    if steady(lambda: study.get_trials(deepcopy=False)):
         return 0
     anchors = space.anchor_configs()[:n_trials]
-    for config in anchors:
-        study.enqueue_trial(space.params(config), skip_if_exists=True)
+    for config in anchors:  # skip_if_exists: one queued before the database went away is not queued twice
+        steady(lambda config=config: study.enqueue_trial(space.params(config), skip_if_exists=True))
     return len(anchors)
 
 
@@ -424,12 +446,13 @@ def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_d
 
 
 def start(study: optuna.Study, workload: Workload, space: SearchSpace, target: LatencyModel, store: Any,
-          work_dir: Path, n_trials: int | None = None) -> BaseRecord:
+          work_dir: Path, n_trials: int | None = None, *, steady: Steady = _direct) -> BaseRecord:
     """The base model measured once per study and the anchors queued in a study with no trial yet (both paths)."""
-    base = measure_base(study, workload, target, store, work_dir)
-    queue_anchors(study, space, n_trials)
+    base = measure_base(study, workload, target, store, work_dir, steady=steady)
+    queue_anchors(study, space, n_trials, steady=steady)
     # The space is stored as given ("auto" follows the model); what "auto" became for this model, beside it.
-    records.set_finetune_recipe(study, dataclasses.asdict(finetune.recipe_for(workload.model, space.finetune)))
+    recipe = dataclasses.asdict(finetune.recipe_for(workload.model, space.finetune))
+    steady(lambda: records.set_finetune_recipe(study, recipe))
     return base
 
 
@@ -440,18 +463,22 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
               verbose: bool, timeout_s: float | None = None,
               checkpoints: CheckpointStore | None = None, grace_s: float = DEFAULT_GRACE_S,
               reconnect: ReconnectSettings | None = None) -> optuna.Study:
-    """Open or resume the study, measure the base once, run trials until `n_trials` are COMPLETE."""
+    """Open or resume the study, measure the base once, run trials until `n_trials` are COMPLETE. Every storage
+    call of the setup waits for a database that went away as the trial loop does (`reconnect`)."""
     with verbosity(verbose), tempfile.TemporaryDirectory(prefix="lepton_") as tmp:
         work_dir = Path(tmp)
         space = prepare(workload, space, target, work_dir, verbose=verbose)
+        steady = steady_calls(reconnect, redact(storage) if isinstance(storage, str) else storage_label(storage))
         if isinstance(storage, str):
             check_study_name(study_name)  # before the storage is touched, as open_study does
-            storage = open_storage(storage)  # heartbeats + retry; kept: failing a dead trial needs it
-        study = open_study(storage, study_name, space, sampler or make_sampler(space, seed),
-                           score_name=workload.task.score_name)
-        base = start(study, workload, space, target, store, work_dir, n_trials)
-        objective = Objective(study, workload, space, target, base, store, work_dir, seed, verbose, after_trial,
-                              checkpoints)
+            url = storage
+            storage = steady(lambda: open_storage(url))  # heartbeats + retry; kept: failing a dead trial needs it
+        opened = storage
+        study = steady(lambda: open_study(opened, study_name, space, sampler or make_sampler(space, seed),
+                                          score_name=workload.task.score_name))
+        base = start(study, workload, space, target, store, work_dir, n_trials, steady=steady)
+        objective = steady(lambda: Objective(study, workload, space, target, base, store, work_dir, seed, verbose,
+                                             after_trial, checkpoints))
         optimize(study, objective, n_trials, len(distinct_models(space.configs())), callbacks, timeout_s, storage=storage, grace_s=grace_s,
                  reconnect=reconnect)
     return study
@@ -505,9 +532,24 @@ def _settle(study: optuna.Study, storage: Any, number: int, reason: str, callbac
     return outcome
 
 
-def _storage_label(storage: Any) -> str:
-    url = getattr(storage, "url", None)
+def storage_label(storage: Any) -> str:
+    """The storage as messages name it: its URL, password hidden."""
+    url = storage if isinstance(storage, str) else getattr(storage, "url", None)
     return redact(url) if isinstance(url, str) else type(storage).__name__
+
+
+def _failed_elsewhere(exc: BaseException | None) -> bool:
+    """Whether Optuna refused to store a trial's end because another process had failed it already: a write raises
+    UpdateFinishedTrialError, the final tell a bare ValueError ("Cannot tell a FAIL trial.", Optuna 5.1), which
+    Optuna's own bookkeeping then replaces with an AssertionError when the trial function had returned."""
+    for _ in range(4):
+        if exc is None:
+            return False
+        if isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) or (
+                isinstance(exc, ValueError) and str(exc).startswith("Cannot tell a ")):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: int, *,
@@ -526,7 +568,7 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
     - a full disk: the trial FAILs with the reason, its config is queued again, then `DiskFull` (one line).
     """
     reconnect = reconnect or ReconnectSettings()
-    where = _storage_label(storage)
+    where = storage_label(storage)
     inflight = _InFlight(trial)
 
     def probe() -> None:
@@ -547,18 +589,21 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
                                    callbacks=list(callbacks))
                 except TrialInterrupted:
                     inflight.raised = True
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    # its heartbeats stopped (the database was away) and another worker failed it meanwhile; the
-                    # retry that worker queued counts, this run of it does not
-                    logger.warning(f"trial {inflight.number} was failed as stale by another worker meanwhile; "
-                                   "its retry counts instead")
                 except Exception as exc:
-                    if not is_connection_lost(exc):
+                    if _failed_elsewhere(exc):
+                        # its heartbeats stopped (the database was away, or a busy host starved the heartbeat thread)
+                        # and another worker failed it meanwhile; the retry that worker queued counts, this run not
+                        logger.warning(f"trial {inflight.number} was failed as stale by another worker meanwhile; "
+                                       "its retry counts instead")
+                    elif is_connection_lost(exc) or is_disk_full(exc):
+                        inflight.raised, inflight.error = True, inflight.error or exc
+                    else:
                         raise
-                    inflight.raised, inflight.error = True, inflight.error or exc
                 error = inflight.error
                 if stopping.signum is not None:
                     stopping.disarm()
+                if error is not None and inflight.number is None and is_disk_full(error):
+                    raise as_disk_full(error, where) from None  # before any trial was stored (its ask)
                 if error is not None and inflight.number is not None:
                     if is_connection_lost(error):
                         wait(error)
@@ -569,9 +614,11 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
                         logger.warning(_settle(study, inflight.storage, inflight.number, str(error),
                                                callbacks if inflight.raised else ()))
                     elif is_disk_full(error):
-                        _settle(study, inflight.storage, inflight.number, first_line(error, 300), ())
-                        raise error if isinstance(error, DiskFull) else DiskFull(
-                            str(getattr(error, "filename", None) or where), first_line(error, 160)) from None
+                        # a full database may refuse the settling write too: the trial stays RUNNING under its
+                        # owner's pid, and the resumed run fails it and queues it again (`fail_dead_trials`)
+                        with contextlib.suppress(Exception) if is_database_full(error) else contextlib.nullcontext():
+                            _settle(study, inflight.storage, inflight.number, first_line(error, 300), ())
+                        raise as_disk_full(error, where) from None
                 now = answered(done, reconnect, where)
                 on_progress(now - count)
                 count = now
@@ -599,11 +646,12 @@ def optimize(study: optuna.Study, objective: Objective, n_trials: int, n_configs
         return "timeout" if timeout_s is not None and time.perf_counter() - start_s >= timeout_s else None
 
     target = min(n_trials, n_configs)
+    steady = steady_calls(reconnect, storage_label(storage))
     # Before the first ask: the sampler must not see a dead process's RUNNING trial as taken. (Workers leave this
     # to the heartbeats, which retry such a trial with its own params, recorded as a retry.)
-    fail_dead_trials(study, storage)
+    steady(lambda: fail_dead_trials(study, storage))
     with progress(target, "trials") as bar:
-        bar.update(n_complete(study))
+        bar.update(steady(lambda: n_complete(study)))
         done = run_trials(study, objective, target, done=lambda: n_complete(study), stop=timed_out,
                           callbacks=callbacks, on_progress=bar.update, storage=storage, grace_s=grace_s,
                           reconnect=reconnect)

@@ -29,7 +29,7 @@ import torch
 
 from lepton_search import records, workloads
 from lepton_search.errors import ConfigError, did_you_mean
-from lepton_search.faults import DigestMismatch, PoliteStop, ReconnectSettings, answered
+from lepton_search.faults import DigestMismatch, PoliteStop, ReconnectSettings, is_connection_lost
 from lepton_search.graphs import distinct_models
 from lepton_search.logging import logger, verbose_call
 from lepton_search.records import BaseRecord, WorkerSetup
@@ -89,9 +89,10 @@ class WorkerReport:
 def init_study(
     storage: str, study_name: str, space: SearchSpace, *, workload: str = "fashion-mnist-cnn",
     data_dir: str | None = None, target: str = "host-cpu", artifacts: str | Path | None = None,
-    verbose: bool = True,
+    reconnect: ReconnectSettings | None = None, verbose: bool = True,
 ) -> optuna.Study:
-    """Create the study and its base model once (idempotent: a second call checks and returns)."""
+    """Create the study and its base model once (idempotent: a second call checks and returns). Each storage call
+    waits for a database that went away as `reconnect` says."""
     from lepton_search.paths import safe_name
     from lepton_search.study import (
         check_target,
@@ -101,6 +102,7 @@ def init_study(
         prepare,
         same_space,
         start,
+        steady_calls,
     )
 
     safe_name("study_name", study_name)
@@ -108,15 +110,16 @@ def init_study(
     spec.check()
     latency_model = make_target(target, space)
     check_target(space, latency_model)
-    storage_obj = open_storage(storage)
+    steady = steady_calls(reconnect, redact(storage))
+    storage_obj = steady(lambda: open_storage(storage))
     store = open_artifact_store(artifacts, storage)
-    names = {s.study_name for s in storage_obj.get_all_studies()}
+    names = steady(lambda: {s.study_name for s in storage_obj.get_all_studies()})
     if study_name in names:  # checked before any data is read or model built
-        study = optuna.load_study(study_name=study_name, storage=storage_obj)
-        if records.base_state_artifact(study) is not None:
+        study = steady(lambda: optuna.load_study(study_name=study_name, storage=storage_obj))
+        if steady(lambda: records.base_state_artifact(study)) is not None:
             # the space as asked for (the stored one may have had knobs that cannot act dropped)
-            asked = records.requested_space(study)
-            setup = WorkerSetup.read(study)
+            asked = steady(lambda: records.requested_space(study))
+            setup = steady(lambda: WorkerSetup.read(study))
             if setup.workload != asdict(spec) or setup.target != target or not same_space(asked, space):
                 raise ConfigError("study_name", study_name, f"was initialised with workload {setup.workload}, "
                                   f"target {setup.target!r} and its own space; use a new study name")
@@ -126,15 +129,18 @@ def init_study(
     with tempfile.TemporaryDirectory(prefix="lepton_init_") as tmp:
         work_dir = Path(tmp)
         acting = prepare(wl, space, latency_model, work_dir, verbose=verbose)  # what `search` refuses, refused here
-        study = open_study(storage_obj, study_name, acting, make_sampler(acting, acting.seed),
-                           score_name=wl.task.score_name)
+        study = steady(lambda: open_study(storage_obj, study_name, acting, make_sampler(acting, acting.seed),
+                                          score_name=wl.task.score_name))
         if acting != space:
-            records.set_requested_space(study, space.to_dict())
-        WorkerSetup(asdict(spec), target, describe_artifact_store(store)).write(study)
-        base = start(study, wl, acting, latency_model, store, work_dir)  # anchors: the first workers take them
+            steady(lambda: records.set_requested_space(study, space.to_dict()))
+        setup = WorkerSetup(asdict(spec), target, describe_artifact_store(store))
+        steady(lambda: setup.write(study))
+        # anchors: the first workers take them
+        base = start(study, wl, acting, latency_model, store, work_dir, steady=steady)
         state_path = work_dir / "base_state_dict.pt"
         torch.save(wl.model.state_dict(), state_path)
-        artifact_id = store.upload_base_state(study, state_path, storage=storage_obj)  # last: "initialised"
+        # last: "initialised"
+        artifact_id = steady(lambda: store.upload_base_state(study, state_path, storage=storage_obj))
     _log(verbose, f"init: study {study_name!r} in {redact(storage)}: base accuracy {base.accuracy:.4f}, "
                   f"p50 {base.latency_ms:.3f} ms; base model stored as artifact {artifact_id} in "
                   f"{describe_artifact_store(store)}")
@@ -151,7 +157,9 @@ def load_base_state(study: optuna.Study, store: TrialFiles | Any) -> dict[str, t
             TrialFiles.of(store).download(artifact_id, path, owners=(study,))
         except DigestMismatch:
             raise
-        except Exception as exc:  # noqa: BLE001 - missing file / bucket / permissions
+        except Exception as exc:  # missing file / bucket / permissions (the database: raised again below)
+            if is_connection_lost(exc):
+                raise  # the database, not the store: the caller waits for it
             raise ConfigError("artifacts", describe_artifact_store(store),
                               f"base model artifact {artifact_id} not found there ({type(exc).__name__}); "
                               "pass the store `init` used (a shared folder or s3://BUCKET)") from None
@@ -186,16 +194,17 @@ def run_worker(
 
     SIGTERM / SIGINT let the running trial finish within `grace_s` seconds (else it is failed and queued again),
     then raise `faults.Stopped`; a database that goes away is waited for as `reconnect` says (`study.run_trials`)."""
-    from lepton_search.study import Objective, make_target
+    from lepton_search.study import Objective, make_target, steady_calls
 
     PoliteStop(grace_s)  # checks grace_s before anything is loaded
     reconnect = reconnect or ReconnectSettings()
     if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
         raise ConfigError("n_trials", n_trials, "must be an integer >= 1")
-    storage_obj = open_storage(storage, heartbeat)
-    study = join_study(storage_obj, storage, study_name)
-    space = SearchSpace.from_dict(records.study_space(study), source="study space")
-    setup = WorkerSetup.read(study)
+    steady = steady_calls(reconnect, redact(storage))  # every storage call of the setup waits for the database
+    storage_obj = steady(lambda: open_storage(storage, heartbeat))
+    study = steady(lambda: join_study(storage_obj, storage, study_name))
+    space = SearchSpace.from_dict(steady(lambda: records.study_space(study)), source="study space")
+    setup = steady(lambda: WorkerSetup.read(study))
     seed = secrets.randbits(31) if seed is None else seed  # sampler only: workers must not propose in lockstep
     study.sampler = worker_sampler(space, seed)
     spec = WorkloadSpec(**setup.workload)
@@ -204,7 +213,7 @@ def run_worker(
     spec.check()
     latency_model = make_target(setup.target, space)
     store = open_artifact_store(artifacts if artifacts is not None else setup.artifacts, storage)
-    state = load_base_state(study, store)
+    state = steady(lambda: load_base_state(study, store))
     with provided_weights(state):
         wl = spec.build()
     wl.model.load_state_dict(state)  # also for user factories that do not go through the cache
@@ -216,10 +225,10 @@ def run_worker(
         logger.warning(SQLITE_MANY_WRITERS)
     with tempfile.TemporaryDirectory(prefix="lepton_worker_") as tmp:
         # the workload took a while to build: the database may be restarting now; wait for it as the loop does
-        objective = answered(lambda: Objective(
+        objective = steady(lambda: Objective(
             study, wl, space, latency_model, BaseRecord.of(study), store, Path(tmp), space.seed, verbose,
             checkpoints=store.checkpoints(), queue_unseen=False,
-            after_trial=lambda trial, folder: upload_trial_files(trial, store, folder)), reconnect, redact(storage))
+            after_trial=lambda trial, folder: upload_trial_files(trial, store, folder)))
         try:
             return _work(study, objective, space, n_trials, verbose, storage_obj, grace_s, reconnect)
         except Exception as exc:
@@ -239,7 +248,7 @@ def worker_sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler
 def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int | None, verbose: bool,
           study_storage: optuna.storages.BaseStorage, grace_s: float = 60.0,
           reconnect: ReconnectSettings | None = None) -> WorkerReport:
-    from lepton_search.study import fail_dead_trials, n_complete, run_trials
+    from lepton_search.study import fail_dead_trials, n_complete, run_trials, steady_calls, storage_label
 
     report = WorkerReport()
     notes = RoleNotes(objective.store, study_storage)
@@ -275,7 +284,8 @@ def _work(study: optuna.Study, objective: Any, space: SearchSpace, n_trials: int
                storage=study_storage, grace_s=grace_s, reconnect=reconnect)
     # A worker killed on this host near the end leaves a RUNNING trial no later trial here would sweep: fail it now
     # (queued again only while the study still needs trials).
-    fail_dead_trials(study, study_storage, requeue=n_complete(study) < study_goal)
+    steady = steady_calls(reconnect, storage_label(study_storage))
+    steady(lambda: fail_dead_trials(study, study_storage, requeue=n_complete(study) < study_goal))
     seconds = time.perf_counter() - start
     _log(verbose, f"worker {pid}: {len(report.completed)} complete, {len(report.pruned)} pruned, "
                   f"{len(report.failed)} failed in {seconds:.0f}s")

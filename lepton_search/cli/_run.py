@@ -100,7 +100,12 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
     reconnect = fault_settings(grace_s, db_retries, db_max_wait_s)
     url = storage or DEFAULT_STORAGE
     if not url.startswith("sqlite"):  # a database that does not answer, refused before any training (a SQLite
-        open_storage(url)  # file always answers; opening it here would leave an empty database behind a refusal)
+        # file always answers; opening it here would leave an empty database behind a refusal); one restarting
+        # is waited for as the search would (--db-retries)
+        from lepton_search.faults import answered
+        from lepton_search.storage import redact
+
+        answered(lambda: open_storage(url), reconnect, redact(url))
     artifact_store_for(storage or DEFAULT_STORAGE, artifacts)  # a folder that cannot be written, likewise
     wl = _workload(workload, data_dir)
     if not space and families.family_of(wl.model) is not None:  # a Transformer of a family record

@@ -8,6 +8,7 @@ config completed; *duplicated* when a config completed more than once.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -35,6 +37,39 @@ sampler: random
 trials: 12
 finetune: {subset_size: 256, batch_size: 32, bn_batches: 2, calibration_size: 16}
 """
+
+
+# The many-workers drill's: 44 configs, 40 trials, so that 16+ workers each get a few.
+MANY_SPACE = DRILL_SPACE.replace("{low: 0.0, high: 0.5, step: 0.25}", "{low: 0.0, high: 0.5, step: 0.05}").replace(
+    "trials: 12", "trials: 40")
+BLOBS_WORKLOAD = "lepton_search.testing.drills:blobs_mlp"
+DELAY_ENV = "LEPTON_SEARCH_TRIAL_DELAY_S"  # study.TRIAL_DELAY_ENV (this module stays below the study layer)
+HEARTBEATS = ("--heartbeat-interval", "2", "--grace-period", "6")
+
+
+def blobs_mlp() -> Any:
+    """The many-workers drill's workload: an MLP on four Gaussian blobs, built from a seed (no data set to read, no
+    scikit-learn to import) in milliseconds. Every worker builds it again before loading the base weights, so a
+    drill of 16+ processes spends its time starting them (Python, torch, ONNX), not reading digits."""
+    import torch
+    from torch import nn
+
+    from lepton_search.workloads import Workload
+
+    gen = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 16, generator=gen) * 2.0
+    y = torch.randint(0, 4, (768,), generator=gen)
+    x = centers[y] + torch.randn(768, 16, generator=gen)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    for _ in range(60):  # full-batch gradient steps by hand: torch.optim's first use costs a second per process
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x[:512]), y[:512]).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.2 * p.grad
+    return Workload("blobs-mlp", model.eval(), train=(x[:512], y[:512]), val=(x[512:640], y[512:640]),
+                    test=(x[640:], y[640:]), example_input=x[512:513].clone(), batch_size=128)
 
 
 def cli(*args: str) -> list[str]:
@@ -59,6 +94,77 @@ class Tally:
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+
+def init_cli(url: str, tmp: Path, space: str, *, study: str = "d", workload: str = "digits-mlp") -> Path:
+    """`lepton-search init` of `space` (YAML text) as study `study`; returns its artifact folder."""
+    (tmp / "space.yaml").write_text(space)
+    art = tmp / "art"
+    out = subprocess.run(cli("init", str(tmp / "space.yaml"), "--storage", url, "--study", study, "--workload",
+                             workload, "--artifacts", str(art)), env=env(), capture_output=True, text=True,
+                         timeout=300, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"init exited {out.returncode}: {out.stderr[-2000:]}")
+    return art
+
+
+def worker_process(url: str, *extra: str, study: str = "d", delay_s: float = 0.0,
+                   log: Path | None = None) -> subprocess.Popen:
+    """A `lepton-search worker` process, heartbeats every 2 s (stale after 6 s), each trial held `delay_s`."""
+    sink = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(cli("worker", "--storage", url, "--study", study, *HEARTBEATS, *extra),
+                            env=env(**{DELAY_ENV: str(delay_s)}), stdout=sink, stderr=subprocess.STDOUT)
+
+
+def many_workers(tmp: Path, *, n: int = 16, kills: int = 6, every_s: float = 3.0, trials: int = 40,
+                 workload: str = BLOBS_WORKLOAD, seed: int = 0, limit_s: float = 900.0) -> dict[str, Any]:
+    """`n` workers on one throwaway PostgreSQL study of `trials` trials (of 44 configs), heartbeats on (2 s / 6 s); every `every_s`
+    seconds one live worker, picked at random, is SIGKILLed and a new one joins (`kills` times). Returns the tally
+    with the trial rate after the first trial and the database connections per live worker (sampled)."""
+    import signal
+
+    rng = random.Random(seed)
+    with restartable_cluster(max_connections=300) as pg:
+        init_cli(pg.url, tmp, MANY_SPACE.replace("trials: 40", f"trials: {trials}"), workload=workload)
+        start = time.monotonic()
+        logs: list[Path] = []
+
+        def join() -> subprocess.Popen:
+            logs.append(tmp / f"worker{len(logs)}.log")
+            return worker_process(pg.url, delay_s=0.5, log=logs[-1])
+
+        procs = [join() for _ in range(n)]
+        wait_for_running(pg.url, "d", 300)
+        first_trial = time.monotonic()
+        samples, killed, joined, timed_out = [], 0, 0, False
+        while any(p.poll() is None for p in procs):
+            time.sleep(every_s)
+            live = [p for p in procs if p.poll() is None]
+            if live:
+                samples.append(pg.connections() / len(live))
+            if killed < kills and len(live) > 1:
+                rng.choice(live).send_signal(signal.SIGKILL)
+                killed += 1
+                procs.append(join())
+                joined += 1
+            if time.monotonic() - start > limit_s:
+                timed_out = True
+                for p in procs:
+                    p.kill()
+                break
+        end = time.monotonic()
+        codes = [p.wait() for p in procs]
+        t = tally(pg.url, "d", trials)
+    failed_logs = [log.read_text()[-1500:] for log, code in zip(logs, codes, strict=True) if code not in (0, -9)]
+    rate = t.complete / max(end - first_trial, 1e-9)
+    per_worker = sum(samples) / len(samples) if samples else 0.0
+    return {"fault": f"{n} workers, {killed} SIGKILLed, {joined} joined", **t.as_dict(), "workers": len(procs),
+            "killed": killed, "joined": joined, "timed_out": timed_out,
+            "exit_codes": sorted(set(codes)), "failed_logs": failed_logs, "trials_per_s": round(rate, 2),
+            "db_connections_per_worker": round(per_worker, 2),
+            "what happened": f"{t.complete}/{trials} complete at {rate:.2f} trials/s after the first trial "
+                             f"({end - start:.0f} s in all, start-up of {len(procs)} processes on this machine "
+                             f"included); {per_worker:.2f} database connections per live worker"}
 
 
 def tally(url: str, study_name: str, goal: int) -> Tally:

@@ -63,3 +63,20 @@ def test_a_full_disk_fails_the_trial_queues_it_and_stops(tmp_path):
         run_trials(study, trial, 2, done=lambda: n_complete(study))
     states = [t.state.name for t in study.get_trials()]
     assert states == ["FAIL", "WAITING"]  # failed with the reason, its config queued for the resume
+
+
+def test_a_trial_another_worker_failed_as_stale_meanwhile_does_not_stop_the_loop(tmp_path):
+    """A busy host starves the heartbeat thread; another worker fails the trial as stale while it still runs; its end
+    is refused ("Cannot tell a FAIL trial.") and the loop goes on to its count."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    study = optuna.create_study(storage=url, study_name="h")
+    other = optuna.load_study(study_name="h", storage=url)  # the other worker's handle
+
+    def trial(t: optuna.Trial) -> float:
+        x = t.suggest_int("x", 0, 9)
+        if t.number == 0:
+            records.fail_running(other, url, 0, "stale: no heartbeat")
+        return float(x)
+
+    assert run_trials(study, trial, 2, done=lambda: n_complete(study), reconnect=FAST) == 2
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "COMPLETE", "COMPLETE"]
