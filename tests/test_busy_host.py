@@ -17,7 +17,7 @@ from lepton_search.latency.host_cpu import HostCpuLatency, busy_reason, other_ru
 from lepton_search.results.report import front_table
 from lepton_search.techniques.export import to_onnx
 
-SPACE = SearchSpace(prune_ratio=(0.0, 0.25, 0.25), bits=(32,), finetune_epochs=(0, 0), trials=2, anchors="off",
+SPACE = SearchSpace(prune_ratio=(0.25, 0.5, 0.25), bits=(32,), finetune_epochs=(0, 0), trials=2, anchors="off",
                     early_reject="off")
 
 

@@ -63,7 +63,7 @@ def test_a_trial_with_its_own_inputs_stores_them_and_remeasure_feeds_them(slice_
                                                                             monkeypatch):
     monkeypatch.setattr(Objective, "inputs_for", lambda self, config: FIRST_TOKENS if config.bits == 8 else None)
     target = _Recording()
-    space = SearchSpace(prune_ratio=(0.0, 0.0, 0.25), bits=(32, 8), finetune_epochs=(0, 0), trials=2,
+    space = SearchSpace(prune_ratio=(0.25, 0.25, 0.25), bits=(32, 8), finetune_epochs=(0, 0), trials=2,
                         early_reject="off", finetune=FinetuneSettings(subset_size="all", batch_size=8, bn_batches=1,
                                                                       calibration_size=4))
     result = search(slice_workload, space, target=target, n_trials=2, storage=sqlite_url, study_name="inputs",

@@ -35,7 +35,9 @@ def test_html_is_self_contained(result, tmp_path, monkeypatch, capsys):
     page = Path("out.html").read_text()
     assert "Plotly.newPlot" in page and len(page) > 1_000_000  # plotly.js inlined
     assert not re.search(r"<script[^>]+src=", page)  # nothing loaded from the network
-    for text in ("Recommended configs", "Pareto front", "Failures by reason", f"trial {result.knee().trial}:"):
+    knee = result.knee()
+    named = "the base (keep the unmodified model" if knee.is_base else f"trial {knee.trial}:"
+    for text in ("Recommended configs", "Pareto front", "Failures by reason", named):
         assert text in page
     assert main(["report", "--storage", storage, "--study", "pick", "--html", "out.txt"]) == 2
 
