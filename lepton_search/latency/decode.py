@@ -8,7 +8,7 @@ Runtime GenAI's model builder writes (its CPU files take the past as `[batch, kv
 return the whole present, as ours do), so the base, candidates and the peer are timed alike. Threads: the session's
 intra-op threads (1 is the search objective, as `host-cpu`'s other timings; 0: ONNX Runtime's default, all cores).
 
-`measure_isolated` runs the same in a fresh process and adds its peak resident memory (`ru_maxrss`: weights, arena
+`measure_isolated` runs the same in a fresh process and adds its peak resident memory (`VmHWM`: weights, arena
 and caches of one file, Python and ONNX Runtime included), reported beside the file's size.
 
 Example:
@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import time
@@ -70,10 +71,10 @@ class Decoder:
         if "input_ids" not in inputs or not self.past:
             raise ConfigError("latency.decode", str(path), "takes a decoder with input_ids and past_key_values.N.key/"
                               "value inputs: export it with past key/values (techniques.generation)")
-        shape = inputs[self.past[0]].shape
-        self.kv_heads, self.head_size = int(shape[1]), int(shape[3])
+        self.kv_heads, self.head_size = _cache_shape(Path(path), inputs[self.past[0]].shape)
         self.position_ids = "position_ids" in inputs
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.present = [outputs.index(n.replace("past_key_values", "present")) for n in self.past]
         self.dtype = np.float16 if "float16" in inputs[self.past[0]].type else np.float32
 
     def step(self, ids: Sequence[int], past: list[np.ndarray] | None, done: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -86,7 +87,31 @@ class Decoder:
         if self.position_ids:
             feed["position_ids"] = np.arange(done, done + n, dtype=np.int64)[None]
         out = self.session.run(None, feed)
-        return out[0], out[1:]
+        return out[0], [out[i] for i in self.present]
+
+
+    def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Logits [rows, sequence, vocab] of a batch of windows with an empty past (scoring a file)."""
+        rows, n = ids.shape
+        empty = np.zeros((rows, self.kv_heads, 0, self.head_size), self.dtype)
+        feed = {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64),
+                **dict.fromkeys(self.past, empty)}
+        if self.position_ids:
+            feed["position_ids"] = np.broadcast_to(np.arange(n, dtype=np.int64), (rows, n)).copy()
+        return self.session.run(["logits"], feed)[0]
+
+
+def _cache_shape(path: Path, shape: list) -> tuple[int, int]:
+    """(kv heads, head size) of a past input: off the graph, or the builder's genai_config.json where the graph
+    leaves the head size symbolic (`kv_cache_dim`)."""
+    if all(isinstance(d, int) for d in shape[1:4:2]):
+        return int(shape[1]), int(shape[3])
+    config = path.parent / "genai_config.json"
+    if not config.is_file():
+        raise ConfigError("latency.decode", str(path), f"past key/value shape {shape} is symbolic and no "
+                          "genai_config.json lies beside the file: give the file its config")
+    decoder = json.loads(config.read_text())["model"]["decoder"]
+    return int(decoder["num_key_value_heads"]), int(decoder["head_size"])
 
 
 def measure_decode(path: str | Path, prompt: Sequence[int], *, new_tokens: int = 32, threads: int = 1,
@@ -125,9 +150,20 @@ def measure_decode(path: str | Path, prompt: Sequence[int], *, new_tokens: int =
                         float(np.median(firsts[1:])) * 1e3, step_ms, 1e3 / step_ms, tuple(tokens))
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since its last exec (`VmHWM`; `ru_maxrss` survives exec on Linux, so a
+    spawned child would report its parent's peak)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _measured_with_rss(path: str, prompt: list[int], kwargs: dict) -> DecodeTiming:
     timing = measure_decode(path, prompt, **kwargs)
-    return replace(timing, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return replace(timing, peak_rss_mb=peak_rss_mb())
 
 
 def measure_isolated(path: str | Path, prompt: Sequence[int], **kwargs: int) -> DecodeTiming:

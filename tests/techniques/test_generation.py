@@ -108,3 +108,11 @@ def test_bad_inputs_one_line(folder):
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="generation export takes a causal LM"):
         generation.GenerationLayout.of(torch.nn.Linear(2, 2))
+
+
+def test_isolated_run_reports_its_own_peak_memory(folder):
+    from lepton_search.latency.decode import measure_isolated, peak_rss_mb
+
+    big = np.ones(200_000_000 // 8)  # ~200 MB held here: a child's own peak must not include it
+    timing = measure_isolated(folder[1], PROMPT, new_tokens=3, repeats=1)
+    assert 10 < timing.peak_rss_mb < peak_rss_mb() - 150, (timing.peak_rss_mb, peak_rss_mb(), big.size)
