@@ -28,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,7 @@ class DecodeTiming:
     ttft_ms: float  # prefill plus picking the first token
     decode_ms_per_token: float  # one token's forward pass with the cache, median over the decoded tokens
     decode_tokens_per_s: float
+    decode_p90_ms: float
     tokens: tuple[int, ...]  # the greedy tokens generated (the first from the prefill)
     peak_rss_mb: float | None = None  # measure_isolated only
 
@@ -57,17 +59,10 @@ class DecodeTiming:
 class Decoder:
     """An `InferenceSession` over a decoder file and its cache shapes (read off the graph's inputs)."""
 
-    def __init__(self, path: str | Path, *, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    def __init__(self, path: str | Path, *, threads: int = 1, session: Any = None) -> None:
+        self.session = session or _session(path, threads)
         inputs = {i.name: i for i in self.session.get_inputs()}
-        self.past = sorted((n for n in inputs if _PAST.fullmatch(n)),
-                           key=lambda n: (int(_PAST.fullmatch(n)[1]), n.endswith("value")))
+        self.past = past_inputs(self.session)
         if "input_ids" not in inputs or not self.past:
             raise ConfigError("latency.decode", str(path), "takes a decoder with input_ids and past_key_values.N.key/"
                               "value inputs: export it with past key/values (techniques.generation)")
@@ -101,6 +96,22 @@ class Decoder:
         return self.session.run(["logits"], feed)[0]
 
 
+def _session(path: str | Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def past_inputs(session: Any) -> list[str]:
+    """The session's past key/value inputs, layer by layer, key before value (none: not a generation file)."""
+    names = [i.name for i in session.get_inputs() if _PAST.fullmatch(i.name)]
+    return sorted(names, key=lambda n: (int(_PAST.fullmatch(n)[1]), n.endswith("value")))
+
+
 def _cache_shape(path: Path, shape: list) -> tuple[int, int]:
     """(kv heads, head size) of a past input: off the graph, or the builder's genai_config.json where the graph
     leaves the head size symbolic (`kv_cache_dim`)."""
@@ -115,7 +126,7 @@ def _cache_shape(path: Path, shape: list) -> tuple[int, int]:
 
 
 def measure_decode(path: str | Path, prompt: Sequence[int], *, new_tokens: int = 32, threads: int = 1,
-                   repeats: int = 3, context: int | None = None) -> DecodeTiming:
+                   repeats: int = 3, context: int | None = None, session: Any = None) -> DecodeTiming:
     """Time prefill of `prompt` and `new_tokens` greedy decodes on `path` (see the module docstring); `context`: the
     model's context, checked against prompt + new tokens."""
     total = len(prompt) + new_tokens
@@ -126,7 +137,7 @@ def measure_decode(path: str | Path, prompt: Sequence[int], *, new_tokens: int =
                           f"the model's context ({context}): give a prompt of at most {context - new_tokens} tokens")
     if new_tokens < 2:
         raise ConfigError("latency.new_tokens", new_tokens, "give at least 2 (the first comes from the prefill)")
-    decoder = Decoder(path, threads=threads)
+    decoder = Decoder(path, threads=threads, session=session)
     prefill, firsts, steps, tokens = [], [], [], []
     for _ in range(repeats + 1):  # the first run warms the session up and is not counted
         t0 = time.perf_counter()
@@ -145,9 +156,18 @@ def measure_decode(path: str | Path, prompt: Sequence[int], *, new_tokens: int =
         firsts.append(t2 - t0)
         steps.append(run_steps)
         tokens = out
-    step_ms = float(np.median(np.concatenate(steps[1:]))) * 1e3
+    counted = np.concatenate(steps[1:]) * 1e3
+    step_ms = float(np.median(counted))
     return DecodeTiming(len(prompt), new_tokens, threads, float(np.median(prefill[1:])) * 1e3,
-                        float(np.median(firsts[1:])) * 1e3, step_ms, 1e3 / step_ms, tuple(tokens))
+                        float(np.median(firsts[1:])) * 1e3, step_ms, 1e3 / step_ms, float(np.percentile(counted, 90)),
+                        tuple(tokens))
+
+
+def generation_fields(lat: Any) -> dict[str, Any] | None:
+    """A generation file's timing from its `LatencyEstimate` (`host_cpu` on a file with past key/values: the trial
+    record's `generation`), else None."""
+    keys = ("prefill_ms", "ttft_ms", "decode_tokens_per_s", "prompt_tokens", "new_tokens", "unit")
+    return {k: lat.details[k] for k in keys if k in lat.details} if "decode_tokens_per_s" in lat.details else None
 
 
 def peak_rss_mb() -> float:

@@ -36,7 +36,8 @@ from torch import nn
 
 from lepton_search.errors import ConfigError
 from lepton_search.logging import routed_to_debug
-from lepton_search.techniques.export import OPSET, _quiet_stdout
+from lepton_search.techniques import families
+from lepton_search.techniques._export_io import OPSET, _quiet_stdout
 
 PAST, PRESENT = "past_key_values.%d.%s", "present.%d.%s"
 FILENAME = "model.onnx"
@@ -54,27 +55,31 @@ class GenerationLayout:
     hidden_size: int
     vocab_size: int
     context_length: int
-    model_type: str = "llama"
+    model_type: str
 
     @classmethod
     def of(cls, model: nn.Module) -> GenerationLayout:
-        """The layout of a `LlamaForCausalLM`-like model (`model.model.layers[i].self_attn` with q/k/v_proj)."""
-        layers = list(getattr(getattr(model, "model", None), "layers", None) or [])
-        if not layers or not hasattr(layers[0], "self_attn"):
-            raise ConfigError("model", type(model).__name__, "generation export takes a causal LM with "
-                              "model.layers[i].self_attn (a Llama-family model); export it without past key/values")
+        """The layout of a causal LM whose blocks a family record with separate q/k/v names (`families`): heads and
+        key/value heads are q's and k's widths over the head size, per block."""
+        model = causal_lm(model)
+        found = families.named_blocks(model) if isinstance(model, nn.Module) else []
+        family = found[0][2] if found else None
+        if family is None or not family.causal or family.fused_qkv or not hasattr(model, "config"):
+            raise ConfigError("model", type(model).__name__, "generation export takes a causal LM of a recorded "
+                              "family with separate q/k/v projections; export it without past key/values")
         shapes = set()
-        for layer in layers:
-            attn = layer.self_attn
-            size = int(attn.head_dim)
-            shapes.add((attn.q_proj.out_features // size, attn.k_proj.out_features // size, size))
+        for _, block, _ in found:
+            attn = families.path(block, family.attention)
+            size = int(getattr(attn, family.head_size))
+            q, k, _ = (families.path(block, p) for p in family.qkv)
+            shapes.add((q.out_features // size, k.out_features // size, size))
         if len(shapes) != 1:
             raise ConfigError("model.layers", sorted(shapes), "generation export needs one (heads, key/value heads, "
                               "head size) for every layer (genai_config holds one): prune heads alike in every layer")
         heads, kv_heads, size = shapes.pop()
         config = model.config
-        return cls(len(layers), heads, kv_heads, size, int(config.hidden_size), int(config.vocab_size),
-                   int(config.max_position_embeddings), str(getattr(config, "model_type", "llama")))
+        return cls(len(found), heads, kv_heads, size, int(config.hidden_size), int(config.vocab_size),
+                   int(config.max_position_embeddings), str(config.model_type))
 
     def input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "position_ids"] + self._names(PAST)
@@ -110,7 +115,8 @@ class _WithPast(nn.Module):
 def _numbered_layers(model: nn.Module) -> Iterator[None]:
     """Each kept layer's attention numbered 0..n-1 while exporting (a dropped layer leaves a gap the cache would
     index past), as it was after."""
-    attns = [layer.self_attn for layer in model.model.layers]
+    found = families.named_blocks(model)
+    attns = [families.path(block, family.attention) for _, block, family in found]
     before = [getattr(a, "layer_idx", None) for a in attns]
     use_cache = getattr(model.config, "use_cache", None)
     for i, a in enumerate(attns):
@@ -124,8 +130,16 @@ def _numbered_layers(model: nn.Module) -> Iterator[None]:
         model.config.use_cache = use_cache
 
 
+def causal_lm(model: nn.Module) -> nn.Module:
+    """The Hugging Face causal LM inside a wrapper (`workloads.hf.HFLogits` holds it as `.model`)."""
+    while not hasattr(model, "config") and isinstance(getattr(model, "model", None), nn.Module):
+        model = model.model
+    return model
+
+
 def export_with_past(model: nn.Module, path: str | Path) -> onnx.ModelProto:
     """Write `model`'s generation graph (see the module docstring) to `path`; return it (weights inline)."""
+    model = causal_lm(model)
     layout = GenerationLayout.of(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
