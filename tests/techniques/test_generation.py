@@ -116,3 +116,10 @@ def test_isolated_run_reports_its_own_peak_memory(folder):
     big = np.ones(200_000_000 // 8)  # ~200 MB held here: a child's own peak must not include it
     timing = measure_isolated(folder[1], PROMPT, new_tokens=3, repeats=1)
     assert 10 < timing.peak_rss_mb < peak_rss_mb() - 150, (timing.peak_rss_mb, peak_rss_mb(), big.size)
+
+
+def test_a_block_wider_than_the_model_is_one_line(folder):
+    graph = onnx.load(str(folder[1]))  # hidden 64: the narrowest MatMul input
+    with pytest.raises(ConfigError, match=r"knobs.int4_block: got 128; .*narrowest MatMul input \(64\).*at most 64") as err:
+        quantize_weights(graph, Int4Settings(128, True, 4))
+    assert "\n" not in str(err.value)
