@@ -153,3 +153,17 @@ def test_a_generation_workload_scores_and_times_its_cached_graph(tmp_path):
     assert gen["unit"].startswith("ms per decoded token") and gen["prompt_tokens"] == 64 and gen["new_tokens"] == 32
     assert meas.latency_ms == pytest.approx(1e3 / gen["decode_tokens_per_s"]) and 0 < gen["prefill_ms"] < 1e3
     assert math.exp(-meas.accuracy) == pytest.approx(VOCAB, rel=0.3)  # still a (random) language model
+
+
+def test_the_card_of_a_generation_file_says_its_latency_unit_and_tokens_per_second():
+    from lepton_search.results.card import model_card
+
+    gen = {"prefill_ms": 90.0, "ttft_ms": 91.0, "decode_tokens_per_s": 100.0, "prompt_tokens": 64, "new_tokens": 32}
+    card = model_card({"study": "s", "trial": 0, "workload": "bbc-smollm2", "seed": 0, "config": {"bits": 4},
+                       "base": {"latency_ms": 25.0, "generation": {**gen, "ttft_ms": 182.0, "decode_tokens_per_s": 40.0}},
+                       "metrics": {"latency_ms": 10.0, "generation": gen}})
+    assert "ms per decoded token" in card and "prefill of 64 tokens, 32 decoded" in card
+    assert "| decode tokens/s | 40 | 100 | x2.50 |" in card and "| time to first token | 182 ms | 91 ms | speed-up x2.00 |" in card
+    plain = model_card({"study": "s", "trial": 0, "workload": "w", "seed": 0, "config": {"bits": 32}, "base": {},
+                        "metrics": {}})
+    assert "decoded token" not in plain
