@@ -166,7 +166,7 @@ class ModelOptimizer:
         what the techniques' checks read, as `study.prepare` gives them, and the file the `before` row measures."""
         if self._graph is None:
             wl = self.workload
-            self._graph = export.to_onnx(wl.model, wl.example_args, self.out_dir / "base.onnx", names=wl.input_names)
+            self._graph = export.to_onnx(wl.model, wl.example_args, self.out_dir / "base.onnx", names=wl.input_names, with_past=wl.generation)
         return self._graph
 
     def _measure(self, path: Path) -> Measurement:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from lepton_search.errors import ConfigError
+from lepton_search.latency.decode import generation_fields
 from lepton_search.space import CONSTRAINTS, KNOB_NAMES, CompressionConfig
 from lepton_search.tasks import Task, get_task
 
@@ -319,6 +320,9 @@ class _Record:
     macs: int | None = None
     params: int | None = None
     sequence_length: int | None = None  # tokens per sample of a sequence model; None for images and tables
+    # a generation file's timing (latency_ms is then ms per decoded token): prefill_ms, ttft_ms,
+    # decode_tokens_per_s, prompt_tokens, new_tokens; None for every other file
+    generation: Mapping[str, Any] | None = None
     # `accuracy` is the task's score, higher is better: top-1 accuracy, or e.g. -RMSE for a regression
     extra: Mapping[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
@@ -335,7 +339,7 @@ class _Record:
                 "latency_source": lat.source, "latency_expected_error_pct": lat.expected_error_pct,
                 "threads": lat.threads, "batch_size": lat.batch_size,
                 "load_avg_1min": lat.details.get("load_avg_1min"), "busy_host": lat.details.get("busy"),
-                "usd_per_million_inferences": lat.usd_per_million_inferences}
+                "usd_per_million_inferences": lat.usd_per_million_inferences, "generation": generation_fields(lat)}
 
     def to_attrs(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
@@ -359,7 +363,7 @@ class _Record:
 
 _MEASURED = ("accuracy", "latency_ms", "size_mb", "val_correct", "val_total", "test_accuracy", "latency_p90_ms",
              "latency_cv", "latency_source", "latency_expected_error_pct", "threads", "batch_size",
-             "load_avg_1min", "busy_host", "usd_per_million_inferences")
+             "load_avg_1min", "busy_host", "usd_per_million_inferences", "generation")
 
 
 @dataclass(frozen=True)

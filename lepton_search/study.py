@@ -215,7 +215,7 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
         return stored
     x = workload.example_args
     path = work_dir / "base.onnx"
-    export.to_onnx(workload.model, x, path, names=workload.input_names)
+    export.to_onnx(workload.model, x, path, names=workload.input_names, with_past=workload.generation)
     # The samples every latency of this study is timed on (measure_onnx takes the same ones), kept for
     # `measure` and `retarget` elsewhere.
     samples = save_inputs(work_dir / SAMPLE_INPUTS_FILE, workload.sample_inputs())
@@ -433,7 +433,7 @@ def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_d
         raise ConfigError("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts,
                           f"task {workload.task.name!r} has no accuracy; limit its {workload.task.metric} with "
                           "max_metric_drop (in the metric's own unit)")
-    graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names)
+    graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names, with_past=workload.generation)
     space = acting_space(workload, space, graph, verbose=verbose)
     if space.finetune_epochs[1] > 0 and verbose:  # the family's recipe, made concrete (`start` stores it)
         record = families.family_of(workload.model)

@@ -122,3 +122,48 @@ def test_seq_len_on_a_language_model_is_refused_in_one_line_before_any_study(lm_
         search(lm_workload, SearchSpace(seq_len=(0, 4), bits=(32,)), n_trials=1, storage=url, study_name="lm",
                verbose=False)
     assert optuna.get_all_study_names(url) == []
+
+
+def test_a_generation_workload_scores_and_times_its_cached_graph(tmp_path):
+    """generation=True: compress exports past key/values and MatMulNBits acts on that graph; its score is the plain
+    file's (an empty-past prefill); host-cpu's latency is ms per decoded token, with prefill and tokens/s recorded."""
+    import onnx
+
+    from lepton_search.candidate import compress
+    from lepton_search.evaluate.measurement import measure_onnx
+    from lepton_search.latency import HostCpuLatency
+    from lepton_search.space import CompressionConfig, FinetuneSettings
+
+    data = windows()
+    wl = Workload("tiny-gen", tiny_causal_llama(), train=data, val=data, example_input=(data[0][:1], data[1][:1]),
+                  task="lm", generation=True)
+    plain = tmp_path / "plain.onnx"
+    to_onnx(wl.model, (data[0][:1], data[1][:1]), plain, names=wl.input_names)
+    settings = FinetuneSettings(subset_size=8, batch_size=8, bn_batches=1, calibration_size=2)
+    fp32 = compress(wl, CompressionConfig(0.0, 32, 0), tmp_path / "fp32.onnx", settings=settings)
+    graph = onnx.load(str(fp32.onnx_path))
+    assert [i.name for i in graph.graph.input][2:4] == ["position_ids", "past_key_values.0.key"]
+    assert onnx_accuracy(fp32.onnx_path, wl, "val").accuracy == pytest.approx(onnx_accuracy(plain, wl, "val").accuracy,
+                                                                              abs=1e-5)
+    int4 = compress(wl, CompressionConfig(0.0, 4, 0, int4_block=32, int4_accuracy_level=4), tmp_path / "int4.onnx",
+                    settings=settings)
+    assert sum(n.op_type == "MatMulNBits" for n in onnx.load(str(int4.onnx_path)).graph.node) == 15  # 7 a layer, head
+    meas = measure_onnx(int4.onnx_path, wl, HostCpuLatency(), samples=wl.sample_inputs())
+    gen = meas.generation
+    assert gen["unit"].startswith("ms per decoded token") and gen["prompt_tokens"] == 64 and gen["new_tokens"] == 32
+    assert meas.latency_ms == pytest.approx(1e3 / gen["decode_tokens_per_s"]) and 0 < gen["prefill_ms"] < 1e3
+    assert math.exp(-meas.accuracy) == pytest.approx(VOCAB, rel=0.3)  # still a (random) language model
+
+
+def test_the_card_of_a_generation_file_says_its_latency_unit_and_tokens_per_second():
+    from lepton_search.results.card import model_card
+
+    gen = {"prefill_ms": 90.0, "ttft_ms": 91.0, "decode_tokens_per_s": 100.0, "prompt_tokens": 64, "new_tokens": 32}
+    card = model_card({"study": "s", "trial": 0, "workload": "bbc-smollm2", "seed": 0, "config": {"bits": 4},
+                       "base": {"latency_ms": 25.0, "generation": {**gen, "ttft_ms": 182.0, "decode_tokens_per_s": 40.0}},
+                       "metrics": {"latency_ms": 10.0, "generation": gen}})
+    assert "ms per decoded token" in card and "prefill of 64 tokens, 32 decoded" in card
+    assert "| decode tokens/s | 40 | 100 | x2.50 |" in card and "| time to first token | 182 ms | 91 ms | speed-up x2.00 |" in card
+    plain = model_card({"study": "s", "trial": 0, "workload": "w", "seed": 0, "config": {"bits": 32}, "base": {},
+                        "metrics": {}})
+    assert "decoded token" not in plain

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from lepton_search.latency.decode import Decoder, past_inputs
 from lepton_search.latency.host_cpu import session
 from lepton_search.workloads import Workload
 
@@ -45,7 +46,10 @@ def onnx_accuracy(onnx_path: str | Path, workload: Workload, split: str = "val",
     with large outputs scores at most `Task.batch_limit` rows a call and keeps what `Task.summarize` keeps of each."""
     batch_size = served_batch_size(onnx_path) or min(batch_size, workload.task.batch_limit or batch_size)
     sess = session(onnx_path, threads=threads)
-    graph_inputs = [(i.name, _NUMPY.get(i.type, np.float32)) for i in sess.get_inputs()]
+    # a generation file (past key/values in): each batch a prefill with an empty past, fed its ids and mask
+    decoder = Decoder(onnx_path, session=sess) if past_inputs(sess) else None
+    graph_inputs = [(i.name, _NUMPY.get(i.type, np.float32)) for i in sess.get_inputs()
+                    if decoder is None or i.name in ("input_ids", "attention_mask")]
     group_at = workload.input_names.index(workload.task.group_by) if workload.task.group_by in workload.input_names else None
     logits, labels, groups = [], [], []
     for *xs, yb in workload.batches(split, batch_size=batch_size):
@@ -53,7 +57,8 @@ def onnx_accuracy(onnx_path: str | Path, workload: Workload, split: str = "val",
             raise ValueError(f"the {split} split gives {len(xs)} inputs per sample, the ONNX graph takes "
                              f"{len(graph_inputs)} ({', '.join(n for n, _ in graph_inputs)})")
         feeds = {n: x.numpy().astype(t, copy=False) for (n, t), x in zip(graph_inputs, xs)}
-        out = sess.run(None, transform.apply(feeds) if transform is not None else feeds)[0]
+        feeds = transform.apply(feeds) if transform is not None else feeds
+        out = decoder.prefill(feeds["input_ids"], feeds["attention_mask"]) if decoder else sess.run(None, feeds)[0]
         if not np.all(np.isfinite(out)):
             # No file name in the message: `report` groups failures by reason, across trials.
             raise FloatingPointError(f"the ONNX model produced non-finite outputs (NaN/inf) on the {split} split")

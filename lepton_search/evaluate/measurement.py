@@ -11,6 +11,7 @@ import numpy as np
 from lepton_search.candidate import Candidate, InputTransform
 from lepton_search.evaluate.accuracy import onnx_accuracy
 from lepton_search.latency import LatencyEstimate, LatencyModel
+from lepton_search.latency.decode import generation_fields
 from lepton_search.workloads import Workload
 
 
@@ -31,6 +32,7 @@ class Measurement:
     busy_host: str | None = None  # why the timing was taken on a busy host (`latency.host_cpu.busy_reason`)
     test_accuracy: float | None = None
     usd_per_million_inferences: float | None = None  # None unless the target has a price per hour
+    generation: dict | None = None  # a generation file: prefill_ms, ttft_ms, decode_tokens_per_s (records.py)
 
     def objective(self, name: str) -> float:
         value = getattr(self, name)
@@ -64,4 +66,5 @@ def measure_onnx(onnx_path: Path, workload: Workload, target: LatencyModel, *, w
         latency_expected_error_pct=lat.expected_error_pct, threads=lat.threads, batch_size=lat.batch_size,
         size_mb=Path(onnx_path).stat().st_size / 1e6, load_avg_1min=lat.details.get("load_avg_1min"),
         busy_host=lat.details.get("busy"), test_accuracy=test, usd_per_million_inferences=lat.usd_per_million_inferences,
+        generation=generation_fields(lat),
     )

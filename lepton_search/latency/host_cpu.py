@@ -13,10 +13,13 @@ import numpy as np
 
 from lepton_search.latency._base import Inputs, LatencyEstimate, LatencyModel, graph_inputs, with_batch
 from lepton_search.latency.cpu_identity import this_cpu
+from lepton_search.latency.decode import measure_decode, past_inputs
 from lepton_search.paths import file_lock
 
 LOCK_PATH = Path(tempfile.gettempdir()) / "lepton_search_latency.lock"
 
+
+DECODE_PROMPT, DECODE_NEW = 64, 32  # a generation file's timing: prefill of 64 tokens, then 32 decoded
 
 def host_lock(path: Path = LOCK_PATH) -> contextlib.AbstractContextManager[None]:
     """Host-wide lock: two workers on one machine never time models at the same moment."""
@@ -109,6 +112,8 @@ class HostCpuLatency(LatencyModel):
 
     def latency(self, onnx_path: str | Path, inputs: Inputs | None = None) -> LatencyEstimate:
         sess = session(onnx_path, threads=self.threads)
+        if past_inputs(sess):
+            return self._decode(onnx_path, sess, inputs)
         feed = with_batch(graph_inputs(onnx_path) if inputs is None else inputs, self.batch_size)
         best: tuple[float, np.ndarray] | None = None
         attempts = 0
@@ -142,6 +147,22 @@ class HostCpuLatency(LatencyModel):
                      "busy": busy_reason(others=others, cv=cv, max_cv=self.max_cv, load_avg_1min=load,
                                          threads=self.threads)},
         )
+
+    def _decode(self, onnx_path: str | Path, sess: Any, inputs: Inputs | None) -> LatencyEstimate:
+        """A generation file: p50 is ms per decoded token at batch 1 (`latency.decode`), after a prefill of the
+        first `DECODE_PROMPT` tokens of the first sample (its unmasked ids; repeated when shorter)."""
+        ids = np.asarray(inputs["input_ids"][0]) if inputs is not None and "input_ids" in inputs else np.arange(1, 9)
+        if inputs is not None and "attention_mask" in inputs:
+            ids = ids[np.asarray(inputs["attention_mask"][0]).astype(bool)]
+        prompt = np.resize(ids, DECODE_PROMPT).tolist()
+        with host_lock():
+            load = os.getloadavg()[0]
+            t = measure_decode(onnx_path, prompt, new_tokens=DECODE_NEW, threads=self.threads, repeats=2, session=sess)
+            load = max(load, os.getloadavg()[0])
+        return LatencyEstimate(
+            p50_ms=t.decode_ms_per_token, p90_ms=t.decode_p90_ms, source=self.source, cv=None, threads=self.threads,
+            batch_size=1, details={"unit": "ms per decoded token (batch 1, greedy, after a prefill)", **t.as_dict(),
+                                   "load_avg_1min": load})
 
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort

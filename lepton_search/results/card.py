@@ -44,6 +44,21 @@ def _fmt(value: Any, spec: str, unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{unit}"
 
 
+def _generation_rows(gen: dict | None, base: dict | None, ratio: Any) -> list[tuple[str, str, str, str]]:
+    """A generation file's rows: latency is then ms per decoded token; time to first token and tokens/s."""
+    if not gen:
+        return []
+    base = base or {}
+    fmt = lambda d, k, unit: _fmt(d.get(k), ".4g", unit)
+    where = f"batch 1, prefill of {gen.get('prompt_tokens')} tokens, {gen.get('new_tokens')} decoded"
+    return [("latency unit", "", "", "ms per decoded token (p50/p90 above): " + where),
+            ("time to first token", fmt(base, "ttft_ms", " ms"), fmt(gen, "ttft_ms", " ms"),
+             "speed-up " + ratio(base.get("ttft_ms"), gen.get("ttft_ms"))),
+            ("decode tokens/s", fmt(base, "decode_tokens_per_s", ""), fmt(gen, "decode_tokens_per_s", ""),
+             "x" + _fmt(None if not base.get("decode_tokens_per_s") else
+                        gen["decode_tokens_per_s"] / base["decode_tokens_per_s"], ".2f"))]
+
+
 def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None) -> str:
     """A short Markdown model card with a before/after table."""
     m, b, k = config["metrics"], config["base"], config["config"]
@@ -61,6 +76,7 @@ def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None)
               f" {task.drop_unit or task.metric} change")),
         ("latency p50", _fmt(base_lat, ".4g", " ms"), _fmt(lat, ".4g", " ms"), "speed-up " + ratio(base_lat, lat)),
         ("latency p90", _fmt(b.get("latency_p90_ms"), ".4g", " ms"), _fmt(m.get("latency_p90_ms"), ".4g", " ms"), ""),
+        *_generation_rows(m.get("generation"), b.get("generation"), ratio),
         ("size", _fmt(base_size, ".4g", " MB"), _fmt(size, ".4g", " MB"), "size " + ratio(size, base_size) + " of base"),
         ("fine-tune time", "0 s (trained model)", _fmt(m.get("finetune_seconds"), ".2f", " s"),
          f"{k.get('finetune_epochs')} epoch(s) of distillation"),

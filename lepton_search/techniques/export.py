@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -14,12 +12,12 @@ from torch import nn
 
 from lepton_search.errors import ConfigError
 from lepton_search.logging import routed_to_debug
+from lepton_search.techniques._export_io import OPSET, _quiet_stdout
 
 # torch.onnx's TorchScript ("legacy") exporter: it folds eval-mode BatchNorm into the preceding
 # convolution, which the INT8 path needs so that ONNX Runtime fuses QLinearConv kernels.
 # torch 2.14's default dynamo exporter needs onnxscript and gives no speed benefit here.
 EXPORTER = "torch.onnx legacy (TorchScript) exporter"
-OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
@@ -34,12 +32,18 @@ def input_names(example_input: torch.Tensor | tuple[torch.Tensor, ...], names: S
 
 
 def to_onnx(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...], path: str | Path, *,
-            names: Sequence[str] | None = None) -> onnx.ModelProto:
+            names: Sequence[str] | None = None, with_past: bool = False) -> onnx.ModelProto:
     """Write `model` (eval mode, dynamic batch axis on every input) to `path` and return the loaded graph.
 
     `example_input`: one tensor, or a tuple with one tensor per model input (each keeps its dtype: int64
-    token ids stay int64); `names`: the graph's input names in that order (see `input_names`).
+    token ids stay int64); `names`: the graph's input names in that order (see `input_names`). `with_past`: a
+    causal language model's generation graph instead (`generation.export_with_past`: input_ids, attention_mask,
+    position_ids and past key/values in, logits and present key/values out; the example is not used).
     """
+    if with_past:
+        from lepton_search.techniques.generation import export_with_past  # it imports this module
+
+        return export_with_past(model, path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -77,22 +81,7 @@ def no_mha_fastpath() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(before)
 
 
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Silence file descriptor 1: on failure torch's C++ side dumps whole graphs there."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def check_traceable(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...], tmp_dir: str | Path, *,
-                    names: Sequence[str] | None = None) -> onnx.ModelProto:
+                    names: Sequence[str] | None = None, with_past: bool = False) -> onnx.ModelProto:
     """Fail early, before training anything, when a model cannot be exported; return the exported graph."""
-    return to_onnx(model, example_input, Path(tmp_dir) / "trace_check.onnx", names=names)
+    return to_onnx(model, example_input, Path(tmp_dir) / "trace_check.onnx", names=names, with_past=with_past)

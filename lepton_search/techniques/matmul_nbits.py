@@ -64,8 +64,18 @@ def weight_widths(model: onnx.ModelProto) -> dict[str, int]:
             if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2}
 
 
+def check_block(widths: dict[str, int], block: int) -> None:
+    """A block wider than the narrowest MatMul input is refused in one line (it would be mostly padding)."""
+    narrowest = min(widths.values(), default=block)
+    if block > narrowest:
+        raise ConfigError("knobs.int4_block", block, f"is wider than the model's narrowest MatMul input "
+                          f"({narrowest}): a block would be mostly padding; give at most {narrowest}")
+
+
 def quantize_weights(model: onnx.ModelProto, settings: Int4Settings) -> onnx.ModelProto:
-    """`model` with every MatMul of a constant 2-D weight as a `MatMulNBits` node (see the module docstring)."""
+    """`model` with every MatMul of a constant 2-D weight as a `MatMulNBits` node (see the module docstring); a
+    block wider than the narrowest such MatMul's input is refused (`check_block`)."""
+    check_block(weight_widths(model), settings.block_size)
     with routed_to_debug():  # importing the quantizer calls logging.basicConfig(INFO); it logs every node
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -104,10 +114,7 @@ class MatMulNBits(Technique):
         if not widths:
             raise ConfigError("knobs.int4_block", blocks[0], "MatMulNBits takes MatMul weights and the exported graph "
                               "has none (Conv / Gemm only): set int4_block to 0 (per-channel INT4)")
-        narrowest = min(widths.values())
-        if max(blocks) > narrowest:
-            raise ConfigError("knobs.int4_block", max(blocks), f"is wider than the model's narrowest MatMul input "
-                              f"({narrowest}): a block would be mostly padding; give at most {narrowest}")
+        check_block(widths, max(blocks))
         verdict = Verdict()
         padded = sorted({b for b in blocks for k in widths.values() if k % b})
         if padded:

@@ -129,6 +129,9 @@ class Workload:
     # validation rows latency is timed on (and stored as sample_inputs.npz): one serving request, e.g. a
     # recommender's one user x 100 candidate items
     sample_count: int = SAMPLE_INPUTS
+    # a causal language model exported for generation (past key/values, `techniques.generation`): its latency is
+    # ms per decoded token at batch 1 after a prefill (`latency.decode`), its score a prefill with an empty past
+    generation: bool = False
 
     def __post_init__(self) -> None:
         self.task = get_task(self.task)  # an unknown name fails here, before any data is read

