@@ -16,7 +16,9 @@ A black-box sampler (TPE, GP, NSGA-II) sees configs and two numbers. This one al
   latency, reference: the base's latency and accuracy less the study's allowed drop).
 
 Anchors: BOHB / Hyperband (epochs as a budget), qNEHVI and cost-aware Bayesian optimisation (EHVI per unit cost).
-The Gaussian processes are scikit-learn's. Two objectives (accuracy up, latency down), as the default spaces
+The Gaussian processes are scikit-learn's. Tried on the CNN replay and left out, each slower (median seconds to
+95% of the grid's hypervolume, 12-16 seeds): valuing a chain's next epoch by its later epochs (203 s against 193),
+a score noise fixed at the validation split's standard error (216 against 196), no linear trend (213 against ~170). Two objectives (accuracy up, latency down), as the default spaces
 have; `SearchSpace` refuses the sampler with other objectives.
 """
 
@@ -111,10 +113,9 @@ class _Fitted:
         return mu + self.mean + (self.trend.predict(x) if self.trend is not None else 0.0), sd
 
 
-def _gp(x: np.ndarray, y: np.ndarray, seed: int, prior_sd: float, noise_sd: float | None = None,
-        trend: bool = False) -> _Fitted:
-    """A Gaussian process on (x, y) (y centred, or less a ridge trend with `trend`): hyperparameters fitted from
-    `FIT_FROM` points on, fixed before. `noise_sd`: the measurement's known noise, else fitted."""
+def _gp(x: np.ndarray, y: np.ndarray, seed: int, prior_sd: float, trend: bool = False) -> _Fitted:
+    """A Gaussian process on (x, y) (y centred, or less a ridge trend with `trend`): hyperparameters, the noise
+    included, fitted from `FIT_FROM` points on, fixed before."""
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
     from sklearn.linear_model import Ridge
@@ -122,7 +123,7 @@ def _gp(x: np.ndarray, y: np.ndarray, seed: int, prior_sd: float, noise_sd: floa
     line = Ridge(alpha=1.0).fit(x, y) if trend and len(y) >= 2 else None
     rest = y - (line.predict(x) if line is not None else 0.0)
     sd = max(float(np.std(rest)), prior_sd)
-    noise = (WhiteKernel(noise_sd**2, "fixed") if noise_sd else WhiteKernel((0.1 * sd) ** 2, (1e-10, 1e-1)))
+    noise = WhiteKernel((0.1 * sd) ** 2, (1e-10, 1e-1))
     kernel = ConstantKernel(sd**2, (1e-6, 1.0)) * Matern(np.full(x.shape[1], 0.5), (0.05, 20.0), nu=2.5) + noise
     gp = GaussianProcessRegressor(kernel, normalize_y=False, optimizer="fmin_l_bfgs_b" if len(y) >= FIT_FROM else None,
                                   n_restarts_optimizer=1, random_state=seed)
@@ -161,16 +162,12 @@ class FrontSampler(optuna.samplers.BaseSampler):
     other processes sample the same study (their running trials count as taken, at the predicted point)."""
 
     def __init__(self, seed: int = 0, *, reference: tuple[float, float] | None = None, parallel: bool = False,
-                 mc_samples: int = 128, max_candidates: int = 4000, n_startup: int = 1, lookahead: int = 0,
-                 noise_from_split: bool = False, trend: bool = True) -> None:
+                 mc_samples: int = 128, max_candidates: int = 4000, n_startup: int = 1, trend: bool = True) -> None:
         self._seed, self._rng = seed, np.random.default_rng(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self.reference, self.parallel = reference, parallel
         self.mc_samples, self.max_candidates, self.n_startup = mc_samples, max_candidates, n_startup
         self._fixed_knobs: dict[str, Any] = {}
-        # how many later epochs of a chain value its next step (0: the step alone; all of them measured no better on
-        # the CNN replay: 203 s median over 12 seeds against 193 s)
-        self.lookahead, self.noise_from_split = lookahead, noise_from_split
         self.trend = trend  # a ridge trend under the processes: unseen prune ratios follow it, not the mean
 
     # ---- Optuna's sampler protocol ------------------------------------------------------------------
@@ -199,9 +196,6 @@ class FrontSampler(optuna.samplers.BaseSampler):
     def next_config(self, study: optuna.Study, space: dict[str, BaseDistribution]) -> dict[str, Any] | None:
         """The untaken config with the largest expected hypervolume gain per second (None: every one taken)."""
         self._fixed_knobs = self._fixed(study)
-        # A fixed noise at the validation split's standard error measured worse on the CNN replay (216 s median
-        # over 12 seeds against 196 s fitted), so the noise is fitted; `noise_from_split` turns it on.
-        self._noise_sd = self._score_noise(study) if self.noise_from_split else None
         points, taken = self._observe(study, space)
         from lepton_search.graphs import is_base
 
@@ -209,7 +203,7 @@ class FrontSampler(optuna.samplers.BaseSampler):
                 if self._key(c) not in taken and not is_base(self._full(c))]
         if not grid:
             return None
-        eligible = self._eligible(grid, points, space, self._fixed_knobs)
+        eligible = self._eligible(grid, points, space)
         eligible = self._not_rejected(study, eligible, points) or eligible or grid
         trained = [p for p in points if not p.rejected]
         if len(trained) < self.n_startup:
@@ -218,38 +212,17 @@ class FrontSampler(optuna.samplers.BaseSampler):
         front = [(p.accuracy, p.latency_ms) for p in trained if p.accuracy > ref[0]]
         if self.parallel:  # running trials elsewhere: believed at their predicted point
             front += self._running_beliefs(study, space, trained)
-        # Each eligible step is valued by the best of its chain's steps from it on, per second to get there: the
-        # first epoch of a chain whose fourth reaches the front is worth its path (Hyperband's bet, made explicit).
-        paths = self._paths(eligible, space)
-        rows = [r for path in paths for r in path]
-        acc_mu, acc_sd = self._predict_accuracy(trained, rows, space)
-        lat_mu, lat_sd, lat_known = self._predict_latency(points, rows, space)
-        step_cost = self._cost(points, rows, space, cumulative=paths)
+        acc_mu, acc_sd = self._predict_accuracy(trained, eligible, space)
+        lat_mu, lat_sd, lat_known = self._predict_latency(points, eligible, space)
+        cost = self._cost(points, eligible, space)
         z = np.random.default_rng([self._seed, len(points)]).standard_normal((2, self.mc_samples))
         acc = acc_mu[:, None] + acc_sd[:, None] * z[0]
         lat = np.where(lat_known[:, None], lat_mu[:, None], np.exp(np.log(lat_mu)[:, None] + lat_sd[:, None] * z[1]))
-        per_s = improvement(acc, lat, front, ref).mean(axis=1) / step_cost
-        score, start = np.empty(len(paths)), 0
-        for i, path in enumerate(paths):
-            score[i] = per_s[start:start + len(path)].max()
-            start += len(path)
+        score = improvement(acc, lat, front, ref).mean(axis=1) / cost
         if not np.any(score > 0):  # nothing is expected to help: the least known of the cheapest steps
-            first = np.cumsum([0] + [len(p) for p in paths[:-1]])
-            score = acc_sd[first] / step_cost[first]
+            score = acc_sd / cost
         best = np.flatnonzero(score >= score.max() * (1 - 1e-9))
         return eligible[int(best[self._rng.integers(len(best))])]
-
-    def _paths(self, eligible: list[dict[str, Any]], space: dict[str, BaseDistribution]) -> list[list[dict[str, Any]]]:
-        """Per eligible config, it and its chain's later epochs (the steps it opens), in order."""
-        if FIDELITY not in space:
-            return [[c] for c in eligible]
-        steps = sorted(v[FIDELITY] for v in _grid({FIDELITY: space[FIDELITY]}, self._rng, 1000))
-        out = []
-        for c in eligible:
-            e = c[FIDELITY]
-            later = [x for x in steps if x > e][: self.lookahead] if e > 0 else []
-            out.append([c] + [{**c, FIDELITY: x} for x in later])
-        return out
 
     def _full(self, params: dict[str, Any]) -> Any:
         """A trial's params as the engine's whole config: the stored space's fixed knobs, no-ops elsewhere."""
@@ -310,25 +283,16 @@ class FrontSampler(optuna.samplers.BaseSampler):
         return [r for r in rows if int(r.get(FIDELITY, 0)) == 0 or self._chain(r) not in latency
                 or dominated_before_training(latency[self._chain(r)], found, base.accuracy, tolerance) is None]
 
-    @staticmethod
-    def _weights_cut(fixed: dict[str, Any]) -> Any:
-        """params -> whether a module-stage technique (pruning, layers, embedding width, weight sharing) acts on
-        them: such a model needs its fine-tuning (pruned and untrained, the CNN kept 0.44 of 0.93)."""
-        from lepton_search.knobs import KNOBS
-        from lepton_search.space import CompressionConfig
+    def _weights_cut(self, params: dict[str, Any]) -> bool:
+        """Whether a module-stage technique (pruning, layers, embedding width, weight sharing) acts on `params`:
+        such a model needs its fine-tuning (pruned and untrained, the CNN kept 0.44 of 0.93)."""
         from lepton_search.techniques import stages
 
-        module = [t for t in stages.registered() if t.stage == "module"]
-        noop = {k.name: k.noop for k in KNOBS}
-
-        def cut(params: dict[str, Any]) -> bool:
-            config = CompressionConfig.from_dict({**noop, **fixed, **{k: v for k, v in params.items() if k in noop}})
-            return any(t.active(config) for t in module)
-
-        return cut
+        config = self._full(params)
+        return any(t.active(config) for t in stages.registered() if t.stage == "module")
 
     def _eligible(self, grid: list[dict[str, Any]], points: list[_Point],
-                  space: dict[str, BaseDistribution], study_fixed: dict[str, Any]) -> list[dict[str, Any]]:
+                  space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
         """A chain runs its epochs in order: a config at e epochs (e above the smallest positive one) waits for
         the same chain at the step before; a chain rejected before training is not continued. Untrained configs
         are proposed only where no weights were cut (quantization alone, fewer tokens): a pruned model's
@@ -337,7 +301,6 @@ class FrontSampler(optuna.samplers.BaseSampler):
             return grid
         steps = sorted({c[FIDELITY] for c in grid} | {p.params[FIDELITY] for p in points})
         positive = [e for e in steps if e > 0]
-        cut = self._weights_cut(study_fixed)
         done, dead = set(), set()
         for p in points:
             (dead if p.rejected else done).add((self._chain(p.params), p.params[FIDELITY]))
@@ -346,7 +309,7 @@ class FrontSampler(optuna.samplers.BaseSampler):
         for c in grid:
             e, chain = c[FIDELITY], self._chain(c)
             if e == 0:
-                if not cut(c):
+                if not self._weights_cut(c):
                     out.append(c)
             elif chain in dead_chains:
                 continue
@@ -368,12 +331,14 @@ class FrontSampler(optuna.samplers.BaseSampler):
 
     @staticmethod
     def _score_noise(study: optuna.Study) -> float | None:
-        """The standard error of a validation accuracy near the base's (binomial), the score's known noise; None
-        for a task without a closed form (fitted then)."""
+        """One standard error of the base's validation accuracy (`tasks.accuracy_standard_error`, the rule's
+        tolerance); None for a task without a closed form."""
+        from lepton_search.tasks import accuracy_standard_error
+
         base = records.BaseRecord.of(study)
         if base is None or not base.val_total or not 0.0 < base.accuracy < 1.0:
             return None
-        return math.sqrt(base.accuracy * (1 - base.accuracy) / base.val_total)
+        return accuracy_standard_error(base.accuracy, base.val_total)
 
     def _reference(self, study: optuna.Study, points: list[_Point]) -> tuple[float, float]:
         if self.reference is not None:
@@ -408,7 +373,7 @@ class FrontSampler(optuna.samplers.BaseSampler):
                 continue
             y = np.array([p.accuracy for p in seen])
             model = _gp(encode([p.params for p in seen]), y, self._seed, prior_sd=0.03 * max(abs(best), 1e-3),
-                        noise_sd=self._noise_sd, trend=self.trend)
+                        trend=self.trend)
             m, s = model.predict(encode([rows[i] for i in idx]))
             mu[idx], sd[idx] = m, np.maximum(s, 1e-9)
         return mu, sd
@@ -437,11 +402,9 @@ class FrontSampler(optuna.samplers.BaseSampler):
             mu[~known], sd[~known] = np.exp(m), s
         return mu, sd, known
 
-    def _cost(self, points: list[_Point], rows: list[dict[str, Any]], space: dict[str, BaseDistribution], *,
-              cumulative: list[list[dict[str, Any]]] | None = None) -> np.ndarray:
+    def _cost(self, points: list[_Point], rows: list[dict[str, Any]], space: dict[str, BaseDistribution]) -> np.ndarray:
         """Seconds each row would take: the study's median seconds outside training, plus the epochs its chain has
-        not trained yet at the chain's measured (or the study's median) seconds per epoch. `cumulative`: `rows`
-        are these paths laid end to end, and each row costs its path's steps up to it (each step evaluates)."""
+        not trained yet at the chain's measured (or the study's median) seconds per epoch."""
         outside = [p.wall_s - p.finetune_s for p in points if p.wall_s is not None]
         overhead = max(float(np.median(outside)) if outside else 1.0, 1e-3)
         per_epoch: dict[tuple, list[float]] = {}
@@ -459,12 +422,6 @@ class FrontSampler(optuna.samplers.BaseSampler):
             chain = self._chain(r)
             epoch_s = float(np.median(per_epoch[chain])) if chain in per_epoch else study_epoch
             cost[i] = overhead + max(0, int(r.get(FIDELITY, 0)) - trained.get(chain, 0)) * epoch_s
-        if cumulative is not None:  # a path's later step: every step before it evaluated too
-            start = 0
-            for path in cumulative:
-                for j in range(1, len(path)):
-                    cost[start + j] += j * overhead
-                start += len(path)
         return cost
 
     def _running_beliefs(self, study: optuna.Study, space: dict[str, BaseDistribution],

@@ -15,7 +15,7 @@ Example:
     >>> from lepton_search.space import CompressionConfig
     >>> graph_key(CompressionConfig(0.25, 8, 1)) == graph_key(CompressionConfig(0.25, 8, 2))
     True
-    >>> graph_key(CompressionConfig(0.0, 32, 2)) == BASE_GRAPH
+    >>> is_base_graph(CompressionConfig(0.0, 32, 2))
     True
 """
 
@@ -34,9 +34,9 @@ from lepton_search.techniques import stages
 
 
 def graph_config(config: CompressionConfig) -> dict[str, Any]:
-    """The knobs that shape `config`'s file: train-stage knobs and the knobs of techniques not active on it at
-    their no-op (ratio 0 prunes nothing whatever the method)."""
-    out = {k.name: k.noop for k in KNOBS}
+    """The knobs that shape `config`'s file, every other knob at its no-op: train-stage knobs, and the knobs of
+    techniques not active on it (ratio 0 prunes nothing whatever the method)."""
+    out = _noops()
     for technique in stages.registered():
         if technique.stage != "train" and technique.active(config):
             out.update({k: getattr(config, k) for k in technique.knobs})
@@ -53,18 +53,25 @@ def model_config(config: CompressionConfig) -> dict[str, Any]:
     return out
 
 
+def _noops() -> dict[str, Any]:
+    # read at call time: a knob registered after import (a plug-in's, a test's) counts too
+    return {k.name: k.noop for k in KNOBS}
+
+
 def is_base(config: CompressionConfig) -> bool:
     """Whether `config` makes the unmodified base (every knob at its no-op, or acting on nothing)."""
-    return model_config(config) == {k.name: k.noop for k in KNOBS}
+    return model_config(config) == _noops()
+
+
+def is_base_graph(config: CompressionConfig) -> bool:
+    """Whether `config`'s file is the base's graph (fine-tuned or not): its latency is the base's."""
+    return graph_config(config) == _noops()
 
 
 def graph_key(config: CompressionConfig) -> str:
     """A short stable name of `config`'s graph (a digest of `graph_config`)."""
     text = json.dumps(graph_config(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-BASE_GRAPH = graph_key(CompressionConfig.from_dict({k.name: k.noop for k in KNOBS}))
 
 
 @dataclass(frozen=True)
@@ -100,8 +107,7 @@ class GraphLatencies:
     def get(self, config: CompressionConfig) -> GraphTiming | None:
         if not self.enabled:
             return None
-        key = graph_key(config)
-        if key == BASE_GRAPH:
+        if is_base_graph(config):
             base = self.base
             return GraphTiming(LatencyEstimate(
                 p50_ms=base.latency_ms, p90_ms=base.latency_p90_ms or base.latency_ms,
@@ -110,12 +116,14 @@ class GraphLatencies:
                 batch_size=base.batch_size or 1,
                 details={k: v for k, v in (("load_avg_1min", base.load_avg_1min), ("busy", base.busy_host))
                          if v is not None}), base.size_mb, None)
-        stored = records.graph_latency(self.study, key)
+        stored = records.graph_latency(self.study, graph_key(config))
         return None if stored is None else GraphTiming.from_attrs(stored)
 
     def put(self, config: CompressionConfig, latency: LatencyEstimate, size_mb: float, trial: int) -> None:
+        if not self.enabled or is_base_graph(config):
+            return
         key = graph_key(config)
-        if self.enabled and key != BASE_GRAPH and records.graph_latency(self.study, key) is None:
+        if records.graph_latency(self.study, key) is None:
             records.set_graph_latency(self.study, key, GraphTiming(latency, size_mb, trial).to_attrs())
 
 
