@@ -58,14 +58,14 @@ class Pick:
         return self.trial == BASE_TRIAL
 
     def label(self) -> str:
-        if self.is_base:
-            return (f"the base (keep the unmodified model: no trial is faster within the limits) -> "
-                    f"{self.latency_ms:.4g} ms (x1.00), {self.size_mb:.4g} MB")
-        knobs = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.config.items())
         value = self.accuracy if self.metric_value is None else self.metric_value
         drop = self.accuracy_drop_pts if self.metric_drop is None else self.metric_drop
         shown = (f"acc {value:.4f}" if self.metric == "accuracy" else f"{self.metric} {value:.4g}") + (
             f" (drop {format_drop(drop, self.drop_unit)})")
+        if self.is_base:
+            return (f"the base (keep the unmodified model: no trial is faster within the limits) -> "
+                    f"{shown}, {self.latency_ms:.4g} ms (x1.00), {self.size_mb:.4g} MB")
+        knobs = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.config.items())
         return f"trial {self.trial}: {knobs} -> {shown}, {self.latency_ms:.4g} ms (x{self.speedup:.2f}), {self.size_mb:.4g} MB"
 
 

@@ -175,6 +175,7 @@ def test_the_base_is_the_pick_when_no_trial_beats_it():
     keep = slow.recommend(max_accuracy_drop_pts=1.0)
     assert keep.is_base and keep.speedup == 1.0 and keep.accuracy_drop_pts == 0.0 and keep.bits == 32
     assert keep.label().startswith("the base (keep the unmodified model")
+    assert f"-> acc {BASE['accuracy']:.4f} (drop +0.00 pt)" in keep.label()  # the base's quality is shown like a trial's
     assert slow.recommend().is_base and slow.recommend(max_latency_ms=12.0).is_base
     with pytest.raises(ConfigError, match="max_latency_ms: got 11"):  # neither the base nor a trial fits
         slow.recommend(max_latency_ms=11.0)

@@ -13,7 +13,8 @@ from lepton_search.workers import BASE_STATE_ATTR, REQUESTED_SPACE_ATTR, init_st
 
 GLOBAL_ON_ENCODER = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), prune_method="global", bits=(32,),
                                 finetune_epochs=(0, 0))
-RNN_SPACE = SearchSpace(prune_ratio=(0.0, 0.6, 0.3), bits=(32, 8), finetune_epochs=(0, 0), trials=2)
+# bits x epochs: three models beyond the base (unpruned FP32 untrained is the base, not a trial)
+RNN_SPACE = SearchSpace(prune_ratio=(0.0, 0.6, 0.3), bits=(32, 8), finetune_epochs=(0, 1), trials=2)
 
 
 @pytest.mark.parametrize("path", ["search", "init"])
