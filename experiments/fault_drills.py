@@ -22,6 +22,7 @@ from typing import Any
 from lepton_search.testing.drills import (
     DELAY_ENV,
     DRILL_SPACE,
+    DRILL_TRIALS,
     can_mount,
     cli,
     env,
@@ -41,7 +42,7 @@ def _init(url: str, tmp: Path, space: str) -> Path:
 
 
 def db_restarts(tmp: Path) -> dict[str, Any]:
-    """PostgreSQL restarted 3 times (2 s down each) while 4 workers run a 12-trial study."""
+    """PostgreSQL restarted 3 times (2 s down each) while 4 workers run an 11-trial study (DRILL_SPACE)."""
     with restartable_cluster() as pg:
         _init(pg.url, tmp, DRILL_SPACE)
         logs = [tmp / f"w{i}.log" for i in range(4)]
@@ -54,7 +55,7 @@ def db_restarts(tmp: Path) -> dict[str, Any]:
         codes = [p.wait(timeout=600) for p in procs]
         text = "".join(log.read_text() for log in logs)
         bad = [log.read_text()[-1500:] for log, code in zip(logs, codes, strict=True) if code != 0]
-        t = tally(pg.url, "d", 12)
+        t = tally(pg.url, "d", DRILL_TRIALS)
     return {"fault": "PostgreSQL restarted 3x, 4 workers", "exit_codes": codes, **t.as_dict(), "failed_logs": bad,
             "what happened": f"{pg.restarts} restarts; workers waited and reconnected "
                              f"({text.count('answers again')} reconnects logged, "
@@ -67,7 +68,7 @@ def disk_full(tmp: Path) -> dict[str, Any]:
     if not can_mount():
         return {"fault": "artifact filesystem full", "what happened": "skipped: needs root to mount a tmpfs"}
     space = DRILL_SPACE.replace("finetune_epochs: {low: 0, high: 1}", "finetune_epochs: 0").replace(
-        "trials: 12", "trials: 4")
+        "trials: 11", "trials: 4")
     (tmp / "space.yaml").write_text(space)
     url = f"sqlite:///{tmp / 'disk.db'}"
     with small_filesystem("2m") as art:
@@ -154,7 +155,7 @@ def _sigterm(cmd: list[str], url: str, delay_s: float, resume: list[str], goal: 
 
 def sigterm_run(tmp: Path) -> dict[str, Any]:
     """SIGTERM to `lepton-search run` mid-trial (the trial holds 60 s, grace 3 s), then the same command again."""
-    (tmp / "space.yaml").write_text(DRILL_SPACE.replace("trials: 12", "trials: 3"))
+    (tmp / "space.yaml").write_text(DRILL_SPACE.replace("trials: 11", "trials: 3"))
     url = f"sqlite:///{tmp / 'term.db'}"
     run = cli("run", str(tmp / "space.yaml"), "--workload", "digits-mlp", "--storage", url, "--study", "d",
               "--artifacts", str(tmp / "art"))
@@ -166,7 +167,7 @@ def sigterm_run(tmp: Path) -> dict[str, Any]:
 
 def sigterm_worker(tmp: Path) -> dict[str, Any]:
     url = f"sqlite:///{tmp / 'wterm.db'}"
-    _init(url, tmp, DRILL_SPACE.replace("trials: 12", "trials: 3"))
+    _init(url, tmp, DRILL_SPACE.replace("trials: 11", "trials: 3"))
     worker = cli("worker", "--storage", url, "--study", "d")
     row = _sigterm([*worker, "--grace-s", "3"], url, 60, worker, 3)
     return {"fault": "SIGTERM to a worker mid-trial (grace 3 s)", **row,

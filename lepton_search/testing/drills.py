@@ -25,7 +25,9 @@ import optuna
 
 from lepton_search.testing.postgres import free_port, pg_bin_dir
 
-# The drills' space: digits-mlp, 12 configs, trials of about a second.
+# The drills' space: digits-mlp, 12 configs of which one (unpruned FP32 untrained) is the base, not a trial: 11
+# models to search, trials of about a second.
+DRILL_TRIALS = 11
 DRILL_SPACE = """\
 knobs:
   prune_ratio: {low: 0.0, high: 0.5, step: 0.25}
@@ -34,14 +36,14 @@ knobs:
 early_reject: off
 anchors: off
 sampler: random
-trials: 12
+trials: 11
 finetune: {subset_size: 256, batch_size: 32, bn_batches: 2, calibration_size: 16}
 """
 
 
 # The many-workers drill's: 44 configs, 40 trials, so that 16+ workers each get a few.
 MANY_SPACE = DRILL_SPACE.replace("{low: 0.0, high: 0.5, step: 0.25}", "{low: 0.0, high: 0.5, step: 0.05}").replace(
-    "trials: 12", "trials: 40")
+    "trials: 11", "trials: 40")
 BLOBS_WORKLOAD = "lepton_search.testing.drills:blobs_mlp"
 DELAY_ENV = "LEPTON_SEARCH_TRIAL_DELAY_S"  # study.TRIAL_DELAY_ENV (this module stays below the study layer)
 HEARTBEATS = ("--heartbeat-interval", "2", "--grace-period", "6")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lepton_search.testing.drills import DRILL_SPACE, cli, env, restartable_cluster, tally
+from lepton_search.testing.drills import DRILL_SPACE, DRILL_TRIALS, cli, env, restartable_cluster, tally
 from lepton_search.testing.postgres import pg_bin_dir
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def test_postgres_restarted_three_times_under_four_workers():
     _needs_postgres()
     row = _drills().run_drill("db_restarts")
     assert row["exit_codes"] == [0, 0, 0, 0], row.get("failed_logs")
-    assert (row["complete"], row["lost"], row["duplicated"], row["running"]) == (12, 0, 0, 0)
+    assert (row["complete"], row["lost"], row["duplicated"], row["running"]) == (DRILL_TRIALS, 0, 0, 0)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting the small tmpfs needs root (CI runs as root)")
@@ -58,7 +58,7 @@ def test_a_postgres_restart_while_run_sets_up_is_waited_for(tmp_path):
     """The server is down when `run` starts (it waits), comes up, and restarts again as the search opens its study
     and measures the base: the search reaches its count with nothing lost."""
     _needs_postgres()
-    (tmp_path / "space.yaml").write_text(DRILL_SPACE.replace("trials: 12", "trials: 3"))
+    (tmp_path / "space.yaml").write_text(DRILL_SPACE.replace("trials: 11", "trials: 3"))
     log = tmp_path / "run.log"
     with restartable_cluster() as pg:
         pg.stop()

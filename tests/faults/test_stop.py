@@ -51,7 +51,7 @@ def test_sigterm_to_run_mid_trial(tmp_path, delay_s, grace_s):
 
 def test_sigterm_to_worker_mid_trial(tmp_path):
     url, art, space = f"sqlite:///{tmp_path / 'w.db'}", tmp_path / "art", tmp_path / "space.yaml"
-    space.write_text(DRILL_SPACE.replace("trials: 12", "trials: 3"))
+    space.write_text(DRILL_SPACE.replace("trials: 11", "trials: 3"))
     init = subprocess.run(cli("init", str(space), "--storage", url, "--study", "s", "--workload", "digits-mlp",
                               "--artifacts", str(art)), env=env(), check=False, capture_output=True, text=True, timeout=300)
     assert init.returncode == 0, init.stderr[-2000:]
