@@ -80,7 +80,7 @@ class GraphTiming:
 
     latency: LatencyEstimate
     size_mb: float
-    trial: int | None  # the trial that timed it; None: the base
+    trial: int | None  # the trial that timed it; None: the base, or a budget probe before any trial
 
     def to_attrs(self) -> dict[str, Any]:
         lat = self.latency
@@ -119,7 +119,7 @@ class GraphLatencies:
         stored = records.graph_latency(self.study, graph_key(config))
         return None if stored is None else GraphTiming.from_attrs(stored)
 
-    def put(self, config: CompressionConfig, latency: LatencyEstimate, size_mb: float, trial: int) -> None:
+    def put(self, config: CompressionConfig, latency: LatencyEstimate, size_mb: float, trial: int | None) -> None:
         if not self.enabled or is_base_graph(config):
             return
         key = graph_key(config)

@@ -378,6 +378,8 @@ class BaseRecord(_Record):
     inputs: Sequence[Mapping[str, Any]] = ()  # the graph's inputs: [{name, dtype, shape (per sample)}]
     sample_inputs_artifact_id: str | None = None  # the validation samples every latency was timed on (.npz)
     task: Mapping[str, Any] | None = None  # `Task.describe()`: name, metric, direction, drop unit; None: classification
+    # the base's export, evaluation and timing, in seconds: what every trial does at least (None: an older study)
+    measure_seconds: float | None = None
 
     ATTR = "base"
 

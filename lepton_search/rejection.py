@@ -15,17 +15,31 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
 
 from lepton_search import records
-from lepton_search.graphs import GraphLatencies
-from lepton_search.latency import LatencyModel
+from lepton_search.errors import ConfigError
+from lepton_search.graphs import GraphLatencies, graph_config, graph_key
+from lepton_search.knobs import KNOBS
+from lepton_search.latency import LatencyEstimate, LatencyModel
 from lepton_search.records import BaseRecord, TrialRecord
 from lepton_search.space import BUDGETS, CompressionConfig, SearchSpace
 from lepton_search.workloads import Workload
+
+MAX_BUDGET_PROBES = 64  # graphs `check_reachable` times at most before the search goes on
+
+
+def _most_compressed_first(config: CompressionConfig) -> tuple:
+    """Sort key: more knobs off their no-op first, then the higher prune ratio and fewer bits. Only the order of
+    the budget probes (a well-ordered space meets its budgets at the first probe): every graph is timed anyway
+    before the space is refused."""
+    shaped = graph_config(config)
+    off = sum(shaped[k.name] != k.noop for k in KNOBS)
+    return -off, -float(shaped.get("prune_ratio", 0.0)), float(shaped.get("bits", 32))
 
 
 def dominated_before_training(latency_ms: float, found: Sequence[tuple[float, float]],
@@ -87,16 +101,8 @@ class EarlyRejection:
         if not self.budgets and not found:
             return None
         untrained = dataclasses.replace(config, finetune_epochs=0)
-        known, probe = self.graphs.get(config), None
-        if known is None:
-            probe = compress(trial, untrained)
-            lat = self.target.latency(probe.onnx_path, dict(probe.sample_inputs or self.workload.sample_inputs()))
-            size_mb = probe.size_mb
-            self.graphs.put(config, lat, size_mb, trial.number)
-        else:
-            lat, size_mb = known.latency, known.size_mb
-        figures = {"latency_ms": lat.p50_ms, "speedup": self.base.latency_ms / lat.p50_ms, "size_mb": size_mb}
-        missed = {k: v for k, v in self.space.violations(figures, BUDGETS).items() if v > 0}
+        lat, size_mb, probe = self._graph(config, lambda: compress(trial, untrained), trial.number)
+        missed = self._missed(lat, size_mb)
         dominated = None if missed else dominated_before_training(lat.p50_ms, found, self.base.accuracy,
                                                                   self.tolerance)
         if missed:
@@ -110,6 +116,60 @@ class EarlyRejection:
         records.set_rejected(trial, reason)
         probe = probe or compress(trial, untrained)  # its untrained accuracy is what the trial stores
         return dataclasses.replace(probe, config=config), lat, bool(dominated)  # measured as is; infeasible
+
+    def check_reachable(self, make: Callable[[CompressionConfig, int], Any], limit: int = MAX_BUDGET_PROBES) -> int:
+        """Latency first, for a space with budgets: before any training, the space's graphs are timed untrained,
+        the most compressed first (`_most_compressed_first`, an order only), until one meets every budget; each
+        timing is the study's for that graph (`graphs`), so trials read it again. When none does, every config
+        would be rejected before training (or measured infeasible, untrained): refused in one line naming the
+        budget. `make(config, i)` builds the untrained candidate of probe `i`. Returns the number of graphs timed
+        or read (0 without budgets); past `limit` graphs it stops with a warning and the search goes on."""
+        if not self.budgets:
+            return 0
+        graphs: dict[str, CompressionConfig] = {}
+        for config in self.space.configs():
+            untrained = dataclasses.replace(config, finetune_epochs=0)
+            graphs.setdefault(graph_key(untrained), untrained)
+        order = sorted(graphs.values(), key=_most_compressed_first)
+        closest: tuple[float, CompressionConfig, dict[str, float]] | None = None
+        for i, config in enumerate(order[:limit]):
+            lat, size_mb, probe = self._graph(config, lambda c=config, n=i: make(c, n), None)
+            if probe is not None:
+                probe.onnx_path.unlink(missing_ok=True)
+            missed = self._missed(lat, size_mb)
+            if not missed:
+                return i + 1
+            # how far off, each budget as a share of its own limit (a latency in ms and a size in MB compare)
+            off = sum(v / max(abs(getattr(self.space, k)), 1e-12) for k, v in missed.items())
+            if closest is None or off < closest[0]:
+                closest = (off, config, missed)
+        if len(order) > limit:
+            warnings.warn(f"budgets: none of the {limit} most compressed graphs of {len(order)} meets them untrained; "
+                          "the search goes on with the rest untimed", stacklevel=2)
+            return limit
+        assert closest is not None
+        _, config, missed = closest
+        name, by = next(iter(missed.items()))
+        raise ConfigError(f"constraints.{name}", getattr(self.space, name),
+                          f"no graph of this space meets it: all {len(order)} timed untrained before any training "
+                          f"(the closest, {config.label()}, misses it by {by:.4g}), so every config would be "
+                          "rejected; loosen it or widen the space (under a new study name: a study keeps its space)")
+
+    def _graph(self, config: CompressionConfig, make: Callable[[], Any], trial: int | None
+               ) -> tuple[LatencyEstimate, float, Any]:
+        """(latency, size_mb, the probe made or None) of `config`'s graph: the study's timing when it has one, else
+        the untrained candidate `make()` builds, timed and stored as the graph's."""
+        known = self.graphs.get(config)
+        if known is not None:
+            return known.latency, known.size_mb, None
+        probe = make()
+        lat = self.target.latency(probe.onnx_path, dict(probe.sample_inputs or self.workload.sample_inputs()))
+        self.graphs.put(config, lat, probe.size_mb, trial)
+        return lat, probe.size_mb, probe
+
+    def _missed(self, lat: LatencyEstimate, size_mb: float) -> dict[str, float]:
+        figures = {"latency_ms": lat.p50_ms, "speedup": self.base.latency_ms / lat.p50_ms, "size_mb": size_mb}
+        return {k: v for k, v in self.space.violations(figures, BUDGETS).items() if v > 0}
 
     def found_points(self) -> list[tuple[float, float]]:
         """(latency_ms, accuracy) of every COMPLETE, feasible trial so far (all workers')."""

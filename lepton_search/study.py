@@ -213,6 +213,7 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
     stored = steady(lambda: BaseRecord.of(study))
     if stored is not None:
         return stored
+    started = time.perf_counter()
     x = workload.example_args
     path = work_dir / "base.onnx"
     export.to_onnx(workload.model, x, path, names=workload.input_names, with_past=workload.generation)
@@ -228,7 +229,8 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
                       target=target.describe(), workload=workload.name, family=workload.family,
                       workload_info=dict(workload.info),
                       inputs=workload.describe_inputs(), sequence_length=workload.seq_len,
-                      sample_inputs_artifact_id=samples_id, task=workload.task.describe())
+                      sample_inputs_artifact_id=samples_id, task=workload.task.describe(),
+                      measure_seconds=round(time.perf_counter() - started, 3))
     steady(lambda: base.write(study))
     return base
 
@@ -343,8 +345,19 @@ class Objective:
         remeasure."""
         return input_transform_for(self.workload, config)
 
+    def check_reachable(self) -> None:
+        """Before any training: a space whose budgets no graph meets untrained is refused in one line
+        (`EarlyRejection.check_reachable`; the timings stay the study's)."""
+        timed = self.rejection.check_reachable(
+            lambda config, i: self._compress_to(self.work_dir / f"budget_probe_{i}.onnx", config))
+        if timed and self.verbose:
+            logger.info(f"budgets: met by a graph of this space untrained ({timed} graph(s) timed or read first)")
+
     def _compress(self, trial: optuna.Trial, config: CompressionConfig) -> Any:
-        return compress(self.workload, config, self.work_dir / f"trial_{trial.number}.onnx",
+        return self._compress_to(self.work_dir / f"trial_{trial.number}.onnx", config)
+
+    def _compress_to(self, path: Path, config: CompressionConfig) -> Any:
+        return compress(self.workload, config, path,
                         settings=self.space.finetune, teacher=self.teacher, seed=self.seed,
                         checkpoints=self.checkpoints, horizon=self.space.finetune_epochs[1],
                         base_digest=self.base_digest, input_transform=self.inputs_for(config))
@@ -479,9 +492,21 @@ def run_study(workload: Workload, space: SearchSpace, *, target: LatencyModel, n
         base = start(study, workload, space, target, store, work_dir, n_trials, steady=steady)
         objective = steady(lambda: Objective(study, workload, space, target, base, store, work_dir, seed, verbose,
                                              after_trial, checkpoints))
+        check_timeout(timeout_s, base)
+        steady(objective.check_reachable)
         optimize(study, objective, n_trials, len(distinct_models(space.configs())), callbacks, timeout_s, storage=storage, grace_s=grace_s,
                  reconnect=reconnect)
     return study
+
+
+def check_timeout(timeout_s: float | None, base: BaseRecord) -> None:
+    """A wall-clock budget shorter than the base's own export, evaluation and timing (what every trial does at
+    least, before any training) fits no trial: refused in one line before the first."""
+    least = base.measure_seconds
+    if timeout_s is not None and least is not None and timeout_s < least:
+        raise ConfigError("timeout", timeout_s, f"is shorter than one trial: the base's export, evaluation and timing "
+                          f"alone took {least:.3g} s here and every trial does as much before any training; give "
+                          f"at least {math.ceil(least * 2)} s, or none")
 
 
 def n_complete(study: optuna.Study) -> int:

@@ -229,6 +229,7 @@ def run_worker(
             study, wl, space, latency_model, BaseRecord.of(study), store, Path(tmp), space.seed, verbose,
             checkpoints=store.checkpoints(), queue_unseen=False,
             after_trial=lambda trial, folder: upload_trial_files(trial, store, folder)))
+        steady(objective.check_reachable)  # the first worker times the probes, the others read the study's timings
         try:
             return _work(study, objective, space, n_trials, verbose, storage_obj, grace_s, reconnect)
         except Exception as exc:

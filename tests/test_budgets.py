@@ -5,42 +5,60 @@ from __future__ import annotations
 
 import logging
 
+import optuna
 import pytest
 
 from lepton_search import SearchSpace, search
 from lepton_search.errors import ConfigError
-from lepton_search.records import DOMINATED, REJECTED, trial_constraints
+from lepton_search.records import DOMINATED, REJECTED, BaseRecord, trial_constraints
+
+
+def _fp32_mb(workload) -> float:
+    return sum(p.numel() for p in workload.model.parameters()) * 4 / 1e6
 
 
 def test_over_budget_config_runs_no_training_step(digits_mlp, sqlite_url, monkeypatch, caplog):
-    from lepton_search import training
     from lepton_search.techniques import finetune
 
-    def no_training(*args, **kwargs):
-        raise AssertionError("a config over budget must not train")
-
-    monkeypatch.setattr(finetune, "fit", no_training)
-    monkeypatch.setattr(training, "fit", no_training)
-    space = SearchSpace(prune_ratio=(0.0, 0.0, 0.25), bits=(32, 16), finetune_epochs=(1, 1), max_size_mb=1e-6,
-                        max_accuracy_drop_pts=5.0, trials=2)
+    fits = []
+    fit = finetune.fit
+    monkeypatch.setattr(finetune, "fit", lambda *a, **k: fits.append(1) or fit(*a, **k))
+    # the FP32 graph (the base's) is over the size budget, the FP16 graph under it
+    space = SearchSpace(prune_ratio=(0.0, 0.0, 0.25), bits=(32, 16), finetune_epochs=(1, 1),
+                        max_size_mb=0.75 * _fp32_mb(digits_mlp), max_accuracy_drop_pts=5.0, trials=2)
     with caplog.at_level(logging.INFO, logger="lepton_search"):
         result = search(digits_mlp, space, n_trials=2, storage=sqlite_url, study_name="b", verbose=True,
                         callbacks=[], remeasure=False)
-    # what the log, trials() and the sampler say is what happened: rejected, nothing trained
+    # what the log, trials() and the sampler say is what happened: FP32 rejected, nothing trained for it
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trial ") and " p50 " in r.getMessage()]
-    assert len(lines) == 2 and all("rejected (over budget before fine-tuning: max_size_mb missed by" in line
-                                   and " ft " not in line for line in lines), lines
-    assert result.trials()["rejected"].str.startswith("over budget before fine-tuning").all()
-    trials = result.study.get_trials()
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 2
-    for t in complete:
-        assert t.user_attrs[REJECTED].startswith("over budget before fine-tuning: max_size_mb missed by")
-        values = trial_constraints(result.study, t)
-        assert values["max_size_mb"] > 0 and "max_accuracy_drop_pts" in values
-        assert t.user_attrs["finetune_seconds"] == 0
-        assert t.system_attrs["constraints"]  # the form optuna-dashboard 0.21 reads
-    assert result.pareto().empty  # nothing feasible
+    rejected = [line for line in lines if "rejected (over budget before fine-tuning: max_size_mb missed by" in line]
+    assert len(lines) == 2 and len(rejected) == 1 and " ft " not in rejected[0], lines
+    complete = {t.params.get("bits", 32): t for t in result.study.get_trials() if t.state.name == "COMPLETE"}
+    assert set(complete) == {32, 16}
+    over, under = complete[32], complete[16]
+    assert over.user_attrs[REJECTED].startswith("over budget before fine-tuning: max_size_mb missed by")
+    values = trial_constraints(result.study, over)
+    assert values["max_size_mb"] > 0 and "max_accuracy_drop_pts" in values
+    assert over.user_attrs["finetune_seconds"] == 0 and over.system_attrs["constraints"]  # the form the dashboard reads
+    assert REJECTED not in under.user_attrs and under.user_attrs["finetune_seconds"] > 0
+    assert len(fits) == 1  # the FP16 config's epoch only
+
+
+def test_a_space_whose_every_graph_breaks_a_budget_is_refused_before_training(digits_mlp, sqlite_url, monkeypatch):
+    from lepton_search.techniques import finetune
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("nothing may train in a space no graph of which meets its budgets")
+
+    monkeypatch.setattr(finetune, "fit", no_training)
+    space = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 16), finetune_epochs=(1, 1), max_size_mb=1e-6,
+                        trials=2)
+    with pytest.raises(ConfigError, match=r"^constraints.max_size_mb: got 1e-06; no graph of this space meets it: "
+                                          r"all 6 timed untrained before any training \(the closest, s0\.50/fp16/ft0,"):
+        search(digits_mlp, space, n_trials=2, storage=sqlite_url, study_name="none", verbose=False, callbacks=[])
+    study = optuna.load_study(study_name="none", storage=sqlite_url)
+    assert study.trials == [] and BaseRecord.of(study) is not None  # refused before any trial; the base kept
+    assert sum(k.startswith("graph_latency:") for k in study.user_attrs) == 5  # the timings stay (the base's is its own)
 
 
 def test_budgets_that_fit_train_as_usual(digits_mlp, sqlite_url):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 
+import optuna
 import pytest
 
 from lepton_search import SearchSpace, search
 from lepton_search.errors import ConfigError
+from lepton_search.records import BaseRecord
 
 
 @pytest.mark.slow
@@ -27,10 +29,18 @@ def test_gp_sampler_with_sampled_prune_methods_records_test_accuracy(digits_mlp,
 
 def test_timeout_stops_between_trials(digits_mlp, sqlite_url):
     space = SearchSpace(prune_ratio=(0.0, 0.5, 0.25), bits=(32, 8), finetune_epochs=(0, 1), trials=12)
+    # a budget shorter than one trial is refused before the first: the base's own measuring is the least a trial does
+    with pytest.raises(ConfigError, match=r"^timeout: got 1e-06; is shorter than one trial: the base's export, "
+                                          r"evaluation and timing alone took [0-9.e+-]+ s here"):
+        search(digits_mlp, space, n_trials=12, storage=sqlite_url, study_name="t", verbose=False, callbacks=[],
+               timeout=1e-6)
+    least = BaseRecord.of(optuna.load_study(study_name="t", storage=sqlite_url)).measure_seconds
+    assert least > 0
     start = time.perf_counter()
     result = search(digits_mlp, space, n_trials=12, storage=sqlite_url, study_name="t", verbose=False,
-                    callbacks=[], timeout=1e-6)
-    assert len(result.study.trials) == 1  # the first trial starts; none after the budget is spent
+                    callbacks=[], timeout=least)  # the same study resumed, its base as stored
+    done = [t for t in result.study.trials if t.state.name == "COMPLETE"]
+    assert 1 <= len(done) < 11  # the first trial starts; it stops between trials once the budget is spent
     assert time.perf_counter() - start < 60
 
 
