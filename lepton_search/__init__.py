@@ -27,7 +27,7 @@ _EXPORTS = {
     # what is searched
     "SearchSpace": "lepton_search.space", "CompressionConfig": "lepton_search.space",
     "FinetuneSettings": "lepton_search.space", "LatencySettings": "lepton_search.space",
-    "default_space": "lepton_search.space", "transformer_space": "lepton_search.space",
+    "default_space": "lepton_search.space", "transformer_space": "lepton_search.default_spaces",
     # what it is searched on
     "Workload": "lepton_search.workloads", "InputSpec": "lepton_search.workloads",
     "list_workloads": "lepton_search.workloads", "migrate": "lepton_search.workloads.transfer",

@@ -8,10 +8,11 @@ from pathlib import Path
 import optuna
 
 from lepton_search import workloads
+from lepton_search.default_spaces import default_space_for
 from lepton_search.errors import ConfigError
 from lepton_search.faults import PoliteStop, ReconnectSettings
 from lepton_search.latency import LatencyModel
-from lepton_search.logging import stage, verbosity
+from lepton_search.logging import logger, stage, verbosity
 from lepton_search.results.card import upload_trial_files
 from lepton_search.results.notes import RoleNotes
 from lepton_search.results.remeasure import remeasure_front
@@ -45,7 +46,13 @@ def search(
         >>> result = search("digits-mlp", SearchSpace(bits=(32, 8), finetune_epochs=(0, 1)), n_trials=3)  # doctest: +SKIP
         >>> result.pareto()  # doctest: +SKIP
     """
-    space = space or default_space()
+    if space is None:  # the default of the workload's kind of model (`default_spaces`): the workload first
+        make_target(target, default_space())  # an unknown target fails before any data is loaded
+        if isinstance(workload, str):
+            workload = workloads.get(workload)
+        space, why = default_space_for(workload)
+        with verbosity(verbose):
+            logger.info(f"space: {why}; pass a SearchSpace to choose another")
     seed = space.seed if seed is None else seed
     n_trials = space.trials if n_trials is None else n_trials
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:

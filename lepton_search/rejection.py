@@ -33,13 +33,11 @@ from lepton_search.workloads import Workload
 MAX_BUDGET_PROBES = 64  # graphs `check_reachable` times at most before the search goes on
 
 
-def _most_compressed_first(config: CompressionConfig) -> tuple:
-    """Sort key: more knobs off their no-op first, then the higher prune ratio and fewer bits. Only the order of
-    the budget probes (a well-ordered space meets its budgets at the first probe): every graph is timed anyway
-    before the space is refused."""
+def _most_compressed_first(config: CompressionConfig) -> int:
+    """Sort key: more knobs off their no-op first. Only the order of the budget probes (the most compressed graph
+    tends to meet a budget at the first probe): every graph is timed before a space is refused."""
     shaped = graph_config(config)
-    off = sum(shaped[k.name] != k.noop for k in KNOBS)
-    return -off, -float(shaped.get("prune_ratio", 0.0)), float(shaped.get("bits", 32))
+    return -sum(shaped[k.name] != k.noop for k in KNOBS)
 
 
 def dominated_before_training(latency_ms: float, found: Sequence[tuple[float, float]],

@@ -22,7 +22,7 @@ from lepton_search.knobs import KNOB_NAMES, KNOBS, PRUNE_METHODS, SUPPORTED_BITS
 
 __all__ = ["ANCHORS", "BUDGETS", "CONSTRAINTS", "DEFAULT_SPACE_PATH", "EARLY_REJECT", "KNOBS", "KNOB_NAMES",
            "OBJECTIVES", "PRUNE_METHODS", "SAMPLERS", "SUPPORTED_BITS", "CompressionConfig", "FinetuneSettings",
-           "Knob", "LatencySettings", "SearchSpace", "default_space", "transformer_space"]
+           "Knob", "LatencySettings", "SearchSpace", "default_space"]
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize",
               "usd_per_million_inferences": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "front")  # samplers.SAMPLER_REGISTRY builds each (a test checks)
@@ -362,14 +362,6 @@ FINETUNE_OPTIMIZERS = ("auto", "sgd", "adamw")
 def default_space() -> SearchSpace:
     """The embedded default search (`search_spaces/default.yaml`: the demo's CNN)."""
     return SearchSpace.from_yaml(DEFAULT_SPACE_PATH)
-
-
-def transformer_space(*, tokens: bool = True) -> SearchSpace:
-    """The default search for a Transformer classifier (`search_spaces/transformer.yaml`): tokens, layers, heads and
-    FFN channels, INT8, distillation epochs. `tokens=False` (a model without token inputs, e.g. a ViT) leaves
-    `seq_len` out: the file's knob would be refused on it."""
-    space = SearchSpace.from_yaml(TRANSFORMER_SPACE_PATH)
-    return space if tokens else dataclasses.replace(space, seq_len=(0,))
 
 
 # ---- validation helpers -----------------------------------------------------------------

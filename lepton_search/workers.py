@@ -28,6 +28,7 @@ import optuna
 import torch
 
 from lepton_search import records, workloads
+from lepton_search.default_spaces import default_space_for
 from lepton_search.errors import ConfigError, did_you_mean
 from lepton_search.faults import DigestMismatch, PoliteStop, ReconnectSettings, is_connection_lost
 from lepton_search.graphs import distinct_models
@@ -35,7 +36,7 @@ from lepton_search.logging import logger, verbose_call
 from lepton_search.records import BaseRecord, WorkerSetup
 from lepton_search.results.card import upload_trial_files
 from lepton_search.results.notes import RoleNotes
-from lepton_search.space import SearchSpace
+from lepton_search.space import SearchSpace, default_space
 from lepton_search.storage import (
     HeartbeatSettings,
     TrialFiles,
@@ -87,12 +88,13 @@ class WorkerReport:
 
 @verbose_call
 def init_study(
-    storage: str, study_name: str, space: SearchSpace, *, workload: str = "fashion-mnist-cnn",
+    storage: str, study_name: str, space: SearchSpace | None, *, workload: str = "fashion-mnist-cnn",
     data_dir: str | None = None, target: str = "host-cpu", artifacts: str | Path | None = None,
     reconnect: ReconnectSettings | None = None, verbose: bool = True,
 ) -> optuna.Study:
-    """Create the study and its base model once (idempotent: a second call checks and returns). Each storage call
-    waits for a database that went away as `reconnect` says."""
+    """Create the study and its base model once (idempotent: a second call checks and returns). `space` None: the
+    default of the workload's kind of model (`default_spaces`; a study already initialised keeps its own). Each
+    storage call waits for a database that went away as `reconnect` says."""
     from lepton_search.paths import safe_name
     from lepton_search.study import (
         check_target,
@@ -108,8 +110,9 @@ def init_study(
     safe_name("study_name", study_name)
     spec = WorkloadSpec(workload, data_dir)
     spec.check()
-    latency_model = make_target(target, space)
-    check_target(space, latency_model)
+    latency_model = make_target(target, space or default_space())  # an unknown target fails before any data is read
+    if space is not None:
+        check_target(space, latency_model)
     steady = steady_calls(reconnect, redact(storage))
     storage_obj = steady(lambda: open_storage(storage))
     store = open_artifact_store(artifacts, storage)
@@ -120,12 +123,18 @@ def init_study(
             # the space as asked for (the stored one may have had knobs that cannot act dropped)
             asked = steady(lambda: records.requested_space(study))
             setup = steady(lambda: WorkerSetup.read(study))
-            if setup.workload != asdict(spec) or setup.target != target or not same_space(asked, space):
+            if setup.workload != asdict(spec) or setup.target != target or (space is not None
+                                                                             and not same_space(asked, space)):
                 raise ConfigError("study_name", study_name, f"was initialised with workload {setup.workload}, "
                                   f"target {setup.target!r} and its own space; use a new study name")
             _log(verbose, f"init: study {study_name!r} already initialised; start workers")
             return study
     wl = spec.build()
+    if space is None:
+        space, why = default_space_for(wl)
+        _log(verbose, f"init: space {why}; give a space file to choose another")
+        latency_model = make_target(target, space)
+        check_target(space, latency_model)
     with tempfile.TemporaryDirectory(prefix="lepton_init_") as tmp:
         work_dir = Path(tmp)
         acting = prepare(wl, space, latency_model, work_dir, verbose=verbose)  # what `search` refuses, refused here

@@ -48,7 +48,8 @@ CORE = {
 }
 # Knobs added through the extension point: a file beyond their technique's is an exception with its reason.
 EXCEPTIONS = {
-    "seq_len": {"space.py": "transformer_space: the image family's default space leaves it out"},
+    "seq_len": {"default_spaces.py": "the default spaces: scaled to the model's length, left out without tokens"},
+    "layers": {"default_spaces.py": "the default space scaled to the model's depth"},
     "int8_mode": {"techniques/fusion.py": "fusion refuses the static INT8 route"},
 }
 

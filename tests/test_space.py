@@ -94,7 +94,7 @@ def test_python_defaults_and_default_yaml_differ_only_where_named():
 
 
 def test_the_transformer_space_searches_tokens_layers_and_width():
-    from lepton_search.space import transformer_space
+    from lepton_search.default_spaces import transformer_space
 
     space = transformer_space()
     assert space.domain("seq_len") == [0, 32, 64] and space.domain("layers") == [0, 3, 4]

@@ -78,8 +78,8 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
             timeout: float | None, grace_s: float, db_retries: int, db_max_wait_s: float) -> None:
     """Run (or resume) a search. With no SPACE, the embedded default on Fashion-MNIST."""
     from lepton_search import SearchSpace, default_space, search
+    from lepton_search.default_spaces import default_space_for
     from lepton_search.results.report import front_table
-    from lepton_search.space import transformer_space
     from lepton_search.storage import (
         DEFAULT_STORAGE,
         artifact_store_for,
@@ -87,7 +87,6 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
         open_storage,
     )
     from lepton_search.study import make_target
-    from lepton_search.techniques import families
 
     _quiet_optuna()
     space_obj = SearchSpace.from_yaml(space) if space else default_space()
@@ -108,11 +107,10 @@ def run_cmd(space: str | None, storage: str | None, study_name: str | None, tria
         answered(lambda: open_storage(url), reconnect, redact(url))
     artifact_store_for(storage or DEFAULT_STORAGE, artifacts)  # a folder that cannot be written, likewise
     wl = _workload(workload, data_dir)
-    if not space and families.family_of(wl.model) is not None:  # a Transformer of a family record
-        tokens = wl.seq_len is not None
-        space_obj = _with_sampler(transformer_space(tokens=tokens), sampler)
-        what = "tokens, layers, heads, INT8" if tokens else "layers, heads, INT8; no seq_len: the model takes no tokens"
-        click.echo(f"space: search_spaces/transformer.yaml (a Transformer encoder: {what})", err=True)
+    if not space:  # the default of the workload's kind of model, scaled to its depth and length
+        default, why = default_space_for(wl)
+        space_obj = _with_sampler(default, sampler)
+        click.echo(f"space: search_spaces/{why}", err=True)
     result = search(wl, space_obj, target=target, n_trials=trials, storage=storage, study_name=study_name,
                     artifacts=artifacts, timeout=timeout, grace_s=grace_s, reconnect=reconnect)
     click.echo(front_table(result))

@@ -23,12 +23,12 @@ ARTIFACTS_HELP = ("Artifact store every worker reaches: a shared folder, or s3:/
 def init_cmd(space: str | None, storage: str, study_name: str, workload: str, data_dir: str | None,
              target: str, artifacts: str | None) -> None:
     """Create a study for workers: store the space, the workload and the base model (made once)."""
-    from lepton_search import SearchSpace, default_space
+    from lepton_search import SearchSpace
     from lepton_search.storage import redact
     from lepton_search.workers import init_study
 
     _quiet_optuna()
-    space_obj = SearchSpace.from_yaml(space) if space else default_space()
+    space_obj = SearchSpace.from_yaml(space) if space else None  # None: the default of the workload's kind
     init_study(storage, study_name, space_obj, workload=workload, data_dir=data_dir, target=target,
                artifacts=artifacts)
     click.echo(f"next, on any machine that reaches the storage and the artifact store:\n"
