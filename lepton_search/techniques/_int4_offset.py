@@ -15,7 +15,7 @@ input) and C [blocks, N] = offset + 8 * scale, FP32 (one value per block per col
 symmetric INT4).
 
 Example:
-    >>> w = np.arange(64, dtype=np.float32).reshape(64, 1)
+    >>> w = (np.arange(64) % 16 * 0.5 - 1.0).astype(np.float32).reshape(64, 1)  # on a 4-bit grid already
     >>> q, scale, offset = block_min_max(w, 32)
     >>> np.allclose(scale[:, :, None] * q + offset[:, :, None], w.T.reshape(1, 2, 32))
     True

@@ -16,6 +16,8 @@ FP32 between nodes; Conv and Gemm weights are left FP32 (recorded as such).
 `int4_zero_point` "float" (asymmetric only): each block's own min/max grid, w = scale * q + offset with a float
 offset (GGUF Q4_1's grid), written by `_int4_offset` as symmetric MatMulNBits plus an exact block-sum correction
 (ONNX Runtime's quantizer has no float zero points, and its CPU kernel runs float ones ~70x slower).
+`quantize_tied_head` (before `quantize_weights`): a tied embedding and LM head stored once, 8-bit blocks
+(`GatherBlockQuantized` + 8-bit `MatMulNBits`), GGUF Q8_0's grid; not a knob yet (experiments/llm_front.py uses it).
 
 A base that is itself a dequantized 4-bit model (bbc-smollm2's SmolLM2 GGUF, Q4_1 in blocks of 32) is near the grid
 that blocks of 32 re-make; compare at block 128 too, and say which.
@@ -36,9 +38,11 @@ from lepton_search.knobs import INT4_ACCURACY_LEVELS, INT4_BLOCKS, INT4_ZERO_POI
 from lepton_search.logging import routed_to_debug
 from lepton_search.space import SearchSpace
 from lepton_search.techniques._int4_offset import quantize_offset
+from lepton_search.techniques._tied_head import quantize_tied_head
 from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict
 
 OP_TYPE = "MatMulNBits"  # com.microsoft
+__all__ = ["Int4Settings", "MatMulNBits", "nbits_nodes", "quantize_tied_head", "quantize_weights", "weight_widths"]
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,42 @@ def test_compress_takes_the_float_offset_from_the_knobs(tmp_path):
     cand = compress(wl, config, tmp_path / "a.onnx", settings=settings)
     assert matmul_nbits.nbits_nodes(onnx.load(str(cand.onnx_path))) == 8
     assert cand.quantization["detail"] == "blocks of 32, asymmetric, float offset (min/max), default accuracy level"
+
+
+def test_a_tied_head_is_stored_once_at_8_bits_and_a_q8_0_table_round_trips(tmp_path):
+    """The tiny Llama's tied table put on a Q8_0 grid (d * q, q -127..127 hitting +-127 each block of 32): after
+    `quantize_tied_head` the graph holds one 8-bit table (GatherBlockQuantized + MatMulNBits) and, at accuracy level
+    0, gives the FP32 logits."""
+    from lepton_search.techniques._tied_head import quantize_tied_head
+    from lepton_search.techniques.export import to_onnx
+    from lepton_search.workloads.hf import HFLogits
+
+    from .test_matmul_nbits import tiny_causal_llama
+
+    model = tiny_causal_llama()
+    rng = np.random.default_rng(2)
+    table = model.model.embed_tokens.weight.detach().numpy()
+    q = rng.integers(-127, 128, table.shape)
+    q[:, ::32] = 127
+    d = rng.uniform(0.001, 0.02, (table.shape[0], table.shape[1] // 32, 1)).astype(np.float16).astype(np.float32)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(torch.from_numpy((q.reshape(d.shape[0], -1, 32) * d).reshape(table.shape)))
+    ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(0))
+    graph = to_onnx(HFLogits.wrap(model, n_inputs=2), (ids, torch.ones_like(ids)), tmp_path / "fp32.onnx",
+                    names=["input_ids", "attention_mask"])
+    out = quantize_tied_head(graph, block=32, accuracy_level=0)
+    ops = [n.op_type for n in out.graph.node]
+    assert ops.count("GatherBlockQuantized") == 1 and ops.count("MatMulNBits") == 1
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    copies = {name for name, w in inits.items() if w.shape in (table.shape, table.shape[::-1])
+              and np.array_equal(w.reshape(-1, 64) if w.shape == table.shape else w.T, model.model.embed_tokens.weight
+                                 .detach().numpy())}
+    assert len(copies) == 2 and not copies & {i.name for i in out.graph.initializer}  # both FP32 copies are gone
+    import onnxruntime as ort
+
+    feeds = {"input_ids": ids.numpy(), "attention_mask": np.ones_like(ids.numpy())}
+    want, got = (ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+                 for m in (graph, out))
+    assert np.abs(got - want).max() < 1e-4 * np.abs(want).max()
+    with pytest.raises(ConfigError, match="no embedding Gather tied"):
+        quantize_tied_head(linear_net([np.ones((64, 8), np.float32)]))
