@@ -20,7 +20,7 @@ rounds interleaved (`latency.decode.measure_decode`, an `InferenceSession` drivi
 objective, and all threads); a figure is the median over rounds of each round's median; peak RSS from one
 isolated run a file (1 thread). Chosen: the fastest of ours (1 thread) at val perplexity <= 1.05x the base's.
 
-    PYTHONPATH=. python experiments/llm_front.py            # the full run (~10 min here)
+    PYTHONPATH=. python experiments/llm_front.py            # the full run (12 files: ~15-20 min on an idle 2-core host)
     PYTHONPATH=. python experiments/llm_front.py --quick    # a small slice (for the slow test)
 """
 
