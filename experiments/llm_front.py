@@ -9,7 +9,10 @@ Files, each a folder `onnxruntime_genai.Model(folder)` loads:
   -e cpu` on the dequantized model saved as a Hugging Face folder (int4: its CPU defaults, blocks of 32,
   symmetric, accuracy level 4, LM head included);
 - `ours-fp32` (`techniques.generation.export_for_generation`) and `ours-int4-b{32,128}-{sym,asym}` (its graph
-  through `MatMulNBits`, accuracy level 4, every MatMul of a constant weight: the LM head too).
+  through `MatMulNBits`, accuracy level 4, every MatMul of a constant weight: the LM head too), and
+  `ours-int4-b{32,64,128}-float` (`int4_zero_point` "float": each block's min/max offset, at block 32 the GGUF's own
+  Q4_1 grid, re-made exactly); `-h8`: the tied embedding and LM head stored once as 8-bit blocks of 32
+  (`matmul_nbits.quantize_tied_head`: the GGUF's Q8_0 `token_embd` grid, re-made exactly).
 
 Perplexity: val and test windows of `--seq-len` tokens scored from each file (`evaluate.lm_file`). Timing: the same
 prompt (the first `--prompt` tokens of a test article), the same `--new` greedy tokens, every file in every round,
@@ -17,7 +20,7 @@ rounds interleaved (`latency.decode.measure_decode`, an `InferenceSession` drivi
 objective, and all threads); a figure is the median over rounds of each round's median; peak RSS from one
 isolated run a file (1 thread). Chosen: the fastest of ours (1 thread) at val perplexity <= 1.05x the base's.
 
-    PYTHONPATH=. python experiments/llm_front.py            # the full run (~10 min here)
+    PYTHONPATH=. python experiments/llm_front.py            # the full run (12 files: ~15-20 min on an idle 2-core host)
     PYTHONPATH=. python experiments/llm_front.py --quick    # a small slice (for the slow test)
 """
 
@@ -39,11 +42,17 @@ from lepton_search.evaluate.lm_file import file_log_loss
 from lepton_search.latency.cpu_identity import this_cpu
 from lepton_search.latency.decode import measure_decode, measure_isolated
 from lepton_search.techniques import generation
-from lepton_search.techniques.matmul_nbits import Int4Settings, quantize_weights
+from lepton_search.techniques.matmul_nbits import Int4Settings, quantize_tied_head, quantize_weights
 from lepton_search.workloads.bbc_smollm2 import BASE, GGUF_FILE, bbc_smollm2, gguf_folder, load_model
 
 RESULTS = Path(__file__).parent / "results" / "llm_front.json"
-PLANNED = [(32, True), (32, False), (128, True), (128, False)]  # (block, symmetric), accuracy level 4
+# (block, symmetric, zero point, tied head at 8 bits), accuracy level 4; "float": each block's min/max offset (the
+# GGUF's own Q4_1 grid at 32); tied head: embedding and LM head one 8-bit table (the GGUF's Q8_0 grid), else the LM
+# head INT4 with the others and the embedding FP32
+PLANNED = [(32, True, "int", False), (32, False, "float", False), (32, False, "float", True), (32, True, "int", True),
+           (32, False, "int", False), (64, False, "float", True), (128, True, "int", False), (128, False, "float", True),
+           (128, False, "int", False)]
+QUICK = PLANNED[:3]
 
 
 def tokenizer():
@@ -71,15 +80,18 @@ def builder_files(model, tok, work: Path) -> dict[str, Path]:
     return out
 
 
-def our_files(model, tok, work: Path, planned: list[tuple[int, bool]]) -> dict[str, Path]:
+def our_files(model, tok, work: Path, planned: list[tuple[int, bool, str, bool]]) -> dict[str, Path]:
     fp32 = generation.export_for_generation(model, work / "ours-fp32", tokenizer=tok)
     layout = generation.GenerationLayout.of(model)
     out = {"ours-fp32": fp32}
     graph = onnx.load(str(fp32))
-    for block, symmetric in planned:
-        name = f"ours-int4-b{block}-{'sym' if symmetric else 'asym'}"
-        out[name] = generation.write_folder(work / name, quantize_weights(graph, Int4Settings(block, symmetric, 4)),
-                                            layout, tokenizer=tok, config=model.config)
+    tied = quantize_tied_head(graph, block=32, accuracy_level=4)
+    for block, symmetric, zero_point, head8 in planned:
+        name = f"ours-int4-b{block}-{'sym' if symmetric else 'float' if zero_point == 'float' else 'asym'}" + \
+            ("-h8" if head8 else "")
+        settings = Int4Settings(block, symmetric, 4, zero_point)
+        out[name] = generation.write_folder(work / name, quantize_weights(tied if head8 else graph, settings), layout,
+                                            tokenizer=tok, config=model.config)
     return out
 
 
@@ -127,11 +139,11 @@ def choose(rows: dict[str, dict], base: str, peer: str) -> tuple[str, str]:
 
 
 def table(rows: dict[str, dict], base: str, peer: str) -> str:
-    head = (f"{'file':24} {'val ppl':>8} {'test ppl':>8} {'tok/s 1t':>8} {'x base':>6} {'x peer':>6} "
+    head = (f"{'file':27} {'val ppl':>8} {'test ppl':>8} {'tok/s 1t':>8} {'x base':>6} {'x peer':>6} "
             f"{'prefill ms':>10} {'tok/s all':>9} {'MB':>6} {'RSS MB':>7}")
     lines = [head]
     for name, r in rows.items():
-        lines.append(f"{name:24} {r['val_perplexity']:8.2f} {r['test_perplexity']:8.2f} {r['decode_tokens_per_s']:8.1f} "
+        lines.append(f"{name:27} {r['val_perplexity']:8.2f} {r['test_perplexity']:8.2f} {r['decode_tokens_per_s']:8.1f} "
                      f"{r['decode_tokens_per_s'] / rows[base]['decode_tokens_per_s']:6.2f} "
                      f"{r['decode_tokens_per_s'] / rows[peer]['decode_tokens_per_s']:6.2f} {r['prefill_ms']:10.1f} "
                      f"{r['decode_tokens_per_s_all_threads']:9.1f} {r['file_mb']:6.1f} {r['peak_rss_mb']:7.0f}")
@@ -141,7 +153,7 @@ def table(rows: dict[str, dict], base: str, peer: str) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small slice: 4 windows a split, 16-token prompt, "
-                        "8 new tokens, 1 round, two INT4 configs")
+                        "8 new tokens, 1 round, three INT4 configs (b32 symmetric, b32 float offset, and with the tied 8-bit head)")
     parser.add_argument("--work", default="/tmp/lepton_llm_front", help="folder for the files")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--rounds", type=int, default=3)
@@ -149,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--new", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=128)
     args = parser.parse_args(argv)
-    windows, rounds, prompt_n, new, planned = (4, 1, 16, 8, PLANNED[::2]) if args.quick else \
+    windows, rounds, prompt_n, new, planned = (4, 1, 16, 8, QUICK) if args.quick else \
         (32, args.rounds, args.prompt, args.new, PLANNED)
     started = time.time()
     wl = bbc_smollm2(seq_len=args.seq_len, windows={"train": 1, "val": windows, "test": windows}, limit=None)

@@ -39,6 +39,7 @@ FUSIONS = ("off", "ort")  # techniques.fusion
 # activations' arithmetic ONNX Runtime may use (0: unset; 1 FP32, 2 FP16, 3 BF16, 4 INT8)
 INT4_BLOCKS = (0, 16, 32, 64, 128, 256)
 INT4_ACCURACY_LEVELS = (0, 1, 2, 3, 4)
+INT4_ZERO_POINTS = ("int", "float")
 PRUNE_METHODS = ("structured", "global", "unstructured")
 DEFAULT_STEP = 0.05  # the step of a float range given as (low, high)
 # How a fresh study's anchors (`SearchSpace.anchor_configs`: quantization alone) set a knob:
@@ -401,6 +402,10 @@ def _int4_accuracy_level(value: Any) -> str | None:
     return None if ok else f"choose from {list(INT4_ACCURACY_LEVELS)} (0: unset, 4: INT8 activations)"
 
 
+def _int4_zero_point(value: Any) -> str | None:
+    return None if value in INT4_ZERO_POINTS else f"choose from {list(INT4_ZERO_POINTS)} (float: a min/max offset a block)"
+
+
 def _embedding_bits(value: Any) -> str | None:
     ok = value in (32, 8, 4) and not isinstance(value, bool)
     return None if ok else "unsupported embedding table width; choose from [32, 8, 4]"
@@ -480,5 +485,9 @@ KNOBS = KnobTable(
          help="shared values per Conv/Linear weight (k-means, centroids fine-tuned; 0: off): the FP32/FP16 file "
               "stores a codebook and 4/8-bit indices, which ONNX Runtime folds back to FP32 weights at load (same "
               "latency, smaller file)", applied_by="lepton_search.techniques.weight_sharing"),
+    Knob("int4_zero_point", Choices(("int",)), noop="int", check=_int4_zero_point,
+         help="asymmetric MatMulNBits blocks: int (a 4-bit zero point) or float (each block's min/max offset, the "
+              "grid of a GGUF Q4_1 file); acts where int4_symmetric is false",
+         applied_by="lepton_search.techniques.matmul_nbits"),
 )
 KNOB_NAMES: Sequence[str] = _Names(KNOBS)

@@ -1,5 +1,5 @@
 """Weight-only INT4 in blocks through ONNX Runtime's `MatMulNBits` (knobs `int4_block`, `int4_symmetric`,
-`int4_accuracy_level`): the 4-bit route language models are served with.
+`int4_accuracy_level`, `int4_zero_point`): the 4-bit route language models are served with.
 
 `MatMulNBitsQuantizer` replaces each MatMul whose weight is a constant 2-D matrix by one `com.microsoft::MatMulNBits`
 node: every `block_size` consecutive input rows of an output column share a scale (and, asymmetric, a 4-bit zero
@@ -12,6 +12,12 @@ FP32 between nodes; Conv and Gemm weights are left FP32 (recorded as such).
 `int4_block` 0 (its no-op) keeps the other 4-bit route, per-channel INT4 feeding a DequantizeLinear (`quantize`'s
 `int4_qdq`). The route record names what was done (`QuantizationRoute.detail`). Anchor: Optimum's
 `QuantizationConfig` / ONNX Runtime's `DefaultWeightOnlyQuantConfig`, checked when made (`Int4Settings`).
+
+`int4_zero_point` "float" (asymmetric only): each block's own min/max grid, w = scale * q + offset with a float
+offset (GGUF Q4_1's grid), written by `_int4_offset` as symmetric MatMulNBits plus an exact block-sum correction
+(ONNX Runtime's quantizer has no float zero points, and its CPU kernel runs float ones ~70x slower).
+`quantize_tied_head` (before `quantize_weights`): a tied embedding and LM head stored once, 8-bit blocks
+(`GatherBlockQuantized` + 8-bit `MatMulNBits`), GGUF Q8_0's grid; not a knob yet (experiments/llm_front.py uses it).
 
 A base that is itself a dequantized 4-bit model (bbc-smollm2's SmolLM2 GGUF, Q4_1 in blocks of 32) is near the grid
 that blocks of 32 re-make; compare at block 128 too, and say which.
@@ -28,12 +34,15 @@ from dataclasses import dataclass
 import onnx
 
 from lepton_search.errors import ConfigError
-from lepton_search.knobs import INT4_ACCURACY_LEVELS, INT4_BLOCKS
+from lepton_search.knobs import INT4_ACCURACY_LEVELS, INT4_BLOCKS, INT4_ZERO_POINTS
 from lepton_search.logging import routed_to_debug
 from lepton_search.space import SearchSpace
+from lepton_search.techniques._int4_offset import quantize_offset
+from lepton_search.techniques._tied_head import quantize_tied_head
 from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict
 
 OP_TYPE = "MatMulNBits"  # com.microsoft
+__all__ = ["Int4Settings", "MatMulNBits", "nbits_nodes", "quantize_tied_head", "quantize_weights", "weight_widths"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +53,14 @@ class Int4Settings:
     block_size: int
     symmetric: bool
     accuracy_level: int
+    zero_point: str = "int"  # asymmetric: a 4-bit integer zero point, or a float offset ("float", `_int4_offset`)
 
     def __post_init__(self) -> None:
+        if self.zero_point not in INT4_ZERO_POINTS:
+            raise ValueError(f"Int4Settings.zero_point: got {self.zero_point!r}; one of {list(INT4_ZERO_POINTS)}")
+        if self.symmetric and self.zero_point != "int":
+            raise ValueError(f"Int4Settings.zero_point: got {self.zero_point!r} with symmetric=True (no zero point); "
+                             "give symmetric=False for a float offset, or zero_point='int'")
         if self.block_size not in INT4_BLOCKS or not self.block_size:
             raise ValueError(f"Int4Settings.block_size: got {self.block_size!r}; one of {list(INT4_BLOCKS[1:])}")
         if self.accuracy_level not in INT4_ACCURACY_LEVELS:
@@ -54,7 +69,9 @@ class Int4Settings:
 
     def summary(self) -> str:
         level = f"accuracy level {self.accuracy_level}" if self.accuracy_level else "default accuracy level"
-        return f"blocks of {self.block_size}, {'symmetric' if self.symmetric else 'asymmetric'}, {level}"
+        kind = "symmetric" if self.symmetric else "asymmetric, float offset (min/max)" if self.zero_point == "float" \
+            else "asymmetric"
+        return f"blocks of {self.block_size}, {kind}, {level}"
 
 
 def weight_widths(model: onnx.ModelProto) -> dict[str, int]:
@@ -76,6 +93,8 @@ def quantize_weights(model: onnx.ModelProto, settings: Int4Settings) -> onnx.Mod
     """`model` with every MatMul of a constant 2-D weight as a `MatMulNBits` node (see the module docstring); a
     block wider than the narrowest such MatMul's input is refused (`check_block`)."""
     check_block(weight_widths(model), settings.block_size)
+    if settings.zero_point == "float":
+        return quantize_offset(model, settings.block_size, settings.accuracy_level)
     with routed_to_debug():  # importing the quantizer calls logging.basicConfig(INFO); it logs every node
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -94,19 +113,22 @@ class MatMulNBits(Technique):
     """int4_block / int4_symmetric / int4_accuracy_level: at 4 bits with a block size, the plan's route becomes
     `MatMulNBits` with these settings (chosen before fine-tuning, applied by `quantize` with the others)."""
 
-    name, knobs, stage, order, keyed = "matmul_nbits", ("int4_block", "int4_symmetric", "int4_accuracy_level"), \
-        "graph", 1, False
+    name, keyed = "matmul_nbits", False
+    knobs, stage, order = ("int4_block", "int4_symmetric", "int4_accuracy_level", "int4_zero_point"), "graph", 1
 
     def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
         blocks = [b for b in space.domain("int4_block") if b]
-        settings = [v for v in space.domain("int4_symmetric") if v is not True] + \
-            [v for v in space.domain("int4_accuracy_level") if v]
+        settings = {name: [v for v in space.domain(name) if v != noop] for name, noop in
+                    (("int4_symmetric", True), ("int4_accuracy_level", 0), ("int4_zero_point", "int"))}
         if not blocks:
-            if settings:
-                name = "int4_symmetric" if False in space.domain("int4_symmetric") else "int4_accuracy_level"
-                raise ConfigError(f"knobs.{name}", settings[0], "acts on MatMulNBits files only: give int4_block "
-                                  f"one of {list(INT4_BLOCKS[1:])} (and 4 in bits), or remove the knob")
+            for name, values in settings.items():
+                if values:
+                    raise ConfigError(f"knobs.{name}", values[0], "acts on MatMulNBits files only: give int4_block "
+                                      f"one of {list(INT4_BLOCKS[1:])} (and 4 in bits), or remove the knob")
             return Verdict()
+        if settings["int4_zero_point"] and not settings["int4_symmetric"]:
+            raise ConfigError("knobs.int4_zero_point", settings["int4_zero_point"][0], "is the zero point of "
+                              "asymmetric blocks and int4_symmetric is only true: add false to int4_symmetric")
         if 4 not in space.bits:
             raise ConfigError("knobs.int4_block", blocks[0], f"acts on 4-bit files only and bits is "
                               f"{list(space.bits)}: add 4 to bits, or set int4_block to 0")
@@ -124,9 +146,11 @@ class MatMulNBits(Technique):
 
     def plan(self, build: Build) -> None:
         config = build.config
-        block, symmetric, level = config.int4_block, config.int4_symmetric, config.int4_accuracy_level
+        block, symmetric, level, zero_point = config.int4_block, bool(config.int4_symmetric), \
+            config.int4_accuracy_level, str(config.int4_zero_point)
+        zero_point = "int" if symmetric else zero_point  # symmetric blocks have none to choose
         if block and build.route.bits == 4:  # the plan quantize made from bits
-            build.route = build.route.with_settings(Int4Settings(int(block), bool(symmetric), int(level)))
+            build.route = build.route.with_settings(Int4Settings(int(block), symmetric, int(level), zero_point))
 
 
 TECHNIQUES = (MatMulNBits(),)

@@ -1,0 +1,80 @@
+"""A tied embedding and LM head stored once, 8-bit in blocks (`quantize_tied_head`): the LM head MatMul becomes
+`com.microsoft::MatMulNBits` (bits 8, symmetric: zero point 128 implied), and the embedding `Gather` a
+`GatherBlockQuantized` reading the same bytes and scales (through a Reshape), as ONNX Runtime GenAI's model builder
+shares them at 4 bits. Symmetric 8-bit blocks of 32 from each block's absolute max are GGUF Q8_0's grid (the
+SmolLM2 file's `token_embd`), re-made exactly.
+
+The exported FP32 graph holds the table twice (the Gather's [vocab, hidden] and the LM head's constant-folded
+transpose); both go. Written by hand: ONNX Runtime's quantizers neither tie the two nor make 8-bit blocks.
+
+Example:
+    >>> q, scale = absmax_blocks(np.array([[0.5, -1.0, 0.25, 0.0]], np.float32), 2)
+    >>> q.tolist(), scale.tolist()
+    ([[[192, 1], [255, 128]]], [[0.007874015718698502, 0.0019685039296746254]])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from lepton_search.errors import ConfigError
+
+LIMIT, ZERO = 127, 128  # 8-bit symmetric: q in -127..127, stored as q + 128 (MatMulNBits' implied zero point)
+
+
+def absmax_blocks(table: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """A [rows, width] table (width a multiple of `block`) as (q + 128 [rows, blocks, block] uint8, scale [rows,
+    blocks]), each block's scale its absolute max over 127."""
+    rows, width = table.shape
+    blocks = table.reshape(rows, width // block, block).astype(np.float32)
+    scale = (np.abs(blocks).max(-1) / LIMIT).astype(np.float32)
+    safe = np.where(scale > 0, scale, 1.0)[..., None]
+    q = np.clip(np.rint(blocks / safe), -LIMIT, LIMIT)
+    return (q + ZERO).astype(np.uint8), scale
+
+
+def quantize_tied_head(model: onnx.ModelProto, *, block: int = 32, accuracy_level: int = 4) -> onnx.ModelProto:
+    """A copy of `model` whose embedding Gather and LM head MatMul (a constant weight equal to the table's transpose)
+    read one 8-bit table (see the module docstring); refused in one line where the graph has no such pair."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    gather = next((n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits
+                   and len(inits[n.input[0]].dims) == 2 and int(inits[n.input[0]].dims[1]) % block == 0), None)
+    table = numpy_helper.to_array(inits[gather.input[0]]) if gather is not None else None
+    head = next((n for n in graph.node if table is not None and n.op_type == "MatMul" and n.input[1] in inits
+                 and tuple(inits[n.input[1]].dims) == table.shape[::-1]
+                 and np.array_equal(numpy_helper.to_array(inits[n.input[1]]), table.T)), None)
+    if head is None:
+        raise ConfigError("model", graph.name or "graph", f"has no embedding Gather tied to an LM head MatMul with a "
+                          f"width a multiple of {block}: quantize the head with the other MatMuls instead")
+    vocab, width = table.shape
+    q, scale = absmax_blocks(table, block)
+    name = "tied_embedding"
+    graph.initializer.extend([
+        numpy_helper.from_array(q, f"{name}_Q8"), numpy_helper.from_array(scale, f"{name}_scales"),
+        numpy_helper.from_array(np.array([vocab, width], np.int64), f"{name}_shape"),
+        numpy_helper.from_array(np.full((vocab, width // block), ZERO, np.uint8), f"{name}_zero_points")])
+    nodes = []
+    for node in graph.node:
+        if node is gather:
+            nodes += [helper.make_node("Reshape", [f"{name}_Q8", f"{name}_shape"], [f"{name}_rows"], name=f"{name}_Reshape"),
+                      helper.make_node("GatherBlockQuantized", [f"{name}_rows", node.input[1], f"{name}_scales",
+                                       f"{name}_zero_points"], list(node.output), name=f"{name}_Gather",
+                                       domain="com.microsoft", bits=8, block_size=block, gather_axis=0, quantize_axis=1)]
+        elif node is head:
+            nodes.append(helper.make_node("MatMulNBits", [node.input[0], f"{name}_Q8", f"{name}_scales"],
+                                          list(node.output), name=f"{name}_LMHead", domain="com.microsoft", K=width,
+                                          N=vocab, bits=8, block_size=block, accuracy_level=accuracy_level))
+        else:
+            nodes.append(node)
+    read = {name for node in nodes for name in node.input}  # the FP32 table goes unless another node reads it
+    kept = [i for i in graph.initializer if i.name not in {gather.input[0], head.input[1]} - read]
+    del graph.node[:], graph.initializer[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(kept)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return model
