@@ -548,7 +548,9 @@ def _settle(study: optuna.Study, storage: Any, number: int, reason: str, callbac
             records.fail_running(study, storage, number, reason)
         frozen = {t.number: t for t in study.get_trials(deepcopy=False)}[number]
     if frozen.state == optuna.trial.TrialState.FAIL and frozen.params:
-        study.enqueue_trial(frozen.params, user_attrs=records.retry_attrs(number))
+        # once: a settle tried again (the database went away once more meanwhile) finds its retry queued
+        if not any(records.retry_of(t) == number for t in by_number.values()):
+            study.enqueue_trial(frozen.params, user_attrs=records.retry_attrs(number))
         outcome = f"trial {number} failed and queued again"
     else:
         outcome = f"trial {number} {frozen.state.name.lower()}"
@@ -632,9 +634,12 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
                 if error is not None and inflight.number is not None:
                     if is_connection_lost(error):
                         wait(error)
-                        logger.warning(_settle(study, inflight.storage, inflight.number,
-                                               f"the database went away mid-trial ({first_line(error, 100)}); retried",
-                                               callbacks if inflight.raised else ()))
+                        number, lost = inflight.number, first_line(error, 100)
+                        # the database may go away again while the trial is settled (three restarts 2 s apart in
+                        # the db_restarts drill): settling waits for it as every other call does
+                        logger.warning(answered(lambda: _settle(
+                            study, inflight.storage, number, f"the database went away mid-trial ({lost}); retried",
+                            callbacks if inflight.raised else ()), reconnect, where))
                     elif isinstance(error, TrialInterrupted):
                         logger.warning(_settle(study, inflight.storage, inflight.number, str(error),
                                                callbacks if inflight.raised else ()))

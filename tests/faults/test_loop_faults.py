@@ -38,6 +38,34 @@ def test_a_trial_whose_connection_dropped_is_failed_and_run_again_once(tmp_path)
     assert n_complete(study) == 3 and not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
 
 
+def test_the_database_going_away_again_while_a_trial_is_settled_is_waited_for(tmp_path, monkeypatch):
+    """The db_restarts drill restarts PostgreSQL 3 times 2 s apart: a worker that had waited for the first restart
+    met the next one while failing and re-queuing its trial (`_settle`'s reads) and exited 1 (CI, a newcomer run)."""
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'g.db'}")
+    seen: list[int] = []
+
+    def trial(t: optuna.Trial) -> float:
+        seen.append(t.suggest_int("x", 0, 9))
+        if len(seen) == 1:
+            raise _lost()
+        return float(seen[-1])
+
+    real, calls = study.get_trials, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # done(), done() after the wait, then the settle's first read: the database is away
+            raise _lost()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study, "get_trials", flaky)
+    assert run_trials(study, trial, 3, done=lambda: n_complete(study), reconnect=FAST) == 3
+    trials = real()
+    retry = [t for t in trials if t.user_attrs.get(records.RETRY_OF) == 0]
+    assert trials[0].state.name == "FAIL" and len(retry) == 1 and retry[0].state.name == "COMPLETE"
+    assert n_complete(study) == 3 and not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+
+
 def test_a_database_that_stays_away_stops_in_one_line(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}")
     calls = {"n": 0}
