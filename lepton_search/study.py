@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import math
 import os
@@ -634,12 +635,13 @@ def run_trials(study: optuna.Study, trial: Callable[[optuna.Trial], Any], goal: 
                 if error is not None and inflight.number is not None:
                     if is_connection_lost(error):
                         wait(error)
-                        number, lost = inflight.number, first_line(error, 100)
                         # the database may go away again while the trial is settled (three restarts 2 s apart in
                         # the db_restarts drill): settling waits for it as every other call does
-                        logger.warning(answered(lambda: _settle(
-                            study, inflight.storage, number, f"the database went away mid-trial ({lost}); retried",
-                            callbacks if inflight.raised else ()), reconnect, where))
+                        settle = functools.partial(
+                            _settle, study, inflight.storage, inflight.number,
+                            f"the database went away mid-trial ({first_line(error, 100)}); retried",
+                            callbacks if inflight.raised else ())
+                        logger.warning(answered(settle, reconnect, where))
                     elif isinstance(error, TrialInterrupted):
                         logger.warning(_settle(study, inflight.storage, inflight.number, str(error),
                                                callbacks if inflight.raised else ()))
