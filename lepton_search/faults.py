@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import errno
+import re
 import signal
 import threading
 import time
@@ -97,6 +98,23 @@ def as_disk_full(exc: BaseException, where: str) -> DiskFull:
 
 
 _LOCKED = "database is locked"  # SQLite's busy writer: waited for already (60 s), reported on its own
+# PostgreSQL answered and refused the login: waiting does not change a password (libpq's messages)
+_REFUSED_LOGIN = re.compile(r'password authentication failed|no pg_hba\.conf entry|(role|database) "[^"]*" does not exist')
+
+
+def refused_login(exc: BaseException) -> str | None:
+    """The server's words when `exc` says the database answered and refused this login (a wrong password, a user
+    or database that does not exist, a host the server does not admit), else None.
+
+    Example:
+        >>> refused_login(Exception('FATAL:  password authentication failed for user "lepton"'))
+        'password authentication failed for user "lepton"'
+    """
+    for e in reversed(list(_chain(exc))):  # the driver's own words first, not a wrapper's that quotes them
+        for line in str(e).splitlines():
+            if _REFUSED_LOGIN.search(line):
+                return line.rpartition("FATAL:")[2].strip()[:160]
+    return None
 
 
 def is_connection_lost(exc: BaseException) -> bool:
@@ -107,6 +125,8 @@ def is_connection_lost(exc: BaseException) -> bool:
     try:
         from sqlalchemy import exc as sa
     except ImportError:  # pragma: no cover - optuna's RDB storage needs SQLAlchemy
+        return False
+    if refused_login(exc) is not None:  # it answered: no wait will let this login in
         return False
     for e in _chain(exc):
         if _LOCKED in str(e) or _DATABASE_FULL in str(e):  # the database answered: it is busy, or full
@@ -257,6 +277,10 @@ def answered(call: Callable[[], Any], settings: ReconnectSettings, where: str) -
     except Exception as exc:
         if is_database_full(exc):
             raise as_disk_full(exc, where) from None
+        refused = refused_login(exc)
+        if refused is not None:
+            raise ConfigError("storage", where, f"the database refused the login ({refused}); check the user, "
+                              "password and database name in the URL") from None
         if not is_connection_lost(exc):
             raise
         first = exc

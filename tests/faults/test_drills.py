@@ -76,3 +76,20 @@ def test_a_postgres_restart_while_run_sets_up_is_waited_for(tmp_path):
         t = tally(pg.url, "s", 3)
     assert text.count("answers again") >= 2 and "Traceback" not in text, text[-3000:]  # both downs waited for
     assert (t.complete, t.lost, t.duplicated, t.running, t.waiting) == (3, 0, 0, 0, 0)
+
+
+def test_a_database_that_refuses_the_login_is_one_line_at_once(tmp_path, monkeypatch, capsys):
+    """A live PostgreSQL that answers "database ... does not exist": no reconnect bound is waited out (it was ~2 min)."""
+    _needs_postgres()
+    from lepton_search.cli import main
+    from lepton_search.testing.postgres import throwaway_cluster
+
+    monkeypatch.chdir(tmp_path)
+    with throwaway_cluster() as url:
+        start = time.monotonic()
+        assert main(["run", "--storage", url.replace("/lepton", "/nosuchdb"), "--trials", "1"]) == 2
+        assert time.monotonic() - start < 30
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --storage: got ") and err.endswith(
+        'the database refused the login (database "nosuchdb" does not exist); check the user, password and database '
+        "name in the URL")

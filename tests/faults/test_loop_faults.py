@@ -108,3 +108,23 @@ def test_a_trial_another_worker_failed_as_stale_meanwhile_does_not_stop_the_loop
 
     assert run_trials(study, trial, 2, done=lambda: n_complete(study), reconnect=FAST) == 2
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "COMPLETE", "COMPLETE"]
+
+
+def test_a_refused_login_is_one_line_at_once_not_a_wait():
+    """PostgreSQL answered and refused (a wrong password): waiting cannot help, so no reconnect bound is waited."""
+    from lepton_search.errors import ConfigError
+    from lepton_search.faults import answered
+
+    calls = {"n": 0}
+
+    def connect():
+        calls["n"] += 1
+        raise OperationalError("connect", {}, Exception('connection to server at "db" (10.0.0.5), port 5432 failed: '
+                                                        'FATAL:  password authentication failed for user "lepton"'))
+
+    slow = ReconnectSettings(retries=8, first_wait_s=30.0, max_wait_s=30.0)
+    with pytest.raises(ConfigError, match=r'^storage: got .*; the database refused the login \(.*password '
+                                          r'authentication failed for user "lepton"\); check the user, password') as err:
+        answered(connect, slow, "postgresql://lepton:***@db/study")
+    assert calls["n"] == 1 and "\n" not in str(err.value)
+    assert not is_connection_lost(err.value) and is_connection_lost(_lost())
