@@ -29,7 +29,7 @@ FLAGS: dict[str, dict[str, str]] = {
             "target": "--target", **_FAULTS},
     "report": _STUDY,
     "export": {**_STUDY, "trial": "--trial", "out_dir": "--out", "workload": "--workload"},
-    "init": {**_STUDY, "workload": "--workload", "artifacts": "--artifacts", "target": "--target"},
+    "init": {**_STUDY, "workload": "--workload", "artifacts": "--artifacts", "target": "--target", **_FAULTS},
     "worker": {**_STUDY, "n_trials": "--trials", "artifacts": "--artifacts", "interval_s": "--heartbeat-interval",
                "grace_period_s": "--grace-period", "max_retry": "--max-retry", **_FAULTS},
     "dashboard": {"storage": "--storage", "artifacts": "--artifacts"},

@@ -20,17 +20,21 @@ ARTIFACTS_HELP = ("Artifact store every worker reaches: a shared folder, or s3:/
 @click.option("--data-dir", default=None, help="Folder with the Fashion-MNIST *-ubyte.gz files.")
 @click.option("--target", default="host-cpu", show_default=True, help="Latency target (see `targets`).")
 @click.option("--artifacts", default=None, help=ARTIFACTS_HELP)
+@FAULT_OPTIONS[1]
+@FAULT_OPTIONS[2]
 def init_cmd(space: str | None, storage: str, study_name: str, workload: str, data_dir: str | None,
-             target: str, artifacts: str | None) -> None:
+             target: str, artifacts: str | None, db_retries: int, db_max_wait_s: float) -> None:
     """Create a study for workers: store the space, the workload and the base model (made once)."""
     from lepton_search import SearchSpace
+    from lepton_search.faults import ReconnectSettings
     from lepton_search.storage import redact
     from lepton_search.workers import init_study
 
     _quiet_optuna()
+    reconnect = ReconnectSettings(retries=db_retries, max_wait_s=db_max_wait_s)  # checked before anything is read
     space_obj = SearchSpace.from_yaml(space) if space else None  # None: the default of the workload's kind
     init_study(storage, study_name, space_obj, workload=workload, data_dir=data_dir, target=target,
-               artifacts=artifacts)
+               artifacts=artifacts, reconnect=reconnect)
     click.echo(f"next, on any machine that reaches the storage and the artifact store:\n"
                f"  lepton-search worker --storage '{redact(storage)}' --study {study_name} --trials N"
                + (f" --artifacts {artifacts}" if artifacts else ""))

@@ -71,6 +71,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
                                       ["--study", "a/../../b", "separators"]),
     "init-existing-study-other-space": (["init", "{dir}/other_space.yaml", "--storage", "{db}", "--study", "existing",
                                          "--workload", "digits-mlp"], ["existing", "different search space"]),
+    "init-db-retries-0": (["init", "{dir}/good.yaml", "--storage", "{db}", "--study", "fresh", "--workload", "digits-mlp",
+                           "--db-retries", "0"], ["--db-retries", "0", ">= 1"]),
     "init-unknown-workload": (["init", "{dir}/good.yaml", "--storage", "{db}", "--study", "fresh", "--workload", "digit-cnn"],
                               ["--workload", "digit-cnn", "did you mean 'digits-cnn'"]),
     "worker-unknown-study": (["worker", "--storage", "{db}", "--study", "existin"], ["--study", "existin", "did you mean 'existing'"]),
