@@ -10,7 +10,7 @@ import optuna
 from lepton_search import workloads
 from lepton_search.default_spaces import default_space_for
 from lepton_search.errors import ConfigError
-from lepton_search.faults import PoliteStop, ReconnectSettings
+from lepton_search.faults import PoliteStop, ReconnectSettings, answered
 from lepton_search.latency import LatencyModel
 from lepton_search.logging import logger, stage, verbosity
 from lepton_search.results.card import upload_trial_files
@@ -18,7 +18,7 @@ from lepton_search.results.notes import RoleNotes
 from lepton_search.results.remeasure import remeasure_front
 from lepton_search.results.result import SearchResult
 from lepton_search.space import SearchSpace, default_space
-from lepton_search.storage import DEFAULT_STORAGE, TrialFiles, artifact_store_for
+from lepton_search.storage import DEFAULT_STORAGE, TrialFiles, artifact_store_for, redact
 from lepton_search.study import TrialCallback, check_target, make_target, run_study
 from lepton_search.workloads import Workload
 
@@ -77,7 +77,10 @@ def search(
         result = SearchResult(study, store)
         if remeasure:
             with stage("re-measured the base and the Pareto front, interleaved"):
-                remeasure_front(result, latency_model, workload.sample_inputs())
+                # its reads and its one write wait for a database that went away, as the search's calls do (made
+                # again whole: the timings are repeated, the stored figures overwritten)
+                answered(lambda: remeasure_front(result, latency_model, workload.sample_inputs()),
+                         reconnect or ReconnectSettings(), redact(storage) if isinstance(storage, str) else "storage")
     return result
 
 

@@ -128,3 +128,21 @@ def test_a_refused_login_is_one_line_at_once_not_a_wait():
         answered(connect, slow, "postgresql://lepton:***@db/study")
     assert calls["n"] == 1 and "\n" not in str(err.value)
     assert not is_connection_lost(err.value) and is_connection_lost(_lost())
+
+
+def test_the_final_remeasure_waits_for_the_database(digits_mlp, tmp_path, monkeypatch):
+    from lepton_search import SearchSpace, api, search
+
+    real, calls = api.remeasure_front, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise _lost()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "remeasure_front", flaky)
+    space = SearchSpace(prune_ratio=(0.0, 0.5, 0.5), bits=(32, 8), finetune_epochs=(0, 0), trials=2)
+    result = search(digits_mlp, space, n_trials=2, storage=f"sqlite:///{tmp_path / 'r.db'}", verbose=False,
+                    callbacks=[], reconnect=FAST)
+    assert calls["n"] == 2 and result.study.user_attrs["front_remeasured"]["repeats"] == 3
