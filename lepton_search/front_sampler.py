@@ -168,6 +168,7 @@ class FrontSampler(optuna.samplers.BaseSampler):
         self.reference, self.parallel = reference, parallel
         self.mc_samples, self.max_candidates, self.n_startup = mc_samples, max_candidates, n_startup
         self._fixed_knobs: dict[str, Any] = {}
+        self._timed_graphs: dict[str, dict[str, Any]] = {}  # the study's graph timings (`records.graph_latencies`)
         self.trend = trend  # a ridge trend under the processes: unseen prune ratios follow it, not the mean
 
     # ---- Optuna's sampler protocol ------------------------------------------------------------------
@@ -196,6 +197,7 @@ class FrontSampler(optuna.samplers.BaseSampler):
     def next_config(self, study: optuna.Study, space: dict[str, BaseDistribution]) -> dict[str, Any] | None:
         """The untaken config with the largest expected hypervolume gain per second (None: every one taken)."""
         self._fixed_knobs = self._fixed(study)
+        self._timed_graphs = records.graph_latencies(study)
         points, taken = self._observe(study, space)
         from lepton_search.graphs import is_base
 
@@ -237,6 +239,12 @@ class FrontSampler(optuna.samplers.BaseSampler):
         from lepton_search.graphs import model_config
 
         return json.dumps(model_config(self._full(params)), sort_keys=True, default=str)
+
+    def _graph(self, params: dict[str, Any]) -> str:
+        """The study's name of `params`' graph (`graphs.graph_key`), under which its timing is stored."""
+        from lepton_search.graphs import graph_key
+
+        return graph_key(self._full(params))
 
     def _chain(self, params: dict[str, Any]) -> str:
         """The chain of `params`: its graph (`graphs.graph_config`); its epochs are its steps."""
@@ -387,11 +395,14 @@ class FrontSampler(optuna.samplers.BaseSampler):
         for p in points:
             seen.setdefault(self._chain(p.params), []).append(p.latency_ms)
             chains[self._chain(p.params)] = p.params
-        known = np.array([self._chain(r) in seen for r in rows])
+        timed = self._timed_graphs
+        known = np.array([self._chain(r) in seen or self._graph(r) in timed for r in rows])
         mu, sd = np.ones(len(rows)), np.zeros(len(rows))
         for i, r in enumerate(rows):
-            if known[i]:
+            if self._chain(r) in seen:
                 mu[i] = float(np.median(seen[self._chain(r)]))
+            elif known[i]:  # timed by the study before any trial of it ran (a budget probe: `rejection.py`)
+                mu[i] = float(timed[self._graph(r)]["p50_ms"])
         if (~known).any():
             encode = _Encoder(space, drop=(FIDELITY,))
             keys = list(seen)

@@ -51,6 +51,23 @@ def test_a_chain_runs_its_epochs_in_order_and_a_rejected_chain_stops():
     assert all(dict(p)["prune_ratio"] != 0.5 for p in rejected), rejected
 
 
+def test_a_graph_the_study_timed_before_any_trial_is_known_not_predicted():
+    from lepton_search.graphs import graph_key
+    from lepton_search.space import CompressionConfig
+
+    study, sampler = _study(), FrontSampler(seed=0)
+    sampler.next_config(study, DIST)  # reads the study: no timing of the 0.5 chain yet, so it is predicted
+    rows = [{"prune_ratio": 0.5, "finetune_epochs": 1}]
+    points, _ = sampler._observe(study, DIST)
+    _, sd, known = sampler._predict_latency(points, rows, DIST)
+    assert not known[0] and sd[0] > 0
+    # a budget probe timed the 0.5 graph (`EarlyRejection.check_reachable`): the sampler reads it from the study
+    records.set_graph_latency(study, graph_key(CompressionConfig(0.5, 32, 0)), {"p50_ms": 0.123})
+    sampler.next_config(study, DIST)
+    mu, sd, known = sampler._predict_latency(points, rows, DIST)
+    assert known[0] and mu[0] == 0.123 and sd[0] == 0
+
+
 def test_it_refuses_objectives_it_cannot_search():
     with pytest.raises(ConfigError, match=r"^sampler: got 'front'; searches objectives \[accuracy, latency_ms\]"):
         SearchSpace(sampler="front", objectives=("accuracy", "latency_ms", "size_mb"))
