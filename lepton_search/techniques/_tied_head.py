@@ -5,7 +5,8 @@ shares them at 4 bits. Symmetric 8-bit blocks of 32 from each block's absolute m
 SmolLM2 file's `token_embd`), re-made exactly.
 
 The exported FP32 graph holds the table twice (the Gather's [vocab, hidden] and the LM head's constant-folded
-transpose); both go. Written by hand: ONNX Runtime's quantizers neither tie the two nor make 8-bit blocks.
+transpose); both go. The model builder's FP32 graph holds it once, as the LM head's [hidden, vocab] weight, the
+embedding a Gather of its `Transpose`; the Transpose goes too. Written by hand: ONNX Runtime's quantizers neither tie the two nor make 8-bit blocks.
 
 Example:
     >>> q, scale = absmax_blocks(np.array([[0.5, -1.0, 0.25, 0.0]], np.float32), 2)
@@ -40,13 +41,12 @@ def quantize_tied_head(model: onnx.ModelProto, *, block: int = 32, accuracy_leve
     read one 8-bit table (see the module docstring); refused in one line where the graph has no such pair."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
+    gather, transpose, table = _embedding(graph, block)
+    weight = transpose.input[0] if transpose is not None else None
     inits = {i.name: i for i in graph.initializer}
-    gather = next((n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits
-                   and len(inits[n.input[0]].dims) == 2 and int(inits[n.input[0]].dims[1]) % block == 0), None)
-    table = numpy_helper.to_array(inits[gather.input[0]]) if gather is not None else None
     head = next((n for n in graph.node if table is not None and n.op_type == "MatMul" and n.input[1] in inits
-                 and tuple(inits[n.input[1]].dims) == table.shape[::-1]
-                 and np.array_equal(numpy_helper.to_array(inits[n.input[1]]), table.T)), None)
+                 and (n.input[1] == weight or tuple(inits[n.input[1]].dims) == table.shape[::-1]
+                      and np.array_equal(numpy_helper.to_array(inits[n.input[1]]), table.T))), None)
     if head is None:
         raise ConfigError("model", graph.name or "graph", f"has no embedding Gather tied to an LM head MatMul with a "
                           f"width a multiple of {block}: quantize the head with the other MatMuls instead")
@@ -64,6 +64,8 @@ def quantize_tied_head(model: onnx.ModelProto, *, block: int = 32, accuracy_leve
                       helper.make_node("GatherBlockQuantized", [f"{name}_rows", node.input[1], f"{name}_scales",
                                        f"{name}_zero_points"], list(node.output), name=f"{name}_Gather",
                                        domain="com.microsoft", bits=8, block_size=block, gather_axis=0, quantize_axis=1)]
+        elif node is transpose:
+            continue
         elif node is head:
             nodes.append(helper.make_node("MatMulNBits", [node.input[0], f"{name}_Q8", f"{name}_scales"],
                                           list(node.output), name=f"{name}_LMHead", domain="com.microsoft", K=width,
@@ -78,3 +80,27 @@ def quantize_tied_head(model: onnx.ModelProto, *, block: int = 32, accuracy_leve
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model
+
+
+def _embedding(graph: onnx.GraphProto, block: int) -> tuple[onnx.NodeProto | None, onnx.NodeProto | None,
+                                                             np.ndarray | None]:
+    """(the embedding Gather, the Transpose feeding it or None, its [vocab, width] table): the first Gather of a
+    2-D constant, or of a 2-D constant's Transpose (perm [1, 0]: the builder's tied table), width a multiple of
+    `block`."""
+    inits = {i.name: i for i in graph.initializer}
+    transposes = {n.output[0]: n for n in graph.node if n.op_type == "Transpose" and n.input[0] in inits
+                  and len(inits[n.input[0]].dims) == 2
+                  and [list(a.ints) for a in n.attribute if a.name == "perm"] in ([], [[1, 0]])}
+    for node in graph.node:
+        if node.op_type != "Gather" or any(a.name == "axis" and a.i != 0 for a in node.attribute):
+            continue
+        source, transpose = node.input[0], transposes.get(node.input[0])
+        if transpose is not None:
+            table = numpy_helper.to_array(inits[transpose.input[0]]).T
+        elif source in inits and len(inits[source].dims) == 2:
+            table = numpy_helper.to_array(inits[source])
+        else:
+            continue
+        if table.shape[1] % block == 0:
+            return node, transpose, np.ascontiguousarray(table)
+    return None, None, None

@@ -18,6 +18,8 @@ offset (GGUF Q4_1's grid), written by `_int4_offset` as symmetric MatMulNBits pl
 (ONNX Runtime's quantizer has no float zero points, and its CPU kernel runs float ones ~70x slower).
 `quantize_tied_head` (before `quantize_weights`): a tied embedding and LM head stored once, 8-bit blocks
 (`GatherBlockQuantized` + 8-bit `MatMulNBits`), GGUF Q8_0's grid; not a knob yet (experiments/llm_front.py uses it).
+`quantize_genai_folder`: both on a folder `onnxruntime_genai` loads (the model builder's fused FP32 build:
+GroupQueryAttention, a fused q/k/v MatMul, the embedding a Gather of the LM head's Transpose), written beside it.
 
 A base that is itself a dequantized 4-bit model (bbc-smollm2's SmolLM2 GGUF, Q4_1 in blocks of 32) is near the grid
 that blocks of 32 re-make; compare at block 128 too, and say which.
@@ -29,7 +31,9 @@ Example:
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import onnx
 
@@ -42,7 +46,8 @@ from lepton_search.techniques._tied_head import quantize_tied_head
 from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict
 
 OP_TYPE = "MatMulNBits"  # com.microsoft
-__all__ = ["Int4Settings", "MatMulNBits", "nbits_nodes", "quantize_tied_head", "quantize_weights", "weight_widths"]
+__all__ = ["Int4Settings", "MatMulNBits", "nbits_nodes", "quantize_genai_folder", "quantize_tied_head", "quantize_weights",
+           "weight_widths"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,40 @@ def quantize_weights(model: onnx.ModelProto, settings: Int4Settings) -> onnx.Mod
                                          accuracy_level=settings.accuracy_level or None)
         quantizer.process()
     return quantizer.model.model
+
+
+def quantize_genai_folder(source: str | Path, target: str | Path, settings: Int4Settings, *,
+                          head_bits: int = 8) -> Path:
+    """`target`: the generation folder `source` (its `model.onnx`, weights inline or in external data) with
+    `quantize_weights`' MatMuls, the tied embedding and LM head first stored once at 8 bits (`head_bits` 8,
+    `quantize_tied_head`, blocks of `settings.block_size`) or the head INT4 with the others (`head_bits` 4); its other
+    files (genai_config.json, the tokenizer's) copied; returns the new `model.onnx`. A MatMul weight concatenated
+    along its output columns (the builder's fused q/k/v) keeps its blocks along K: each column is quantized alone.
+
+    Example:
+        >>> quantize_genai_folder("builder-fp32", "fused-int4", Int4Settings(32, False, 4, "float"))  # doctest: +SKIP
+    """
+    source, target = Path(source), Path(target)
+    if head_bits not in (4, 8):
+        raise ConfigError("head_bits", head_bits, "give 8 (the tied embedding and LM head one 8-bit table) or 4 "
+                          "(the LM head INT4 with the other MatMuls)")
+    if not (source / "model.onnx").is_file():
+        raise ConfigError("source", str(source), "has no model.onnx: give a folder onnxruntime_genai loads "
+                          "(the model builder's output)")
+    graph = onnx.load(str(source / "model.onnx"))
+    if head_bits == 8:
+        graph = quantize_tied_head(graph, block=settings.block_size, accuracy_level=settings.accuracy_level)
+    graph = quantize_weights(graph, settings)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and not path.name.startswith("model.onnx"):
+            shutil.copy2(path, target / path.name)
+    out = target / "model.onnx"
+    for stale in target.glob("model.onnx*"):
+        stale.unlink()
+    large = graph.ByteSize() > 1_800_000_000  # protobuf's 2 GB limit
+    onnx.save(graph, str(out), save_as_external_data=large, location="model.onnx.data" if large else None)
+    return out
 
 
 def nbits_nodes(model: onnx.ModelProto) -> int:

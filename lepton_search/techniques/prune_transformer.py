@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -172,22 +173,36 @@ def keep_layers(model: nn.Module, n: int) -> nn.Module:
     pre-trained transformer models", 2023); `config.num_hidden_layers` follows (Llama's forward reads it), and a
     per-layer `config.layer_types` list is cut to match. 0 keeps them all."""
     layers = families.blocks(model)
-    if n <= 0 or n >= len(layers):
-        if n > len(layers):
-            raise ValueError(f"layers {n} is more than the model's {len(layers)} encoder layers")
-        return model
+    if n > len(layers):
+        raise ValueError(f"layers {n} is more than the model's {len(layers)} encoder layers")
+    return model if n <= 0 or n == len(layers) else drop_layers(model, range(n, len(layers)))
+
+
+def drop_layers(model: nn.Module, drop: Iterable[int]) -> nn.Module:
+    """`model` (in place) without the blocks numbered `drop` (0 the bottom one; e.g. the least influential ones,
+    `layers.block_influence`); `config.num_hidden_layers` and `config.layer_types` follow, and each kept block's
+    attention `layer_idx` is renumbered 0..n-1 (a decoder's cache indexes by it)."""
+    layers = families.blocks(model)
+    drop = set(drop)
+    if not drop <= set(range(len(layers))) or len(drop) >= len(layers):
+        raise ValueError(f"drop {sorted(drop)}: give block numbers in 0..{len(layers) - 1}, not all of them")
     holder = next(m for m in model.modules() if isinstance(m, nn.ModuleList) and any(x is layers[0] for x in m))
-    kept = [layer for layer in holder][:n]
+    kept = [layer for i, layer in enumerate(holder) if i not in drop]
     for name, child in model.named_modules():
         if child is holder:
             parent_name, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, attr, nn.ModuleList(kept))
+    for i, block in enumerate(kept):
+        family = families.family_of_block(block)
+        attn = families.path(block, family.attention) if family is not None else None
+        if attn is not None and getattr(attn, "layer_idx", None) is not None:
+            attn.layer_idx = i
     configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
     for config in configs.values():  # one shared object in a transformers model: each written once
         if hasattr(config, "num_hidden_layers"):
-            config.num_hidden_layers = n
+            config.num_hidden_layers = len(kept)
         if isinstance(getattr(config, "layer_types", None), list):
-            config.layer_types = config.layer_types[:n]
+            config.layer_types = [t for i, t in enumerate(config.layer_types) if i not in drop]
     return model
 
 
