@@ -456,7 +456,8 @@ KNOBS = KnobTable(
          help="tokens kept per input (the first ones; 0: the workload's length): the file, its latency and its "
               "accuracy are at that length", applied_by="lepton_search.techniques.seq_len"),
     Knob("layers", Choices((0,)), noop=0, check=_layers,
-         help="encoder layers kept (the bottom ones; 0: all), the rest distilled from the teacher",
+         help="Transformer blocks kept (0: all): an encoder's bottom ones, a causal LM's most influential "
+              "(ShortGPT block influence); distilled from the teacher",
          applied_by="lepton_search.techniques.layers"),
     Knob("int8_mode", Choices(("auto",)), noop="auto", check=_int8_mode,
          help="how an 8-bit file is made: auto (dynamic for Transformers and RNNs, static otherwise), dynamic (ONNX "

@@ -1,11 +1,13 @@
-"""The `layers` knob as a technique: a Transformer keeps its bottom encoder layers, the top ones leave the graph
-(`prune_transformer.keep_layers`), and the student is distilled from the whole teacher.
+"""The `layers` knob as a technique: a Transformer keeps `layers` of its blocks, the others leave the graph, and the
+student is distilled from the whole teacher.
 
-`block_influence` (ShortGPT's Block Influence, Men et al. 2024: 1 - cosine between a block's input and output
-hidden states, averaged over tokens) says which blocks change the stream least, for `prune_transformer.drop_layers`.
-A small decoder is where it matters: SmolLM2-135M without its top 3 of 30 blocks scores val perplexity ~11,700 (the
-base: 56), without its 3 least influential (middle) ones ~75 (experiments/llm_front.py, 4 windows, busy host).
-Not a knob yet: the `layers` knob keeps the bottom blocks."""
+Which blocks go depends on the model: an encoder classifier keeps its bottom layers (`prune_transformer.keep_layers`:
+dropping the top layers of a pretrained BERT costs least, Sajjad et al. 2023; bbc-minilm's 3 of 6 after a head refit
+96.71%); a causal language model (task "lm") drops the blocks of least **block influence** (ShortGPT, Men et al.
+2024: 1 - cosine between a block's input and output hidden states, averaged over tokens; `block_influence` on the
+first `CALIBRATION_WINDOWS` train windows, `prune_transformer.drop_layers`). A small decoder is where it matters:
+SmolLM2-135M without its top 3 of 30 blocks scores val perplexity ~11,700 (the base: 56), without its 3 least
+influential (middle) ones ~75 (experiments/llm_front.py, 4 windows, busy host)."""
 
 from __future__ import annotations
 
@@ -46,8 +48,28 @@ class Layers(Technique):
         return Verdict()
 
     def apply(self, build: Build) -> None:
-        if build.config.layers:
-            build.model = prune_transformer.keep_layers(build.own(), build.config.layers)
+        if not build.config.layers:
+            return
+        model = build.own()
+        if build.workload.task.name != "lm":
+            build.model = prune_transformer.keep_layers(model, build.config.layers)
+            return
+        have = len(families.blocks(model))
+        if build.config.layers < have:
+            build.model = prune_transformer.drop_layers(model, least_influential(build.workload, model,
+                                                                                 have - build.config.layers))
+
+
+CALIBRATION_WINDOWS = 8  # train windows block influence is measured on (one forward pass, seconds for SmolLM2)
+
+
+def least_influential(workload: Any, model: Any, n: int) -> list[int]:
+    """The `n` blocks of `model` of least `block_influence` on the first `CALIBRATION_WINDOWS` train samples of
+    `workload` (its inputs; a second input shaped like the first, the attention mask, says which tokens count)."""
+    *inputs, _ = next(iter(workload.batches("train", CALIBRATION_WINDOWS)))
+    mask = inputs[1] if len(inputs) == 2 and inputs[1].shape == inputs[0].shape else None
+    influence = block_influence(model, *inputs, mask=mask)
+    return sorted(sorted(range(len(influence)), key=influence.__getitem__)[:n])
 
 
 def block_influence(model: Any, *inputs: torch.Tensor, mask: torch.Tensor | None = None) -> list[float]:

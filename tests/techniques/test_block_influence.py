@@ -45,3 +45,26 @@ def test_drop_layers_renumbers_and_still_decodes():
     torch.testing.assert_close(step, full, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="give block numbers in 0..1"):
         drop_layers(model, [0, 1])
+
+
+def test_the_layers_knob_on_a_causal_lm_keeps_its_most_influential_blocks(tmp_path):
+    from lepton_search import Workload
+    from lepton_search.candidate import compress
+    from lepton_search.space import CompressionConfig, FinetuneSettings
+    from lepton_search.techniques import families
+    from lepton_search.techniques.layers import CALIBRATION_WINDOWS
+
+    model = tiny_causal_llama(layers=4)
+    ids = torch.randint(0, 64, (12, 9), generator=torch.Generator().manual_seed(2))
+    mask, targets = torch.ones_like(ids), torch.roll(ids, -1, dims=1)
+    wl = Workload("tiny-lm", model, train=(ids, mask, targets), val=(ids, mask, targets),
+                  example_input=(ids[:1], mask[:1]), task="lm")
+    influence = block_influence(model, ids[:CALIBRATION_WINDOWS], mask[:CALIBRATION_WINDOWS], mask=mask[:8])
+    expected = sorted(sorted(range(4), key=influence.__getitem__)[2:])  # the two of most influence, in order
+    weights = [b.self_attn.q_proj.weight.detach().clone() for b in families.blocks(model)]
+    kept: list = []
+    compress(wl, CompressionConfig(layers=2), tmp_path / "l2.onnx", settings=FinetuneSettings(), on_model=kept.append)
+    blocks = families.blocks(kept[0])
+    assert len(blocks) == 2 and expected != [0, 1]  # not the bottom two: the test tells the two rules apart
+    for block, i in zip(blocks, expected, strict=True):
+        torch.testing.assert_close(block.self_attn.q_proj.weight, weights[i])
