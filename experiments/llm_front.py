@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--new", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--host-note", default="not stated: treat the timings as from a shared host",
+                        help="what else ran on the host meanwhile, recorded with the figures (e.g. 'idle')")
     args = parser.parse_args(argv)
     windows, rounds, prompt_n, new, fused, train = (4, 1, 16, 8, QUICK_FUSED, QUICK_CHAIN_TRAIN) if args.quick else \
         (32, args.rounds, args.prompt, args.new, FUSED, CHAIN_TRAIN)
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick and args.out == str(RESULTS):
         raise SystemExit(f"--out: got {RESULTS} with --quick; a quick run does not replace the full run's record: "
                          "give --out /tmp/llm_front_quick.json")
-    started = time.time()
+    started, load_start = time.time(), round(os.getloadavg()[0], 2)
     wl = bbc_smollm2(seq_len=args.seq_len, windows={"train": train if chains else 1, "val": windows, "test": windows},
                      limit=None)
     tok, work = tokenizer(), Path(args.work)
@@ -262,7 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
     pick = lambda r, keys: {k: r[k] for k in keys}
     record = [{
         "workload": "bbc-smollm2", "base_model": BASE, "quick": args.quick, "host": this_cpu().as_dict(),
-        "cores": os.cpu_count(), "busy_host": "shared 2-core host: timings are not benchmarks",
+        "cores": os.cpu_count(), "host_note": args.host_note,
+        "load_avg_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         "harness": "onnxruntime InferenceSession driving the KV cache, greedy, batch 1; 1 thread is the objective; "
                    f"{rounds} interleaved rounds, median of medians",
         "prompt_tokens": len(prompt), "new_tokens": new, "windows_per_split": windows, "seq_len": args.seq_len,
@@ -278,7 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
     }]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2))
-    print(f"{BASE}; busy shared host, not a benchmark; prompt {len(prompt)}, {new} new tokens, {rounds} rounds")
+    print(f"{BASE}; host: {args.host_note} (1-min load {load_start} at the start, {os.getloadavg()[0]:.2f} at the "
+          f"end); prompt {len(prompt)}, {new} new tokens, {rounds} rounds")
     print(table(rows, base, peer))
     print(f"chosen: {chosen} ({rule})")
     return record[0]
