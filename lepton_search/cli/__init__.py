@@ -23,13 +23,14 @@ from lepton_search.logging import get_verbosity, set_verbosity
 # The library names its parameters in errors (`study_name: got '../x'`); on the command line the same value
 # came from a flag, so each command renames the library's names to its own flags.
 _STUDY = {"storage": "--storage", "study_name": "--study"}
-_FAULTS = {"grace_s": "--grace-s", "db_retries": "--db-retries", "max_wait_s": "--db-max-wait-s"}
+_RECONNECT = {"db_retries": "--db-retries", "max_wait_s": "--db-max-wait-s"}
+_FAULTS = {"grace_s": "--grace-s", **_RECONNECT}
 FLAGS: dict[str, dict[str, str]] = {
     "run": {**_STUDY, "n_trials": "--trials", "artifacts": "--artifacts", "workload": "--workload",
             "target": "--target", **_FAULTS},
     "report": _STUDY,
     "export": {**_STUDY, "trial": "--trial", "out_dir": "--out", "workload": "--workload"},
-    "init": {**_STUDY, "workload": "--workload", "artifacts": "--artifacts", "target": "--target", **_FAULTS},
+    "init": {**_STUDY, "workload": "--workload", "artifacts": "--artifacts", "target": "--target", **_RECONNECT},
     "worker": {**_STUDY, "n_trials": "--trials", "artifacts": "--artifacts", "interval_s": "--heartbeat-interval",
                "grace_period_s": "--grace-period", "max_retry": "--max-retry", **_FAULTS},
     "dashboard": {"storage": "--storage", "artifacts": "--artifacts"},

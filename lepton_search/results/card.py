@@ -59,6 +59,24 @@ def _generation_rows(gen: dict | None, base: dict | None, ratio: Any) -> list[tu
                         gen["decode_tokens_per_s"] / base["decode_tokens_per_s"], ".2f"))]
 
 
+def base_card(study_name: str, base: dict[str, Any], checked: dict[str, Any]) -> str:
+    """The card of an exported base (`export(-1)`: no trial beat it): what the study measured on that file."""
+    task = stored_task(base.get("task"))
+    shown = (lambda v: None if v is None else task.display(v))
+    rows = [(f"validation {task.metric}", _fmt(shown(base.get("accuracy")), ".4f")),
+            (f"test {task.metric}", _fmt(shown(base.get("test_accuracy")), ".4f")),
+            ("latency p50", _fmt(base.get("latency_ms"), ".4g", " ms")),
+            ("latency p90", _fmt(base.get("latency_p90_ms"), ".4g", " ms")),
+            ("size", _fmt(base.get("size_mb"), ".4g", " MB"))]
+    return "\n".join([
+        f"# {base.get('workload')}: the unmodified model", "",
+        f"No trial of study `{study_name}` beat it within the limits it was picked with: this is the base file as the "
+        f"study measured it.", "",
+        "| | the base |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], "",
+        f"{task.metric.upper()} (task {task.name}): ONNX Runtime on this file, validation and test splits.",
+        f"Run on the stored samples: {checked['status']} ({checked['detail']}).", ""])
+
+
 def model_card(config: dict[str, Any], *, recheck: dict[str, Any] | None = None) -> str:
     """A short Markdown model card with a before/after table."""
     m, b, k = config["metrics"], config["base"], config["config"]

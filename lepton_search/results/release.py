@@ -21,7 +21,7 @@ from lepton_search.errors import ConfigError, LeptonError
 from lepton_search.latency import SAMPLE_INPUTS_FILE, load_inputs
 from lepton_search.paths import confined_file, file_sha256
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, TrialRecord
-from lepton_search.results.card import model_card, trial_config
+from lepton_search.results.card import base_card, model_card, trial_config
 from lepton_search.results.pick import BASE_TRIAL
 
 if TYPE_CHECKING:
@@ -157,10 +157,7 @@ def _export_base(result: StudyFrame, out: Path) -> Path:
               "why": "no trial of the study is faster within the limits it was picked with", "base": base.to_attrs(),
               "onnx_sha256": file_sha256(onnx_path), "recheck": checked}
     config_path.write_text(json.dumps(config, indent=2, default=str))
-    card_path.write_text(f"# {base.workload}: the unmodified model\n\nNo trial of study `{result.study.study_name}` "
-                         f"beat it within the limits it was picked with: this is the base file as the study measured "
-                         f"it ({base.latency_ms:.4g} ms, {base.size_mb:.4g} MB). Run on the stored samples: "
-                         f"{checked['status']} ({checked['detail']}).\n")
+    card_path.write_text(base_card(result.study.study_name, base.to_attrs(), checked))
     if checked["status"] == "FAILED":
         raise RecheckError(f"the base: exported model fails its run on stored samples ({checked['detail']})")
     return onnx_path
