@@ -70,8 +70,8 @@ def base_card(study_name: str, base: dict[str, Any], checked: dict[str, Any]) ->
             ("size", _fmt(base.get("size_mb"), ".4g", " MB"))]
     return "\n".join([
         f"# {base.get('workload')}: the unmodified model", "",
-        f"No trial of study `{study_name}` beat it within the limits it was picked with: this is the base file as the "
-        f"study measured it.", "",
+        (f"No trial of study `{study_name}` beat it within the limits it was picked with: this is the base file as "
+         "the study measured it."), "",
         "| | the base |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], "",
         f"{task.metric.upper()} (task {task.name}): ONNX Runtime on this file, validation and test splits.",
         f"Run on the stored samples: {checked['status']} ({checked['detail']}).", ""])
