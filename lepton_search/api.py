@@ -18,8 +18,8 @@ from lepton_search.results.notes import RoleNotes
 from lepton_search.results.remeasure import remeasure_front
 from lepton_search.results.result import SearchResult
 from lepton_search.space import SearchSpace, default_space
-from lepton_search.storage import DEFAULT_STORAGE, TrialFiles, artifact_store_for, redact
-from lepton_search.study import TrialCallback, check_target, make_target, run_study
+from lepton_search.storage import DEFAULT_STORAGE, TrialFiles, artifact_store_for
+from lepton_search.study import TrialCallback, check_target, make_target, run_study, storage_label
 from lepton_search.workloads import Workload
 
 
@@ -80,7 +80,7 @@ def search(
                 # its reads and its one write wait for a database that went away, as the search's calls do (made
                 # again whole: the timings are repeated, the stored figures overwritten)
                 answered(lambda: remeasure_front(result, latency_model, workload.sample_inputs()),
-                         reconnect or ReconnectSettings(), redact(storage) if isinstance(storage, str) else "storage")
+                         reconnect or ReconnectSettings(), storage_label(storage))
     return result
 
 
