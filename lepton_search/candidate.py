@@ -109,7 +109,8 @@ def compress(
 
     out_path = Path(out_path)
     with stage("export to ONNX"):
-        build.graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"), names=workload.input_names, with_past=workload.generation)
+        build.graph = export.to_onnx(model, x, out_path.with_suffix(".fp32.onnx"), names=workload.input_names,
+                                     with_past=workload.generation, graph=workload.generation_graph)
     _run(techniques, "export", build)
     for technique in techniques:
         technique.before_graph(build)

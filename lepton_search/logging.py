@@ -240,6 +240,20 @@ class _ToDebug(logging.Filter):
 
 
 @contextlib.contextmanager
+def hf_progress_bars_off() -> Iterator[None]:
+    """transformers' own progress bars (the GGUF reader draws two, save_pretrained one) off for the block, as they were after it."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
 def routed_to_debug() -> Iterator[None]:
     """Route third-party log records, warnings and NNCF's progress bars to the "lepton_search" logger at DEBUG
     for the duration of the block (see the module docstring). Exceptions and records at ERROR and above pass

@@ -166,7 +166,8 @@ class ModelOptimizer:
         what the techniques' checks read, as `study.prepare` gives them, and the file the `before` row measures."""
         if self._graph is None:
             wl = self.workload
-            self._graph = export.to_onnx(wl.model, wl.example_args, self.out_dir / "base.onnx", names=wl.input_names, with_past=wl.generation)
+            self._graph = export.to_onnx(wl.model, wl.example_args, self.out_dir / "base.onnx", names=wl.input_names,
+                                         with_past=wl.generation, graph=wl.generation_graph)
         return self._graph
 
     def _measure(self, path: Path) -> Measurement:

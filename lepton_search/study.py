@@ -217,7 +217,8 @@ def measure_base(study: optuna.Study, workload: Workload, target: LatencyModel, 
     started = time.perf_counter()
     x = workload.example_args
     path = work_dir / "base.onnx"
-    export.to_onnx(workload.model, x, path, names=workload.input_names, with_past=workload.generation)
+    export.to_onnx(workload.model, x, path, names=workload.input_names, with_past=workload.generation,
+                   graph=workload.generation_graph)
     # The samples every latency of this study is timed on (measure_onnx takes the same ones), kept for
     # `measure` and `retarget` elsewhere.
     samples = save_inputs(work_dir / SAMPLE_INPUTS_FILE, workload.sample_inputs())
@@ -447,7 +448,8 @@ def prepare(workload: Workload, space: SearchSpace, target: LatencyModel, work_d
         raise ConfigError("constraints.max_accuracy_drop_pts", space.max_accuracy_drop_pts,
                           f"task {workload.task.name!r} has no accuracy; limit its {workload.task.metric} with "
                           "max_metric_drop (in the metric's own unit)")
-    graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names, with_past=workload.generation)
+    graph = export.check_traceable(workload.model, workload.example_args, work_dir, names=workload.input_names,
+                                   with_past=workload.generation, graph=workload.generation_graph)
     space = acting_space(workload, space, graph, verbose=verbose)
     if space.finetune_epochs[1] > 0 and verbose:  # the family's recipe, made concrete (`start` stores it)
         record = families.family_of(workload.model)

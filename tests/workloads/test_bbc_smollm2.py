@@ -29,6 +29,9 @@ def test_a_tiny_bbc_smollm2_scores_and_takes_matmulnbits(smol, tmp_path):
     smol.validate()
     assert smol.task.name == "lm" and type(smol.model.model).__name__ == "LlamaForCausalLM"
     assert smol.model.model.config.num_hidden_layers == 30 and "dequantized" in smol.info["pretrained"]
+    # a cold cache returns the model rebuilt from it too, not the GGUF loader's (its quantization record makes
+    # save_pretrained refuse it, and the builder reads a saved folder)
+    assert "quantization_config" not in smol.model.model.config.to_dict() and smol.generation_graph == "builder"
     graph = to_onnx(smol.model, smol.example_args, tmp_path / "fp32.onnx", names=smol.input_names)
     base = smol.task.display(onnx_accuracy(tmp_path / "fp32.onnx", smol, "val").accuracy)
     assert math.isfinite(base) and 1 < base < 1000
