@@ -120,8 +120,8 @@ def fused_files(fp32: Path, work: Path, planned: list[tuple[int, bool, str, int]
     out = {}
     for block, symmetric, zero_point, head_bits in planned:
         name = prefix + fused_name(block, symmetric, zero_point, head_bits)
-        out[name] = quantize_genai_folder(fp32.parent, work / name, Int4Settings(block, symmetric, 4, zero_point),
-                                          head_bits=head_bits)
+        out[name] = quantize_genai_folder(fp32.parent, work / name,
+                                          Int4Settings(block, symmetric, 4, zero_point, head_bits))
     return out
 
 

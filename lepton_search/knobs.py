@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from lepton_search.errors import ConfigError, did_you_mean
 
-__all__ = ["ANCHOR_RULES", "DEFAULT_STEP", "FUSIONS", "INT4_ACCURACY_LEVELS", "INT4_BLOCKS", "INT8_MODES", "KNOBS", "KNOB_NAMES", "PRUNE_METHODS",
+__all__ = ["ANCHOR_RULES", "DEFAULT_STEP", "FUSIONS", "INT4_ACCURACY_LEVELS", "INT4_BLOCKS", "INT4_HEAD_BITS", "INT8_MODES", "KNOBS", "KNOB_NAMES", "PRUNE_METHODS",
            "SUPPORTED_BITS", "Choices", "Domain", "FloatRange", "IntRange", "Knob", "KnobTable"]
 
 SUPPORTED_BITS = (32, 16, 8, 4)
@@ -40,6 +40,7 @@ FUSIONS = ("off", "ort")  # techniques.fusion
 INT4_BLOCKS = (0, 16, 32, 64, 128, 256)
 INT4_ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 INT4_ZERO_POINTS = ("int", "float")
+INT4_HEAD_BITS = (4, 8)  # a tied embedding / LM head with the other MatMuls (4) or stored once at 8 bits (8)
 PRUNE_METHODS = ("structured", "global", "unstructured")
 DEFAULT_STEP = 0.05  # the step of a float range given as (low, high)
 # How a fresh study's anchors (`SearchSpace.anchor_configs`: quantization alone) set a knob:
@@ -406,6 +407,11 @@ def _int4_zero_point(value: Any) -> str | None:
     return None if value in INT4_ZERO_POINTS else f"choose from {list(INT4_ZERO_POINTS)} (float: a min/max offset a block)"
 
 
+def _int4_head_bits(value: Any) -> str | None:
+    ok = value in INT4_HEAD_BITS and not isinstance(value, bool)
+    return None if ok else f"choose from {list(INT4_HEAD_BITS)} (8: the tied embedding and LM head once, 8-bit blocks)"
+
+
 def _embedding_bits(value: Any) -> str | None:
     ok = value in (32, 8, 4) and not isinstance(value, bool)
     return None if ok else "unsupported embedding table width; choose from [32, 8, 4]"
@@ -490,5 +496,9 @@ KNOBS = KnobTable(
          help="asymmetric MatMulNBits blocks: int (a 4-bit zero point) or float (each block's min/max offset, the "
               "grid of a GGUF Q4_1 file); acts where int4_symmetric is false",
          applied_by="lepton_search.techniques.matmul_nbits"),
+    Knob("int4_head_bits", Choices((4,)), noop=4, check=_int4_head_bits,
+         help="a language model's tied embedding and LM head in a MatMulNBits file: 4 (the head INT4 with the other "
+              "MatMuls, the embedding FP32) or 8 (both stored once, 8-bit blocks: GGUF Q8_0's grid); acts where "
+              "int4_block is set", applied_by="lepton_search.techniques.matmul_nbits"),
 )
 KNOB_NAMES: Sequence[str] = _Names(KNOBS)

@@ -22,7 +22,7 @@ from lepton_search.space import CompressionConfig, SearchSpace
 
 BUILT_IN = ("prune_ratio", "prune_method", "round_to", "bits", "finetune_epochs", "seq_len", "layers", "int8_mode", "fusion",
             "embedding_bits", "embedding_dim", "int4_block", "int4_symmetric", "int4_accuracy_level", "weight_clusters",
-            "int4_zero_point")
+            "int4_zero_point", "int4_head_bits")
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -178,7 +178,7 @@ def test_the_stored_form_of_the_built_in_knobs_is_unchanged():
         "seq_len": 0, "layers": 0, "int8_mode": "auto", "fusion": "off",  # knobs added since: their no-op
         "embedding_bits": [32], "embedding_dim": {"low": 1.0, "high": 1.0, "step": 0.25},  # tables: as they are
         "int4_block": 0, "int4_symmetric": True, "int4_accuracy_level": 0, "weight_clusters": 0,
-        "int4_zero_point": "int"}  # MatMulNBits: per-channel INT4 instead
+        "int4_zero_point": "int", "int4_head_bits": 4}  # MatMulNBits: per-channel INT4 instead
     assert (space.prune_ratio, space.prune_method, space.round_to, space.bits, space.finetune_epochs) == (
         (0.0, 0.5, 0.25), ("structured", "global"), 4, (8,), (0, 1))
     narrowed = dataclasses.replace(space, prune_ratio=(0.0, 0.0, 0.25))  # how study.acting_space narrows

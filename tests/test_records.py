@@ -28,7 +28,7 @@ def test_schema_1_config_is_read_by_position_and_new_knobs_take_defaults():
     assert config == {"prune_ratio": 0.5, "prune_method": "unstructured", "round_to": 1, "bits": 8,
                       "finetune_epochs": 2, "seq_len": 0, "layers": 0, "int8_mode": "auto", "fusion": "off",
                       "embedding_bits": 32, "embedding_dim": 1.0, "int4_block": 0, "int4_symmetric": True,
-                      "int4_accuracy_level": 0, "weight_clusters": 0, "int4_zero_point": "int"}
+                      "int4_accuracy_level": 0, "weight_clusters": 0, "int4_zero_point": "int", "int4_head_bits": 4}
     assert TrialRecord.from_attrs(attrs).schema == 1
     assert read_config({"accuracy": 0.8}) is None
 
@@ -49,7 +49,7 @@ def test_categorical_knobs_are_sampled_and_fixed_ones_are_not():
                                                                "fusion": "off", "embedding_bits": 32,
                                                                "embedding_dim": 1.0, "int4_block": 0,
                                                                "int4_symmetric": True, "int4_accuracy_level": 0, "weight_clusters": 0,
-                                                               "int4_zero_point": "int"}
+                                                               "int4_zero_point": "int", "int4_head_bits": 4}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
     for _ in range(40):

@@ -36,20 +36,29 @@ def absmax_blocks(table: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray
     return (q + ZERO).astype(np.uint8), scale
 
 
-def quantize_tied_head(model: onnx.ModelProto, *, block: int = 32, accuracy_level: int = 4) -> onnx.ModelProto:
-    """A copy of `model` whose embedding Gather and LM head MatMul (a constant weight equal to the table's transpose)
-    read one 8-bit table (see the module docstring); refused in one line where the graph has no such pair."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = model.graph
+def tied_pair(graph: onnx.GraphProto, block: int) -> tuple[onnx.NodeProto, onnx.NodeProto | None, np.ndarray,
+                                                              onnx.NodeProto] | None:
+    """(embedding Gather, the Transpose it reads or None, the [vocab, width] table, LM head MatMul) where the graph
+    ties them (the head's constant weight is the table's transpose) at a width that is a multiple of `block`."""
     gather, transpose, table = _embedding(graph, block)
     weight = transpose.input[0] if transpose is not None else None
     inits = {i.name: i for i in graph.initializer}
     head = next((n for n in graph.node if table is not None and n.op_type == "MatMul" and n.input[1] in inits
                  and (n.input[1] == weight or tuple(inits[n.input[1]].dims) == table.shape[::-1]
                       and np.array_equal(numpy_helper.to_array(inits[n.input[1]]), table.T))), None)
-    if head is None:
+    return None if head is None else (gather, transpose, table, head)
+
+
+def quantize_tied_head(model: onnx.ModelProto, *, block: int = 32, accuracy_level: int = 4) -> onnx.ModelProto:
+    """A copy of `model` whose embedding Gather and LM head MatMul (a constant weight equal to the table's transpose)
+    read one 8-bit table (see the module docstring); refused in one line where the graph has no such pair."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    pair = tied_pair(graph, block)
+    if pair is None:
         raise ConfigError("model", graph.name or "graph", f"has no embedding Gather tied to an LM head MatMul with a "
                           f"width a multiple of {block}: quantize the head with the other MatMuls instead")
+    gather, transpose, table, head = pair
     vocab, width = table.shape
     q, scale = absmax_blocks(table, block)
     name = "tied_embedding"

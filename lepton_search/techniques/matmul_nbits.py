@@ -16,8 +16,9 @@ FP32 between nodes; Conv and Gemm weights are left FP32 (recorded as such).
 `int4_zero_point` "float" (asymmetric only): each block's own min/max grid, w = scale * q + offset with a float
 offset (GGUF Q4_1's grid), written by `_int4_offset` as symmetric MatMulNBits plus an exact block-sum correction
 (ONNX Runtime's quantizer has no float zero points, and its CPU kernel runs float ones ~70x slower).
-`quantize_tied_head` (before `quantize_weights`): a tied embedding and LM head stored once, 8-bit blocks
-(`GatherBlockQuantized` + 8-bit `MatMulNBits`), GGUF Q8_0's grid; not a knob yet (experiments/llm_front.py uses it).
+`int4_head_bits` 8 (`quantize_tied_head`, first in `quantize_weights`): a tied embedding and LM head stored once,
+8-bit blocks (`GatherBlockQuantized` + 8-bit `MatMulNBits`), GGUF Q8_0's grid; 4 (the no-op): the head INT4 with
+the others, the embedding FP32. A model without a tied pair is refused by name.
 `quantize_genai_folder`: both on a folder `onnxruntime_genai` loads (the model builder's fused FP32 build:
 GroupQueryAttention, a fused q/k/v MatMul, the embedding a Gather of the LM head's Transpose), written beside it.
 
@@ -38,11 +39,11 @@ from pathlib import Path
 import onnx
 
 from lepton_search.errors import ConfigError
-from lepton_search.knobs import INT4_ACCURACY_LEVELS, INT4_BLOCKS, INT4_ZERO_POINTS
+from lepton_search.knobs import INT4_ACCURACY_LEVELS, INT4_BLOCKS, INT4_HEAD_BITS, INT4_ZERO_POINTS
 from lepton_search.logging import routed_to_debug
 from lepton_search.space import SearchSpace
 from lepton_search.techniques._int4_offset import quantize_offset
-from lepton_search.techniques._tied_head import quantize_tied_head
+from lepton_search.techniques._tied_head import quantize_tied_head, tied_pair
 from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict
 
 OP_TYPE = "MatMulNBits"  # com.microsoft
@@ -59,6 +60,7 @@ class Int4Settings:
     symmetric: bool
     accuracy_level: int
     zero_point: str = "int"  # asymmetric: a 4-bit integer zero point, or a float offset ("float", `_int4_offset`)
+    head_bits: int = 4  # a tied embedding / LM head: with the other MatMuls (4), or once at 8 bits (`quantize_tied_head`)
 
     def __post_init__(self) -> None:
         if self.zero_point not in INT4_ZERO_POINTS:
@@ -68,6 +70,8 @@ class Int4Settings:
                              "give symmetric=False for a float offset, or zero_point='int'")
         if self.block_size not in INT4_BLOCKS or not self.block_size:
             raise ValueError(f"Int4Settings.block_size: got {self.block_size!r}; one of {list(INT4_BLOCKS[1:])}")
+        if self.head_bits not in INT4_HEAD_BITS:
+            raise ValueError(f"Int4Settings.head_bits: got {self.head_bits!r}; one of {list(INT4_HEAD_BITS)}")
         if self.accuracy_level not in INT4_ACCURACY_LEVELS:
             raise ValueError(f"Int4Settings.accuracy_level: got {self.accuracy_level!r}; one of "
                              f"{list(INT4_ACCURACY_LEVELS)}")
@@ -76,7 +80,8 @@ class Int4Settings:
         level = f"accuracy level {self.accuracy_level}" if self.accuracy_level else "default accuracy level"
         kind = "symmetric" if self.symmetric else "asymmetric, float offset (min/max)" if self.zero_point == "float" \
             else "asymmetric"
-        return f"blocks of {self.block_size}, {kind}, {level}"
+        head = ", tied embedding and LM head 8-bit" if self.head_bits == 8 else ""
+        return f"blocks of {self.block_size}, {kind}, {level}{head}"
 
 
 def weight_widths(model: onnx.ModelProto) -> dict[str, int]:
@@ -95,9 +100,12 @@ def check_block(widths: dict[str, int], block: int) -> None:
 
 
 def quantize_weights(model: onnx.ModelProto, settings: Int4Settings) -> onnx.ModelProto:
-    """`model` with every MatMul of a constant 2-D weight as a `MatMulNBits` node (see the module docstring); a
-    block wider than the narrowest such MatMul's input is refused (`check_block`)."""
+    """`model` with every MatMul of a constant 2-D weight as a `MatMulNBits` node (see the module docstring), a tied
+    embedding and LM head first stored once at 8 bits where `settings.head_bits` is 8 (`quantize_tied_head`, blocks
+    of `settings.block_size`); a block wider than the narrowest such MatMul's input is refused (`check_block`)."""
     check_block(weight_widths(model), settings.block_size)
+    if settings.head_bits == 8:
+        model = quantize_tied_head(model, block=settings.block_size, accuracy_level=settings.accuracy_level)
     if settings.zero_point == "float":
         return quantize_offset(model, settings.block_size, settings.accuracy_level)
     with routed_to_debug():  # importing the quantizer calls logging.basicConfig(INFO); it logs every node
@@ -110,28 +118,20 @@ def quantize_weights(model: onnx.ModelProto, settings: Int4Settings) -> onnx.Mod
     return quantizer.model.model
 
 
-def quantize_genai_folder(source: str | Path, target: str | Path, settings: Int4Settings, *,
-                          head_bits: int = 8) -> Path:
+def quantize_genai_folder(source: str | Path, target: str | Path, settings: Int4Settings) -> Path:
     """`target`: the generation folder `source` (its `model.onnx`, weights inline or in external data) with
-    `quantize_weights`' MatMuls, the tied embedding and LM head first stored once at 8 bits (`head_bits` 8,
-    `quantize_tied_head`, blocks of `settings.block_size`) or the head INT4 with the others (`head_bits` 4); its other
-    files (genai_config.json, the tokenizer's) copied; returns the new `model.onnx`. A MatMul weight concatenated
+    `quantize_weights`' MatMuls (the tied embedding and LM head at `settings.head_bits`); its other files
+    (genai_config.json, the tokenizer's) copied; returns the new `model.onnx`. A MatMul weight concatenated
     along its output columns (the builder's fused q/k/v) keeps its blocks along K: each column is quantized alone.
 
     Example:
-        >>> quantize_genai_folder("builder-fp32", "fused-int4", Int4Settings(32, False, 4, "float"))  # doctest: +SKIP
+        >>> quantize_genai_folder("builder-fp32", "fused-int4", Int4Settings(32, False, 4, "float", 8))  # doctest: +SKIP
     """
     source, target = Path(source), Path(target)
-    if head_bits not in (4, 8):
-        raise ConfigError("head_bits", head_bits, "give 8 (the tied embedding and LM head one 8-bit table) or 4 "
-                          "(the LM head INT4 with the other MatMuls)")
     if not (source / "model.onnx").is_file():
         raise ConfigError("source", str(source), "has no model.onnx: give a folder onnxruntime_genai loads "
                           "(the model builder's output)")
-    graph = onnx.load(str(source / "model.onnx"))
-    if head_bits == 8:
-        graph = quantize_tied_head(graph, block=settings.block_size, accuracy_level=settings.accuracy_level)
-    graph = quantize_weights(graph, settings)
+    graph = quantize_weights(onnx.load(str(source / "model.onnx")), settings)
     target.mkdir(parents=True, exist_ok=True)
     for path in source.iterdir():
         if path.is_file() and not path.name.startswith("model.onnx"):
@@ -153,12 +153,14 @@ class MatMulNBits(Technique):
     `MatMulNBits` with these settings (chosen before fine-tuning, applied by `quantize` with the others)."""
 
     name, keyed = "matmul_nbits", False
-    knobs, stage, order = ("int4_block", "int4_symmetric", "int4_accuracy_level", "int4_zero_point"), "graph", 1
+    knobs, stage, order = ("int4_block", "int4_symmetric", "int4_accuracy_level", "int4_zero_point",
+                           "int4_head_bits"), "graph", 1
 
     def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
         blocks = [b for b in space.domain("int4_block") if b]
         settings = {name: [v for v in space.domain(name) if v != noop] for name, noop in
-                    (("int4_symmetric", True), ("int4_accuracy_level", 0), ("int4_zero_point", "int"))}
+                    (("int4_symmetric", True), ("int4_accuracy_level", 0), ("int4_zero_point", "int"),
+                                                                  ("int4_head_bits", 4))}
         if not blocks:
             for name, values in settings.items():
                 if values:
@@ -176,6 +178,10 @@ class MatMulNBits(Technique):
             raise ConfigError("knobs.int4_block", blocks[0], "MatMulNBits takes MatMul weights and the exported graph "
                               "has none (Conv / Gemm only): set int4_block to 0 (per-channel INT4)")
         check_block(widths, max(blocks))
+        if settings["int4_head_bits"] and any(tied_pair(ctx.graph.graph, b) is None for b in blocks):
+            raise ConfigError("knobs.int4_head_bits", 8, f"stores a tied embedding and LM head once and the model has "
+                              f"no embedding tied to its LM head at a width a multiple of {blocks}: set "
+                              "int4_head_bits to 4")
         verdict = Verdict()
         padded = sorted({b for b in blocks for k in widths.values() if k % b})
         if padded:
@@ -185,11 +191,12 @@ class MatMulNBits(Technique):
 
     def plan(self, build: Build) -> None:
         config = build.config
-        block, symmetric, level, zero_point = config.int4_block, bool(config.int4_symmetric), \
-            config.int4_accuracy_level, str(config.int4_zero_point)
+        block, symmetric, level, zero_point, head_bits = config.int4_block, bool(config.int4_symmetric), \
+            config.int4_accuracy_level, str(config.int4_zero_point), int(config.int4_head_bits)
         zero_point = "int" if symmetric else zero_point  # symmetric blocks have none to choose
         if block and build.route.bits == 4:  # the plan quantize made from bits
-            build.route = build.route.with_settings(Int4Settings(int(block), symmetric, int(level), zero_point))
+            build.route = build.route.with_settings(Int4Settings(int(block), symmetric, int(level), zero_point,
+                                                                 head_bits))
 
 
 TECHNIQUES = (MatMulNBits(),)

@@ -59,10 +59,13 @@ def test_the_builders_graph_scores_as_our_export_and_takes_matmulnbits(tmp_path)
     assert graph.graph.input[2].name == "past_key_values.0.key" and past[3].dim_value == 16  # head size, concrete
     assert onnx_accuracy(fp32.onnx_path, wl, "val").accuracy == pytest.approx(
         onnx_accuracy(ours.onnx_path, wl, "val").accuracy, abs=1e-4)
-    int4 = compress(wl, CompressionConfig(0.0, 4, 0, int4_block=16, int4_accuracy_level=4), tmp_path / "int4.onnx",
-                    settings=SETTINGS)
+    int4 = compress(wl, CompressionConfig(0.0, 4, 0, int4_block=16, int4_accuracy_level=4, int4_head_bits=8),
+                    tmp_path / "int4.onnx", settings=SETTINGS)
     nodes = onnx.load(str(int4.onnx_path)).graph.node
     assert sum(n.op_type == "MatMulNBits" for n in nodes) == 2 * 5 + 1  # fused q/k/v, o, gate, up, down; the head
+    # the builder's tied table (the head's weight, the embedding a Gather of its Transpose) stored once at 8 bits
+    assert [n.op_type for n in nodes].count("GatherBlockQuantized") == 1 and "Transpose" not in {n.op_type for n in nodes}
+    assert int4.quantization["detail"] == "blocks of 16, symmetric, accuracy level 4, tied embedding and LM head 8-bit"
     meas = measure_onnx(int4.onnx_path, wl, HostCpuLatency(), samples=wl.sample_inputs())
     assert meas.latency_ms == pytest.approx(1e3 / meas.generation["decode_tokens_per_s"])
     assert math.exp(-meas.accuracy) == pytest.approx(VOCAB, rel=0.3)

@@ -94,6 +94,11 @@ def test_settings_and_checks_refuse_what_cannot_act():
     with pytest.raises(ConfigError, match="int4_zero_point.*acts on MatMulNBits files only"):
         tech.check(ctx, SearchSpace(bits=(4,), int4_zero_point=("int", "float")))
     tech.check(ctx, SearchSpace(bits=(4,), int4_block=(32,), int4_symmetric=(False,), int4_zero_point=("float",)))
+    with pytest.raises(ConfigError, match="int4_head_bits: got 3; choose from \\[4, 8\\]"):
+        SearchSpace(int4_head_bits=(3,))
+    with pytest.raises(ConfigError, match="int4_head_bits: got 8; .*no embedding tied to its LM head.*set int4_head_bits "
+                                          "to 4"):
+        tech.check(ctx, SearchSpace(bits=(4,), int4_block=(32,), int4_head_bits=(4, 8)))
 
 
 def test_compress_takes_the_float_offset_from_the_knobs(tmp_path):
