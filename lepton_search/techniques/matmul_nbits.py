@@ -17,7 +17,7 @@ FP32 between nodes; Conv and Gemm weights are left FP32 (recorded as such).
 offset (GGUF Q4_1's grid), written by `_int4_offset` as symmetric MatMulNBits plus an exact block-sum correction
 (ONNX Runtime's quantizer has no float zero points, and its CPU kernel runs float ones ~70x slower).
 `int4_head_bits` 8 (`quantize_tied_head`, first in `quantize_weights`): a tied embedding and LM head stored once,
-8-bit blocks (`GatherBlockQuantized` + 8-bit `MatMulNBits`), GGUF Q8_0's grid; 4 (the no-op): the head INT4 with
+8-bit blocks of 32 whatever `int4_block` is (`GatherBlockQuantized` + 8-bit `MatMulNBits`), GGUF Q8_0's grid; 4 (the no-op): the head INT4 with
 the others, the embedding FP32. A model without a tied pair is refused by name.
 `quantize_genai_folder`: both on a folder `onnxruntime_genai` loads (the model builder's fused FP32 build:
 GroupQueryAttention, a fused q/k/v MatMul, the embedding a Gather of the LM head's Transpose), written beside it.
@@ -47,6 +47,7 @@ from lepton_search.techniques._tied_head import quantize_tied_head, tied_pair
 from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict
 
 OP_TYPE = "MatMulNBits"  # com.microsoft
+HEAD_BLOCK = 32  # int4_head_bits 8: the tied table's 8-bit blocks, whatever int4_block is (GGUF Q8_0's block)
 __all__ = ["Int4Settings", "MatMulNBits", "nbits_nodes", "quantize_genai_folder", "quantize_tied_head", "quantize_weights",
            "weight_widths"]
 
@@ -102,10 +103,10 @@ def check_block(widths: dict[str, int], block: int) -> None:
 def quantize_weights(model: onnx.ModelProto, settings: Int4Settings) -> onnx.ModelProto:
     """`model` with every MatMul of a constant 2-D weight as a `MatMulNBits` node (see the module docstring), a tied
     embedding and LM head first stored once at 8 bits where `settings.head_bits` is 8 (`quantize_tied_head`, blocks
-    of `settings.block_size`); a block wider than the narrowest such MatMul's input is refused (`check_block`)."""
+    of `HEAD_BLOCK`); a block wider than the narrowest such MatMul's input is refused (`check_block`)."""
     check_block(weight_widths(model), settings.block_size)
     if settings.head_bits == 8:
-        model = quantize_tied_head(model, block=settings.block_size, accuracy_level=settings.accuracy_level)
+        model = quantize_tied_head(model, block=HEAD_BLOCK, accuracy_level=settings.accuracy_level)
     if settings.zero_point == "float":
         return quantize_offset(model, settings.block_size, settings.accuracy_level)
     with routed_to_debug():  # importing the quantizer calls logging.basicConfig(INFO); it logs every node
@@ -178,9 +179,9 @@ class MatMulNBits(Technique):
             raise ConfigError("knobs.int4_block", blocks[0], "MatMulNBits takes MatMul weights and the exported graph "
                               "has none (Conv / Gemm only): set int4_block to 0 (per-channel INT4)")
         check_block(widths, max(blocks))
-        if settings["int4_head_bits"] and any(tied_pair(ctx.graph.graph, b) is None for b in blocks):
+        if settings["int4_head_bits"] and tied_pair(ctx.graph.graph, HEAD_BLOCK) is None:
             raise ConfigError("knobs.int4_head_bits", 8, f"stores a tied embedding and LM head once and the model has "
-                              f"no embedding tied to its LM head at a width a multiple of {blocks}: set "
+                              f"no embedding tied to its LM head at a width a multiple of {HEAD_BLOCK}: set "
                               "int4_head_bits to 4")
         verdict = Verdict()
         padded = sorted({b for b in blocks for k in widths.values() if k % b})
