@@ -39,7 +39,7 @@ def graph_config(config: CompressionConfig) -> dict[str, Any]:
     out = _noops()
     for technique in stages.registered():
         if technique.stage != "train" and technique.active(config):
-            out.update({k: getattr(config, k) for k in technique.knobs})
+            out.update(technique.knob_values(config))
     return out
 
 

@@ -51,3 +51,19 @@ def test_a_graph_is_timed_once_per_study_and_the_base_graph_reads_the_base(digit
     assert list(stored) == [graph_key(CompressionConfig(0.25, 32, 0))] and stored[next(iter(stored))]["trial"] == 0
     assert is_base_graph(CompressionConfig(0.0, 32, 1, prune_method="global"))  # ratio 0 prunes nothing
     assert graph_key(CompressionConfig(0.25, 8, 1)) != graph_key(CompressionConfig(0.25, 32, 1))
+
+
+def test_knobs_that_do_not_act_on_a_config_do_not_make_a_new_model():
+    """MatMulNBits' knobs act on 4-bit files with a block size only, and a zero point only in asymmetric blocks: the
+    FP32 model with them set is the base, and symmetric blocks with either zero point are one model (the live
+    bbc-smollm2 search ran an FP32 trial labelled int4_symmetric=False as a new config)."""
+    from lepton_search.graphs import distinct_models, is_base, model_config
+
+    assert is_base(CompressionConfig(0.0, 32, 0, int4_symmetric=False, int4_head_bits=8, int4_accuracy_level=4))
+    assert is_base_graph(CompressionConfig(0.0, 8, 0, int4_block=32)) is False  # INT8: bits act, int4_block not
+    assert model_config(CompressionConfig(0.0, 8, 0, int4_block=32)) == model_config(CompressionConfig(0.0, 8, 0))
+    sym = [CompressionConfig(0.0, 4, 0, int4_block=32, int4_zero_point=z) for z in ("int", "float")]
+    assert graph_key(sym[0]) == graph_key(sym[1]) and len(distinct_models(sym)) == 1
+    asym = [CompressionConfig(0.0, 4, 0, int4_block=32, int4_symmetric=False, int4_zero_point=z) for z in ("int", "float")]
+    assert graph_key(asym[0]) != graph_key(asym[1])
+    assert graph_key(CompressionConfig(0.0, 4, 0, int4_block=32, int4_head_bits=8)) != graph_key(sym[0])

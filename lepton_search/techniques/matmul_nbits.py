@@ -35,13 +35,14 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnx
 
 from lepton_search.errors import ConfigError
-from lepton_search.knobs import INT4_ACCURACY_LEVELS, INT4_BLOCKS, INT4_HEAD_BITS, INT4_ZERO_POINTS
+from lepton_search.knobs import INT4_ACCURACY_LEVELS, INT4_BLOCKS, INT4_HEAD_BITS, INT4_ZERO_POINTS, KNOBS
 from lepton_search.logging import routed_to_debug
-from lepton_search.space import SearchSpace
+from lepton_search.space import CompressionConfig, SearchSpace
 from lepton_search.techniques._int4_offset import quantize_offset
 from lepton_search.techniques._tied_head import quantize_tied_head, tied_pair
 from lepton_search.techniques.stages import Build, CheckContext, Technique, Verdict
@@ -156,6 +157,16 @@ class MatMulNBits(Technique):
     name, keyed = "matmul_nbits", False
     knobs, stage, order = ("int4_block", "int4_symmetric", "int4_accuracy_level", "int4_zero_point",
                            "int4_head_bits"), "graph", 1
+
+    def active(self, config: CompressionConfig) -> bool:
+        """Only a 4-bit file with a block size is a MatMulNBits file: elsewhere its knobs do nothing."""
+        return config.bits == 4 and bool(config.int4_block)
+
+    def knob_values(self, config: CompressionConfig) -> dict[str, Any]:
+        values = super().knob_values(config)
+        if config.int4_symmetric:  # symmetric blocks have no zero point to choose
+            values["int4_zero_point"] = KNOBS["int4_zero_point"].noop
+        return values
 
     def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
         blocks = [b for b in space.domain("int4_block") if b]

@@ -116,6 +116,11 @@ class Technique:
         """Whether `config` sets any of its knobs off its no-op."""
         return any(getattr(config, k) != KNOBS[k].noop for k in self.knobs)
 
+    def knob_values(self, config: CompressionConfig) -> dict[str, Any]:
+        """Its knobs' values as they act on `config` (where active): a knob another knob makes a no-op (a zero
+        point in symmetric blocks) at its no-op, so two configs that make one file have one key (`graphs`)."""
+        return {k: getattr(config, k) for k in self.knobs}
+
     def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
         """Refuse (ConfigError) or fix (a Verdict) the knob values of `space` it cannot act on, on `ctx`'s model."""
         return Verdict()
