@@ -167,3 +167,21 @@ def test_the_card_of_a_generation_file_says_its_latency_unit_and_tokens_per_seco
     plain = model_card({"study": "s", "trial": 0, "workload": "w", "seed": 0, "config": {"bits": 32}, "base": {},
                         "metrics": {}})
     assert "decoded token" not in plain
+
+
+def test_an_exported_generation_file_runs_on_the_stored_samples_with_an_empty_past(tmp_path):
+    """`export` without a workload runs the file on the study's stored samples: a generation file takes past
+    key/values too, fed empty (it failed with 'Required inputs ... past_key_values.0.key ... are missing')."""
+    from lepton_search.candidate import compress
+    from lepton_search.latency import save_inputs
+    from lepton_search.results.release import run_on_samples
+    from lepton_search.space import CompressionConfig, FinetuneSettings
+
+    data = windows()
+    wl = Workload("tiny-gen", tiny_causal_llama(), train=data, val=data, example_input=(data[0][:1], data[1][:1]),
+                  task="lm", generation=True)
+    cand = compress(wl, CompressionConfig(0.0, 32, 0), tmp_path / "gen.onnx",
+                    settings=FinetuneSettings(subset_size=8, batch_size=8, bn_batches=1, calibration_size=2))
+    samples = save_inputs(tmp_path / "samples.npz", wl.sample_inputs())
+    checked = run_on_samples(cand.onnx_path, samples)
+    assert checked["status"] == "ran", checked

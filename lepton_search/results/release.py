@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lepton_search import records
 from lepton_search.errors import ConfigError, LeptonError
 from lepton_search.latency import SAMPLE_INPUTS_FILE, load_inputs
+from lepton_search.latency.decode import Decoder, past_inputs
 from lepton_search.paths import confined_file, file_sha256
 from lepton_search.records import ONNX_ARTIFACT, SAMPLE_INPUTS_ARTIFACT, TrialRecord
 from lepton_search.results.card import base_card, model_card, trial_config
@@ -60,8 +61,8 @@ NO_ACCURACY = "accuracy not re-checked: pass workload= (CLI: --workload) to re-c
 
 
 def run_on_samples(onnx_path: Path, samples_path: Path | None) -> dict[str, Any]:
-    """Without a workload: run `onnx_path` in ORT on the stored samples and check that every output is finite
-    and has one row per sample. Status `ran`, `FAILED`, or `skipped` when the study stored no samples."""
+    """Without a workload: run `onnx_path` in ORT on the stored samples (a generation file: a prefill with an empty
+    past, its logits) and check that every output is finite and has one row per sample. Status `ran`, `FAILED`, or `skipped` when the study stored no samples."""
     if samples_path is None or not samples_path.is_file():
         return {"status": "skipped", "detail": f"no workload given and the study stored no samples; {NO_ACCURACY}"}
     import numpy as np
@@ -73,7 +74,10 @@ def run_on_samples(onnx_path: Path, samples_path: Path | None) -> dict[str, Any]
     options.intra_op_num_threads = 1
     try:
         sess = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        outputs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+        if past_inputs(sess):  # a generation file: a prefill with an empty past, as its score is computed
+            outputs = {"logits": Decoder(onnx_path, session=sess).prefill(feeds["input_ids"], feeds["attention_mask"])}
+        else:
+            outputs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
     except Exception as exc:  # noqa: BLE001 - ORT raises several types; the message is what matters here
         return {"status": "FAILED", "detail": f"does not run in ONNX Runtime on the {n} stored samples "
                 f"({str(exc).splitlines()[0]})", "samples": n}
