@@ -241,7 +241,8 @@ class _ToDebug(logging.Filter):
 
 @contextlib.contextmanager
 def hf_progress_bars_off() -> Iterator[None]:
-    """transformers' own progress bars (the GGUF reader draws two, save_pretrained one) off for the block, as they were after it."""
+    """transformers' own progress bars (the GGUF reader draws two, save_pretrained one) off for the block, as they
+    were after it."""
     from transformers.utils import logging as hf_logging
 
     was = hf_logging.is_progress_bar_enabled()

@@ -62,7 +62,8 @@ NO_ACCURACY = "accuracy not re-checked: pass workload= (CLI: --workload) to re-c
 
 def run_on_samples(onnx_path: Path, samples_path: Path | None) -> dict[str, Any]:
     """Without a workload: run `onnx_path` in ORT on the stored samples (a generation file: a prefill with an empty
-    past, its logits) and check that every output is finite and has one row per sample. Status `ran`, `FAILED`, or `skipped` when the study stored no samples."""
+    past, its logits) and check that every output is finite and has one row per sample. Status `ran`, `FAILED`, or
+    `skipped` when the study stored no samples."""
     if samples_path is None or not samples_path.is_file():
         return {"status": "skipped", "detail": f"no workload given and the study stored no samples; {NO_ACCURACY}"}
     import numpy as np

@@ -170,9 +170,8 @@ class MatMulNBits(Technique):
 
     def check(self, ctx: CheckContext, space: SearchSpace) -> Verdict:
         blocks = [b for b in space.domain("int4_block") if b]
-        settings = {name: [v for v in space.domain(name) if v != noop] for name, noop in
-                    (("int4_symmetric", True), ("int4_accuracy_level", 0), ("int4_zero_point", "int"),
-                                                                  ("int4_head_bits", 4))}
+        settings = {name: [v for v in space.domain(name) if v != KNOBS[name].noop] for name in self.knobs
+                    if name != "int4_block"}
         if not blocks:
             for name, values in settings.items():
                 if values:
